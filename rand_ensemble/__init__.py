@@ -1,0 +1,1 @@
+"""rand_ensemble: random-embedding ensembles in pure JAX."""

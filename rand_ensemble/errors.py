@@ -1,0 +1,5 @@
+"""The project's own error type: the CLI prints it as one line, without a traceback."""
+
+
+class RandEnsembleError(ValueError):
+    """Bad input or configuration, with a message that says what was wrong."""
