@@ -1,0 +1,260 @@
+"""Pybullet scenes: a target and a few distractors settled on a checker floor, rendered headless.
+
+Every render rebuilds its scene from `np.random.default_rng`-style seed sequences keyed by
+(seed, object_id, view), in a freshly reset simulation, so pixels never depend on what the
+client rendered before (Beam workers render in arbitrary orders).
+"""
+import colorsys
+import math
+import os
+
+import numpy as np
+import pybullet as p
+import pybullet_data
+from tqdm import tqdm
+
+from rand_ensemble.errors import RandEnsembleError
+
+NUM_OBJECTS = 1000                      # ids 0..999 have URDFs
+TEST_OBJECT_IDS = range(900, 1000)      # default id range for test sets
+POOL_OBJECT_IDS = range(0, 900)         # training pools, disjoint from the test objects
+COLOUR_MODES = ("object", "random")
+EXAMPLE_SIZE = 11                       # anchor, positive, nine negatives
+
+_DATA = pybullet_data.getDataPath()
+_PLANE = os.path.join(_DATA, "plane100.urdf")
+_URDFS = [os.path.join(_DATA, "random_urdfs", f"{i:03d}", f"{i:03d}.urdf")
+          for i in range(NUM_OBJECTS)]
+
+_FOV = 40.0                             # degrees, square image
+_NEAR, _FAR = 0.01, 10.0
+_FILL = (0.45, 0.7)                     # target's widest extent / frame width
+_PITCH = (20.0, 50.0)                   # degrees above the horizon
+_NUM_DISTRACTORS = (2, 4)
+_BEHIND_ARC = 0.9                       # radians either side of straight behind the target
+_FLOOR_SCALE = 0.1                      # 0.1 m checks: the size of the objects
+_RING = (0.1, 0.22)                     # distractor distance from the target, metres
+_TIME_STEP = 1.0 / 60.0                 # coarse but stable for 0.1 m objects dropped 2 mm
+_SETTLE_STEPS = 24                      # 0.4 s: long enough to tip over, short enough to be fast
+_LIGHT = dict(lightDirection=[0.4, 0.6, 1.0], lightAmbientCoeff=0.6,
+              lightDiffuseCoeff=0.5, lightSpecularCoeff=0.1, shadow=1)
+
+
+def _check_object_id(object_id):
+    """Return object_id as an int, or raise if random_urdfs has no URDF for it."""
+    if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)) \
+            or not 0 <= object_id < NUM_OBJECTS:
+        raise RandEnsembleError(
+            f"no URDF for object id {object_id}: random_urdfs has ids 0..{NUM_OBJECTS - 1}")
+    return int(object_id)
+
+
+def _check_count(name, value, minimum):
+    """Return value as an int >= minimum, or raise naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise RandEnsembleError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _partition(object_id):
+    """The id range distractors come from: test objects never appear in training scenes."""
+    return TEST_OBJECT_IDS if object_id in TEST_OBJECT_IDS else POOL_OBJECT_IDS
+
+
+def _floats(xs):
+    """Plain Python floats, so camera dicts are JSON-serialisable."""
+    return [float(x) for x in xs]
+
+
+class Renderer:
+    """Renders (object_id, view, seed) -> uint8 (hw, hw, 3) with one pybullet DIRECT client."""
+
+    def __init__(self, hw=32, colour="object", oversample=4):
+        self.hw = _check_count("hw", hw, 8)
+        self.oversample = _check_count("oversample", oversample, 1)
+        if colour not in COLOUR_MODES:
+            raise RandEnsembleError(f"colour must be one of {COLOUR_MODES}, got {colour!r}")
+        self.colour = colour
+        self.client = p.connect(p.DIRECT)
+        self._proj = p.computeProjectionMatrixFOV(_FOV, 1.0, _NEAR, _FAR,
+                                                  physicsClientId=self.client)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Disconnect the pybullet client; safe to call twice."""
+        if self.client is not None:
+            p.disconnect(physicsClientId=self.client)
+            self.client = None
+
+    def render_view(self, object_id, view, seed):
+        """Render one view: -> (uint8 (hw, hw, 3), camera dict of plain floats/ints/lists)."""
+        image, camera, _ = self._render(object_id, view, seed)
+        return image, camera
+
+    def _render(self, object_id, view, seed, target_rgba=None):
+        """Render -> (image, camera, bool (S, S) target mask); target_rgba repaints the target."""
+        object_id = _check_object_id(object_id)
+        view = _check_count("view", view, 0)
+        seed = _check_count("seed", seed, 0)
+        if self.client is None:
+            raise RandEnsembleError("Renderer is closed")
+        # Separate streams so geometry is identical in both colour modes; only colours differ.
+        scene_seq, colour_seq = np.random.SeedSequence([seed, object_id, view]).spawn(2)
+        rng, colour_rng = np.random.default_rng(scene_seq), np.random.default_rng(colour_seq)
+        cid = self.client
+
+        yaw = rng.uniform(0.0, 2 * math.pi)
+        pitch = math.radians(rng.uniform(*_PITCH))
+        fill = rng.uniform(*_FILL)
+        num_distractors = int(rng.integers(_NUM_DISTRACTORS[0], _NUM_DISTRACTORS[1] + 1))
+        pool = np.asarray(_partition(object_id))
+        pool = pool[pool != object_id]
+        distractor_ids = [int(i) for i in rng.choice(pool, num_distractors, replace=False)]
+        # Saturated colours of any hue, like the URDFs' own: uniform RGB is mostly greyish.
+        hsv = colour_rng.uniform([0.0, 0.5, 0.4], [1.0, 1.0, 1.0],
+                                 size=(1 + _NUM_DISTRACTORS[1], 3))
+        colours = [colorsys.hsv_to_rgb(*c) for c in hsv]
+
+        # A fresh world per render: the only state is what this call builds.
+        p.resetSimulation(physicsClientId=cid)
+        p.setGravity(0, 0, -9.81, physicsClientId=cid)
+        p.setTimeStep(_TIME_STEP, physicsClientId=cid)
+        p.loadURDF(_PLANE, useFixedBase=True, globalScaling=_FLOOR_SCALE, physicsClientId=cid)
+
+        bodies, placed = [], []                             # placed: (x, y, radius) footprints
+        for k, oid in enumerate([object_id] + distractor_ids):
+            try:
+                body = p.loadURDF(_URDFS[oid], physicsClientId=cid)
+            except p.error as e:
+                raise RandEnsembleError(
+                    f"cannot load URDF for object id {oid}: {_URDFS[oid]} ({e})") from None
+            quat = rng.normal(size=4)
+            quat /= np.linalg.norm(quat)
+            verts = _vertices(cid, body, quat)                       # (V, 3), body at the origin
+            lo, hi = verts.min(0), verts.max(0)
+            centre = 0.5 * (lo + hi)
+            radius = float(np.max(np.linalg.norm((verts - centre)[:, :2], axis=1)))
+            x, y = 0.0, 0.0
+            # Distractors go behind the target (as seen from the camera) so they rarely hide it;
+            # rejection sampling keeps footprints apart so the physics starts without overlaps.
+            for _ in range(20 if k else 0):
+                angle = yaw + math.pi + rng.uniform(-_BEHIND_ARC, _BEHIND_ARC)
+                dist = rng.uniform(*_RING)
+                x, y = dist * math.cos(angle), dist * math.sin(angle)
+                if all(math.hypot(x - px, y - py) > radius + pr for px, py, pr in placed):
+                    break
+            placed.append((x, y, radius))
+            # Lowest vertex 2 mm above the floor: the body starts resting and only has to tip over.
+            pos = [x - centre[0], y - centre[1], 0.002 - lo[2]]
+            p.resetBasePositionAndOrientation(body, pos, quat.tolist(), physicsClientId=cid)
+            rgba = None
+            if k == 0 and target_rgba is not None:
+                rgba = list(target_rgba)
+            elif self.colour == "random":
+                rgba = _floats(colours[k]) + [1.0]
+            if rgba is not None:
+                p.changeVisualShape(body, -1, rgbaColor=rgba, physicsClientId=cid)
+            bodies.append(body)
+
+        for _ in range(_SETTLE_STEPS):
+            p.stepSimulation(physicsClientId=cid)
+
+        target, eye, distance = _frame(cid, bodies[0], yaw, pitch, fill)
+        view_matrix = p.computeViewMatrix(eye.tolist(), target.tolist(), [0, 0, 1],
+                                          physicsClientId=cid)
+        size = self.hw * self.oversample
+        _, _, pixels, _, seg = p.getCameraImage(size, size, view_matrix, self._proj,
+                                              renderer=p.ER_TINY_RENDERER,
+                                              physicsClientId=cid, **_LIGHT)
+        rgb = np.asarray(pixels, np.uint8).reshape(size, size, 4)[..., :3]             # (S, S, 3)
+        image = _block_mean(rgb, self.oversample)
+
+        body_rgba = [_floats(p.getVisualShapeData(b, physicsClientId=cid)[0][7]) for b in bodies]
+        camera = {
+            "object_id": object_id, "view": view, "seed": seed, "hw": self.hw,
+            "colour": self.colour, "oversample": self.oversample,
+            "yaw": math.degrees(yaw), "pitch": math.degrees(pitch),  # degrees, pitch above horizon
+            "distance": distance,
+            "target": _floats(target), "eye": _floats(eye), "fov": _FOV,
+            "near": _NEAR, "far": _FAR, "distractor_ids": distractor_ids,
+            "target_rgba": body_rgba[0], "distractor_rgba": body_rgba[1:],
+        }
+        return image, camera, np.asarray(seg).reshape(size, size) == bodies[0]
+
+
+def _vertices(cid, body, quat):
+    """Collision-mesh vertices rotated by quat (x, y, z, w): -> (V, 3), base frame at the origin."""
+    rot = np.array(p.getMatrixFromQuaternion(list(quat), physicsClientId=cid)).reshape(3, 3)
+    return np.array(p.getMeshData(body, physicsClientId=cid)[1]) @ rot.T
+
+
+def _frame(cid, body, yaw, pitch, fill):
+    """Camera (target, eye, distance) at yaw/pitch whose frame the body's mesh spans by `fill`."""
+    pos, orn = p.getBasePositionAndOrientation(body, physicsClientId=cid)
+    verts = _vertices(cid, body, orn) + pos                                      # (V, 3) world
+    target = 0.5 * (verts.min(0) + verts.max(0))
+    back = np.array([math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw),
+                     math.sin(pitch)])                                           # target -> eye
+    right = np.cross(-back, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, -back)
+    w = verts - target                                                           # (V, 3)
+    depth = w @ -back
+    # Exact perspective fit of the mesh (not its bounding sphere), so thin objects fill the frame:
+    # a vertex projects inside `fill` of the half-frame iff
+    # distance >= half-extent / (fill * tan(fov / 2)) - depth.
+    half = np.maximum(np.abs(w @ right), np.abs(w @ up))
+    distance = float(np.max(half / (fill * math.tan(math.radians(_FOV) / 2)) - depth))
+    distance = max(distance, float(np.max(-depth)) + 2 * _NEAR)
+    return target, target + distance * back, distance
+
+
+def _block_mean(rgb, factor):
+    """Area-downsample: uint8 (S, S, 3) -> uint8 (S/f, S/f, 3), exact integer rounding."""
+    s = rgb.shape[0] // factor
+    blocks = rgb.reshape(s, factor, s, factor, 3).astype(np.uint32).sum(axis=(1, 3))
+    n = factor * factor
+    return ((blocks + n // 2) // n).astype(np.uint8)
+
+
+def plan_test_set(num_examples, seed, object_ids=TEST_OBJECT_IDS):
+    """Which (object, view) fills each slot: -> ids int32 (N, 11), views int64 (N, 11)."""
+    num_examples = _check_count("num_examples", num_examples, 1)
+    seed = _check_count("seed", seed, 0)
+    try:
+        ids = sorted({_check_object_id(i) for i in object_ids})
+    except TypeError:
+        raise RandEnsembleError(
+            f"object_ids must be an iterable of ids, got {object_ids!r}") from None
+    if len(ids) < EXAMPLE_SIZE - 1:
+        raise RandEnsembleError(
+            f"object_ids must hold at least {EXAMPLE_SIZE - 1} distinct ids, got {len(ids)}")
+    plan = np.zeros((num_examples, EXAMPLE_SIZE), np.int32)
+    for n in range(num_examples):
+        # Per-example streams: example n is the same whatever num_examples is.
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(n,)))
+        chosen = rng.choice(ids, EXAMPLE_SIZE - 1, replace=False)   # anchor + nine others
+        plan[n] = np.concatenate([chosen[:1], chosen])
+    # Every slot gets its own view number, so anchor and positive are different views.
+    views = np.arange(num_examples * EXAMPLE_SIZE, dtype=np.int64)
+    views = views.reshape(num_examples, EXAMPLE_SIZE)
+    return plan, views
+
+
+def render_test_set(num_examples, seed, hw=32, colour="object", object_ids=TEST_OBJECT_IDS,
+                    progress=False):
+    """Render N examples: -> images uint8 (N, 11, hw, hw, 3), object_ids int32 (N, 11)."""
+    ids, views = plan_test_set(num_examples, seed, object_ids)
+    with Renderer(hw=hw, colour=colour) as renderer:
+        images = np.zeros(ids.shape + (renderer.hw, renderer.hw, 3), np.uint8)
+        slots = list(np.ndindex(*ids.shape))
+        if progress:
+            slots = tqdm(slots, desc="render", unit="img")
+        for n, k in slots:
+            images[n, k] = renderer.render_view(int(ids[n, k]), int(views[n, k]), seed)[0]
+    return images, ids

@@ -1,0 +1,172 @@
+"""Tests for rand_ensemble.render: determinism in any order or process, colours, framing."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+render = pytest.importorskip("rand_ensemble.render")
+from rand_ensemble.errors import RandEnsembleError  # noqa: E402
+
+HW = 16                                    # small renders keep the file fast; framing tests use 32
+KEYS = [(0, 1, 7), (950, 3, 7), (450, 0, 2)]   # (object_id, view, seed)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    with render.Renderer(hw=HW) as r:
+        yield r
+
+
+def urdf_rgba(object_id):
+    """The colour written in the object's URDF, read independently of pybullet."""
+    text = open(render._URDFS[object_id]).read()
+    return [float(x) for x in re.search(r'<color rgba="([^"]+)"', text).group(1).split()]
+
+
+def chroma(pixels):
+    """Mean colour of (P, 3) pixels with brightness divided out: lighting differs between views."""
+    mean = pixels.astype(float).mean(0)
+    return mean / mean.sum()
+
+
+def test_render_view_shape_dtype_and_json_camera(renderer):
+    for object_id, view, seed in KEYS:
+        image, camera = renderer.render_view(object_id, view, seed)
+        assert image.shape == (HW, HW, 3) and image.dtype == np.uint8
+        assert json.loads(json.dumps(camera)) == camera          # plain, JSON-serialisable values
+        assert (camera["object_id"], camera["view"], camera["seed"]) == (object_id, view, seed)
+        partition = render.TEST_OBJECT_IDS if object_id >= 900 else render.POOL_OBJECT_IDS
+        distractors = camera["distractor_ids"]
+        assert 2 <= len(distractors) <= 4 and len(set(distractors)) == len(distractors)
+        assert all(d in partition and d != object_id for d in distractors)
+        assert image.std() > 10                                   # a scene, not a blank frame
+
+
+def test_same_key_identical_across_instances_and_orders(renderer):
+    a, b, c = KEYS
+    first = [renderer.render_view(*k)[0] for k in (a, b)]
+    with render.Renderer(hw=HW) as other:
+        other.render_view(*c)                                     # unrelated state first
+        other._render(*a, target_rgba=(1, 0, 1, 1))               # a repaint must not stick
+        second = [other.render_view(*k)[0] for k in (b, a)][::-1]
+    again = renderer.render_view(*a)[0]                           # after b and c in this client
+    for x, y in zip(first, second):
+        assert x.tobytes() == y.tobytes()
+    assert again.tobytes() == first[0].tobytes()
+
+
+@pytest.mark.slow
+def test_same_key_identical_in_fresh_process(renderer, tmp_path):
+    out = tmp_path / "images.npy"
+    code = ("import sys, numpy as np; from rand_ensemble.render import Renderer\n"
+            f"r = Renderer(hw={HW})\n"
+            f"np.save(sys.argv[1], np.stack([r.render_view(*k)[0] for k in {KEYS[::-1]!r}][::-1]))")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-c", code, str(out)], check=True, env=env, cwd=ROOT)
+    here = np.stack([renderer.render_view(*k)[0] for k in KEYS])
+    assert np.load(out).tobytes() == here.tobytes()
+
+
+def test_views_and_seeds_differ(renderer):
+    base, _ = renderer.render_view(900, 0, 0)
+    other_view, _ = renderer.render_view(900, 1, 0)
+    other_seed, _ = renderer.render_view(900, 0, 1)
+    assert np.abs(base.astype(int) - other_view).mean() > 5
+    assert np.abs(base.astype(int) - other_seed).mean() > 5
+
+
+def test_colour_modes():
+    # oversample=1 so the target mask lines up with the output pixels.
+    with render.Renderer(hw=32, colour="object", oversample=1) as obj, \
+            render.Renderer(hw=32, colour="random", oversample=1) as rnd:
+        means = {}
+        for view in (0, 1):
+            im_o, cam_o, mask_o = obj._render(900, view, 3)
+            im_r, cam_r, mask_r = rnd._render(900, view, 3)
+            # Colour draws have their own stream: both modes build the same geometry.
+            assert np.array_equal(mask_o, mask_r) and mask_o.mean() > 0.02
+            assert cam_o["target_rgba"] == pytest.approx(urdf_rgba(900))
+            for d, rgba in zip(cam_o["distractor_ids"], cam_o["distractor_rgba"]):
+                assert rgba == pytest.approx(urdf_rgba(d))
+            assert cam_r["target_rgba"] != pytest.approx(urdf_rgba(900), abs=1e-3)
+            means[view] = chroma(im_o[mask_o]), chroma(im_r[mask_r]), cam_r["target_rgba"]
+        # object mode: the same URDF colour in both views; random mode: a new colour per view.
+        assert np.abs(means[0][0] - means[1][0]).max() < 0.03, means
+        assert np.abs(means[0][1] - means[1][1]).max() > 0.06, means
+        assert means[0][2] != pytest.approx(means[1][2], abs=1e-3)
+
+
+def test_target_fills_part_of_the_frame():
+    # Paint the target two ways: the pixels that change are exactly the visible target.
+    fractions = []
+    with render.Renderer(hw=32) as r:
+        for i, object_id in enumerate([0, 150, 300, 450, 600, 750, 899, 900, 950, 999]):
+            magenta, _, _ = r._render(object_id, i, 0, target_rgba=(1, 0, 1, 1))
+            green, _, _ = r._render(object_id, i, 0, target_rgba=(0, 1, 0, 1))
+            fractions.append((magenta != green).any(-1).mean())
+    # Thin sticks cover little area even when they span the frame, hence the lower floor.
+    assert min(fractions) >= 0.03, fractions
+    assert np.median(fractions) >= 0.08, fractions
+
+
+@pytest.mark.slow
+def test_render_test_set_structure_and_determinism():
+    images, ids = render.render_test_set(3, seed=11, hw=HW, object_ids=range(40, 60), progress=True)
+    assert images.shape == (3, 11, HW, HW, 3) and images.dtype == np.uint8
+    assert ids.shape == (3, 11) and ids.dtype == np.int32
+    assert np.array_equal(ids[:, 0], ids[:, 1])
+    for row, example in zip(ids, images):
+        assert len(set(row[1:].tolist())) == 10                  # anchor + nine distinct others
+        assert np.abs(example[0].astype(int) - example[1]).mean() > 5   # two different views
+    assert ids.min() >= 40 and ids.max() < 60
+    plan, views = render.plan_test_set(3, 11, range(40, 60))
+    assert np.array_equal(plan, ids) and len(np.unique(views)) == views.size
+    with render.Renderer(hw=HW) as r:                             # any slot re-renders exactly
+        again, _ = r.render_view(int(ids[2, 7]), int(views[2, 7]), 11)
+    assert again.tobytes() == images[2, 7].tobytes()
+
+
+def test_plan_is_deterministic_and_prefix_stable():
+    ids5, views5 = render.plan_test_set(5, seed=4)
+    ids3, views3 = render.plan_test_set(3, seed=4)
+    assert np.array_equal(ids5[:3], ids3) and np.array_equal(views5[:3], views3)
+    assert np.array_equal(ids5, render.plan_test_set(5, seed=4)[0])
+    assert not np.array_equal(ids5, render.plan_test_set(5, seed=5)[0])
+    assert ids5.min() >= 900 and ids5.max() < 1000                 # TEST_OBJECT_IDS by default
+
+
+@pytest.mark.parametrize("object_id", [-1, 1000, 1003])
+def test_missing_urdf_raises(renderer, object_id):
+    with pytest.raises(RandEnsembleError) as err:
+        renderer.render_view(object_id, 0, 0)
+    message = str(err.value)
+    assert f"object id {object_id}" in message and "\n" not in message
+    if object_id == 1003:
+        assert message == "no URDF for object id 1003: random_urdfs has ids 0..999"
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda: render.Renderer(colour="rainbow"), "colour"),
+    (lambda: render.Renderer(hw=4), "hw"),
+    (lambda: render.Renderer(hw=32.0), "hw"),
+    (lambda: render.render_test_set(0, seed=0), "num_examples"),
+    (lambda: render.render_test_set(1, seed=0, object_ids=range(5)), "at least 10"),
+    (lambda: render.render_test_set(1, seed=0, object_ids=range(995, 1005)), "1000"),
+    (lambda: render.render_test_set(1, seed=0, hw=7), "hw"),
+    (lambda: render.render_test_set(1, seed=-1), "seed"),
+])
+def test_bad_arguments_raise_one_line_errors(call, needle):
+    with pytest.raises(RandEnsembleError) as err:
+        call()
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_core_import_does_not_import_pybullet():
+    code = "import sys, rand_ensemble; assert 'pybullet' not in sys.modules, 'pybullet imported'"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
