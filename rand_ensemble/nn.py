@@ -138,7 +138,7 @@ class LSTM(Layer):
             c, h = lstm_cell(kernel, bias, carry, xp)
             m = m[:, None]  # (B, 1)
             carry = (jnp.where(m, c, carry[0]), jnp.where(m, h, carry[1]))
-            return carry, h
+            return carry, carry[1]  # padded steps repeat the last real output
 
         zeros = jnp.zeros((b, hid), x.dtype)
         _, hs = lax.scan(step, (zeros, zeros), (x_proj, keep))  # (T, B, H)

@@ -174,6 +174,13 @@ def pad_batch(seqs, max_len=None, length=None):
     return out
 
 
+def pad_pairs(seqs1, seqs2, max_len=None):
+    """Both sides of a batch padded to ONE length, the batch's longest question rounded up to a
+    power of two: -> (B, T), (B, T) int32 (one jit shape per T, not per (T1, T2))."""
+    length = padded_length(max(len(s) for s in list(seqs1) + list(seqs2)), max_len)
+    return pad_batch(seqs1, length=length), pad_batch(seqs2, length=length)
+
+
 def duplicate_groups(ids1, ids2, labels, max_len=None):
     """Usable duplicate pairs and their group: -> (pair index (P,), group id (P,), groups G).
 
@@ -207,7 +214,7 @@ def duplicate_groups(ids1, ids2, labels, max_len=None):
 
 
 def duplicate_batches(ids1, ids2, labels, batch_size, seed, max_len=None):
-    """Endless (B, T1), (B, T2) batches of duplicate pairs only, every pair from a different
+    """Endless (B, T), (B, T) batches of duplicate pairs only, every pair from a different
     duplicate group, so no question appears twice and every in-batch negative is a real one.
 
     Each epoch shuffles the pairs and draws B distinct groups per batch, weighted by how many
@@ -235,5 +242,4 @@ def _batches(ids1, ids2, pairs, groups, n_groups, batch_size, seed, max_len):
             chosen = rng.choice(n_groups, batch_size, replace=False, p=left / left.sum())
             batch = [members[g][int(len(members[g]) - left[g])] for g in chosen]
             left[chosen] -= 1
-            yield (pad_batch([ids1[i] for i in batch], max_len),
-                   pad_batch([ids2[i] for i in batch], max_len))
+            yield pad_pairs([ids1[i] for i in batch], [ids2[i] for i in batch], max_len)

@@ -52,13 +52,13 @@ def make_step(loss_fn, optimizer):
 
 
 def fit(loss_fn, params, batches, steps, lr=1e-3, valid_batches=(), eval_every=100,
-        score_fn=None, progress=True, log=print):
+        score_fn=None, select=None, progress=True, log=print):
     """Adam on loss_fn(params, *batch) for `steps` batches from the iterator `batches`.
 
     Every `eval_every` steps (and at the end) logs the mean train loss, the mean loss over
-    `valid_batches` (a list of batch tuples) and `score_fn(params)` (a dict of held-out
-    metrics with a "score" entry, higher is better). With score_fn the returned params are
-    the best-scoring snapshot (earliest on ties), else the last. -> (params, history).
+    `valid_batches` (a list of batch tuples) and the metrics dict `score_fn(params)`. With
+    `select(row) -> comparable` (higher is better) the returned params are the best logged
+    snapshot (earliest on ties), else the last. -> (params, history).
     """
     from tqdm.auto import tqdm  # only the training loop needs it
 
@@ -80,14 +80,15 @@ def fit(loss_fn, params, batches, steps, lr=1e-3, valid_batches=(), eval_every=1
             row["valid_loss"] = float(np.mean([eval_loss(params, *b) for b in valid_batches]))
         if score_fn is not None:
             row.update(score_fn(params))
-            if best_score is None or row["score"] > best_score:
-                best, best_score = params, row["score"]
+        if select is not None and (best_score is None or select(row) > best_score):
+            best, best_score = params, select(row)
         history.append(row)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "step"})
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
         if log is not None:
-            log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in row.items()))
-    return (params if score_fn is None else best), history
+            line = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in row.items())
+            bar.write(line) if progress else log(line)
+    return (params if select is None else best), history
 
 
 def save_checkpoint(directory, params, vocab, config):
