@@ -83,13 +83,14 @@ def _check_file(path):
 def _train(args, extra):
     import time
 
-    from rand_ensemble import questions, text
+    from rand_ensemble import text
     from rand_ensemble.fileio import save_json
 
     _check_file(args.data)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise RandEnsembleError(f"--out exists and is not a directory: {args.out}")
-    pairs = text.load_quora(args.data)
+    pairs = text.load_quora(args.data)  # bad files fail here, before JAX is imported
+    from rand_ensemble import questions
     tc = questions.TrainConfig(
         steps=args.steps, batch_size=args.batch_size, d_model=args.d_model, lr=args.lr,
         seed=args.seed, valid_fraction=args.valid_fraction, eval_every=args.eval_every,
@@ -117,13 +118,14 @@ def _train(args, extra):
 
 
 def _eval(args, extra):
-    import jax
-
-    from rand_ensemble import questions, text
+    from rand_ensemble import text
     from rand_ensemble.fileio import save_json
 
     _check_file(args.data)
     pairs = text.load_quora(args.data)
+    import jax
+
+    from rand_ensemble import questions
     if args.models is None:
         params, vocab, cfg = questions.load(args.checkpoint)
         result = questions.evaluate(params, pairs, vocab, cfg, args.threshold)

@@ -119,7 +119,8 @@ def roc_auc(scores, labels):
 
 
 def best_threshold(scores, labels):
-    """Threshold t maximising accuracy of `score > t` -> (t, accuracy); t midway between scores."""
+    """Threshold t maximising accuracy of `score > t` -> (t, accuracy); t midway between the
+    two scores at the best cut (within the range of the scores)."""
     scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
     order = np.argsort(scores, kind="mergesort")
     s, y = scores[order], labels[order]
@@ -130,9 +131,13 @@ def best_threshold(scores, labels):
     correct = neg_below + pos_above
     valid = np.r_[True, s[1:] > s[:-1], True]
     k = int(np.argmax(np.where(valid, correct, -1)))
-    lo = s[k - 1] if k > 0 else s[0] - 1.0
-    hi = s[k] if k < len(s) else s[-1] + 1.0
-    return float(0.5 * (lo + hi)), float(correct[k] / len(s))
+    if k == 0:  # everything is a duplicate: just below the lowest score
+        t = np.nextafter(s[0], -np.inf)
+    elif k == len(s):  # nothing is: the highest score itself (score > t never holds)
+        t = s[-1]
+    else:
+        t = 0.5 * (s[k - 1] + s[k])
+    return float(t), float(correct[k] / len(s))
 
 
 def metrics(scores, labels, threshold):

@@ -60,7 +60,7 @@ def fit(loss_fn, params, batches, steps, lr=1e-3, valid_batches=(), eval_every=1
     `select(row) -> comparable` (higher is better) the returned params are the best logged
     snapshot (earliest on ties), else the last. -> (params, history).
     """
-    from tqdm.auto import tqdm  # only the training loop needs it
+    from tqdm import tqdm  # only the training loop needs it; plain text bar works everywhere
 
     optimizer = optax.adam(lr)
     opt_state = optimizer.init(params)
