@@ -99,8 +99,6 @@ def _train(args, extra):
     if log:
         print(f"{len(pairs)} pairs from {args.data} ({int(pairs.labels.sum())} duplicates, "
               f"{pairs.skipped_empty} skipped for an empty question)")
-        print(questions.siamese(questions.TowerConfig(vocab_size=0, d_model=tc.d_model))
-              .__repr__().replace("Embedding_0_", "Embedding_V_"))
     start = time.perf_counter()
     progress = not args.quiet and sys.stderr.isatty()
     params, vocab, cfg, report = questions.train_tower(pairs, tc, progress=progress, log=log)
@@ -109,6 +107,7 @@ def _train(args, extra):
     questions.save(args.out, params, vocab, cfg, {"data": os.path.abspath(args.data)})
     save_json(os.path.join(args.out, "train_report.json"), report)
     if log:
+        print(f"model: {questions.siamese(cfg)}")
         v = report.get("valid")
         summary = (f"validation accuracy {v['accuracy']:.4f} at threshold {v['threshold']}, "
                    f"AUC {v['auc']:.4f}" if v else "no validation pairs with both labels")
@@ -140,15 +139,26 @@ def _eval(args, extra):
     result["data"] = os.path.abspath(args.data)
     result["unknown_token_fraction"] = questions.unknown_fraction(vocab, pairs)
     if args.json:
-        save_json(args.json, result)
+        save_json(args.json, _json_safe(result))
     print(f"{result['num_pairs']} pairs ({result['skipped_empty']} skipped): accuracy "
           f"{result['accuracy']:.4f} at threshold {args.threshold}, AUC {result['auc']:.4f}, "
           f"best threshold {result['best_threshold']:.3f} (accuracy {result['best_accuracy']:.4f})")
+    if not result["num_duplicates"] or result["num_duplicates"] == result["num_pairs"]:
+        print("note: the file has only one label, so AUC is undefined (null in the JSON)")
     for i, m in enumerate(result.get("per_model", [])):
         print(f"  model {i}: accuracy {m['accuracy']:.4f}, AUC {m['auc']:.4f}")
     if "per_model" in result:
         print(f"  ensemble of {args.models} (mean cosine): accuracy {result['accuracy']:.4f}, "
               f"AUC {result['auc']:.4f}")
+
+
+def _json_safe(obj):
+    """NaN (an undefined AUC) becomes null: JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return None if isinstance(obj, float) and obj != obj else obj
 
 
 def _predict(args, extra):

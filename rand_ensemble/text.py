@@ -104,7 +104,9 @@ def load_quora(path):
         text = _decode(f.read(), path)
     first = text.split("\n", 1)[0]
     delimiter = "\t" if "\t" in first else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    # Lenient quoting, like pandas: the real Quora TSV has stray quotes inside fields. A quote
+    # that swallows lines still shows up as a wrong field count or label, with its line.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:

@@ -153,3 +153,13 @@ def test_best_threshold_at_the_ends_stays_in_range():
     assert questions.best_threshold([0.2, 0.5], [0, 0]) == (0.5, 1.0)  # nothing is a duplicate
     t, acc = questions.best_threshold([0.2, 0.5], [1, 1])
     assert acc == 1.0 and t < 0.2 and t > 0.19
+
+
+def test_single_label_file_writes_null_auc(files, tmp_path):
+    one = tmp_path / "one.csv"
+    one.write_text("id,qid1,qid2,question1,question2,is_duplicate\n0,1,2,How do I learn go?,"
+                   "How can I learn go?,1\n1,3,4,What is rust?,What is rust really?,1\n")
+    out = tmp_path / "one.json"
+    assert cli.main(["questions", "eval", "--data", str(one), "--checkpoint", files["ck"],
+                     "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["auc"] is None
