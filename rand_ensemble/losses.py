@@ -12,7 +12,8 @@ def _pair_scores(v1, v2):
         raise RandEnsembleError(f"triplet loss needs two (B, D) arrays of the same shape, "
                                 f"got {tuple(v1.shape)} and {tuple(v2.shape)}")
     if v1.shape[0] < 2:
-        raise RandEnsembleError("triplet loss needs a batch of at least 2 pairs (in-batch negatives)")
+        raise RandEnsembleError("triplet loss needs a batch of at least 2 pairs "
+                                "(the other rows are the negatives)")
     scores = v1 @ v2.T  # (B, B): row i = anchor v1[i] against every v2[j]
     positive = jnp.diagonal(scores)  # (B,)
     off = ~jnp.eye(scores.shape[0], dtype=bool)  # (B, B) True on negatives
@@ -65,8 +66,8 @@ def semi_hard_triplet_loss(v1, v2, margin=0.25):
 def triplet_distance_loss(anchor, positive, negative, alpha=0.2):
     """FaceNet form: mean of max(||a - p||^2 - ||a - n||^2 + alpha, 0); (N, D) x3 -> scalar."""
     if not (anchor.shape == positive.shape == negative.shape) or anchor.ndim != 2:
-        raise RandEnsembleError(f"triplet_distance_loss needs three (N, D) arrays of one shape, got "
-                                f"{tuple(anchor.shape)}, {tuple(positive.shape)}, "
+        raise RandEnsembleError(f"triplet_distance_loss needs three (N, D) arrays of one "
+                                f"shape, got {tuple(anchor.shape)}, {tuple(positive.shape)}, "
                                 f"{tuple(negative.shape)}")
     d_pos = jnp.sum((anchor - positive) ** 2, axis=-1)  # (N,)
     d_neg = jnp.sum((anchor - negative) ** 2, axis=-1)  # (N,)

@@ -12,7 +12,8 @@ def _float_in(lo, hi, name, lo_open=False):
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number for {name}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a number for {name}, got {text!r}") from None
         if not ((lo < value) if lo_open else (lo <= value)) or not value <= hi:
             bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
             raise argparse.ArgumentTypeError(f"{name} must be in {bound}, got {value}")

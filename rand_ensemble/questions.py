@@ -200,6 +200,29 @@ def predict(params, vocab, cfg, question1, question2, threshold=0.7):
     return score > threshold, score
 
 
+@dataclasses.dataclass
+class TrainedTower:
+    """A checkpoint's params, vocabulary and config together: tower.predict(q1, q2)."""
+    params: dict
+    vocab: text.Vocab
+    cfg: TowerConfig
+
+    @classmethod
+    def load(cls, directory):
+        return cls(*load(directory))
+
+    def save(self, directory, extra=None):
+        save(directory, self.params, self.vocab, self.cfg, extra)
+
+    def predict(self, question1, question2, threshold=0.7):
+        """-> (is_duplicate, cosine similarity)."""
+        return predict(self.params, self.vocab, self.cfg, question1, question2, threshold)
+
+    def evaluate(self, pairs, threshold=0.7):
+        """Metrics over every pair of a QuestionPairs (see `evaluate`)."""
+        return evaluate(self.params, pairs, self.vocab, self.cfg, threshold)
+
+
 # --- training --------------------------------------------------------------------------------
 
 def train_tower(pairs, tc=TrainConfig(), progress=True, log=print):

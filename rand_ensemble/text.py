@@ -41,7 +41,8 @@ class Vocab:
     def build(cls, texts, min_count=1, max_size=None):
         """From training texts: tokens seen >= min_count times, most frequent first (ties A-Z)."""
         counts = collections.Counter(t for text in texts for t in tokenize(text))
-        kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+        kept = sorted((t for t, c in counts.items() if c >= min_count),
+                      key=lambda t: (-counts[t], t))
         if max_size is not None:
             kept = kept[:max(max_size - 2, 0)]
         return cls([PAD, UNK] + kept)
@@ -92,13 +93,14 @@ def _decode(raw, path):
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
-        raise RandEnsembleError(f"{path}: line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); "
-                                f"save the file as UTF-8") from None
+        raise RandEnsembleError(f"{path}: line {line}: not valid UTF-8 (byte "
+                                f"0x{raw[e.start]:02x}); save the file as UTF-8") from None
 
 
 def load_quora(path):
     """Read a Quora Question Pairs CSV or TSV (header id,qid1,qid2,question1,question2,
-    is_duplicate); pairs with an empty question are skipped and counted. Errors name the line."""
+    is_duplicate; id, qid1, qid2 may be absent, questions are identified by their text) into
+    QuestionPairs. Pairs with an empty question are skipped and counted; errors name the line."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         text = _decode(f.read(), path)

@@ -40,7 +40,8 @@ def unflatten_params(flat):
 
 
 def make_step(loss_fn, optimizer):
-    """Jitted (params, opt_state, *batch) -> (params, opt_state, loss) for loss_fn(params, *batch)."""
+    """Jitted (params, opt_state, *batch) -> (params, opt_state, loss) of loss_fn(params, *batch)
+    under the optax `optimizer`."""
 
     @jax.jit
     def step(params, opt_state, *batch):

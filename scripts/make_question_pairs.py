@@ -42,7 +42,8 @@ INTENTS = {
         "Am I too old to start learning {x} at 30?"]),
     "visit_city": (CITIES, [
         "What are the best places to visit in {x}?", "Which places should I see in {x}?",
-        "What are the must-see attractions in {x}?", "In {x}, what are the top sights for tourists?",
+        "What are the must-see attractions in {x}?",
+        "In {x}, what are the top sights for tourists?",
         "What should a tourist visit in {x}?"]),
     "live_city": (CITIES, [
         "What is it like to live in {x}?", "How is life in {x}?",

@@ -137,8 +137,10 @@ def test_parallel_of_one_tower_has_one_parameter_set_used_by_both_branches():
     a, b = jax.jit(model.apply)(params, (x1, x1))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # Gradient reaches the shared params from each branch on its own.
-    branch_grads = jax.jit(lambda p: [jax.grad(lambda q: jnp.sum(model.apply(q, (x1, x2))[i][:, 0]))(p)
-                                      for i in (0, 1)])(params)
+    def branch_loss(p, i):
+        return jnp.sum(model.apply(p, (x1, x2))[i][:, 0])
+
+    branch_grads = jax.jit(lambda p: [jax.grad(branch_loss)(p, i) for i in (0, 1)])(params)
     for branch, g in enumerate(branch_grads):
         assert float(jnp.abs(g["tower"]["lstm"]["kernel"]).sum()) > 0
         rows = np.asarray(jnp.abs(g["tower"]["embedding"]["table"]).sum(1))
@@ -156,7 +158,8 @@ def test_serial_reusing_a_layer_shares_it():
     _, params = init(model, (1, 3), 0)
     assert sorted(params) == ["embedding", "lstm"]
     x = jnp.asarray([[1, 2, 3]])
-    by_hand = jax.jit(lambda p: lstm.apply(p["lstm"], lstm.apply(p["lstm"], p["embedding"]["table"][x])))
+    by_hand = jax.jit(lambda p: lstm.apply(p["lstm"],
+                                           lstm.apply(p["lstm"], p["embedding"]["table"][x])))
     np.testing.assert_allclose(np.asarray(jax.jit(model.apply)(params, x)),
                                np.asarray(by_hand(params)), rtol=1e-6)
 

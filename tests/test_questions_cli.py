@@ -57,6 +57,9 @@ def test_eval_json_and_predict(files, capsys):
     printed = capsys.readouterr().out
     assert f"{sims[0]:.4f}" in printed
     assert printed.startswith("duplicate" if sims[0] > 0.7 else "not duplicate")
+    tower = questions.TrainedTower.load(files["ck"])
+    is_dup, score = tower.predict(pairs.q1[0], pairs.q2[0])
+    assert score == pytest.approx(float(sims[0]), abs=1e-6) and is_dup == (sims[0] > 0.7)
 
 
 def test_models_eval_reports_members_and_matches_a_loop(files):

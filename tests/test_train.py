@@ -37,7 +37,8 @@ def test_checkpoint_round_trip_and_checks(tmp_path):
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with np.load(ck / "params.npz", allow_pickle=False) as npz:
-        assert sorted(npz.files) == ["tower/embedding/table", "tower/lstm/bias", "tower/lstm/kernel"]
+        assert sorted(npz.files) == ["tower/embedding/table", "tower/lstm/bias",
+                                     "tower/lstm/kernel"]
     # Wrong shape.
     flat = train.flatten_params(params)
     flat["tower/lstm/bias"] = np.zeros(3, np.float32)
