@@ -21,6 +21,15 @@ def _float_in(lo, hi, name, lo_open=False):
     return parse
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: X)" only where there is a real default."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def register(sub):
     """Add `questions` and its train / eval / predict subcommands."""
     from rand_ensemble.question_config import TrainConfig
@@ -30,20 +39,27 @@ def register(sub):
     qsub = p.add_subparsers(dest="questions_command", metavar="SUBCOMMAND", parser_class=cli.Parser)
     p.set_defaults(handler=lambda args, extra: _missing(p))
 
-    t = qsub.add_parser("train", help="train a tower on duplicate pairs of a Quora-format file")
+    fmt = _DefaultsFormatter
+    t = qsub.add_parser("train", help="train a tower on duplicate pairs of a Quora-format file",
+                        formatter_class=fmt)
     t.add_argument("--data", required=True, help="Quora-format CSV/TSV (id,qid1,qid2,question1,"
                    "question2,is_duplicate)")
     t.add_argument("--out", required=True, help="checkpoint directory to write")
-    t.add_argument("--steps", type=cli.positive_int, default=d.steps)
+    t.add_argument("--steps", type=cli.positive_int, default=d.steps, help="Adam steps")
     t.add_argument("--batch-size", type=cli.positive_int, default=d.batch_size,
                    help="duplicate pairs per step; the other pairs are the in-batch negatives")
-    t.add_argument("--d-model", type=cli.positive_int, default=d.d_model)
-    t.add_argument("--lr", type=_float_in(0.0, 10.0, "--lr", lo_open=True), default=d.lr)
-    t.add_argument("--seed", type=cli.non_negative_int, default=d.seed)
-    t.add_argument("--margin", type=_float_in(0.0, 2.0, "--margin", lo_open=True), default=d.margin)
+    t.add_argument("--d-model", type=cli.positive_int, default=d.d_model,
+                   help="embedding and LSTM width")
+    t.add_argument("--lr", type=_float_in(0.0, 10.0, "--lr", lo_open=True), default=d.lr,
+                   help="Adam learning rate")
+    t.add_argument("--seed", type=cli.non_negative_int, default=d.seed,
+                   help="init, split and batch order")
+    t.add_argument("--margin", type=_float_in(0.0, 2.0, "--margin", lo_open=True),
+                   default=d.margin, help="triplet loss margin")
     t.add_argument("--valid-fraction", type=_float_in(0.0, 0.9, "--valid-fraction"),
                    default=d.valid_fraction, help="pairs held out for validation and selection")
-    t.add_argument("--eval-every", type=cli.positive_int, default=d.eval_every)
+    t.add_argument("--eval-every", type=cli.positive_int, default=d.eval_every,
+                   help="steps between validation checks")
     t.add_argument("--max-len", type=cli.positive_int, default=d.max_len,
                    help="tokens kept per question")
     t.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=d.threshold,
@@ -51,24 +67,27 @@ def register(sub):
     t.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     t.set_defaults(handler=_train)
 
-    e = qsub.add_parser("eval", help="accuracy / AUC over every pair of a file")
-    e.add_argument("--data", required=True)
+    e = qsub.add_parser("eval", help="accuracy / AUC over every pair of a file",
+                        formatter_class=fmt)
+    e.add_argument("--data", required=True, help="Quora-format CSV/TSV to score")
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="trained checkpoint directory")
     src.add_argument("--models", type=cli.positive_int,
                      help="evaluate M untrained random towers in one vmapped pass instead "
                           "(vocabulary built from --data)")
-    e.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=0.7)
+    e.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=0.7,
+                   help="duplicate if cosine > threshold")
     e.add_argument("--json", help="write the metrics here as JSON")
     e.add_argument("--seed", type=cli.non_negative_int, default=0, help="with --models")
     e.add_argument("--d-model", type=cli.positive_int, default=d.d_model, help="with --models")
     e.set_defaults(handler=_eval)
 
-    r = qsub.add_parser("predict", help="are two questions duplicates?")
+    r = qsub.add_parser("predict", help="are two questions duplicates?", formatter_class=fmt)
     r.add_argument("--checkpoint", required=True)
     r.add_argument("question1")
     r.add_argument("question2")
-    r.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=0.7)
+    r.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=0.7,
+                   help="duplicate if cosine > threshold")
     r.set_defaults(handler=_predict)
 
 
