@@ -14,6 +14,7 @@ PROG = "rand-ensemble"
 # Modules that add subcommands; each has register(subparsers).
 COMMAND_MODULES = (
     "rand_ensemble.commands",
+    "rand_ensemble.question_commands",
 )
 
 

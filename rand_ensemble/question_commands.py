@@ -1,0 +1,191 @@
+"""`rand-ensemble questions train|eval|predict`: the question tower from the command line."""
+import argparse
+import os
+import sys
+
+from rand_ensemble import cli
+from rand_ensemble.errors import RandEnsembleError
+
+
+def _float_in(lo, hi, name, lo_open=False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number for {name}, got {text!r}") from None
+        if not ((lo < value) if lo_open else (lo <= value)) or not value <= hi:
+            bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"{name} must be in {bound}, got {value}")
+        return value
+    return parse
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: X)" only where there is a real default."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def register(sub):
+    """Add `questions` and its train / eval / predict subcommands."""
+    from rand_ensemble.question_config import TrainConfig
+    d = TrainConfig()
+    p = sub.add_parser("questions", help="question tower: Siamese LSTM on Quora-format pairs",
+                       description="Train, evaluate and query the Siamese LSTM question tower.")
+    qsub = p.add_subparsers(dest="questions_command", metavar="SUBCOMMAND", parser_class=cli.Parser)
+    p.set_defaults(handler=lambda args, extra: _missing(p))
+
+    fmt = _DefaultsFormatter
+    t = qsub.add_parser("train", help="train a tower on duplicate pairs of a Quora-format file",
+                        formatter_class=fmt)
+    t.add_argument("--data", required=True, help="Quora-format CSV/TSV (id,qid1,qid2,question1,"
+                   "question2,is_duplicate)")
+    t.add_argument("--out", required=True, help="checkpoint directory to write")
+    t.add_argument("--steps", type=cli.positive_int, default=d.steps, help="Adam steps")
+    t.add_argument("--batch-size", type=cli.positive_int, default=d.batch_size,
+                   help="duplicate pairs per step; the other pairs are the in-batch negatives")
+    t.add_argument("--d-model", type=cli.positive_int, default=d.d_model,
+                   help="embedding and LSTM width")
+    t.add_argument("--lr", type=_float_in(0.0, 10.0, "--lr", lo_open=True), default=d.lr,
+                   help="Adam learning rate")
+    t.add_argument("--seed", type=cli.non_negative_int, default=d.seed,
+                   help="init, split and batch order")
+    t.add_argument("--margin", type=_float_in(0.0, 2.0, "--margin", lo_open=True),
+                   default=d.margin, help="triplet loss margin")
+    t.add_argument("--valid-fraction", type=_float_in(0.0, 0.9, "--valid-fraction"),
+                   default=d.valid_fraction, help="pairs held out for validation and selection")
+    t.add_argument("--eval-every", type=cli.positive_int, default=d.eval_every,
+                   help="steps between validation checks")
+    t.add_argument("--max-len", type=cli.positive_int, default=d.max_len,
+                   help="tokens kept per question")
+    t.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=d.threshold,
+                   help="duplicate if cosine > threshold; picks the best validation snapshot")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    t.set_defaults(handler=_train)
+
+    e = qsub.add_parser("eval", help="accuracy / AUC over every pair of a file",
+                        formatter_class=fmt)
+    e.add_argument("--data", required=True, help="Quora-format CSV/TSV to score")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="trained checkpoint directory")
+    src.add_argument("--models", type=cli.positive_int,
+                     help="evaluate M untrained random towers in one vmapped pass instead "
+                          "(vocabulary built from --data)")
+    e.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=0.7,
+                   help="duplicate if cosine > threshold")
+    e.add_argument("--json", help="write the metrics here as JSON")
+    e.add_argument("--seed", type=cli.non_negative_int, default=0, help="with --models")
+    e.add_argument("--d-model", type=cli.positive_int, default=d.d_model, help="with --models")
+    e.set_defaults(handler=_eval)
+
+    r = qsub.add_parser("predict", help="are two questions duplicates?", formatter_class=fmt)
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("question1")
+    r.add_argument("question2")
+    r.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=0.7,
+                   help="duplicate if cosine > threshold")
+    r.set_defaults(handler=_predict)
+
+
+def _missing(parser):
+    raise cli.UsageError("questions needs a subcommand: train, eval or predict")
+
+
+def _check_file(path):
+    if not os.path.isfile(path):
+        raise RandEnsembleError(f"data file not found: {path}")
+
+
+def _train(args, extra):
+    import time
+
+    from rand_ensemble import text
+    from rand_ensemble.fileio import save_json
+
+    _check_file(args.data)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise RandEnsembleError(f"--out exists and is not a directory: {args.out}")
+    pairs = text.load_quora(args.data)  # bad files fail here, before JAX is imported
+    from rand_ensemble import questions
+    tc = questions.TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, d_model=args.d_model, lr=args.lr,
+        seed=args.seed, valid_fraction=args.valid_fraction, eval_every=args.eval_every,
+        max_len=args.max_len, margin=args.margin, threshold=args.threshold)
+    log = None if args.quiet else print
+    if log:
+        print(f"{len(pairs)} pairs from {args.data} ({int(pairs.labels.sum())} duplicates, "
+              f"{pairs.skipped_empty} skipped for an empty question)")
+    start = time.perf_counter()
+    progress = not args.quiet and sys.stderr.isatty()
+    params, vocab, cfg, report = questions.train_tower(pairs, tc, progress=progress, log=log)
+    report["train_seconds"] = round(time.perf_counter() - start, 2)
+    report["train_config"] = {k: getattr(tc, k) for k in tc.__dataclass_fields__}
+    questions.save(args.out, params, vocab, cfg, {"data": os.path.abspath(args.data)})
+    save_json(os.path.join(args.out, "train_report.json"), report)
+    if log:
+        print(f"model: {questions.siamese(cfg)}")
+        v = report.get("valid")
+        summary = (f"validation accuracy {v['accuracy']:.4f} at threshold {v['threshold']}, "
+                   f"AUC {v['auc']:.4f}" if v else "no validation pairs with both labels")
+        if "best_step" in report:
+            summary += f"; kept the snapshot of step {report['best_step']}"
+        print(f"trained in {report['train_seconds']:.1f} s; {summary}; checkpoint: {args.out}")
+
+
+def _eval(args, extra):
+    from rand_ensemble import text
+    from rand_ensemble.fileio import save_json
+
+    _check_file(args.data)
+    pairs = text.load_quora(args.data)
+    import jax
+
+    from rand_ensemble import questions
+    if args.models is None:
+        params, vocab, cfg = questions.load(args.checkpoint)
+        result = questions.evaluate(params, pairs, vocab, cfg, args.threshold)
+        result["checkpoint"] = os.path.abspath(args.checkpoint)
+    else:
+        # Untrained towers never saw labels, so a vocabulary from this file's text is fair.
+        vocab = text.Vocab.build(pairs.q1 + pairs.q2)
+        cfg = questions.TowerConfig(len(vocab), args.d_model)
+        params = questions.init_towers(jax.random.key(args.seed), args.models, cfg)
+        result = questions.evaluate_ensemble(params, pairs, vocab, cfg, args.models, args.threshold)
+        result["seed"] = args.seed
+    result["data"] = os.path.abspath(args.data)
+    result["unknown_token_fraction"] = questions.unknown_fraction(vocab, pairs)
+    if args.json:
+        save_json(args.json, _json_safe(result))
+    print(f"{result['num_pairs']} pairs ({result['skipped_empty']} skipped): accuracy "
+          f"{result['accuracy']:.4f} at threshold {args.threshold}, AUC {result['auc']:.4f}, "
+          f"best threshold {result['best_threshold']:.3f} (accuracy {result['best_accuracy']:.4f})")
+    if not result["num_duplicates"] or result["num_duplicates"] == result["num_pairs"]:
+        print("note: the file has only one label, so AUC is undefined (null in the JSON)")
+    for i, m in enumerate(result.get("per_model", [])):
+        print(f"  model {i}: accuracy {m['accuracy']:.4f}, AUC {m['auc']:.4f}")
+    if "per_model" in result:
+        print(f"  ensemble of {args.models} (mean cosine): accuracy {result['accuracy']:.4f}, "
+              f"AUC {result['auc']:.4f}")
+
+
+def _json_safe(obj):
+    """NaN (an undefined AUC) becomes null: JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return None if isinstance(obj, float) and obj != obj else obj
+
+
+def _predict(args, extra):
+    from rand_ensemble import questions
+
+    params, vocab, cfg = questions.load(args.checkpoint)
+    is_dup, score = questions.predict(params, vocab, cfg, args.question1, args.question2,
+                                      args.threshold)
+    print(f"{'duplicate' if is_dup else 'not duplicate'} (cosine similarity {score:.4f}, "
+          f"threshold {args.threshold})")

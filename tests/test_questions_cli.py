@@ -1,0 +1,168 @@
+"""`rand-ensemble questions` end to end on a small generated file; metrics against brute force;
+the vmapped random-tower ensemble against a loop over members."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from rand_ensemble import cli, questions, text
+
+from question_data import write_pairs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = ["--steps", "40", "--batch-size", "16", "--d-model", "16", "--eval-every", "20", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("questions")
+    train_file = write_pairs(str(d / "train.tsv"), 400, seed=0)
+    test_file = write_pairs(str(d / "test.csv"), 120, seed=1)
+    rc = cli.main(["questions", "train", "--data", train_file, "--out", str(d / "ck"), *TRAIN])
+    assert rc == 0
+    return {"dir": d, "train": train_file, "test": test_file, "ck": str(d / "ck")}
+
+
+def test_train_writes_a_checkpoint(files):
+    names = sorted(os.listdir(files["ck"]))
+    assert names == ["config.json", "params.npz", "train_report.json", "vocab.txt"]
+    with open(os.path.join(files["ck"], "train_report.json")) as f:
+        report = json.load(f)
+    assert [r["step"] for r in report["history"]] == [20, 40]
+    assert report["train_config"]["d_model"] == 16
+
+
+def test_eval_json_and_predict(files, capsys):
+    out = str(files["dir"] / "eval.json")
+    assert cli.main(["questions", "eval", "--data", files["test"], "--checkpoint", files["ck"],
+                     "--json", out]) == 0
+    with open(out) as f:
+        result = json.load(f)
+    for key in ("accuracy", "auc", "threshold", "num_pairs", "best_threshold"):
+        assert key in result
+    assert result["num_pairs"] == 120 and result["threshold"] == 0.7
+    assert 0.0 <= result["accuracy"] <= 1.0
+    # Scores recomputed through the library agree with the reported accuracy.
+    params, vocab, cfg = questions.load(files["ck"])
+    pairs = text.load_quora(files["test"])
+    sims = questions.pair_similarities(params, pairs, vocab, cfg)
+    assert result["accuracy"] == pytest.approx(np.mean((sims > 0.7) == (pairs.labels == 1)))
+    capsys.readouterr()
+    assert cli.main(["questions", "predict", "--checkpoint", files["ck"],
+                     pairs.q1[0], pairs.q2[0]]) == 0
+    printed = capsys.readouterr().out
+    assert f"{sims[0]:.4f}" in printed
+    assert printed.startswith("duplicate" if sims[0] > 0.7 else "not duplicate")
+    tower = questions.TrainedTower.load(files["ck"])
+    is_dup, score = tower.predict(pairs.q1[0], pairs.q2[0])
+    assert score == pytest.approx(float(sims[0]), abs=1e-6) and is_dup == (sims[0] > 0.7)
+
+
+def test_models_eval_reports_members_and_matches_a_loop(files):
+    out = str(files["dir"] / "ens.json")
+    assert cli.main(["questions", "eval", "--data", files["test"], "--models", "3", "--d-model",
+                     "8", "--seed", "4", "--json", out]) == 0
+    with open(out) as f:
+        result = json.load(f)
+    assert len(result["per_model"]) == 3 and result["num_models"] == 3
+    assert {"accuracy", "auc"} <= set(result["ensemble"])
+    # Rebuild the same towers; score each member on its own, one at a time.
+    pairs = text.load_quora(files["test"])
+    vocab = text.Vocab.build(pairs.q1 + pairs.q2)
+    cfg = questions.TowerConfig(len(vocab), 8)
+    stacked = questions.init_towers(jax.random.key(4), 3, cfg)
+    vmapped = questions.pair_similarities(stacked, pairs, vocab, cfg, num_models=3)  # (M, N)
+    for m in range(3):
+        member = jax.tree.map(lambda leaf: leaf[m], stacked)
+        alone = questions.pair_similarities(member, pairs, vocab, cfg)
+        np.testing.assert_allclose(vmapped[m], alone, rtol=1e-5, atol=1e-5)
+        assert result["per_model"][m]["accuracy"] == pytest.approx(
+            np.mean((alone > 0.7) == (pairs.labels == 1)), abs=1e-9)
+    assert result["ensemble"]["auc"] == pytest.approx(
+        questions.roc_auc(vmapped.mean(0), pairs.labels), abs=1e-6)
+
+
+def brute_force_auc(scores, labels):
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_auc_and_best_threshold_against_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        scores = np.round(rng.uniform(-1, 1, 40), 1)  # rounding makes ties
+        labels = rng.integers(0, 2, 40)
+        assert questions.roc_auc(scores, labels) == pytest.approx(brute_force_auc(scores, labels))
+        t, acc = questions.best_threshold(scores, labels)
+        cands = np.concatenate([[-2.0], np.unique(scores)])
+        best = max(np.mean((scores > c) == labels) for c in cands)
+        assert acc == pytest.approx(best)
+        assert np.mean((scores > t) == labels) == pytest.approx(best)
+    assert questions.roc_auc([0.1, 0.9, 0.5], [0, 1, 1]) == 1.0
+
+
+def run_cli(*args):
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "rand_ensemble.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(stderr, fragment):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("rand-ensemble: error:") and fragment in lines[0]
+    assert "Traceback" not in stderr
+
+
+def test_bad_input_subprocess_exit_2_one_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,qid1,qid2,question1,question2,is_duplicate\n0,1,2,a,b,1\n1,3,4,c,d,yes\n")
+    r = run_cli("questions", "train", "--data", str(bad), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert_one_line_error(r.stderr, "line 3")
+    r = run_cli("questions", "eval", "--data", str(bad), "--checkpoint", str(tmp_path / "x"),
+                "--models", "2")
+    assert r.returncode == 2
+    assert_one_line_error(r.stderr, "not allowed with argument")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["questions", "train", "--data", "{train}", "--out", "{dir}/o", "--steps", "0"],
+     "positive integer"),
+    (["questions", "train", "--data", "{dir}/missing.tsv", "--out", "{dir}/o"], "not found"),
+    (["questions", "train", "--data", "{train}", "--out", "{dir}/o", "--lr", "-1"], "--lr"),
+    (["questions", "eval", "--data", "{test}", "--checkpoint", "{dir}/nope"], "not found"),
+    (["questions", "eval", "--data", "{test}"], "one of the arguments"),
+    (["questions", "eval", "--data", "{test}", "--checkpoint", "{ck}", "--threshold", "2"],
+     "--threshold"),
+    (["questions", "predict", "--checkpoint", "{ck}", "  ", "How?"], "no words"),
+    (["questions", "predict", "--checkpoint", "{ck}", "only one"], "required"),
+    (["questions"], "needs a subcommand"),
+])
+def test_bad_input_exit_2_one_line(files, capsys, argv, fragment):
+    argv = [a.format(dir=files["dir"], train=files["train"], test=files["test"], ck=files["ck"])
+            for a in argv]
+    assert cli.main(argv) == 2
+    assert_one_line_error(capsys.readouterr().err, fragment)
+
+
+def test_best_threshold_at_the_ends_stays_in_range():
+    assert questions.best_threshold([0.2, 0.5], [0, 0]) == (0.5, 1.0)  # nothing is a duplicate
+    t, acc = questions.best_threshold([0.2, 0.5], [1, 1])
+    assert acc == 1.0 and t < 0.2 and t > 0.19
+
+
+def test_single_label_file_writes_null_auc(files, tmp_path):
+    one = tmp_path / "one.csv"
+    one.write_text("id,qid1,qid2,question1,question2,is_duplicate\n0,1,2,How do I learn go?,"
+                   "How can I learn go?,1\n1,3,4,What is rust?,What is rust really?,1\n")
+    out = tmp_path / "one.json"
+    assert cli.main(["questions", "eval", "--data", str(one), "--checkpoint", files["ck"],
+                     "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["auc"] is None
