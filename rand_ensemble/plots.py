@@ -1,0 +1,66 @@
+"""Figures for evaluation runs (matplotlib, Agg backend; written atomically as PNG)."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rand_ensemble import fileio  # noqa: E402
+from rand_ensemble.ensemble import as_float_images  # noqa: E402
+
+
+def _save(fig, path):
+    with fileio.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def accuracy_vs_size(curve, per_model_accuracy, chance, path):
+    """Ensemble accuracy against ensemble size (mean +- std over random subsets)."""
+    sizes = sorted(curve)
+    mean = np.array([curve[s][0] for s in sizes])
+    std = np.array([curve[s][1] for s in sizes])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sizes, mean, "o-", label="ensemble (mean over random subsets)")
+    ax.fill_between(sizes, mean - std, mean + std, alpha=0.2)
+    ax.scatter(np.ones(len(per_model_accuracy)), per_model_accuracy, marker="x", color="grey",
+               label="single members")
+    ax.axhline(chance, color="red", ls="--", label=f"chance ({chance:.2f})")
+    ax.set_xlabel("ensemble size (members)")
+    ax.set_ylabel("nearest-neighbour accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def collage(images, picks, path, max_examples=8):
+    """Rows of anchor | positive | 9 negatives; green box = positive, red box = a wrong ensemble pick.
+
+    images: (N, 11, H, W, 3); picks: (N,) index among the 10 candidates (0 = positive).
+    """
+    n = min(len(images), max_examples)
+    fig, axes = plt.subplots(n, 11, figsize=(11 * 0.9, n * 0.95), squeeze=False)
+    for i in range(n):
+        row = as_float_images(images[i])                       # (11, H, W, 3)
+        for j in range(11):
+            ax = axes[i, j]
+            ax.imshow(np.clip(row[j], 0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            colour = None
+            if j == 1:
+                colour = "limegreen"
+            if j >= 1 and picks[i] == j - 1 and j != 1:
+                colour = "red"
+            if colour:
+                for side in ax.spines.values():
+                    side.set_edgecolor(colour)
+                    side.set_linewidth(3)
+            if i == 0:
+                ax.set_title("anchor" if j == 0 else "positive" if j == 1 else f"neg {j - 1}",
+                             fontsize=7)
+        ok = "right" if picks[i] == 0 else "wrong"
+        axes[i, 0].set_ylabel(ok, fontsize=7, color="limegreen" if ok == "right" else "red")
+    fig.suptitle("green: the positive; red: the ensemble's pick when it is wrong", fontsize=8)
+    _save(fig, path)
