@@ -25,21 +25,25 @@ def load_test_set(path, mmap=True):
     if os.path.isdir(path):
         raise RandEnsembleError(f"test set path is a folder, expected a .npy or .npy.gz file: {path}")
     try:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY":
+            raise RandEnsembleError(f"cannot read {path}: not a .npy file (bad header)")
         if path.endswith(".gz"):
             with gzip.open(path, "rb") as f:
                 array = np.load(f, allow_pickle=False)
         else:
             array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except RandEnsembleError:
+        raise
     except ValueError as e:
-        if "pickle" in str(e).lower():
+        if "pickle" in str(e).lower() or "python objects" in str(e).lower():
             raise RandEnsembleError(
                 f"{path} holds a pickled object array; only numeric arrays are accepted") from None
         raise RandEnsembleError(f"cannot read {path} as a .npy array: {_first_line(e)}") from None
     except (OSError, EOFError, gzip.BadGzipFile, zipfile.BadZipFile) as e:
         raise RandEnsembleError(f"cannot read {path} as a .npy array: {_first_line(e)}") from None
-    if isinstance(array, np.lib.npyio.NpzFile):
-        array.close()
-        raise RandEnsembleError(f"{path} is an .npz archive; expected a single .npy array")
     validate_test_set(array, path)
     return array
 

@@ -1,0 +1,144 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rand_ensemble import cli, data
+from reference import blog_embed, nn_accuracy
+
+LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 11, 32, 32, 3), dtype=np.uint8)
+    images[:, 1] = np.clip(images[:, 0].astype(int) + rng.integers(-30, 30, images[:, 0].shape),
+                           0, 255)                                # positives resemble anchors
+    path = tmp_path_factory.mktemp("set") / "small.npy"
+    np.save(path, images)
+    return str(path), images
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_eval_outputs_match_independent_reimplementation(small_set, tmp_path, capsys):
+    path, images = small_set
+    j, p, e = tmp_path / "r.json", tmp_path / "p.npz", tmp_path / "e.npy"
+    code, out, err = run(["eval", "--test-set", path, "--models", "3", "--seed", "4",
+                          "--json", str(j), "--save-params", str(p), "--save-embeddings", str(e),
+                          "--plots", str(tmp_path / "plots"), "--bootstrap", "200"], capsys)
+    assert code == 0, err
+    assert "ensemble of 3" in out and "chance: 0.100" in out
+    report = json.loads(j.read_text())
+    for key in ("per_model_accuracy", "ensemble_accuracy", "num_models", "num_examples", "seed"):
+        assert key in report
+    assert report["num_models"] == 3 and report["num_examples"] == 12 and report["seed"] == 4
+    emb = np.load(e)
+    assert emb.shape == (3, 12, 11, 32) and emb.dtype == np.float32
+    params, _ = data.load_params(str(p))
+    x = images.reshape(-1, 32, 32, 3).astype(np.float64) / 255.0
+    for m in range(3):
+        ref = blog_embed([params[n]["kernel"][m] for n in LAYERS], x).reshape(12, 11, 32)
+        np.testing.assert_allclose(emb[m], ref, atol=1e-4)
+        assert report["per_model_accuracy"][m] == pytest.approx(nn_accuracy(ref))
+    assert report["ensemble_accuracy"] == pytest.approx(
+        nn_accuracy(np.concatenate([emb[m] for m in range(3)], axis=-1)))
+    assert os.path.exists(tmp_path / "plots" / "accuracy_vs_size.png")
+    assert os.path.exists(tmp_path / "plots" / "collage.png")
+    # Saved params evaluate to the same numbers.
+    code, out2, err = run(["eval", "--test-set", path, "--params", str(p), "--json",
+                           str(tmp_path / "r2.json"), "--bootstrap", "200"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "r2.json").read_text())["per_model_accuracy"] == \
+        report["per_model_accuracy"]
+
+
+def test_same_seed_same_bytes(small_set, tmp_path, capsys):
+    path, _ = small_set
+    for name in ("a", "b"):
+        assert run(["eval", "--test-set", path, "--models", "2", "--seed", "1",
+                    "--save-embeddings", str(tmp_path / f"{name}.npy")], capsys)[0] == 0
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+
+
+def bad_inputs(tmp_path):
+    np.save(tmp_path / "shape.npy", np.zeros((2, 10, 32, 32, 3), np.float32))
+    nan = np.zeros((2, 11, 32, 32, 3), np.float32)
+    nan[0, 0, 0, 0, 0] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    obj = np.empty(3, object)
+    np.save(tmp_path / "obj.npy", obj, allow_pickle=True)
+    (tmp_path / "corrupt.npy").write_bytes(b"\x93NUMPYgarbage")
+    np.save(tmp_path / "ok.npy", np.zeros((2, 11, 32, 32, 3), np.uint8))
+    ok = str(tmp_path / "ok.npy")
+    return [
+        (["eval", "--test-set", str(tmp_path / "missing.npy")], "not found"),
+        (["eval", "--test-set", str(tmp_path / "shape.npy")], "11 images"),
+        (["eval", "--test-set", str(tmp_path / "nan.npy")], "NaN"),
+        (["eval", "--test-set", str(tmp_path / "obj.npy")], "pickled"),
+        (["eval", "--test-set", str(tmp_path / "corrupt.npy")], "cannot read"),
+        (["eval", "--test-set", ok, "--models", "0"], "positive integer"),
+        (["eval", "--test-set", ok, "--models", "ten"], "positive integer"),
+        (["eval", "--test-set", ok, "--params", str(tmp_path / "nope.npz")], "not found"),
+        (["eval"], "required"),
+        (["eval", "--test-set", ok, "--bogus"], "unrecognized"),
+        (["render-test-set", "--examples", "1", "--out", str(tmp_path / "x.png")], ".npy"),
+        (["no-such-command"], "invalid choice"),
+    ]
+
+
+def test_bad_input_gives_one_line_error(tmp_path, capsys):
+    for argv, match in bad_inputs(tmp_path):
+        code, out, err = run(argv, capsys)
+        assert code == 2, argv
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("rand-ensemble: error:"), (argv, err)
+        assert match in lines[0], (argv, lines[0])
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rand_ensemble.cli", "eval", "--test-set",
+                           str(tmp_path / "missing.npy")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("rand-ensemble: error:")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_commands():
+    proc = subprocess.run([sys.executable, "-m", "rand_ensemble.cli", "--help"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0
+    for name in ("eval", "render-test-set", "demo"):
+        assert name in proc.stdout
+
+
+@pytest.mark.slow
+def test_render_test_set_and_demo(tmp_path, capsys):
+    out = tmp_path / "set.npy"
+    code, _, err = run(["render-test-set", "--examples", "2", "--seed", "3", "--out", str(out),
+                        "--hw", "16"], capsys)
+    assert code == 0, err
+    images, ids = np.load(out), np.load(data.object_ids_path(str(out)))
+    assert images.shape == (2, 11, 16, 16, 3) and images.dtype == np.uint8
+    assert ids.shape == (2, 11) and np.all(ids[:, 0] == ids[:, 1])
+    code, stdout, err = run(["demo", "--examples", "3", "--models", "2", "--out",
+                             str(tmp_path / "demo"), "--cache-dir", str(tmp_path / "cache")],
+                            capsys)
+    assert code == 0, err
+    assert "ensemble of 2" in stdout
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["num_examples"] == 3 and len(report["per_model_accuracy"]) == 2
+    assert os.path.exists(tmp_path / "demo" / "collage.png")
+    cached = os.listdir(tmp_path / "cache")
+    code, stdout, err = run(["demo", "--examples", "3", "--models", "2", "--out",
+                             str(tmp_path / "demo"), "--cache-dir", str(tmp_path / "cache")],
+                            capsys)
+    assert code == 0 and "rendering" not in stdout and os.listdir(tmp_path / "cache") == cached

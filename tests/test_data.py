@@ -1,0 +1,96 @@
+import gzip
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from rand_ensemble import data, ensemble
+from rand_ensemble.errors import RandEnsembleError
+
+
+def save(tmp_path, name, array, **kw):
+    path = tmp_path / name
+    np.save(path, array, **kw)
+    return str(path)
+
+
+def test_loads_uint8_float_and_gz(tmp_path):
+    u8 = np.random.default_rng(0).integers(0, 256, (2, 11, 8, 8, 3), dtype=np.uint8)
+    out = data.load_test_set(save(tmp_path, "a.npy", u8))
+    assert out.dtype == np.uint8 and isinstance(out, np.memmap)
+    np.testing.assert_array_equal(out, u8)
+    f = (u8 / 255.0).astype(np.float32)
+    gz = tmp_path / "b.npy.gz"
+    with gzip.open(gz, "wb") as fh:
+        np.save(fh, f)
+    np.testing.assert_array_equal(data.load_test_set(str(gz)), f)
+
+
+@pytest.mark.parametrize("array, match", [
+    (np.zeros((2, 11, 8, 8)), "must be shaped"),
+    (np.zeros((2, 10, 8, 8, 3)), "11 images"),
+    (np.zeros((2, 11, 8, 8, 4)), "3 channels"),
+    (np.full((2, 11, 8, 8, 3), np.nan, np.float32), "NaN"),
+    (np.full((2, 11, 8, 8, 3), 255.0, np.float32), r"\[0, 1\]"),
+    (np.zeros((2, 11, 8, 8, 3), np.int64), "dtype"),
+    (np.zeros((0, 11, 8, 8, 3), np.float32), "no examples"),
+])
+def test_rejections(tmp_path, array, match):
+    with pytest.raises(RandEnsembleError, match=match):
+        data.load_test_set(save(tmp_path, "x.npy", array))
+
+
+def test_pickled_missing_and_corrupt(tmp_path):
+    obj = np.empty((2,), dtype=object)
+    obj[0], obj[1] = {"a": 1}, [2]
+    with pytest.raises(RandEnsembleError, match="pickled"):
+        data.load_test_set(save(tmp_path, "p.npy", obj, allow_pickle=True))
+    with pytest.raises(RandEnsembleError, match="not found"):
+        data.load_test_set(str(tmp_path / "missing.npy"))
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"this is not numpy")
+    with pytest.raises(RandEnsembleError, match="cannot read"):
+        data.load_test_set(str(bad))
+    badgz = tmp_path / "bad.npy.gz"
+    badgz.write_bytes(b"not gzip either")
+    with pytest.raises(RandEnsembleError, match="cannot read"):
+        data.load_test_set(str(badgz))
+
+
+def test_params_roundtrip_and_checks(tmp_path):
+    cfg = ensemble.EmbedderConfig(widths=(8, 8, 8, 8), dense=4, embedding_dim=4)
+    params = ensemble.init_ensemble(jax.random.PRNGKey(0), 2, cfg)
+    path = str(tmp_path / "p.npz")
+    data.save_params(path, params, cfg)
+    with np.load(path) as f:
+        assert sorted(k for k in f.files if not k.startswith("meta/")) == sorted(
+            ["conv0/kernel", "conv1/kernel", "conv2/kernel", "conv3/kernel", "dense/kernel",
+             "embedding/kernel"])
+        assert f["conv1/kernel"].shape == (2, 3, 3, 8, 8)
+    loaded, cfg2 = data.load_params(path)
+    assert cfg2 == cfg
+    for name in params:
+        np.testing.assert_array_equal(loaded[name]["kernel"], np.asarray(params[name]["kernel"]))
+    with pytest.raises(RandEnsembleError, match="shape"):
+        data.load_params(path, ensemble.EmbedderConfig())
+    arrays = {f"{k}/kernel": np.asarray(v["kernel"]) for k, v in params.items()}
+    del arrays["dense/kernel"]
+    np.savez(tmp_path / "missing.npz", **arrays)
+    with pytest.raises(RandEnsembleError, match="missing"):
+        data.load_params(str(tmp_path / "missing.npz"), cfg)
+    obj = np.empty((1,), object)
+    np.savez(tmp_path / "obj.npz", **{"conv0/kernel": obj})
+    with pytest.raises(RandEnsembleError, match="cannot read"):
+        data.load_params(str(tmp_path / "obj.npz"), cfg)
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    from rand_ensemble import fileio
+    target = tmp_path / "out.npy"
+    with pytest.raises(RuntimeError):
+        with fileio.atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise RuntimeError("interrupted")
+    assert not target.exists() and os.listdir(tmp_path) == []
