@@ -5,6 +5,7 @@ Every render rebuilds its scene from `np.random.default_rng`-style seed sequence
 client rendered before (Beam workers render in arbitrary orders).
 """
 import colorsys
+import functools
 import math
 import os
 
@@ -61,6 +62,17 @@ def _partition(object_id):
     return TEST_OBJECT_IDS if object_id in TEST_OBJECT_IDS else POOL_OBJECT_IDS
 
 
+@functools.lru_cache(maxsize=None)
+def broken_object_ids():
+    """Ids whose OBJ mesh has non-finite vertices (random_urdfs/168 is all NaN): never rendered."""
+    broken = set()
+    for oid, urdf in enumerate(_URDFS):
+        with open(urdf[:-len(".urdf")] + ".obj") as f:
+            if any(line.startswith("v ") and "nan" in line.lower() for line in f):
+                broken.add(oid)
+    return frozenset(broken)
+
+
 def _floats(xs):
     """Plain Python floats, so camera dicts are JSON-serialisable."""
     return [float(x) for x in xs]
@@ -99,6 +111,10 @@ class Renderer:
     def _render(self, object_id, view, seed, target_rgba=None):
         """Render -> (image, camera, bool (S, S) target mask); target_rgba repaints the target."""
         object_id = _check_object_id(object_id)
+        if object_id in broken_object_ids():
+            # TinyRenderer can spin forever on NaN geometry, so refuse instead of hanging.
+            raise RandEnsembleError(
+                f"object id {object_id} has a broken mesh (NaN vertices in its OBJ file)")
         view = _check_count("view", view, 0)
         seed = _check_count("seed", seed, 0)
         if self.client is None:
@@ -113,7 +129,7 @@ class Renderer:
         fill = rng.uniform(*_FILL)
         num_distractors = int(rng.integers(_NUM_DISTRACTORS[0], _NUM_DISTRACTORS[1] + 1))
         pool = np.asarray(_partition(object_id))
-        pool = pool[pool != object_id]
+        pool = pool[(pool != object_id) & ~np.isin(pool, list(broken_object_ids()))]
         distractor_ids = [int(i) for i in rng.choice(pool, num_distractors, replace=False)]
         # Saturated colours of any hue, like the URDFs' own: uniform RGB is mostly greyish.
         hsv = colour_rng.uniform([0.0, 0.5, 0.4], [1.0, 1.0, 1.0],
@@ -211,6 +227,8 @@ def _frame(cid, body, yaw, pitch, fill):
     half = np.maximum(np.abs(w @ right), np.abs(w @ up))
     distance = float(np.max(half / (fill * math.tan(math.radians(_FOV) / 2)) - depth))
     distance = max(distance, float(np.max(-depth)) + 2 * _NEAR)
+    if not math.isfinite(distance):
+        raise RandEnsembleError("degenerate mesh: no finite camera distance")
     return target, target + distance * back, distance
 
 
@@ -227,7 +245,7 @@ def plan_test_set(num_examples, seed, object_ids=TEST_OBJECT_IDS):
     num_examples = _check_count("num_examples", num_examples, 1)
     seed = _check_count("seed", seed, 0)
     try:
-        ids = sorted({_check_object_id(i) for i in object_ids})
+        ids = sorted({_check_object_id(i) for i in object_ids} - broken_object_ids())
     except TypeError:
         raise RandEnsembleError(
             f"object_ids must be an iterable of ids, got {object_ids!r}") from None

@@ -170,3 +170,15 @@ def test_core_import_does_not_import_pybullet():
     code = "import sys, rand_ensemble; assert 'pybullet' not in sys.modules, 'pybullet imported'"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+
+
+def test_broken_mesh_is_refused_not_rendered():
+    # random_urdfs/168/168.obj holds only NaN vertices; TinyRenderer can hang on it.
+    with open(render._URDFS[168][:-5] + ".obj") as f:
+        assert any(line.startswith("v ") and "nan" in line for line in f)
+    assert 168 in render.broken_object_ids()
+    with render.Renderer(hw=16) as r:
+        with pytest.raises(RandEnsembleError, match="168 has a broken mesh"):
+            r.render_view(168, 2, 0)
+    ids, _ = render.plan_test_set(30, 0, object_ids=range(160, 175))
+    assert 168 not in ids
