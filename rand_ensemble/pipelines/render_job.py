@@ -1,0 +1,123 @@
+"""Render job: (object, view) work items -> reshuffle -> pybullet render -> Parquet + dead letters.
+
+Stages: CreateWorkItems (or ReadManifest + ParseManifest) -> Reshuffle -> Render (one pybullet
+client per worker, in setup/teardown) -> WriteRenders `renders-*.parquet`; anything that fails
+(an id with no URDF, a render that raises, a bad manifest line) goes to WriteFailures
+`failures-*.jsonl` with its input and the error: never dropped, never fatal.
+"""
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.pipelines import common, schema
+
+RENDERS_PREFIX, FAILURES_PREFIX = "renders", "failures"
+
+
+def parse_objects(text):
+    """'START:STOP' -> range(START, STOP), with START < STOP, both >= 0."""
+    try:
+        start, stop = (int(part) for part in str(text).split(":"))
+    except ValueError:
+        raise RandEnsembleError(f"--objects must be START:STOP (e.g. 0:200), got {text!r}") from None
+    if start < 0 or stop <= start:
+        raise RandEnsembleError(f"--objects needs 0 <= START < STOP, got {text!r}")
+    return range(start, stop)
+
+
+class ParseManifestLine(common.Partitioned):
+    """One manifest line (an object id) -> `views` work items; a non-integer line is a failure."""
+
+    def __init__(self, views, seed):
+        self.views, self.seed = views, seed
+
+    def process(self, line):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            return
+        try:
+            object_id = int(text)
+        except ValueError as e:
+            yield self.failure({"manifest_line": line, "seed": self.seed}, "manifest", e)
+            return
+        for view in range(self.views):
+            yield {"object_id": object_id, "view": view, "seed": self.seed}
+
+
+class RenderDoFn(common.Partitioned):
+    """Work item {object_id, view, seed} -> one RENDERS row, or a failure record."""
+
+    def __init__(self, hw, colour):
+        self.hw, self.colour = hw, colour
+        self.renderer = None
+
+    def setup(self):
+        self._connect()
+
+    def _connect(self):
+        from rand_ensemble.render import Renderer      # pybullet only on workers
+        self.renderer = Renderer(self.hw, self.colour)
+
+    def process(self, item):
+        try:
+            if self.renderer is None:
+                self._connect()
+            image, camera = self.renderer.render_view(item["object_id"], item["view"], item["seed"])
+            yield schema.render_row(item["object_id"], item["view"], item["seed"], image, camera)
+        except Exception as e:                            # dead letter, whatever went wrong
+            if not isinstance(e, RandEnsembleError):
+                self.teardown()                           # the client may be broken: reconnect
+            yield self.failure(item, "render", e)
+
+    def teardown(self):
+        if self.renderer is not None:
+            self.renderer.close()
+            self.renderer = None
+
+
+def build(pipeline, out, views, seed, hw=32, colour="object", objects=None, manifest=None):
+    """Add the render stages to `pipeline`; returns the (renders, failures) PCollections."""
+    if manifest is not None:
+        parsed = (pipeline
+                  | "ReadManifest" >> beam.io.ReadFromText(manifest)
+                  | "ParseManifest" >> beam.ParDo(ParseManifestLine(views, seed)).with_outputs(
+                      common.Partitioned.FAILURES, main="items"))
+        items, early_failures = parsed.items, parsed.failures
+    else:
+        work = [{"object_id": o, "view": v, "seed": seed} for o in objects for v in range(views)]
+        items = pipeline | "CreateWorkItems" >> beam.Create(work)
+        early_failures = pipeline | "NoManifestFailures" >> beam.Create([])
+    rendered = (items
+                | "Reshuffle" >> beam.Reshuffle()
+                | "Render" >> beam.ParDo(RenderDoFn(hw, colour)).with_outputs(
+                    common.Partitioned.FAILURES, main="renders"))
+    rendered.renders | "WriteRenders" >> beam.io.WriteToParquet(
+        common.join(out, RENDERS_PREFIX), schema.RENDERS, file_name_suffix=".parquet")
+    failures = (early_failures, rendered.failures) | "AllFailures" >> beam.Flatten()
+    failures | "WriteFailures" >> beam.io.WriteToText(
+        common.join(out, FAILURES_PREFIX), file_name_suffix=".jsonl")
+    return rendered.renders, failures
+
+
+def run(out, views, seed, objects=None, manifest=None, hw=32, colour="object", beam_args=(),
+        overwrite=False):
+    """Run the render job to completion -> {"renders": N, "failures": F, "out": out}."""
+    if (objects is None) == (manifest is None):
+        raise RandEnsembleError("give exactly one of --objects START:STOP or --manifest FILE")
+    if isinstance(objects, str):
+        objects = parse_objects(objects)
+    if int(views) < 1:
+        raise RandEnsembleError(f"--views must be >= 1, got {views}")
+    if int(seed) < 0:
+        raise RandEnsembleError(f"--seed must be >= 0, got {seed}")
+    if int(hw) < 8:
+        raise RandEnsembleError(f"--hw must be >= 8, got {hw}")
+    if manifest is not None and not FileSystems.exists(manifest):
+        raise RandEnsembleError(f"manifest not found: {manifest}")
+    common.prepare_output(out, (RENDERS_PREFIX, FAILURES_PREFIX), overwrite)
+    options = common.pipeline_options(beam_args)
+    with beam.Pipeline(options=options) as pipeline:
+        build(pipeline, out, int(views), int(seed), int(hw), colour, objects, manifest)
+    return {"renders": common.count_parquet_rows(common.join(out, RENDERS_PREFIX + "-*.parquet")),
+            "failures": common.count_lines(common.join(out, FAILURES_PREFIX + "-*")),
+            "out": out}
