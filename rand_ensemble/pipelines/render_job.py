@@ -9,20 +9,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.pipelines import common, schema
+from rand_ensemble.pipelines import checks, common, schema
+from rand_ensemble.pipelines.checks import parse_objects
 
 RENDERS_PREFIX, FAILURES_PREFIX = "renders", "failures"
-
-
-def parse_objects(text):
-    """'START:STOP' -> range(START, STOP), with START < STOP, both >= 0."""
-    try:
-        start, stop = (int(part) for part in str(text).split(":"))
-    except ValueError:
-        raise RandEnsembleError(f"--objects must be START:STOP (e.g. 0:200), got {text!r}") from None
-    if start < 0 or stop <= start:
-        raise RandEnsembleError(f"--objects needs 0 <= START < STOP, got {text!r}")
-    return range(start, stop)
 
 
 class ParseManifestLine(common.Partitioned):
@@ -112,8 +102,10 @@ def run(out, views, seed, objects=None, manifest=None, hw=32, colour="object", b
         raise RandEnsembleError(f"--seed must be >= 0, got {seed}")
     if int(hw) < 8:
         raise RandEnsembleError(f"--hw must be >= 8, got {hw}")
-    if manifest is not None and not FileSystems.exists(manifest):
-        raise RandEnsembleError(f"manifest not found: {manifest}")
+    if manifest is not None:
+        checks.check_manifest(manifest)
+        if checks.is_remote(manifest) and not FileSystems.exists(manifest):
+            raise RandEnsembleError(f"manifest not found: {manifest}")
     common.prepare_output(out, (RENDERS_PREFIX, FAILURES_PREFIX), overwrite)
     options = common.pipeline_options(beam_args)
     with beam.Pipeline(options=options) as pipeline:
