@@ -38,6 +38,8 @@ def register(sub):
     p.add_argument("--hw", type=positive_int, default=32, help="image height = width")
     p.add_argument("--colour", choices=("object", "random"), default="object",
                    help="target colour: the URDF's own, or random per view")
+    p.add_argument("--render-timeout", type=_score, default=30.0, metavar="SECONDS",
+                   help="a render running longer goes to failures (its process is replaced)")
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run's shards in DIR")
     p.set_defaults(handler=_render, pass_through=True)
 
@@ -79,7 +81,8 @@ def _render(args, extra_argv):
         from rand_ensemble.pipelines import render_job
     result = render_job.run(args.out, args.views, args.seed, objects=objects,
                             manifest=args.manifest, hw=args.hw, colour=args.colour,
-                            beam_args=extra_argv, overwrite=args.overwrite)
+                            beam_args=extra_argv, overwrite=args.overwrite,
+                            timeout_s=args.render_timeout)
     print(f"renders {result['renders']}, failures {result['failures']}: "
           f"{args.out}/renders-*.parquet, {args.out}/failures-*.jsonl")
 

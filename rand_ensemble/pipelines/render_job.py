@@ -37,26 +37,20 @@ class ParseManifestLine(common.Partitioned):
 class RenderDoFn(common.Partitioned):
     """Work item {object_id, view, seed} -> one RENDERS row, or a failure record."""
 
-    def __init__(self, hw, colour):
-        self.hw, self.colour = hw, colour
+    def __init__(self, hw, colour, timeout_s=30.0):
+        self.hw, self.colour, self.timeout_s = hw, colour, timeout_s
         self.renderer = None
 
     def setup(self):
-        self._connect()
-
-    def _connect(self):
-        from rand_ensemble.render import Renderer      # pybullet only on workers
-        self.renderer = Renderer(self.hw, self.colour)
+        from rand_ensemble.pipelines.render_process import RenderProcess
+        self.renderer = RenderProcess(self.hw, self.colour, self.timeout_s)
+        self.renderer.start()                             # one pybullet client per worker
 
     def process(self, item):
         try:
-            if self.renderer is None:
-                self._connect()
             image, camera = self.renderer.render_view(item["object_id"], item["view"], item["seed"])
             yield schema.render_row(item["object_id"], item["view"], item["seed"], image, camera)
         except Exception as e:                            # dead letter, whatever went wrong
-            if not isinstance(e, RandEnsembleError):
-                self.teardown()                           # the client may be broken: reconnect
             yield self.failure(item, "render", e)
 
     def teardown(self):
@@ -65,7 +59,8 @@ class RenderDoFn(common.Partitioned):
             self.renderer = None
 
 
-def build(pipeline, out, views, seed, hw=32, colour="object", objects=None, manifest=None):
+def build(pipeline, out, views, seed, hw=32, colour="object", objects=None, manifest=None,
+          timeout_s=30.0):
     """Add the render stages to `pipeline`; returns the (renders, failures) PCollections."""
     if manifest is not None:
         parsed = (pipeline
@@ -79,7 +74,7 @@ def build(pipeline, out, views, seed, hw=32, colour="object", objects=None, mani
         early_failures = pipeline | "NoManifestFailures" >> beam.Create([])
     rendered = (items
                 | "Reshuffle" >> beam.Reshuffle()
-                | "Render" >> beam.ParDo(RenderDoFn(hw, colour)).with_outputs(
+                | "Render" >> beam.ParDo(RenderDoFn(hw, colour, timeout_s)).with_outputs(
                     common.Partitioned.FAILURES, main="renders"))
     rendered.renders | "WriteRenders" >> beam.io.WriteToParquet(
         common.join(out, RENDERS_PREFIX), schema.RENDERS, file_name_suffix=".parquet")
@@ -90,7 +85,7 @@ def build(pipeline, out, views, seed, hw=32, colour="object", objects=None, mani
 
 
 def run(out, views, seed, objects=None, manifest=None, hw=32, colour="object", beam_args=(),
-        overwrite=False):
+        overwrite=False, timeout_s=30.0):
     """Run the render job to completion -> {"renders": N, "failures": F, "out": out}."""
     if (objects is None) == (manifest is None):
         raise RandEnsembleError("give exactly one of --objects START:STOP or --manifest FILE")
@@ -100,6 +95,8 @@ def run(out, views, seed, objects=None, manifest=None, hw=32, colour="object", b
         raise RandEnsembleError(f"--views must be >= 1, got {views}")
     if int(seed) < 0:
         raise RandEnsembleError(f"--seed must be >= 0, got {seed}")
+    if not float(timeout_s) > 0:
+        raise RandEnsembleError(f"--render-timeout must be > 0 seconds, got {timeout_s}")
     if int(hw) < 8:
         raise RandEnsembleError(f"--hw must be >= 8, got {hw}")
     if manifest is not None:
@@ -109,7 +106,8 @@ def run(out, views, seed, objects=None, manifest=None, hw=32, colour="object", b
     common.prepare_output(out, (RENDERS_PREFIX, FAILURES_PREFIX), overwrite)
     options = common.pipeline_options(beam_args)
     with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, out, int(views), int(seed), int(hw), colour, objects, manifest)
+        build(pipeline, out, int(views), int(seed), int(hw), colour, objects, manifest,
+              float(timeout_s))
     return {"renders": common.count_parquet_rows(common.join(out, RENDERS_PREFIX + "-*.parquet")),
             "failures": common.count_lines(common.join(out, FAILURES_PREFIX + "-*")),
             "out": out}

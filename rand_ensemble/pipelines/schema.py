@@ -52,5 +52,8 @@ def render_row(object_id, view, seed, image, camera):
 
 def failure_line(record, stage, error):
     """A dead-letter record as one JSON line: the input, where it failed, and the error text."""
-    message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+    if isinstance(error, BaseException):
+        message = getattr(error, "description", None) or f"{type(error).__name__}: {error}"
+    else:
+        message = str(error)
     return json.dumps({"input": record, "stage": stage, "error": message}, sort_keys=True)
