@@ -54,7 +54,8 @@ def test_render_cli_accounts_for_every_input(tmp_path, capsys):
     assert status == 0
     assert "renders 4, failures 5" in capsys.readouterr().out
     rows, failures = read_table(out, "renders"), read_failures(out)
-    assert sorted((r["object_id"], r["view"]) for r in rows) == [(998, 0), (998, 1), (999, 0), (999, 1)]
+    assert sorted((r["object_id"], r["view"]) for r in rows) == \
+        [(998, 0), (998, 1), (999, 0), (999, 1)]
     render_failures = sorted((f["input"]["object_id"], f["input"]["view"])
                              for f in failures if f["stage"] == "render")
     assert render_failures == [(1000, 0), (1000, 1), (1001, 0), (1001, 1)]
@@ -84,7 +85,8 @@ def test_render_parquet_schema_and_pixels(pool):
     rows = read_table(pool, "renders")
     assert len({r["image_id"] for r in rows}) == 24
     row = min(rows, key=lambda r: r["image_id"])
-    assert (row["object_id"], row["view"], row["seed"], row["height"], row["width"]) == (0, 0, 0, 32, 32)
+    assert (row["object_id"], row["view"], row["seed"], row["height"], row["width"]) == \
+        (0, 0, 0, 32, 32)
     assert row["image_id"] == schema.image_id(0, 0, 0) and len(row["image"]) == 32 * 32 * 3
     with Renderer(32) as renderer:
         image, camera = renderer.render_view(0, 0, 0)

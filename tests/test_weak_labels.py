@@ -63,7 +63,8 @@ def test_weak_label_pairs_filters():
     np.testing.assert_allclose(pairs["score"], ref_scores.ravel(), rtol=1e-5)
 
     neighbour_sets = [set(r) for r in ref_idx]
-    want_mutual = {(ids[i], ids[j]) for i in range(30) for j in ref_idx[i] if i in neighbour_sets[j]}
+    want_mutual = {(ids[i], ids[j])
+                   for i in range(30) for j in ref_idx[i] if i in neighbour_sets[j]}
     got = wl.weak_label_pairs(emb, ids, top_k=3, mutual=True)
     assert set(zip(got["image_id_a"], got["image_id_b"])) == want_mutual
 
@@ -93,7 +94,8 @@ def test_precision_matches_numpy_loop():
 
     summary = wl.summarize(emb, objects, top_k=2, min_score=0.5)
     assert summary["precision"] == pytest.approx(loop_precision(wl.concat_members(emb)))
-    assert summary["per_model_precision"] == pytest.approx([loop_precision(emb[m]) for m in range(3)])
+    assert summary["per_model_precision"] == \
+        pytest.approx([loop_precision(emb[m]) for m in range(3)])
     pairs = wl.weak_label_pairs(emb, np.arange(32), top_k=2, min_score=0.5)
     assert summary["num_images"] == 32 and summary["num_pairs"] == len(pairs["rank"]) < 64
     assert 0 < summary["mutual"]["coverage"] <= 1 and summary["min_score"]["threshold"] == 0.5

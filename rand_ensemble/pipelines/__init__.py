@@ -1,1 +1,1 @@
-"""Apache Beam jobs: render a pool to Parquet, weak-label it. Imported only by the CLI and the jobs."""
+"""Apache Beam jobs: render a pool to Parquet, weak-label it (imported only by the CLI)."""

@@ -12,7 +12,8 @@ def parse_objects(text):
     try:
         start, stop = (int(part) for part in str(text).split(":"))
     except ValueError:
-        raise RandEnsembleError(f"--objects must be START:STOP (e.g. 0:200), got {text!r}") from None
+        raise RandEnsembleError(
+            f"--objects must be START:STOP (e.g. 0:200), got {text!r}") from None
     if start < 0 or stop <= start:
         raise RandEnsembleError(f"--objects needs 0 <= START < STOP, got {text!r}")
     return range(start, stop)

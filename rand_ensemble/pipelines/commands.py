@@ -28,7 +28,8 @@ def register(sub):
     p = sub.add_parser("render", formatter_class=fmt, epilog=BEAM_EPILOG,
                        help="Beam job: render (object, view) pairs to Parquet shards",
                        description="Render every (object, view) with pybullet into "
-                                   "DIR/renders-*.parquet; failed items go to DIR/failures-*.jsonl.")
+                                   "DIR/renders-*.parquet; failed items go to "
+                                   "DIR/failures-*.jsonl.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--objects", metavar="START:STOP", help="object id range, e.g. 0:200")
     source.add_argument("--manifest", metavar="FILE", help="text file, one object id per line")
@@ -48,7 +49,8 @@ def register(sub):
                        description="Embed the renders with an M-member random ensemble and write "
                                    "each image's top-k neighbours to DIR2/pairs-*.parquet, with "
                                    "DIR2/summary.json (precision from the renders' object ids).")
-    p.add_argument("--renders", required=True, metavar="DIR", help="the render job's output folder")
+    p.add_argument("--renders", required=True, metavar="DIR",
+                   help="the render job's output folder")
     p.add_argument("--models", type=positive_int, required=True, help="ensemble size M")
     p.add_argument("--seed", type=non_negative_int, default=0, help="ensemble init seed")
     p.add_argument("--out", required=True, metavar="DIR2", help="output folder")
@@ -57,7 +59,8 @@ def register(sub):
     p.add_argument("--min-score", type=_score, default=None,
                    help="keep pairs with score (ensemble similarity / M) >= this")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per embed batch")
-    p.add_argument("--overwrite", action="store_true", help="delete an earlier run's outputs in DIR2")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's outputs in DIR2")
     p.set_defaults(handler=_weak_labels, pass_through=True)
 
 

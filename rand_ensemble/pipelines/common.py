@@ -35,8 +35,8 @@ def prepare_output(folder, prefixes, overwrite):
             "choose an empty folder or pass --overwrite")
     if stale:
         FileSystems.delete(stale)
-    if "://" not in folder:
-        FileSystems.mkdirs(folder) if not FileSystems.exists(folder) else None
+    if "://" not in folder and not FileSystems.exists(folder):
+        FileSystems.mkdirs(folder)
 
 
 def count_parquet_rows(pattern):

@@ -25,7 +25,8 @@ class DecodeImage(common.Partitioned):
         self.hw = hw
 
     def process(self, row):
-        record = {k: row.get(k) for k in ("image_id", "object_id", "view", "seed", "height", "width")}
+        keys = ("image_id", "object_id", "view", "seed", "height", "width")
+        record = {k: row.get(k) for k in keys}
         try:
             h, w, data = row["height"], row["width"], row["image"]
             if (h, w) != (self.hw, self.hw):
