@@ -15,6 +15,7 @@ PROG = "rand-ensemble"
 COMMAND_MODULES = (
     "rand_ensemble.commands",
     "rand_ensemble.question_commands",
+    "rand_ensemble.pipelines.commands",
 )
 
 

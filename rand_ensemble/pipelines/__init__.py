@@ -1,0 +1,1 @@
+"""Apache Beam jobs: render a pool to Parquet, weak-label it (imported only by the CLI)."""

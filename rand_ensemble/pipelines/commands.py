@@ -1,0 +1,107 @@
+"""CLI: `rand-ensemble render` and `rand-ensemble weak-labels`; Beam options pass through.
+
+Beam is imported inside the handlers, so `rand-ensemble --help` never imports it.
+"""
+import argparse
+
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.pipelines import checks
+
+BEAM_EPILOG = ("Any other option goes to Apache Beam, e.g. --runner DataflowRunner --project P "
+               "--region R --temp_location gs://B/tmp --setup_file ./setup.py, or "
+               "--direct_num_workers 2 --direct_running_mode multi_processing. "
+               "Default runner: DirectRunner.")
+
+
+def _score(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def register(sub):
+    """Add `render` and `weak-labels` to the `rand-ensemble` subparsers."""
+    from rand_ensemble.cli import non_negative_int, positive_int
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = sub.add_parser("render", formatter_class=fmt, epilog=BEAM_EPILOG,
+                       help="Beam job: render (object, view) pairs to Parquet shards",
+                       description="Render every (object, view) with pybullet into "
+                                   "DIR/renders-*.parquet; failed items go to "
+                                   "DIR/failures-*.jsonl.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--objects", metavar="START:STOP", help="object id range, e.g. 0:200")
+    source.add_argument("--manifest", metavar="FILE", help="text file, one object id per line")
+    p.add_argument("--views", type=positive_int, required=True, help="views per object")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="scene seed")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--hw", type=positive_int, default=32, help="image height = width")
+    p.add_argument("--colour", choices=("object", "random"), default="object",
+                   help="target colour: the URDF's own, or random per view")
+    p.add_argument("--render-timeout", type=_score, default=30.0, metavar="SECONDS",
+                   help="a render running longer goes to failures (its process is replaced)")
+    p.add_argument("--overwrite", action="store_true", help="delete an earlier run's shards in DIR")
+    p.set_defaults(handler=_render, pass_through=True)
+
+    p = sub.add_parser("weak-labels", formatter_class=fmt, epilog=BEAM_EPILOG,
+                       help="Beam job: nearest-neighbour weak labels from a random ensemble",
+                       description="Embed the renders with an M-member random ensemble and write "
+                                   "each image's top-k neighbours to DIR2/pairs-*.parquet, with "
+                                   "DIR2/summary.json (precision from the renders' object ids).")
+    p.add_argument("--renders", required=True, metavar="DIR",
+                   help="the render job's output folder")
+    p.add_argument("--models", type=positive_int, required=True, help="ensemble size M")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="ensemble init seed")
+    p.add_argument("--out", required=True, metavar="DIR2", help="output folder")
+    p.add_argument("--top-k", type=positive_int, default=1, help="neighbours per image")
+    p.add_argument("--mutual", action="store_true", help="keep mutual nearest neighbours only")
+    p.add_argument("--min-score", type=_score, default=None,
+                   help="keep pairs with score (ensemble similarity / M) >= this")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per embed batch")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's outputs in DIR2")
+    p.set_defaults(handler=_weak_labels, pass_through=True)
+
+
+def _check_beam_args(extra_argv):
+    stray = [a for a in extra_argv if not a.startswith("--") and not _is_value(a, extra_argv)]
+    if stray:
+        raise RandEnsembleError(f"unexpected argument(s): {' '.join(stray)}")
+
+
+def _is_value(arg, argv):
+    i = argv.index(arg)
+    return i > 0 and argv[i - 1].startswith("--") and "=" not in argv[i - 1]
+
+
+def _render(args, extra_argv):
+    _check_beam_args(extra_argv)
+    objects = checks.parse_objects(args.objects) if args.objects is not None else None
+    if args.manifest is not None:
+        checks.check_manifest(args.manifest)
+    with checks.quiet_root_logger():
+        from rand_ensemble.pipelines import render_job
+    result = render_job.run(args.out, args.views, args.seed, objects=objects,
+                            manifest=args.manifest, hw=args.hw, colour=args.colour,
+                            beam_args=extra_argv, overwrite=args.overwrite,
+                            timeout_s=args.render_timeout)
+    print(f"renders {result['renders']}, failures {result['failures']}: "
+          f"{args.out}/renders-*.parquet, {args.out}/failures-*.jsonl")
+
+
+def _weak_labels(args, extra_argv):
+    _check_beam_args(extra_argv)
+    checks.check_renders_dir(args.renders)
+    with checks.quiet_root_logger():
+        from rand_ensemble.pipelines import weak_label_job
+    s = weak_label_job.run(args.renders, args.out, args.models, args.seed, top_k=args.top_k,
+                           mutual=args.mutual, min_score=args.min_score,
+                           batch_size=args.batch_size, beam_args=extra_argv,
+                           overwrite=args.overwrite)
+    precision = "n/a" if s["precision"] is None else f"{s['precision']:.3f}"
+    members = s.get("mean_member_precision")
+    members = "n/a" if members is None else f"{members:.3f}"
+    print(f"images {s['num_images']}, pairs {s['num_pairs']}, failures {s['num_failures']}, "
+          f"rank-1 precision {precision} (members' mean {members}): "
+          f"{args.out}/pairs-*.parquet, {args.out}/summary.json")

@@ -1,0 +1,186 @@
+"""Beam render and weak-label jobs on the DirectRunner (in-memory and multi_processing)."""
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from rand_ensemble import cli, ensemble, weak_labels
+from rand_ensemble.render import Renderer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _workers_import_this_checkout(monkeypatch):
+    # multi_processing workers are subprocesses: they must import this checkout's package.
+    monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def read_table(folder, prefix):
+    files = sorted(glob.glob(os.path.join(folder, f"{prefix}-*.parquet")))
+    assert files, f"no {prefix}-*.parquet in {folder}"
+    return pq.read_table(files).to_pylist() if len(files) == 1 else \
+        [row for f in files for row in pq.read_table(f).to_pylist()]
+
+
+def read_failures(folder):
+    lines = []
+    for path in sorted(glob.glob(os.path.join(folder, "failures-*"))):
+        lines += [json.loads(line) for line in open(path) if line.strip()]
+    return lines
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """8 objects x 3 views rendered by the job (in-memory DirectRunner) through the CLI."""
+    from rand_ensemble.pipelines import render_job
+    out = str(tmp_path_factory.mktemp("pool"))
+    result = render_job.run(out, views=3, seed=0, objects="0:8", hw=32)
+    assert result == {"renders": 24, "failures": 0, "out": out}
+    return out
+
+
+@pytest.mark.slow
+def test_render_cli_accounts_for_every_input(tmp_path, capsys):
+    manifest = tmp_path / "ids.txt"
+    manifest.write_text("998\n# a comment\n999\n1000\nnot-an-id\n1001\n\n")
+    out = tmp_path / "r"
+    status = cli.main(["render", "--manifest", str(manifest), "--views", "2", "--seed", "3",
+                       "--out", str(out), "--hw", "16", "--runner", "DirectRunner"])
+    assert status == 0
+    assert "renders 4, failures 5" in capsys.readouterr().out
+    rows, failures = read_table(out, "renders"), read_failures(out)
+    assert sorted((r["object_id"], r["view"]) for r in rows) == \
+        [(998, 0), (998, 1), (999, 0), (999, 1)]
+    render_failures = sorted((f["input"]["object_id"], f["input"]["view"])
+                             for f in failures if f["stage"] == "render")
+    assert render_failures == [(1000, 0), (1000, 1), (1001, 0), (1001, 1)]
+    assert all("no URDF for object id" in f["error"] for f in failures if f["stage"] == "render")
+    [bad_line] = [f for f in failures if f["stage"] == "manifest"]
+    assert bad_line["input"]["manifest_line"].strip() == "not-an-id"
+    # 4 ids x 2 views + 1 bad line = renders + failures: nothing dropped
+    assert len(rows) + len(failures) == 4 * 2 + 1
+
+
+@pytest.mark.slow
+def test_render_that_overruns_its_time_limit_is_a_failure(tmp_path):
+    # Stands in for pybullet spinning forever in getCameraImage: the job must still finish.
+    from rand_ensemble.pipelines import render_job
+    out = str(tmp_path / "r")
+    result = render_job.run(out, views=2, seed=0, objects="0:1", hw=16, timeout_s=0.001)
+    assert (result["renders"], result["failures"]) == (0, 2)
+    assert all("RenderTimeout" in f["error"] for f in read_failures(out))
+
+
+@pytest.mark.slow
+def test_render_parquet_schema_and_pixels(pool):
+    from rand_ensemble.pipelines import schema
+    path = sorted(glob.glob(os.path.join(pool, "renders-*.parquet")))[0]
+    file_schema = pq.read_schema(path)
+    assert [(f.name, f.type) for f in file_schema] == [(f.name, f.type) for f in schema.RENDERS]
+    rows = read_table(pool, "renders")
+    assert len({r["image_id"] for r in rows}) == 24
+    row = min(rows, key=lambda r: r["image_id"])
+    assert (row["object_id"], row["view"], row["seed"], row["height"], row["width"]) == \
+        (0, 0, 0, 32, 32)
+    assert row["image_id"] == schema.image_id(0, 0, 0) and len(row["image"]) == 32 * 32 * 3
+    with Renderer(32) as renderer:
+        image, camera = renderer.render_view(0, 0, 0)
+    assert row["image"] == image.tobytes()
+    assert json.loads(row["camera_json"]) == camera and row["yaw"] == camera["yaw"]
+
+
+@pytest.mark.slow
+def test_renders_byte_identical_with_one_and_two_workers(tmp_path):
+    from rand_ensemble.pipelines import render_job
+    runs = {}
+    for name, args in [("one", ["--direct_num_workers", "1"]),
+                       ("two", ["--direct_num_workers", "2",
+                                "--direct_running_mode", "multi_processing"])]:
+        out = str(tmp_path / name)
+        result = render_job.run(out, views=2, seed=5, objects="997:1001", hw=16, beam_args=args)
+        assert (result["renders"], result["failures"]) == (6, 2)
+        runs[name] = sorted((r["image_id"], r["image"])
+                            for r in read_table(out, "renders"))
+        assert sorted(f["input"]["object_id"] for f in read_failures(out)) == [1000, 1000]
+    assert runs["one"] == runs["two"]
+
+
+@pytest.mark.slow
+def test_weak_label_job_matches_library(pool, tmp_path):
+    from rand_ensemble.pipelines import render_job, weak_label_job
+    # One render at the wrong size joins the pool: it must come out as a failure, not vanish.
+    small = str(tmp_path / "small")
+    render_job.run(small, views=1, seed=0, objects="3:4", hw=16)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i, path in enumerate(sorted(glob.glob(os.path.join(pool, "renders-*.parquet")))
+                             + glob.glob(os.path.join(small, "renders-*.parquet"))):
+        os.symlink(path, mixed / f"renders-{i:05d}.parquet")
+    out = str(tmp_path / "labels")
+    summary = weak_label_job.run(str(mixed), out, num_models=3, seed=1, top_k=2, batch_size=8,
+                                 beam_args=["--direct_num_workers", "1"])
+    [failure] = read_failures(out)
+    assert failure["stage"] == "decode" and "16x16" in failure["error"]
+    assert summary["num_failures"] == 1 and summary["num_images"] == 24
+
+    renders = sorted(read_table(pool, "renders"), key=lambda r: r["image_id"])
+    ids = np.array([r["image_id"] for r in renders])
+    objects = {r["image_id"]: r["object_id"] for r in renders}
+    images = np.stack([np.frombuffer(r["image"], np.uint8).reshape(32, 32, 3) for r in renders])
+    emb = ensemble.embed(ensemble.init_ensemble(jax.random.PRNGKey(1), 3), images)   # (3, 24, E)
+    want = weak_labels.weak_label_pairs(emb, ids, top_k=2)
+
+    pairs = sorted(read_table(out, "pairs"), key=lambda r: (r["image_id_a"], r["rank"]))
+    assert [(p["image_id_a"], p["image_id_b"], p["rank"]) for p in pairs] == \
+        list(zip(want["image_id_a"], want["image_id_b"], want["rank"].tolist()))
+    np.testing.assert_allclose([p["score"] for p in pairs], want["score"], rtol=1e-4, atol=1e-5)
+    assert summary["num_pairs"] == len(pairs) == 48
+
+    rank1 = [p for p in pairs if p["rank"] == 1]
+    precision = np.mean([objects[p["image_id_a"]] == objects[p["image_id_b"]] for p in rank1])
+    assert summary["precision"] == pytest.approx(precision)
+    object_ids = np.array([objects[i] for i in ids])
+    assert summary["per_model_precision"] == pytest.approx(
+        weak_labels.per_model_precision(emb, object_ids))
+    with open(os.path.join(out, "summary.json")) as f:
+        assert json.load(f) == summary
+
+
+@pytest.mark.slow
+def test_weak_label_filters_and_two_workers(pool, tmp_path):
+    from rand_ensemble.pipelines import weak_label_job
+    runs = []
+    for args in (["--direct_num_workers", "1"],
+                 ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]):
+        out = str(tmp_path / f"w{len(runs)}")
+        summary = weak_label_job.run(pool, out, num_models=2, seed=0, top_k=1, mutual=True,
+                                     min_score=0.0, batch_size=8, beam_args=args)
+        runs.append((summary, sorted((p["image_id_a"], p["image_id_b"])
+                                     for p in read_table(out, "pairs"))))
+    (summary, pairs), (summary2, pairs2) = runs
+    assert pairs == pairs2 and summary == summary2
+    assert summary["num_pairs"] == len(pairs) == summary["mutual"]["num_images"]
+    assert all((b, a) in set(pairs) for a, b in pairs)       # mutual: both directions kept
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["render", "--objects", "5:3", "--views", "2", "--out", "{tmp}/r"], "START < STOP"),
+    (["render", "--objects", "0:3", "--views", "-1", "--out", "{tmp}/r"], "--views"),
+    (["render", "--manifest", "{tmp}/missing.txt", "--views", "1", "--out", "{tmp}/r"],
+     "manifest not found"),
+    (["weak-labels", "--renders", "{tmp}/missing", "--models", "2", "--out", "{tmp}/w"],
+     "renders folder not found"),
+    (["weak-labels", "--renders", "{tmp}", "--models", "2", "--out", "{tmp}/w"],
+     "no renders-*.parquet"),
+    (["weak-labels", "--renders", "{tmp}", "--models", "0", "--out", "{tmp}/w"], "--models"),
+])
+def test_cli_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    status = cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith("rand-ensemble: error:") and message in err[0]
