@@ -41,6 +41,9 @@ def jax_candidates(params, images, config):
         "blog_vmap": lambda: np.asarray(blog(params, x, config)),
         "lax_map": lambda: np.asarray(lax_map(params, x, config)),
         "embed": lambda: ensemble.embed(params, images, config),
+        # the losing lowering, streamed like embed, so the docs can say by how much it lost
+        "embed_im2col_batched": lambda: ensemble.embed(params, images, config,
+                                                       forward="im2col_batched"),
     }
 
 
