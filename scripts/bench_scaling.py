@@ -157,13 +157,18 @@ def main(argv=None):
     info = machine()
     print(f"{info['cpu']}, {info['cores']} cores, jax {info['jax']} ({info['backend']})")
     result = {"machine": info}
-    result["m_sweep"] = sweep(ints(args.models), [args.m_sweep_n], args.repeats)
-    result["n_sweep"] = sweep([args.n_sweep_m], ints(args.images), args.repeats)
-    result["memmap_peak_rss"] = peak_rss(ints(args.rss_images), args.rss_models)
-    result["top_k"] = top_k_times(load_weak_labels(args.weak_labels_file), ints(args.topk_images), args.topk_models, args.k,
-                                  args.block_size)
+
+    def record(key, value):  # after every section, so a long run cut short keeps what it measured
+        result[key] = value
+        if args.json:
+            fileio.save_json(args.json, result)
+
+    record("m_sweep", sweep(ints(args.models), [args.m_sweep_n], args.repeats))
+    record("n_sweep", sweep([args.n_sweep_m], ints(args.images), args.repeats))
+    record("memmap_peak_rss", peak_rss(ints(args.rss_images), args.rss_models))
+    record("top_k", top_k_times(load_weak_labels(args.weak_labels_file), ints(args.topk_images),
+                                args.topk_models, args.k, args.block_size))
     if args.json:
-        fileio.save_json(args.json, result)
         print(f"wrote {args.json}")
 
 
