@@ -1,7 +1,8 @@
 """The model axis: M random conv embedders initialised by vmap over keys, applied in one jitted pass.
 
-Single-model code (`init_embedder`, `apply_embedder`) never mentions M; `init_ensemble` and
-`embed` are the only places that add it.
+Single-model code (`init_embedder`, `apply_embedder`) never mentions M; `init_ensemble` and the
+forward formulations in `FORWARDS` are the only places that add it. `DEFAULT_FORWARD` is the one
+place the lowering is chosen (measured in docs/performance.md).
 """
 import dataclasses
 import functools

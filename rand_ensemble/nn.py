@@ -42,7 +42,7 @@ def im2col(x, kernel_size, stride):
 
 
 def conv_im2col(params, x, stride=1):
-    """The same VALID conv as `conv`, lowered to patches @ kernel: (B, H, W, Cin) -> (B, H', W', Cout).
+    """VALID conv as `conv`, lowered to patches @ kernel: (B, H, W, Cin) -> (B, H', W', Cout).
 
     On XLA:CPU one plain 2-D matmul per layer beats the conv emitter for these small-channel,
     strided layers (see docs/performance.md).

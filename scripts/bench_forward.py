@@ -22,7 +22,7 @@ BLOG_SHAPE = (100, 11, 32, 32, 3)
 
 
 def load_images(path):
-    """The blog's test set (a gzip'd or plain .npy) or random images of its shape: (N, 32, 32, 3)."""
+    """The blog test set (.npy or .npy.gz) or random images of its shape: (N, 32, 32, 3)."""
     if path and os.path.exists(path):
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as f:
