@@ -98,7 +98,7 @@ def peak_rss(n_list, models):
 
 
 def load_weak_labels(path=None):
-    """rand_ensemble.weak_labels, or the weak_labels.py file at `path` (unmerged branch), or None."""
+    """weak_labels from the package, or from the file at `path` (an unmerged branch), or None."""
     if path:
         import importlib.util
         spec = importlib.util.spec_from_file_location("weak_labels", path)
