@@ -1,7 +1,8 @@
 """The model axis: M random conv embedders initialised by vmap over keys, applied in one jitted pass.
 
-Single-model code (`init_embedder`, `apply_embedder`) never mentions M; `init_ensemble` and
-`embed` are the only places that add it.
+Single-model code (`init_embedder`, `apply_embedder`) never mentions M; `init_ensemble` and the
+forward formulations in `FORWARDS` are the only places that add it. `DEFAULT_FORWARD` is the one
+place the lowering is chosen (measured in docs/performance.md).
 """
 import dataclasses
 import functools
@@ -9,6 +10,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from rand_ensemble import nn
 from rand_ensemble.errors import RandEnsembleError
@@ -88,11 +90,14 @@ def init_embedder(key, config=DEFAULT_CONFIG):
     return {name: nn.init_conv(k, *shape) for k, (name, shape, _, _) in zip(keys, layers)}
 
 
-def apply_embedder(params, images, config=DEFAULT_CONFIG):
-    """One model: (B, H, W, 3) float in [0, 1] -> (B, E) unit rows (zero rows for blank input)."""
+def apply_embedder(params, images, config=DEFAULT_CONFIG, conv=nn.conv):
+    """One model: (B, H, W, 3) float in [0, 1] -> (B, E) unit rows (zero rows for blank input).
+
+    `conv` picks the lowering of every layer (nn.conv or nn.conv_im2col); the maths is the same.
+    """
     x = images
     for name, _, stride, relu in config.layers():
-        x = nn.conv(params[name], x, stride=stride)              # (B, H', W', C)
+        x = conv(params[name], x, stride=stride)                  # (B, H', W', C)
         if relu:
             x = jax.nn.relu(x)
     x = jnp.mean(x, axis=(1, 2))                                 # (B, E); identity at 1x1
@@ -110,10 +115,53 @@ def init_ensemble(key, num_models, config=None):
     return jax.vmap(init_embedder, in_axes=(0, None))(keys, config)
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def embed_batch(params, images, config=DEFAULT_CONFIG):
+def forward_vmap(params, images, config):
+    """The plain formulation: vmap of the single-model net over members (XLA: grouped convs)."""
+    return jax.vmap(apply_embedder, in_axes=(0, None, None))(params, images, config)  # (M, B, E)
+
+
+def forward_lax_map(params, images, config):
+    """One member at a time with lax.map over plain convs: (B, H, W, 3) -> (M, B, E)."""
+    return lax.map(lambda p: apply_embedder(p, images, config), params)  # (M, B, E)
+
+
+def forward_im2col(params, images, config):
+    """One member at a time, every layer one 2-D matmul over patches: (B, H, W, 3) -> (M, B, E)."""
+    return lax.map(lambda p: apply_embedder(p, images, config, conv=nn.conv_im2col),
+                   params)                                        # (M, B, E)
+
+
+def forward_im2col_batched(params, images, config):
+    """Every layer one matmul with the model axis as its batch dimension: -> (M, B, E).
+
+    The first layer's input is shared, so its M kernels apply to one set of patches; measured
+    slower than forward_im2col on XLA:CPU (the (M, B*P, K) patch tensors fall out of cache).
+    """
+    x = None
+    for name, (kh, _, cin, cout), stride, relu in config.layers():
+        kernel = params[name]["kernel"].reshape(-1, kh * kh * cin, cout)  # (M, K, C), HWIO order
+        if x is None:
+            patches = nn.im2col(images, kh, stride)               # (B, H', W', K), shared
+            x = jnp.einsum("bhwk,mkc->mbhwc", patches, kernel)    # (M, B, H', W', C)
+        else:
+            patches = nn.im2col(x, kh, stride)                    # (M, B, H', W', K)
+            x = jnp.einsum("mbhwk,mkc->mbhwc", patches, kernel)   # (M, B, H', W', C)
+        if relu:
+            x = jax.nn.relu(x)
+    x = jnp.mean(x, axis=(2, 3))                                  # (M, B, E); identity at 1x1
+    return nn.l2_normalize(x, axis=-1)
+
+
+# The lowering choice, made here only. Measured by scripts/bench_forward.py (docs/performance.md).
+FORWARDS = {"vmap": forward_vmap, "lax_map": forward_lax_map, "im2col": forward_im2col,
+            "im2col_batched": forward_im2col_batched}
+DEFAULT_FORWARD = "im2col"
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def embed_batch(params, images, config=DEFAULT_CONFIG, forward=DEFAULT_FORWARD):
     """All members in one jitted pass: (B, H, W, 3) float32 -> (M, B, E)."""
-    return jax.vmap(apply_embedder, in_axes=(0, None, None))(params, images, config)
+    return FORWARDS[forward](params, images, config)
 
 
 def num_models(params):
@@ -121,27 +169,44 @@ def num_models(params):
     return int(jax.tree_util.tree_leaves(params)[0].shape[0])
 
 
-def embed(params, images, config=None, batch_size=256):
+def embed(params, images, config=None, batch_size=128, forward=DEFAULT_FORWARD):
     """Embed with every member: (..., H, W, 3) -> np.float32 (M, ..., E), unit rows.
 
-    Streams over the leading axes in chunks of `batch_size` images, so a numpy memmap of any
-    size works with flat memory; uint8 input is divided by 255, float input is used as is.
+    Streams over the leading axes in chunks of at most `batch_size` images (small chunks keep
+    the patches in cache), so a numpy memmap of any size works with flat memory; uint8 input is
+    divided by 255, float input is used as is.
     """
     config = config or DEFAULT_CONFIG
+    if forward not in FORWARDS:
+        raise RandEnsembleError(f"forward must be one of {sorted(FORWARDS)}, got {forward!r}")
+    if int(batch_size) < 1:
+        raise RandEnsembleError(f"batch_size must be >= 1, got {batch_size}")
     images = _check_images(images, config)
     lead = images.shape[:-3]
-    flat = images.reshape((-1,) + images.shape[-3:])            # (B, H, W, 3), a view for memmaps
+    flat = images.reshape((-1,) + images.shape[-3:])            # (N, H, W, 3), a view for memmaps
     total = flat.shape[0]
     m = num_models(params)
     out = np.empty((m, total, config.embedding_dim), np.float32)
-    chunk = int(min(batch_size, max(total, 1)))
+    # Equal chunks (the last one padded): one compiled shape serves all and padding stays small.
+    num_chunks = max(-(-total // int(batch_size)), 1)
+    chunk = max(-(-total // num_chunks), 1)
+    pending = None
     for start in range(0, total, chunk):
         part = as_float_images(flat[start:start + chunk])
         n = part.shape[0]
-        if n < chunk:                                           # pad: one compiled shape
+        if n < chunk:
             part = np.concatenate([part, np.zeros((chunk - n,) + part.shape[1:], np.float32)])
-        out[:, start:start + n] = np.asarray(embed_batch(params, part, config))[:, :n]
+        result = embed_batch(params, part, config, forward)     # (M, chunk, E), dispatched async
+        if pending is not None:                                 # read the previous chunk back
+            _store(out, *pending)                               # while this one computes
+        pending = (result, start, n)
+    if pending is not None:
+        _store(out, *pending)
     return out.reshape((m,) + lead + (config.embedding_dim,))
+
+
+def _store(out, result, start, n):
+    out[:, start:start + n] = np.asarray(result)[:, :n]
 
 
 def as_float_images(images):

@@ -32,6 +32,28 @@ def conv(params, x, stride=1, padding="VALID"):
         dimension_numbers=CONV_DIMENSION_NUMBERS)
 
 
+def im2col(x, kernel_size, stride):
+    """VALID patches by strided slices: (..., H, W, C) -> (..., H', W', k*k*C), in HWIO order."""
+    h, w = x.shape[-3:-1]
+    ho, wo = (h - kernel_size) // stride + 1, (w - kernel_size) // stride + 1
+    taps = [x[..., i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+            for i in range(kernel_size) for j in range(kernel_size)]  # k*k of (..., H', W', C)
+    return jnp.concatenate(taps, axis=-1)                         # (..., H', W', k*k*C)
+
+
+def conv_im2col(params, x, stride=1):
+    """VALID conv as `conv`, lowered to patches @ kernel: (B, H, W, Cin) -> (B, H', W', Cout).
+
+    On XLA:CPU one plain 2-D matmul per layer beats the conv emitter for these small-channel,
+    strided layers (see docs/performance.md).
+    """
+    kh, kw, cin, cout = params["kernel"].shape
+    patches = im2col(x, kh, stride)                               # (B, H', W', K)
+    b, h, w, k = patches.shape
+    out = patches.reshape(b * h * w, k) @ params["kernel"].reshape(k, cout)  # (B*H'*W', Cout)
+    return out.reshape(b, h, w, cout)
+
+
 def l2_normalize(x, axis=-1, eps=1e-12):
     """Scale to unit L2 norm along `axis`; an all-zero vector stays zero (no NaN, finite grads)."""
     sq = jnp.sum(x * x, axis=axis, keepdims=True)

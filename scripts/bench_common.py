@@ -1,0 +1,49 @@
+"""Shared helpers of the benchmark scripts: machine description, timing, FLOP count."""
+import os
+import platform
+import statistics
+import time
+
+
+def cpu_model():
+    """CPU model name from /proc/cpuinfo (platform.processor() elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine():
+    """{"cpu", "cores", "python", "jax"} for the JSON record."""
+    import jax
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "jax": jax.__version__, "backend": jax.default_backend()}
+
+
+def forward_flops(config):
+    """Multiply-adds x 2 of ONE model on ONE image, from the config's layer shapes."""
+    side, total = config.input_hw, 0
+    for _, (kh, kw, cin, cout), stride, _ in config.layers():
+        side = (side - kh) // stride + 1
+        total += 2 * side * side * kh * kw * cin * cout
+    return total
+
+
+def time_alternating(candidates, repeats):
+    """{name: [seconds]}: each round runs every candidate once, so load noise hits all alike."""
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summary(seconds):
+    """min and median of a list of timings."""
+    return {"min_s": min(seconds), "median_s": statistics.median(seconds), "all_s": seconds}

@@ -1,0 +1,170 @@
+"""Ensemble forward pass, side by side in ONE warm process: blog vmap, lax.map, embed, torch, roof.
+
+    python scripts/bench_forward.py --models 10 --repeats 7 --json bench_forward.json
+"""
+import argparse
+import gzip
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's idle threads must not spin under JAX
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import forward_flops, machine, summary, time_alternating  # noqa: E402
+
+from rand_ensemble import ensemble, fileio  # noqa: E402
+
+BLOG_SHAPE = (100, 11, 32, 32, 3)
+
+
+def load_images(path):
+    """The blog test set (.npy or .npy.gz) or random images of its shape: (N, 32, 32, 3)."""
+    if path and os.path.exists(path):
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            images = np.load(f, allow_pickle=False)
+        return images.reshape(-1, *images.shape[-3:]).astype(np.float32), path
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 1, BLOG_SHAPE).astype(np.float32).reshape(-1, 32, 32, 3), "random"
+
+
+def jax_candidates(params, images, config):
+    """name -> zero-arg callable that runs warm and blocks; each checked against embed."""
+    x = jnp.asarray(images)
+    blog = jax.jit(ensemble.forward_vmap, static_argnums=2)      # the blog's one big vmap
+    lax_map = jax.jit(ensemble.forward_lax_map, static_argnums=2)
+    return {
+        "blog_vmap": lambda: np.asarray(blog(params, x, config)),
+        "lax_map": lambda: np.asarray(lax_map(params, x, config)),
+        "embed": lambda: ensemble.embed(params, images, config),
+        # the losing lowering, streamed like embed, so the docs can say by how much it lost
+        "embed_im2col_batched": lambda: ensemble.embed(params, images, config,
+                                                       forward="im2col_batched"),
+    }
+
+
+def torch_candidates(params, images, config):
+    """The same nets in PyTorch (weights copied from params): per-model loop and torch.func vmap."""
+    try:
+        import torch
+        import torch.nn.functional as F
+        from torch.func import functional_call, stack_module_state, vmap
+    except ImportError:
+        print("torch not importable: skipping the PyTorch rows (pip install torch==2.13.0)")
+        return {}
+    torch.set_num_threads(os.cpu_count())
+    layers = config.layers()
+    m = ensemble.num_models(params)
+
+    class Net(torch.nn.Module):
+        def __init__(self, kernels):  # HWIO -> OIHW
+            super().__init__()
+            self.convs = torch.nn.ModuleList()
+            for (name, (kh, kw, cin, cout), stride, _), k in zip(layers, kernels):
+                conv = torch.nn.Conv2d(cin, cout, kh, stride=stride, bias=False)
+                conv.weight.data = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1)))
+                self.convs.append(conv)
+
+        def forward(self, x):  # (B, 3, H, W) -> (B, E)
+            for conv, (_, _, _, relu) in zip(self.convs, layers):
+                x = conv(x)
+                x = F.relu(x) if relu else x
+            return F.normalize(x.mean(dim=(2, 3)), dim=-1, eps=1e-12)
+
+    nets = [Net([np.asarray(params[name]["kernel"][i]) for name, *_ in layers]).eval()
+            for i in range(m)]
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # (N, 3, H, W)
+    stacked, buffers = stack_module_state(nets)
+
+    def one(p, b, xx):
+        return functional_call(nets[0], (p, b), (xx,))
+
+    batched = vmap(one, in_dims=(0, 0, None))
+
+    def loop():
+        with torch.inference_mode():
+            return np.stack([net(x).numpy() for net in nets])    # (M, N, E)
+
+    def func_vmap():
+        with torch.inference_mode():
+            return batched(stacked, buffers, x).numpy()          # (M, N, E)
+
+    return {"torch_loop": loop, "torch_func_vmap": func_vmap}
+
+
+def matmul_roof(size):
+    """A jitted square float32 matmul: (callable, its FLOP count)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    mm = jax.jit(lambda u: u @ u)
+    return (lambda: mm(a).block_until_ready()), 2 * size ** 3
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", type=int, default=10, help="M, ensemble members")
+    p.add_argument("--test-set", "--images", dest="images",
+                   default=os.environ.get("RAND_ENSEMBLE_BLOG_TEST_SET"),
+                   help="blog test set .npy(.gz); random images of its shape when absent")
+    p.add_argument("--repeats", type=int, default=7, help="alternating rounds (min and median)")
+    p.add_argument("--matmul-size", type=int, default=2048, help="side of the roof matmul")
+    p.add_argument("--json", default=None, help="write the results here (atomic)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 models, 110 images, 2 rounds")
+    args = p.parse_args(argv)
+    config = ensemble.DEFAULT_CONFIG
+    images, source = load_images(args.images)
+    if args.quick:
+        args.models, args.repeats, args.matmul_size, images = 2, 2, 512, images[:110]
+    params = ensemble.init_ensemble(jax.random.PRNGKey(0), args.models, config)
+    n, m = images.shape[0], args.models
+    flops = forward_flops(config) * n * m
+
+    candidates = {**jax_candidates(params, images, config),
+                  **torch_candidates(params, images, config)}
+    roof, roof_flops = matmul_roof(args.matmul_size)
+    reference = candidates["embed"]()
+    for name, fn in candidates.items():                           # warm up and check numerics
+        err = float(np.abs(fn() - reference).max())
+        print(f"{name:16s} max |diff| vs embed {err:.2e}")
+    roof()
+    times = time_alternating({**candidates, "matmul_roof": roof}, args.repeats)
+
+    info = machine()
+    rows = {name: summary(ts) for name, ts in times.items()}
+    roof_gflops = roof_flops / rows["matmul_roof"]["min_s"] / 1e9
+    for name, row in rows.items():
+        if name == "matmul_roof":
+            row["gflops"] = roof_gflops
+            continue
+        row["images_models_per_s"] = n * m / row["min_s"]
+        row["gflops"] = flops / row["min_s"] / 1e9
+        row["fraction_of_roof"] = row["gflops"] / roof_gflops
+    embed_s = rows["embed"]["min_s"]
+    ratios = {f"embed_speedup_vs_{name}": row["min_s"] / embed_s
+              for name, row in rows.items() if name not in ("embed", "matmul_roof")}
+
+    print(f"\n{info['cpu']}, {info['cores']} cores, jax {info['jax']} ({info['backend']}); "
+          f"M={m}, N={n} images ({source}), {flops / 1e9:.1f} GFLOP, {args.repeats} rounds")
+    print(f"{'candidate':16s} {'min s':>8s} {'median s':>9s} {'img*M/s':>9s} {'GFLOP/s':>8s} "
+          f"{'of roof':>8s} {'embed x':>8s}")
+    for name, row in rows.items():
+        if name == "matmul_roof":
+            print(f"{name:16s} {row['min_s']:8.3f} {row['median_s']:9.3f} {'':>9s} "
+                  f"{row['gflops']:8.1f} {1:8.0%}")
+            continue
+        print(f"{name:16s} {row['min_s']:8.3f} {row['median_s']:9.3f} "
+              f"{row['images_models_per_s']:9.0f} {row['gflops']:8.1f} "
+              f"{row['fraction_of_roof']:8.0%} {row['min_s'] / embed_s:8.2f}")
+    if args.json:
+        fileio.save_json(args.json, {
+            "machine": info, "models": m, "images": n, "image_source": source,
+            "gflop": flops / 1e9, "repeats": args.repeats, "results": rows, "ratios": ratios,
+            "roof_gflops": roof_gflops})
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
