@@ -2,7 +2,7 @@
 
 Single-model code (`init_embedder`, `apply_embedder`) never mentions M; `init_ensemble` and the
 forward formulations in `FORWARDS` are the only places that add it. `DEFAULT_FORWARD` is the one
-place the lowering is chosen (measured in docs/performance.md).
+place the lowering is chosen (measured in README, "Performance").
 """
 import dataclasses
 import functools
@@ -152,7 +152,7 @@ def forward_im2col_batched(params, images, config):
     return nn.l2_normalize(x, axis=-1)
 
 
-# The lowering choice, made here only. Measured by scripts/bench_forward.py (docs/performance.md).
+# The lowering choice, made here only. Measured by scripts/bench_forward.py (README, "Performance").
 FORWARDS = {"vmap": forward_vmap, "lax_map": forward_lax_map, "im2col": forward_im2col,
             "im2col_batched": forward_im2col_batched}
 DEFAULT_FORWARD = "im2col"

@@ -45,7 +45,7 @@ def conv_im2col(params, x, stride=1):
     """VALID conv as `conv`, lowered to patches @ kernel: (B, H, W, Cin) -> (B, H', W', Cout).
 
     On XLA:CPU one plain 2-D matmul per layer beats the conv emitter for these small-channel,
-    strided layers (see docs/performance.md).
+    strided layers (see README, "Performance").
     """
     kh, kw, cin, cout = params["kernel"].shape
     patches = im2col(x, kh, stride)                               # (B, H', W', K)

@@ -1,5 +1,5 @@
 """Scaling of the ensemble forward pass: time vs M and N, peak RSS while streaming a memmap,
-and the blocked top-k neighbour search when rand_ensemble.weak_labels exists.
+and the blocked top-k neighbour search of the weak-label job.
 
     python scripts/bench_scaling.py --json bench_scaling.json
 """
@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import forward_flops, machine  # noqa: E402
 
-from rand_ensemble import ensemble, fileio  # noqa: E402
+from rand_ensemble import ensemble, fileio, weak_labels  # noqa: E402
 
 # Runs in a fresh process so its peak RSS belongs to this one measurement only.
 RSS_CHILD = r"""
@@ -97,26 +97,8 @@ def peak_rss(n_list, models):
     return rows
 
 
-def load_weak_labels(path=None):
-    """weak_labels from the package, or from the file at `path` (an unmerged branch), or None."""
-    if path:
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("weak_labels", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    try:
-        from rand_ensemble import weak_labels
-    except ImportError:
-        return None
-    return weak_labels
-
-
 def top_k_times(weak_labels, n_list, models, k, block_size):
-    """Blocked top-k of the weak-label job over (N, M*E) unit rows, or None when absent."""
-    if weak_labels is None or not hasattr(weak_labels, "top_k_neighbours"):
-        print("rand_ensemble.weak_labels.top_k_neighbours not present: skipping the top-k timing")
-        return None
+    """Blocked top-k of the weak-label job over (N, M*E) unit rows."""
     rng = np.random.default_rng(2)
     rows = []
     for n in n_list:
@@ -144,8 +126,6 @@ def main(argv=None):
     p.add_argument("--topk-models", type=int, default=10)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--block-size", type=int, default=1024)
-    p.add_argument("--weak-labels-file", default=None,
-                   help="time top_k_neighbours from this weak_labels.py instead of the package's")
     p.add_argument("--json", default=None, help="write the results here (atomic)")
     p.add_argument("--quick", action="store_true", help="smoke run on small sizes")
     args = p.parse_args(argv)
@@ -166,7 +146,7 @@ def main(argv=None):
     record("m_sweep", sweep(ints(args.models), [args.m_sweep_n], args.repeats))
     record("n_sweep", sweep([args.n_sweep_m], ints(args.images), args.repeats))
     record("memmap_peak_rss", peak_rss(ints(args.rss_images), args.rss_models))
-    record("top_k", top_k_times(load_weak_labels(args.weak_labels_file), ints(args.topk_images),
+    record("top_k", top_k_times(weak_labels, ints(args.topk_images),
                                 args.topk_models, args.k, args.block_size))
     if args.json:
         print(f"wrote {args.json}")
