@@ -87,8 +87,10 @@ def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_
     from rand_ensemble import data, ensemble, fileio, metrics
 
     if config is None:
+        # Sizes other than the blog's 32 keep the default widths and mean-pool what is left.
         hw = images.shape[2]
-        config = ensemble.EmbedderConfig(input_hw=hw) if hw == 32 else _config_for(hw)
+        config = ensemble.DEFAULT_CONFIG if hw == 32 else ensemble.EmbedderConfig(
+            input_hw=hw, pool="mean")
     if params is None:
         params = ensemble.init_ensemble(jax.random.PRNGKey(seed), num_models, config)
     num_models = ensemble.num_models(params)
@@ -113,12 +115,6 @@ def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_
         plotting.collage(images, report["ensemble_picks"], os.path.join(plots, "collage.png"))
         report["plots"] = [os.path.join(plots, n) for n in ("accuracy_vs_size.png", "collage.png")]
     return report
-
-
-def _config_for(hw):
-    """Default widths for square inputs other than 32: mean-pool whatever the convs leave."""
-    from rand_ensemble import ensemble
-    return ensemble.EmbedderConfig(input_hw=hw, pool="mean")
 
 
 def print_report(report, source, file=None):
