@@ -45,6 +45,21 @@ def _int_at_least(minimum, what):
     return parse
 
 
+def float_in(lo, hi, name, lo_open=False):
+    """argparse type factory: a float in [lo, hi] (or (lo, hi] when lo_open); NaN never passes."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number for {name}, got {text!r}") from None
+        if not ((lo < value) if lo_open else (lo <= value)) or not value <= hi:
+            bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"{name} must be in {bound}, got {value}")
+        return value
+    return parse
+
+
 positive_int = _int_at_least(1, "positive")          # argparse type: >= 1
 non_negative_int = _int_at_least(0, "non-negative")  # argparse type: >= 0
 

@@ -7,20 +7,6 @@ from rand_ensemble import cli
 from rand_ensemble.errors import RandEnsembleError
 
 
-def _float_in(lo, hi, name, lo_open=False):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a number for {name}, got {text!r}") from None
-        if not ((lo < value) if lo_open else (lo <= value)) or not value <= hi:
-            bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
-            raise argparse.ArgumentTypeError(f"{name} must be in {bound}, got {value}")
-        return value
-    return parse
-
-
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show "(default: X)" only where there is a real default."""
 
@@ -50,19 +36,19 @@ def register(sub):
                    help="duplicate pairs per step; the other pairs are the in-batch negatives")
     t.add_argument("--d-model", type=cli.positive_int, default=d.d_model,
                    help="embedding and LSTM width")
-    t.add_argument("--lr", type=_float_in(0.0, 10.0, "--lr", lo_open=True), default=d.lr,
+    t.add_argument("--lr", type=cli.float_in(0.0, 10.0, "--lr", lo_open=True), default=d.lr,
                    help="Adam learning rate")
     t.add_argument("--seed", type=cli.non_negative_int, default=d.seed,
                    help="init, split and batch order")
-    t.add_argument("--margin", type=_float_in(0.0, 2.0, "--margin", lo_open=True),
+    t.add_argument("--margin", type=cli.float_in(0.0, 2.0, "--margin", lo_open=True),
                    default=d.margin, help="triplet loss margin")
-    t.add_argument("--valid-fraction", type=_float_in(0.0, 0.9, "--valid-fraction"),
+    t.add_argument("--valid-fraction", type=cli.float_in(0.0, 0.9, "--valid-fraction"),
                    default=d.valid_fraction, help="pairs held out for validation and selection")
     t.add_argument("--eval-every", type=cli.positive_int, default=d.eval_every,
                    help="steps between validation checks")
     t.add_argument("--max-len", type=cli.positive_int, default=d.max_len,
                    help="tokens kept per question")
-    t.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=d.threshold,
+    t.add_argument("--threshold", type=cli.float_in(-1.0, 1.0, "--threshold"), default=d.threshold,
                    help="duplicate if cosine > threshold; picks the best validation snapshot")
     t.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     t.set_defaults(handler=_train)
@@ -75,7 +61,7 @@ def register(sub):
     src.add_argument("--models", type=cli.positive_int,
                      help="evaluate M untrained random towers in one vmapped pass instead "
                           "(vocabulary built from --data)")
-    e.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=0.7,
+    e.add_argument("--threshold", type=cli.float_in(-1.0, 1.0, "--threshold"), default=0.7,
                    help="duplicate if cosine > threshold")
     e.add_argument("--json", help="write the metrics here as JSON")
     e.add_argument("--seed", type=cli.non_negative_int, default=0, help="with --models")
@@ -86,7 +72,7 @@ def register(sub):
     r.add_argument("--checkpoint", required=True)
     r.add_argument("question1")
     r.add_argument("question2")
-    r.add_argument("--threshold", type=_float_in(-1.0, 1.0, "--threshold"), default=0.7,
+    r.add_argument("--threshold", type=cli.float_in(-1.0, 1.0, "--threshold"), default=0.7,
                    help="duplicate if cosine > threshold")
     r.set_defaults(handler=_predict)
 

@@ -178,6 +178,12 @@ def test_weak_label_filters_and_two_workers(pool, tmp_path):
     (["weak-labels", "--renders", "{tmp}", "--models", "2", "--out", "{tmp}/w"],
      "no renders-*.parquet"),
     (["weak-labels", "--renders", "{tmp}", "--models", "0", "--out", "{tmp}/w"], "--models"),
+    (["render", "--objects", "0:3", "--views", "1", "--out", "{tmp}/r", "--render-timeout", "0"],
+     "--render-timeout must be in (0.0, inf]"),
+    (["render", "--objects", "0:3", "--views", "1", "--out", "{tmp}/r", "--render-timeout",
+      "nan"], "--render-timeout must be in"),
+    (["weak-labels", "--renders", "{tmp}", "--models", "2", "--out", "{tmp}/w", "--min-score",
+      "high"], "expected a number for --min-score"),
 ])
 def test_cli_bad_input_is_one_line(argv, message, tmp_path, capsys):
     status = cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])

@@ -3,6 +3,7 @@
 Beam is imported inside the handlers, so `rand-ensemble --help` never imports it.
 """
 import argparse
+import math
 
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.pipelines import checks
@@ -13,16 +14,9 @@ BEAM_EPILOG = ("Any other option goes to Apache Beam, e.g. --runner DataflowRunn
                "Default runner: DirectRunner.")
 
 
-def _score(text):
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 def register(sub):
     """Add `render` and `weak-labels` to the `rand-ensemble` subparsers."""
-    from rand_ensemble.cli import non_negative_int, positive_int
+    from rand_ensemble.cli import float_in, non_negative_int, positive_int
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     p = sub.add_parser("render", formatter_class=fmt, epilog=BEAM_EPILOG,
@@ -39,7 +33,8 @@ def register(sub):
     p.add_argument("--hw", type=positive_int, default=32, help="image height = width")
     p.add_argument("--colour", choices=("object", "random"), default="object",
                    help="target colour: the URDF's own, or random per view")
-    p.add_argument("--render-timeout", type=_score, default=30.0, metavar="SECONDS",
+    timeout = float_in(0.0, math.inf, "--render-timeout", lo_open=True)
+    p.add_argument("--render-timeout", type=timeout, default=30.0, metavar="SECONDS",
                    help="a render running longer goes to failures (its process is replaced)")
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run's shards in DIR")
     p.set_defaults(handler=_render, pass_through=True)
@@ -56,7 +51,8 @@ def register(sub):
     p.add_argument("--out", required=True, metavar="DIR2", help="output folder")
     p.add_argument("--top-k", type=positive_int, default=1, help="neighbours per image")
     p.add_argument("--mutual", action="store_true", help="keep mutual nearest neighbours only")
-    p.add_argument("--min-score", type=_score, default=None,
+    p.add_argument("--min-score", type=float_in(-math.inf, math.inf, "--min-score"),
+                   default=None,
                    help="keep pairs with score (ensemble similarity / M) >= this")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per embed batch")
     p.add_argument("--overwrite", action="store_true",
