@@ -1,185 +1,120 @@
-"""The model axis: M random conv embedders initialised by vmap over keys, applied in one jitted pass.
+"""The model axis: M members initialised by vmap over keys, applied in one jitted pass, streamed.
 
-Single-model code (`init_embedder`, `apply_embedder`) never mentions M; `init_ensemble` and the
-forward formulations in `FORWARDS` are the only places that add it. `DEFAULT_FORWARD` is the one
-place the lowering is chosen (measured in README, "Performance").
+Single-model code (`embedder.py`, `questions/tower.py`, `nn.py`) never mentions M. This module
+is the one place that adds it: `init_members` (vmap over keys, used by both towers),
+`FORWARDS` (vmap over params; `im2col` is the same maths lowered for XLA:CPU) and `embed`
+(the one chunked, padded, streaming embedding path). `DEFAULT_FORWARDS` is the one place the
+lowering is chosen per backend (measured in README, "Performance").
 """
-import dataclasses
+from __future__ import annotations
+
 import functools
+from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from rand_ensemble import nn
+from rand_ensemble.embedder import (DEFAULT_CONFIG, EmbedderConfig, apply_embedder,
+                                    init_embedder)
 from rand_ensemble.errors import RandEnsembleError
 
-POOLS = ("none", "mean")
+def init_members(init_fn: Callable, key: jax.Array, num_models: int, *static):
+    """M independent members of any single-model init: every leaf gains a leading M.
 
-
-@dataclasses.dataclass(frozen=True)
-class EmbedderConfig:
-    """Architecture of one embedder; the default is the blog's 32x32 net."""
-    widths: tuple = (32, 64, 128, 256)   # channels of the 3x3 stride-2 VALID convs
-    dense: int = 32                      # 1x1 conv + ReLU after the convs
-    embedding_dim: int = 32              # E: the 1x1 linear embedding
-    input_hw: int = 32                   # H = W of input images
-    kernel_size: int = 3
-    stride: int = 2
-    pool: str = "none"                   # "none": convs must reduce to 1x1; "mean": global mean pool
-
-    def __post_init__(self):
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if not self.widths or min(self.widths) < 1:
-            raise RandEnsembleError(f"widths must be positive channel counts, got {self.widths}")
-        if min(self.dense, self.embedding_dim, self.kernel_size, self.stride) < 1:
-            raise RandEnsembleError("dense, embedding_dim, kernel_size and stride must be >= 1")
-        if self.pool not in POOLS:
-            raise RandEnsembleError(f"pool must be one of {POOLS}, got {self.pool!r}")
-        side = self.final_hw
-        if side < 1:
-            raise RandEnsembleError(
-                f"input_hw={self.input_hw} is too small for {len(self.widths)} convs")
-        if self.pool == "none" and side != 1:
-            raise RandEnsembleError(
-                f"input_hw={self.input_hw} leaves {side}x{side} after {len(self.widths)} convs; "
-                f"add a conv to widths or use pool='mean'")
-
-    @property
-    def final_hw(self):
-        """Spatial side after the strided convs."""
-        side = self.input_hw
-        for _ in self.widths:
-            side = (side - self.kernel_size) // self.stride + 1
-        return side
-
-    def layers(self):
-        """[(name, kernel shape (kh, kw, cin, cout), stride, relu)] in order."""
-        k, out, cin = self.kernel_size, [], 3
-        for i, width in enumerate(self.widths):
-            out.append((f"conv{i}", (k, k, cin, width), self.stride, True))
-            cin = width
-        out.append(("dense", (1, 1, cin, self.dense), 1, True))
-        out.append(("embedding", (1, 1, self.dense, self.embedding_dim), 1, False))
-        return out
-
-    def to_dict(self):
-        """JSON-ready form (see from_dict)."""
-        d = dataclasses.asdict(self)
-        d["widths"] = list(self.widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d):
-        """Inverse of to_dict; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise RandEnsembleError(f"unknown embedder config keys: {sorted(unknown)}")
-        return cls(**d)
-
-
-DEFAULT_CONFIG = EmbedderConfig()
-
-
-def init_embedder(key, config=DEFAULT_CONFIG):
-    """One model's params: {"conv0": {"kernel": (3, 3, 3, 32)}, ..., "embedding": {...}}."""
-    layers = config.layers()
-    keys = jax.random.split(key, len(layers))
-    return {name: nn.init_conv(k, *shape) for k, (name, shape, _, _) in zip(keys, layers)}
-
-
-def apply_embedder(params, images, config=DEFAULT_CONFIG, conv=nn.conv):
-    """One model: (B, H, W, 3) float in [0, 1] -> (B, E) unit rows (zero rows for blank input).
-
-    `conv` picks the lowering of every layer (nn.conv or nn.conv_im2col); the maths is the same.
+    Args:
+      init_fn: `init_fn(key, *static) -> params` for ONE model (a named-dict pytree).
+      key: PRNG key; split into M member keys.
+      num_models: M >= 1.
+      *static: hashable config passed unchanged to every member.
+    Returns:
+      params whose leaves are shaped (M, ...).
     """
-    x = images
-    for name, _, stride, relu in config.layers():
-        x = conv(params[name], x, stride=stride)                  # (B, H', W', C)
-        if relu:
-            x = jax.nn.relu(x)
-    x = jnp.mean(x, axis=(1, 2))                                 # (B, E); identity at 1x1
-    return nn.l2_normalize(x, axis=-1)
-
-
-def init_ensemble(key, num_models, config=None):
-    """M independent members: every leaf gains a leading model axis, e.g. (M, 3, 3, 3, 32)."""
-    config = config or DEFAULT_CONFIG
-    if int(num_models) < 1:
-        raise RandEnsembleError(f"num_models must be >= 1, got {num_models}")
+    if isinstance(num_models, bool) or int(num_models) != num_models or num_models < 1:
+        raise RandEnsembleError(f"num_models must be an integer >= 1, got {num_models!r}")
     keys = jax.random.split(key, int(num_models))
     # Not jitted: on XLA:CPU (jaxlib 0.10) one program holding several batched QR custom calls
     # can wedge the intra-op thread pool; eager vmap runs them one at a time and costs ~0.1 s.
-    return jax.vmap(init_embedder, in_axes=(0, None))(keys, config)
+    return jax.vmap(init_fn, in_axes=(0,) + (None,) * len(static))(keys, *static)
 
 
-def forward_vmap(params, images, config):
-    """The plain formulation: vmap of the single-model net over members (XLA: grouped convs)."""
-    return jax.vmap(apply_embedder, in_axes=(0, None, None))(params, images, config)  # (M, B, E)
+def init_ensemble(key: jax.Array, num_models: int, config: EmbedderConfig | None = None) -> dict:
+    """M independent random image embedders, each orthogonally initialised on its own.
 
-
-def forward_lax_map(params, images, config):
-    """One member at a time with lax.map over plain convs: (B, H, W, 3) -> (M, B, E)."""
-    return lax.map(lambda p: apply_embedder(p, images, config), params)  # (M, B, E)
-
-
-def forward_im2col(params, images, config):
-    """One member at a time, every layer one 2-D matmul over patches: (B, H, W, 3) -> (M, B, E)."""
-    return lax.map(lambda p: apply_embedder(p, images, config, conv=nn.conv_im2col),
-                   params)                                        # (M, B, E)
-
-
-def forward_im2col_batched(params, images, config):
-    """Every layer one matmul with the model axis as its batch dimension: -> (M, B, E).
-
-    The first layer's input is shared, so its M kernels apply to one set of patches; measured
-    slower than forward_im2col on XLA:CPU (the (M, B*P, K) patch tensors fall out of cache).
+    Args:
+      key: PRNG key.
+      num_models: M >= 1.
+      config: the architecture (default: the blog's 32x32 net).
+    Returns:
+      params: {"conv0": {"kernel": (M, 3, 3, 3, 32)}, ..., "embedding": {...}}.
     """
-    x = None
-    for name, (kh, _, cin, cout), stride, relu in config.layers():
-        kernel = params[name]["kernel"].reshape(-1, kh * kh * cin, cout)  # (M, K, C), HWIO order
-        if x is None:
-            patches = nn.im2col(images, kh, stride)               # (B, H', W', K), shared
-            x = jnp.einsum("bhwk,mkc->mbhwc", patches, kernel)    # (M, B, H', W', C)
-        else:
-            patches = nn.im2col(x, kh, stride)                    # (M, B, H', W', K)
-            x = jnp.einsum("mbhwk,mkc->mbhwc", patches, kernel)   # (M, B, H', W', C)
-        if relu:
-            x = jax.nn.relu(x)
-    x = jnp.mean(x, axis=(2, 3))                                  # (M, B, E); identity at 1x1
-    return nn.l2_normalize(x, axis=-1)
+    return init_members(init_embedder, key, num_models, config or DEFAULT_CONFIG)
 
 
-# The lowering choice, made here only. Measured by scripts/bench_forward.py (README, "Performance").
-FORWARDS = {"vmap": forward_vmap, "lax_map": forward_lax_map, "im2col": forward_im2col,
-            "im2col_batched": forward_im2col_batched}
-DEFAULT_FORWARD = "im2col"
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def embed_batch(params, images, config=DEFAULT_CONFIG, forward=DEFAULT_FORWARD):
-    """All members in one jitted pass: (B, H, W, 3) float32 -> (M, B, E)."""
-    return FORWARDS[forward](params, images, config)
-
-
-def num_models(params):
+def num_models(params: dict) -> int:
     """M, the leading dimension shared by every leaf."""
     return int(jax.tree_util.tree_leaves(params)[0].shape[0])
 
 
-def embed(params, images, config=None, batch_size=128, forward=DEFAULT_FORWARD):
+def forward_vmap(params, images, config):
+    """The plain formulation: vmap of the single-model net over members: (B, H, W, 3) -> (M, B, E).
+
+    XLA lowers it to grouped convolutions: the readable reference, and the likely GPU choice.
+    """
+    return jax.vmap(apply_embedder, in_axes=(0, None, None))(params, images, config)
+
+
+def forward_im2col(params, images, config):
+    """One member at a time, every layer one 2-D matmul over patches: (B, H, W, 3) -> (M, B, E).
+
+    The same maths as forward_vmap; on XLA:CPU small per-member GEMMs keep patches in cache.
+    """
+    return lax.map(lambda p: apply_embedder(p, images, config, conv=nn.conv_im2col),
+                   params)                                        # (M, B, E)
+
+
+# The lowering choice, made here only: per backend, measured by scripts/bench_forward.py
+# (README, "Performance"); the losing lowerings live in that script.
+FORWARDS = {"vmap": forward_vmap, "im2col": forward_im2col}
+DEFAULT_FORWARDS = {"cpu": "im2col"}          # any other backend: the plain vmap
+
+
+def default_forward() -> str:
+    """The lowering used when none is named: im2col on CPU, vmap elsewhere."""
+    return DEFAULT_FORWARDS.get(jax.default_backend(), "vmap")
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def embed_batch(params, images, config=DEFAULT_CONFIG, forward=None):
+    """All members in one jitted pass: (B, H, W, 3) float32 -> (M, B, E) unit rows."""
+    return FORWARDS[forward or default_forward()](params, images, config)
+
+
+def embed(params: dict, images, config: EmbedderConfig | None = None, batch_size: int = 128,
+          forward: str | None = None) -> np.ndarray:
     """Embed with every member: (..., H, W, 3) -> np.float32 (M, ..., E), unit rows.
 
-    Streams over the leading axes in chunks of at most `batch_size` images (small chunks keep
-    the patches in cache), so a numpy memmap of any size works with flat memory; uint8 input is
-    divided by 255, float input is used as is.
+    The project's one chunked-embedding path: it streams over the leading axes in equal chunks
+    of at most `batch_size` images (the last padded, so one compiled shape serves all; small
+    chunks keep patches in cache), reading each chunk back while the next computes. A numpy
+    memmap of any size works with flat memory; input of at most one batch is padded to a full
+    batch (one compiled shape for callers that stream batches themselves).
+
+    Args:
+      params: member params with a leading M on every leaf (`init_ensemble`).
+      images: (..., H, W, 3) uint8 (divided by 255) or float in [0, 1] (used as is).
+      config: the architecture the params belong to (default: the blog's).
+      batch_size: images per jitted chunk, >= 1.
+      forward: a key of FORWARDS; default `default_forward()` for this backend.
+    Returns:
+      (M, ..., E) float32 unit rows (zero rows for blank images).
     """
     config = config or DEFAULT_CONFIG
+    forward = forward or default_forward()
     if forward not in FORWARDS:
         raise RandEnsembleError(f"forward must be one of {sorted(FORWARDS)}, got {forward!r}")
-    if int(batch_size) < 1:
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise RandEnsembleError(f"batch_size must be >= 1, got {batch_size}")
     images = _check_images(images, config)
     lead = images.shape[:-3]
@@ -187,9 +122,10 @@ def embed(params, images, config=None, batch_size=128, forward=DEFAULT_FORWARD):
     total = flat.shape[0]
     m = num_models(params)
     out = np.empty((m, total, config.embedding_dim), np.float32)
-    # Equal chunks (the last one padded): one compiled shape serves all and padding stays small.
     num_chunks = max(-(-total // int(batch_size)), 1)
-    chunk = max(-(-total // num_chunks), 1)
+    # Equal chunks; an input of at most one batch is padded to a full batch, so a stream of
+    # small calls (the Beam job's batches) compiles one shape only.
+    chunk = int(batch_size) if num_chunks == 1 else -(-total // num_chunks)
     pending = None
     for start in range(0, total, chunk):
         part = as_float_images(flat[start:start + chunk])

@@ -6,7 +6,10 @@ so a degenerate net (all-zero embeddings) scores 0, not 1.
 """
 import numpy as np
 
-CANDIDATES = 10  # positive + 9 negatives
+from rand_ensemble.errors import RandEnsembleError
+
+CANDIDATES = 10                 # positive + 9 negatives
+EXAMPLE_SIZE = CANDIDATES + 1   # anchor, positive, 9 negatives: the second axis of a test set
 CHANCE = 1.0 / CANDIDATES
 
 
@@ -14,7 +17,7 @@ def similarities(embeddings):
     """Cosine similarity of anchor to each candidate: (M, N, 11, E) -> (M, N, 10)."""
     emb = np.asarray(embeddings, np.float32)
     if emb.ndim != 4 or emb.shape[2] != CANDIDATES + 1:
-        raise ValueError(f"embeddings must be (M, N, 11, E), got {emb.shape}")
+        raise RandEnsembleError(f"embeddings must be (M, N, 11, E), got {emb.shape}")
     return np.einsum("mne,mnke->mnk", emb[:, :, 0], emb[:, :, 1:])   # (M, N, 10)
 
 

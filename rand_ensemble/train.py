@@ -1,47 +1,31 @@
-"""Training: optax Adam, a jitted step, a loop with periodic validation, and checkpoints
-(params .npz with '/'-joined names + vocabulary + config JSON; loading never unpickles)."""
-import json
+"""The one training loop: an optax optimizer, a jitted step, an eval hook, the best snapshot,
+atomic checkpoints every K steps and exact resume.
+
+Used by the question tower (`questions.tower.train_tower`) and the image trainer. The loop
+never mentions a model axis: a caller that trains M members at once passes a `step_fn` that
+is vmapped over params, optimizer states and batches (see STYLE.md, "the model axis").
+"""
+from __future__ import annotations
+
+import dataclasses
 import os
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 import optax
 
+from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.fileio import save_json, save_npz
 
-PARAMS_FILE, VOCAB_FILE, CONFIG_FILE = "params.npz", "vocab.txt", "config.json"
-
-
-def flatten_params(params, prefix="", leaf=np.asarray):
-    """Named dict tree -> {"tower/lstm/kernel": leaf(array), ...} (numpy arrays by default)."""
-    flat = {}
-    for name, value in params.items():
-        if "/" in name:
-            raise RandEnsembleError(f"parameter name {name!r} may not contain '/'")
-        key = f"{prefix}{name}"
-        if isinstance(value, dict):
-            flat.update(flatten_params(value, key + "/", leaf))
-        else:
-            flat[key] = leaf(value)
-    return flat
+CHECKPOINT_FORMAT = "rand_ensemble.train/1"
 
 
-def unflatten_params(flat):
-    """{"a/b/c": array} -> {"a": {"b": {"c": array}}}."""
-    tree = {}
-    for key, value in flat.items():
-        node = tree
-        *parents, leaf = key.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
+def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """Jitted (params, opt_state, *batch) -> (params, opt_state, loss) for one model.
 
-
-def make_step(loss_fn, optimizer):
-    """Jitted (params, opt_state, *batch) -> (params, opt_state, loss) of loss_fn(params, *batch)
-    under the optax `optimizer`."""
+    loss_fn(params, *batch) -> scalar; the update is `optimizer`'s.
+    """
 
     @jax.jit
     def step(params, opt_state, *batch):
@@ -52,87 +36,137 @@ def make_step(loss_fn, optimizer):
     return step
 
 
-def fit(loss_fn, params, batches, steps, lr=1e-3, valid_batches=(), eval_every=100,
-        score_fn=None, select=None, progress=True, log=print):
-    """Adam on loss_fn(params, *batch) for `steps` batches from the iterator `batches`.
+@dataclasses.dataclass
+class Checkpointing:
+    """Where and how often `fit` saves its state, and whether it resumes from it.
 
-    Every `eval_every` steps (and at the end) logs the mean train loss, the mean loss over
-    `valid_batches` (a list of batch tuples) and the metrics dict `score_fn(params)`. With
-    `select(row) -> comparable` (higher is better) the returned params are the best logged
-    snapshot (earliest on ties), else the last. -> (params, history).
+    path: one .npz file (params, optimizer state, best snapshot, history), written atomically.
+    every: steps between saves (the final step is always saved).
+    resume: continue from `path` when it exists (same seed and data: same final params).
+    meta: JSON-ready dict stored in the checkpoint (e.g. the architecture and recipe); on
+      resume it must equal the stored one, so a checkpoint of another run is refused.
     """
-    from tqdm import tqdm  # only the training loop needs it; plain text bar works everywhere
+    path: str
+    every: int = 100
+    resume: bool = False
+    meta: dict = dataclasses.field(default_factory=dict)
 
-    optimizer = optax.adam(lr)
+
+def fit(loss_fn: Callable | None, params: Any, batches: Iterator[tuple], steps: int,
+        optimizer: optax.GradientTransformation | float = 1e-3, *,
+        step_fn: Callable | None = None, valid_batches: tuple = (), eval_every: int = 100,
+        score_fn: Callable | None = None, select: Callable | None = None,
+        checkpoint: Checkpointing | None = None, progress: bool = True,
+        log: Callable | None = print) -> tuple[Any, list]:
+    """Run `steps` optimizer steps on batches from `batches`; -> (params, history).
+
+    Args:
+      loss_fn: loss_fn(params, *batch) -> scalar; the step is `make_step(loss_fn, optimizer)`.
+      params: the initial params (any pytree; a leading model axis is fine with `step_fn`).
+      batches: iterator of batch tuples; batch i must depend only on i and the seed, so a
+        resumed run skips the batches already used and sees the same data.
+      steps: total optimizer steps >= 1 (including those of a resumed checkpoint).
+      optimizer: an optax transformation, or a float learning rate for Adam.
+      step_fn: a ready (params, opt_state, *batch) -> (params, opt_state, loss) step, e.g.
+        jit(vmap(step)) over M members (loss is then (M,) and its mean is logged).
+      valid_batches: batch tuples whose mean loss is logged as valid_loss (with loss_fn).
+      eval_every: steps between log rows (the last step always logs).
+      score_fn: score_fn(params) -> dict of metrics added to each log row; it may raise
+        RandEnsembleError to stop training (e.g. on embedding collapse).
+      select: select(row) -> comparable, higher is better; the returned params are then the
+        best logged snapshot (earliest on ties), else the last.
+      checkpoint: save every K steps and resume (see Checkpointing).
+      progress: show a tqdm bar.
+      log: where each row is printed (None: silent).
+    Returns:
+      (params, history): history is the list of logged rows, each {"step": i, "train_loss":
+      ..., "valid_loss"?: ..., **score_fn(params)}.
+    """
+    from tqdm import tqdm  # only the training loop needs it
+
+    if isinstance(steps, bool) or int(steps) < 1:
+        raise RandEnsembleError(f"steps must be >= 1, got {steps}")
+    if isinstance(optimizer, (int, float)):
+        optimizer = optax.adam(float(optimizer))
+    if step_fn is None:
+        step_fn = make_step(loss_fn, optimizer)
     opt_state = optimizer.init(params)
-    step = make_step(loss_fn, optimizer)
-    eval_loss = jax.jit(loss_fn)
-    history, recent, best, best_score = [], [], params, None
-    bar = tqdm(range(1, steps + 1), disable=not progress, desc="train", unit="step",
-               dynamic_ncols=True)
-    for i in bar:
-        params, opt_state, loss = step(params, opt_state, *next(batches))
-        recent.append(loss)
-        if i % eval_every and i != steps:
-            continue
-        row = {"step": i, "train_loss": float(np.mean(jax.device_get(recent)))}
-        recent = []
-        if valid_batches:
-            row["valid_loss"] = float(np.mean([eval_loss(params, *b) for b in valid_batches]))
-        if score_fn is not None:
-            row.update(score_fn(params))
-        if select is not None and (best_score is None or select(row) > best_score):
-            best, best_score = params, select(row)
-        history.append(row)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
+    state = {"params": params, "opt_state": opt_state, "best": params, "best_score": None,
+             "history": [], "step": 0}
+    if checkpoint is not None and checkpoint.resume and os.path.exists(checkpoint.path):
+        state = _load_state(checkpoint, state)
+        for _ in range(state["step"]):                            # the batches already used
+            next(batches)
         if log is not None:
-            line = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in row.items())
-            bar.write(line) if progress else log(line)
-    return (params if select is None else best), history
+            log(f"resumed from {checkpoint.path} at step {state['step']}")
+    eval_loss = jax.jit(loss_fn) if valid_batches else None
+    params, opt_state, recent = state["params"], state["opt_state"], []
+    bar = tqdm(range(state["step"] + 1, steps + 1), disable=not progress, desc="train",
+               unit="step", dynamic_ncols=True, initial=state["step"], total=steps)
+    for i in bar:
+        params, opt_state, loss = step_fn(params, opt_state, *next(batches))
+        recent.append(loss)
+        if i % eval_every == 0 or i == steps:
+            row = _log_row(i, params, recent, eval_loss, valid_batches, score_fn)
+            recent = []
+            if select is not None and (state["best_score"] is None
+                                       or select(row) > state["best_score"]):
+                state["best"], state["best_score"] = params, select(row)
+            state["history"].append(row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
+                             if isinstance(v, float)}, refresh=False)
+            if log is not None:
+                line = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in row.items())
+                bar.write(line) if progress else log(line)
+        if checkpoint is not None and (i % checkpoint.every == 0 or i == steps):
+            state.update(params=params, opt_state=opt_state, step=i)
+            _save_state(checkpoint, state)
+    return (params if select is None else state["best"]), state["history"]
 
 
-def save_checkpoint(directory, params, vocab, config):
-    """Write params.npz, vocab.txt and config.json into `directory` (each atomically)."""
-    os.makedirs(directory, exist_ok=True)
-    save_npz(os.path.join(directory, PARAMS_FILE), flatten_params(jax.device_get(params)))
-    vocab.save(os.path.join(directory, VOCAB_FILE))
-    save_json(os.path.join(directory, CONFIG_FILE), config)
+def _log_row(i, params, recent, eval_loss, valid_batches, score_fn):
+    """One history row: mean train loss since the last row, valid loss, score_fn's metrics."""
+    row = {"step": i, "train_loss": float(np.mean(jax.device_get(recent)))}
+    if valid_batches:
+        row["valid_loss"] = float(np.mean([eval_loss(params, *b) for b in valid_batches]))
+    if score_fn is not None:
+        row.update(score_fn(params))
+    return row
 
 
-def load_config(directory):
-    """The checkpoint's config dict."""
-    path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.isdir(directory):
-        raise RandEnsembleError(f"checkpoint directory not found: {directory}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise RandEnsembleError(f"not a checkpoint (no {CONFIG_FILE}): {directory}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RandEnsembleError(f"{path}: unreadable JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise RandEnsembleError(f"{path}: expected a JSON object")
-    return config
+def _save_state(checkpoint, state):
+    """params, optimizer state (as its ordered leaves) and the best snapshot, atomically."""
+    leaves = jax.tree_util.tree_leaves(state["opt_state"])
+    tree = {"params": jax.device_get(state["params"]),
+            "best": jax.device_get(state["best"]),
+            "opt_state": {f"{k:05d}": np.asarray(v) for k, v in enumerate(leaves)}}
+    meta = {"format": CHECKPOINT_FORMAT, "step": state["step"], "history": state["history"],
+            "best_score": state["best_score"], "run": checkpoint.meta}
+    fileio.save_tree(checkpoint.path, tree, meta)
 
 
-def load_params(path, expected):
-    """Read a params .npz without pickle; names and shapes must match `expected` (a tree of
-    arrays or ShapeDtypeStructs). Returns the named dict tree."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            flat = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise RandEnsembleError(f"checkpoint params not found: {path}") from None
-    except ValueError as e:  # object arrays (pickles) and corrupt archives land here
-        raise RandEnsembleError(f"{path}: unreadable params ({e})") from None
-    want = flatten_params(expected, leaf=lambda v: tuple(v.shape))
-    if set(flat) != set(want):
-        missing, extra = sorted(set(want) - set(flat)), sorted(set(flat) - set(want))
-        raise RandEnsembleError(f"{path}: parameter names differ from the model "
-                                f"(missing {missing}, unexpected {extra})")
-    for k, shape in want.items():
-        if flat[k].shape != shape:
-            raise RandEnsembleError(f"{path}: {k} has shape {flat[k].shape}, model expects {shape}")
-    return unflatten_params(flat)
+def _load_state(checkpoint, fresh):
+    """The saved state, checked against a fresh one (names, shapes, and the run's meta)."""
+    leaves, treedef = jax.tree_util.tree_flatten(fresh["opt_state"])
+    like = {"params": fresh["params"], "best": fresh["params"],
+            "opt_state": {f"{k:05d}": np.asarray(v) for k, v in enumerate(leaves)}}
+    tree, meta = fileio.load_tree(checkpoint.path, like)
+    if not meta or meta.get("format") != CHECKPOINT_FORMAT:
+        raise RandEnsembleError(f"{checkpoint.path} is not a training checkpoint")
+    if meta.get("run") != _json_round_trip(checkpoint.meta):
+        raise RandEnsembleError(f"{checkpoint.path} was written by a run with other settings; "
+                                f"use another path or the same settings to resume")
+    restored = [np.asarray(tree["opt_state"][f"{k:05d}"], np.asarray(v).dtype)
+                for k, v in enumerate(leaves)]
+    best_score = meta.get("best_score")
+    return {"params": tree["params"], "best": tree["best"],
+            "opt_state": jax.tree_util.tree_unflatten(treedef, restored),
+            "best_score": tuple(best_score) if isinstance(best_score, list) else best_score,
+            "history": meta["history"], "step": int(meta["step"])}
+
+
+def _json_round_trip(obj):
+    """What `obj` reads back as from JSON (tuples become lists)."""
+    import json
+    return json.loads(json.dumps(obj))

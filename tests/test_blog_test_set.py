@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from rand_ensemble import data, ensemble, metrics
+from rand_ensemble import ensemble, metrics
+from rand_ensemble.images import data
 
 PATH = os.environ.get("RAND_ENSEMBLE_BLOG_TEST_SET")
 pytestmark = pytest.mark.skipif(

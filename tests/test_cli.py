@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from rand_ensemble import cli, data
+from rand_ensemble import cli
+from rand_ensemble.images import data
 from reference import blog_embed, nn_accuracy
 
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]

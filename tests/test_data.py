@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from rand_ensemble import data, ensemble
+from rand_ensemble import ensemble
+from rand_ensemble.images import data
 from rand_ensemble.errors import RandEnsembleError
 
 

@@ -64,6 +64,6 @@ def test_embed_memmap_ragged_chunks_and_uint8(tmp_path):
 
 def test_embed_batch_shape_contract():
     params = jax.eval_shape(lambda: ensemble.init_ensemble(jax.random.PRNGKey(0), 4))
-    out = jax.eval_shape(lambda p, x: ensemble.FORWARDS[ensemble.DEFAULT_FORWARD](
+    out = jax.eval_shape(lambda p, x: ensemble.FORWARDS[ensemble.default_forward()](
         p, x, ensemble.DEFAULT_CONFIG), params, jax.ShapeDtypeStruct((6, 32, 32, 3), np.float32))
     assert out.shape == (4, 6, 32)

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rand_ensemble import cli, ensemble, weak_labels
-from rand_ensemble.render import Renderer
+from rand_ensemble.images.render import Renderer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,7 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from rand_ensemble import cli, questions, text
+from rand_ensemble import cli
+from rand_ensemble.questions import evaluate as qeval, text, tower
+from rand_ensemble.questions.config import TowerConfig
 
 from question_data import write_pairs
 
@@ -47,9 +49,9 @@ def test_eval_json_and_predict(files, capsys):
     assert result["num_pairs"] == 120 and result["threshold"] == 0.7
     assert 0.0 <= result["accuracy"] <= 1.0
     # Scores recomputed through the library agree with the reported accuracy.
-    params, vocab, cfg = questions.load(files["ck"])
+    params, vocab, cfg = tower.load(files["ck"])
     pairs = text.load_quora(files["test"])
-    sims = questions.pair_similarities(params, pairs, vocab, cfg)
+    sims = qeval.pair_similarities(params, pairs, vocab, cfg)
     assert result["accuracy"] == pytest.approx(np.mean((sims > 0.7) == (pairs.labels == 1)))
     capsys.readouterr()
     assert cli.main(["questions", "predict", "--checkpoint", files["ck"],
@@ -57,8 +59,8 @@ def test_eval_json_and_predict(files, capsys):
     printed = capsys.readouterr().out
     assert f"{sims[0]:.4f}" in printed
     assert printed.startswith("duplicate" if sims[0] > 0.7 else "not duplicate")
-    tower = questions.TrainedTower.load(files["ck"])
-    is_dup, score = tower.predict(pairs.q1[0], pairs.q2[0])
+    trained = qeval.TrainedTower.load(files["ck"])
+    is_dup, score = trained.predict(pairs.q1[0], pairs.q2[0])
     assert score == pytest.approx(float(sims[0]), abs=1e-6) and is_dup == (sims[0] > 0.7)
 
 
@@ -73,17 +75,17 @@ def test_models_eval_reports_members_and_matches_a_loop(files):
     # Rebuild the same towers; score each member on its own, one at a time.
     pairs = text.load_quora(files["test"])
     vocab = text.Vocab.build(pairs.q1 + pairs.q2)
-    cfg = questions.TowerConfig(len(vocab), 8)
-    stacked = questions.init_towers(jax.random.key(4), 3, cfg)
-    vmapped = questions.pair_similarities(stacked, pairs, vocab, cfg, num_models=3)  # (M, N)
+    cfg = TowerConfig(len(vocab), 8)
+    stacked = tower.init_towers(jax.random.key(4), 3, cfg)
+    vmapped = qeval.pair_similarities(stacked, pairs, vocab, cfg, num_models=3)  # (M, N)
     for m in range(3):
         member = jax.tree.map(lambda leaf: leaf[m], stacked)
-        alone = questions.pair_similarities(member, pairs, vocab, cfg)
+        alone = qeval.pair_similarities(member, pairs, vocab, cfg)
         np.testing.assert_allclose(vmapped[m], alone, rtol=1e-5, atol=1e-5)
         assert result["per_model"][m]["accuracy"] == pytest.approx(
             np.mean((alone > 0.7) == (pairs.labels == 1)), abs=1e-9)
     assert result["ensemble"]["auc"] == pytest.approx(
-        questions.roc_auc(vmapped.mean(0), pairs.labels), abs=1e-6)
+        qeval.roc_auc(vmapped.mean(0), pairs.labels), abs=1e-6)
 
 
 def brute_force_auc(scores, labels):
@@ -98,13 +100,13 @@ def test_auc_and_best_threshold_against_brute_force():
     for _ in range(5):
         scores = np.round(rng.uniform(-1, 1, 40), 1)  # rounding makes ties
         labels = rng.integers(0, 2, 40)
-        assert questions.roc_auc(scores, labels) == pytest.approx(brute_force_auc(scores, labels))
-        t, acc = questions.best_threshold(scores, labels)
+        assert qeval.roc_auc(scores, labels) == pytest.approx(brute_force_auc(scores, labels))
+        t, acc = qeval.best_threshold(scores, labels)
         cands = np.concatenate([[-2.0], np.unique(scores)])
         best = max(np.mean((scores > c) == labels) for c in cands)
         assert acc == pytest.approx(best)
         assert np.mean((scores > t) == labels) == pytest.approx(best)
-    assert questions.roc_auc([0.1, 0.9, 0.5], [0, 1, 1]) == 1.0
+    assert qeval.roc_auc([0.1, 0.9, 0.5], [0, 1, 1]) == 1.0
 
 
 def run_cli(*args):
@@ -153,8 +155,8 @@ def test_bad_input_exit_2_one_line(files, capsys, argv, fragment):
 
 
 def test_best_threshold_at_the_ends_stays_in_range():
-    assert questions.best_threshold([0.2, 0.5], [0, 0]) == (0.5, 1.0)  # nothing is a duplicate
-    t, acc = questions.best_threshold([0.2, 0.5], [1, 1])
+    assert qeval.best_threshold([0.2, 0.5], [0, 0]) == (0.5, 1.0)  # nothing is a duplicate
+    t, acc = qeval.best_threshold([0.2, 0.5], [1, 1])
     assert acc == 1.0 and t < 0.2 and t > 0.19
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-render = pytest.importorskip("rand_ensemble.render")
+render = pytest.importorskip("rand_ensemble.images.render")
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
 
 HW = 16                                    # small renders keep the file fast; framing tests use 32
@@ -63,7 +63,7 @@ def test_same_key_identical_across_instances_and_orders(renderer):
 @pytest.mark.slow
 def test_same_key_identical_in_fresh_process(renderer, tmp_path):
     out = tmp_path / "images.npy"
-    code = ("import sys, numpy as np; from rand_ensemble.render import Renderer\n"
+    code = ("import sys, numpy as np; from rand_ensemble.images.render import Renderer\n"
             f"r = Renderer(hw={HW})\n"
             f"np.save(sys.argv[1], np.stack([r.render_view(*k)[0] for k in {KEYS[::-1]!r}][::-1]))")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from rand_ensemble import text
+from rand_ensemble.questions import text
 from rand_ensemble.errors import RandEnsembleError
 
 HEADER = "id,qid1,qid2,question1,question2,is_duplicate\n"

@@ -23,7 +23,7 @@ class RenderError(RandEnsembleError):
 
 def _serve(conn, hw, colour):
     """Child loop: (object_id, view, seed) -> ("ok", image, camera) or ("error", type, message)."""
-    from rand_ensemble.render import Renderer
+    from rand_ensemble.images.render import Renderer
     with Renderer(hw, colour) as renderer:
         conn.send(("ready",))
         while True:

@@ -45,8 +45,8 @@ class DecodeImage(common.Partitioned):
 class EmbedBatch(beam.DoFn):
     """[(image_id, object_id, image)] -> (image_id, object_id, float32 (M*E,)) each.
 
-    Batches are padded to a fixed size so one compiled shape serves every batch and the
-    numbers do not depend on how the runner cut the batches.
+    One `ensemble.embed` call per batch: embed pads a batch to `batch_size`, so one compiled
+    shape serves every batch and the numbers do not depend on how the runner cut the batches.
     """
 
     def __init__(self, seed, num_models, batch_size=DEFAULT_BATCH):
@@ -57,18 +57,11 @@ class EmbedBatch(beam.DoFn):
         from rand_ensemble import ensemble
         self._embed = ensemble.embed
         self.params = ensemble.init_ensemble(jax.random.PRNGKey(self.seed), self.num_models)
-        hw = ensemble.DEFAULT_CONFIG.input_hw
-        self._embed(self.params, np.zeros((self.batch_size, hw, hw, 3), np.uint8),
-                    batch_size=self.batch_size)                      # compile once, here
 
     def process(self, batch):
         images = np.stack([image for _, _, image in batch])          # (B, H, W, 3) uint8
-        n = len(images)
-        pad = (-n) % self.batch_size
-        if pad:
-            images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], np.uint8)])
-        emb = self._embed(self.params, images, batch_size=self.batch_size)[:, :n]   # (M, B, E)
-        rows = emb.transpose(1, 0, 2).reshape(n, -1)                 # (B, M*E)
+        emb = self._embed(self.params, images, batch_size=self.batch_size)   # (M, B, E)
+        rows = emb.transpose(1, 0, 2).reshape(len(batch), -1)        # (B, M*E)
         for (image_id, object_id, _), row in zip(batch, rows):
             yield image_id, object_id, row
 

@@ -1,5 +1,6 @@
 """`rand-ensemble questions train|eval|predict`: the question tower from the command line."""
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -18,8 +19,7 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def register(sub):
     """Add `questions` and its train / eval / predict subcommands."""
-    from rand_ensemble.question_config import TrainConfig
-    d = TrainConfig()
+    from rand_ensemble.questions.config import TowerConfig, TrainConfig
     p = sub.add_parser("questions", help="question tower: Siamese LSTM on Quora-format pairs",
                        description="Train, evaluate and query the Siamese LSTM question tower.")
     qsub = p.add_subparsers(dest="questions_command", metavar="SUBCOMMAND", parser_class=cli.Parser)
@@ -31,25 +31,8 @@ def register(sub):
     t.add_argument("--data", required=True, help="Quora-format CSV/TSV (id,qid1,qid2,question1,"
                    "question2,is_duplicate)")
     t.add_argument("--out", required=True, help="checkpoint directory to write")
-    t.add_argument("--steps", type=cli.positive_int, default=d.steps, help="Adam steps")
-    t.add_argument("--batch-size", type=cli.positive_int, default=d.batch_size,
-                   help="duplicate pairs per step; the other pairs are the in-batch negatives")
-    t.add_argument("--d-model", type=cli.positive_int, default=d.d_model,
-                   help="embedding and LSTM width")
-    t.add_argument("--lr", type=cli.float_in(0.0, 10.0, "--lr", lo_open=True), default=d.lr,
-                   help="Adam learning rate")
-    t.add_argument("--seed", type=cli.non_negative_int, default=d.seed,
-                   help="init, split and batch order")
-    t.add_argument("--margin", type=cli.float_in(0.0, 2.0, "--margin", lo_open=True),
-                   default=d.margin, help="triplet loss margin")
-    t.add_argument("--valid-fraction", type=cli.float_in(0.0, 0.9, "--valid-fraction"),
-                   default=d.valid_fraction, help="pairs held out for validation and selection")
-    t.add_argument("--eval-every", type=cli.positive_int, default=d.eval_every,
-                   help="steps between validation checks")
-    t.add_argument("--max-len", type=cli.positive_int, default=d.max_len,
-                   help="tokens kept per question")
-    t.add_argument("--threshold", type=cli.float_in(-1.0, 1.0, "--threshold"), default=d.threshold,
-                   help="duplicate if cosine > threshold; picks the best validation snapshot")
+    cli.config_flags(t, TrainConfig)
+    cli.config_flags(t, TowerConfig)
     t.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     t.set_defaults(handler=_train)
 
@@ -65,7 +48,8 @@ def register(sub):
                    help="duplicate if cosine > threshold")
     e.add_argument("--json", help="write the metrics here as JSON")
     e.add_argument("--seed", type=cli.non_negative_int, default=0, help="with --models")
-    e.add_argument("--d-model", type=cli.positive_int, default=d.d_model, help="with --models")
+    e.add_argument("--d-model", type=cli.positive_int, default=TowerConfig.d_model,
+                   help="with --models")
     e.set_defaults(handler=_eval)
 
     r = qsub.add_parser("predict", help="are two questions duplicates?", formatter_class=fmt)
@@ -89,7 +73,7 @@ def _check_file(path):
 def _train(args, extra):
     import time
 
-    from rand_ensemble import text
+    from rand_ensemble.questions import text
     from rand_ensemble.fileio import save_json
 
     _check_file(args.data)
@@ -97,19 +81,19 @@ def _train(args, extra):
         raise RandEnsembleError(f"--out exists and is not a directory: {args.out}")
     pairs = text.load_quora(args.data)  # bad files fail here, before JAX is imported
     from rand_ensemble import questions
-    tc = questions.TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, d_model=args.d_model, lr=args.lr,
-        seed=args.seed, valid_fraction=args.valid_fraction, eval_every=args.eval_every,
-        max_len=args.max_len, margin=args.margin, threshold=args.threshold)
+    tc = cli.config_from_args(questions.TrainConfig, args)
+    arch = cli.config_from_args(questions.TowerConfig, args)
     log = None if args.quiet else print
     if log:
         print(f"{len(pairs)} pairs from {args.data} ({int(pairs.labels.sum())} duplicates, "
               f"{pairs.skipped_empty} skipped for an empty question)")
     start = time.perf_counter()
     progress = not args.quiet and sys.stderr.isatty()
-    params, vocab, cfg, report = questions.train_tower(pairs, tc, progress=progress, log=log)
+    params, vocab, cfg, report = questions.train_tower(pairs, tc, arch, progress=progress,
+                                                       log=log)
     report["train_seconds"] = round(time.perf_counter() - start, 2)
-    report["train_config"] = {k: getattr(tc, k) for k in tc.__dataclass_fields__}
+    report["train_config"] = {**dataclasses.asdict(tc), **dataclasses.asdict(arch)}
+    del report["train_config"]["vocab_size"]
     questions.save(args.out, params, vocab, cfg, {"data": os.path.abspath(args.data)})
     save_json(os.path.join(args.out, "train_report.json"), report)
     if log:
@@ -123,7 +107,7 @@ def _train(args, extra):
 
 
 def _eval(args, extra):
-    from rand_ensemble import text
+    from rand_ensemble.questions import text
     from rand_ensemble.fileio import save_json
 
     _check_file(args.data)
@@ -131,19 +115,21 @@ def _eval(args, extra):
     import jax
 
     from rand_ensemble import questions
+    from rand_ensemble.questions.evaluate import unknown_fraction
     if args.models is None:
         params, vocab, cfg = questions.load(args.checkpoint)
-        result = questions.evaluate(params, pairs, vocab, cfg, args.threshold)
+        result = questions.evaluate_pairs(params, pairs, vocab, cfg, args.threshold)
         result["checkpoint"] = os.path.abspath(args.checkpoint)
     else:
         # Untrained towers never saw labels, so a vocabulary from this file's text is fair.
         vocab = text.Vocab.build(pairs.q1 + pairs.q2)
         cfg = questions.TowerConfig(len(vocab), args.d_model)
         params = questions.init_towers(jax.random.key(args.seed), args.models, cfg)
-        result = questions.evaluate_ensemble(params, pairs, vocab, cfg, args.models, args.threshold)
+        result = questions.evaluate_members(params, pairs, vocab, cfg, args.models,
+                                            args.threshold)
         result["seed"] = args.seed
     result["data"] = os.path.abspath(args.data)
-    result["unknown_token_fraction"] = questions.unknown_fraction(vocab, pairs)
+    result["unknown_token_fraction"] = unknown_fraction(vocab, pairs)
     if args.json:
         save_json(args.json, _json_safe(result))
     print(f"{result['num_pairs']} pairs ({result['skipped_empty']} skipped): accuracy "

@@ -61,7 +61,7 @@ def register(sub):
 
 
 def _eval_command(args, extra):
-    from rand_ensemble import data
+    from rand_ensemble.images import data
 
     images = data.load_test_set(args.test_set)
     params = config = None
@@ -84,7 +84,8 @@ def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_
     """Init (or take) an ensemble, embed the (N, 11, H, W, 3) images, return the report dict."""
     import jax
 
-    from rand_ensemble import data, ensemble, fileio, metrics
+    from rand_ensemble import ensemble, fileio, metrics
+    from rand_ensemble.images import data
 
     if config is None:
         # Sizes other than the blog's 32 keep the default widths and mean-pool what is left.
@@ -108,7 +109,7 @@ def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_
     if save_embeddings:
         fileio.save_npy(save_embeddings, emb.astype("float32"))
     if plots:
-        from rand_ensemble import plots as plotting
+        from rand_ensemble.images import plots as plotting
         os.makedirs(plots, exist_ok=True)
         plotting.accuracy_vs_size(curve, report["per_model_accuracy"], metrics.CHANCE,
                                   os.path.join(plots, "accuracy_vs_size.png"))
@@ -144,7 +145,7 @@ def print_report(report, source, file=None):
 
 
 def _render_test_set_command(args, extra):
-    from rand_ensemble import data, render
+    from rand_ensemble.images import data, render
 
     if not args.out.endswith(".npy"):
         raise RandEnsembleError(f"--out must be a .npy path, got {args.out!r}")
@@ -157,7 +158,7 @@ def _render_test_set_command(args, extra):
 
 def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None):
     """Render a test set once and reuse it: -> (path, uint8 (N, 11, hw, hw, 3))."""
-    from rand_ensemble import data, render
+    from rand_ensemble.images import data, render
 
     cache_dir = cache_dir or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rand_ensemble")

@@ -15,12 +15,12 @@ import pybullet_data
 from tqdm import tqdm
 
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.metrics import EXAMPLE_SIZE
 
 NUM_OBJECTS = 1000                      # ids 0..999 have URDFs
 TEST_OBJECT_IDS = range(900, 1000)      # default id range for test sets
 POOL_OBJECT_IDS = range(0, 900)         # training pools, disjoint from the test objects
 COLOUR_MODES = ("object", "random")
-EXAMPLE_SIZE = 11                       # anchor, positive, nine negatives
 
 _DATA = pybullet_data.getDataPath()
 _PLANE = os.path.join(_DATA, "plane100.urdf")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from rand_ensemble import nn
+from rand_ensemble.questions import layers
 
 
 def init(layer, shape, seed=0):
@@ -42,7 +43,7 @@ def numpy_lstm(kernel, bias, x, lengths):
 
 
 def test_lstm_matches_numpy_loop_at_real_steps():
-    layer = nn.LSTM(5)
+    layer = layers.LSTM(5)
     shape, params = init(layer, (3, 6, 4))
     assert shape == (3, 6, 5)
     assert params["kernel"].shape == (4 + 5, 20) and params["bias"].shape == (20,)
@@ -67,7 +68,7 @@ def test_lstm_matches_numpy_loop_at_real_steps():
 
 
 def test_lstm_holds_state_on_padding():
-    layer = nn.LSTM(3)
+    layer = layers.LSTM(3)
     _, params = init(layer, (2, 5, 2), 0)
     x = jax.random.normal(jax.random.key(1), (2, 5, 2))
     mask = jnp.asarray([[True, True, False, False, False], [True] * 5])
@@ -77,23 +78,23 @@ def test_lstm_holds_state_on_padding():
 
 
 def test_embedding_lookup_and_mean_excludes_padding():
-    emb = nn.Embedding(7, 3)
+    emb = layers.Embedding(7, 3)
     shape, params = init(emb, (2, 4), 0)
     assert shape == (2, 4, 3) and params["table"].shape == (7, 3)
     ids = np.asarray([[3, 1, 0, 0], [6, 6, 2, 5]])
     vecs = np.asarray(emb.apply(params, jnp.asarray(ids)))
     np.testing.assert_array_equal(vecs, np.asarray(params["table"])[ids])
     mask = ids != 0
-    got = np.asarray(nn.Mean().apply({}, jnp.asarray(vecs), jnp.asarray(mask)))
+    got = np.asarray(layers.Mean().apply({}, jnp.asarray(vecs), jnp.asarray(mask)))
     want = np.stack([vecs[0, :2].mean(0), vecs[1].mean(0)])
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # An all-padding row gives zeros, and Normalize keeps them finite.
-    zero = nn.Mean().apply({}, jnp.ones((1, 3, 2)), jnp.zeros((1, 3), bool))
+    zero = layers.Mean().apply({}, jnp.ones((1, 3, 2)), jnp.zeros((1, 3), bool))
     np.testing.assert_array_equal(np.asarray(zero), 0.0)
 
 
 def test_normalize_is_nan_safe_with_finite_gradient():
-    norm = nn.Normalize()
+    norm = layers.Normalize()
     x = jnp.asarray([[3.0, 4.0], [0.0, 0.0]])
     np.testing.assert_allclose(np.asarray(norm.apply({}, x)), [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)
     grad = jax.grad(lambda v: jnp.sum(norm.apply({}, v)))(x)
@@ -101,7 +102,7 @@ def test_normalize_is_nan_safe_with_finite_gradient():
 
 
 def tower(vocab=20, d=8):
-    return nn.Serial(nn.Embedding(vocab, d), nn.LSTM(d), nn.Mean(), nn.Normalize(), name="tower")
+    return layers.Serial(layers.Embedding(vocab, d), layers.LSTM(d), layers.Mean(), layers.Normalize(), name="tower")
 
 
 def test_padding_does_not_change_a_question_embedding():
@@ -118,7 +119,7 @@ def test_padding_does_not_change_a_question_embedding():
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(a), 1.0, rtol=1e-6)
     # A plain mean over the padded steps would not have been invariant.
-    plain = nn.Serial(nn.Embedding(20, 8), nn.LSTM(8), nn.Fn("PlainMean", lambda x: x.mean(1)))
+    plain = layers.Serial(layers.Embedding(20, 8), layers.LSTM(8), layers.Fn("PlainMean", lambda x: x.mean(1)))
     pa = np.asarray(jax.jit(plain.apply)(params, jnp.asarray(short)))
     pb = np.asarray(jax.jit(plain.apply)(params, jnp.asarray(long)))
     assert not np.allclose(pa, pb, atol=1e-3)
@@ -126,7 +127,7 @@ def test_padding_does_not_change_a_question_embedding():
 
 def test_parallel_of_one_tower_has_one_parameter_set_used_by_both_branches():
     t = tower()
-    model = nn.Parallel(t, t)
+    model = layers.Parallel(t, t)
     _, params = init(model, ((2, 4), (2, 4)), 0)
     _, single = init(t, (2, 4), 0)
     assert list(params) == ["tower"]
@@ -147,14 +148,14 @@ def test_parallel_of_one_tower_has_one_parameter_set_used_by_both_branches():
         used = np.unique(np.asarray((x1, x2)[branch]))
         assert np.all(rows[used[used > 0]] > 0)  # this branch's tokens got gradient
     # Two distinct towers own two param sets.
-    two = nn.Parallel(tower(), tower())
+    two = layers.Parallel(tower(), tower())
     _, p2 = init(two, ((2, 4), (2, 4)), 0)
     assert sorted(p2) == ["tower", "tower_1"] and len(jax.tree.leaves(p2)) == 6
 
 
 def test_serial_reusing_a_layer_shares_it():
-    lstm = nn.LSTM(4)
-    model = nn.Serial(nn.Embedding(10, 4), lstm, lstm)
+    lstm = layers.LSTM(4)
+    model = layers.Serial(layers.Embedding(10, 4), lstm, lstm)
     _, params = init(model, (1, 3), 0)
     assert sorted(params) == ["embedding", "lstm"]
     x = jnp.asarray([[1, 2, 3]])
@@ -165,9 +166,9 @@ def test_serial_reusing_a_layer_shares_it():
 
 
 def test_repr_in_trax_style():
-    t = nn.Serial(nn.Embedding(500, 128), nn.LSTM(128), nn.Mean(), nn.Normalize())
+    t = layers.Serial(layers.Embedding(500, 128), layers.LSTM(128), layers.Mean(), layers.Normalize())
     assert repr(t) == "Serial[ Embedding_500_128 LSTM_128 Mean Normalize ]"
-    assert repr(nn.Parallel(t, t)) == ("Parallel_in2_out2[ Serial[ Embedding_500_128 LSTM_128 Mean "
+    assert repr(layers.Parallel(t, t)) == ("Parallel_in2_out2[ Serial[ Embedding_500_128 LSTM_128 Mean "
                                        "Normalize ] Serial[ Embedding_500_128 LSTM_128 Mean "
                                        "Normalize ] ]")
 
@@ -183,4 +184,4 @@ def test_init_shapes_match_apply_and_jit_agrees():
 
 def test_parallel_rejects_wrong_number_of_inputs():
     with pytest.raises(ValueError):
-        nn.Parallel(tower(), tower()).init(jax.random.key(0), ((1, 2),))
+        layers.Parallel(tower(), tower()).init(jax.random.key(0), ((1, 2),))

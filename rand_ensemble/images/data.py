@@ -1,6 +1,5 @@
 """Test-set and parameter files: loading with validation (never unpickles) and atomic saving."""
 import gzip
-import json
 import os
 import zipfile
 
@@ -8,9 +7,8 @@ import numpy as np
 
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.metrics import EXAMPLE_SIZE
 
-EXAMPLE_SIZE = 11          # anchor, positive, 9 negatives
-CONFIG_KEY = "meta/config_json"
 _VALIDATE_CHUNK = 4096     # examples checked at a time, so memmaps stay streamed
 
 
@@ -41,9 +39,9 @@ def load_test_set(path, mmap=True):
         if "pickle" in str(e).lower() or "python objects" in str(e).lower():
             raise RandEnsembleError(
                 f"{path} holds a pickled object array; only numeric arrays are accepted") from None
-        raise RandEnsembleError(f"cannot read {path} as a .npy array: {_first_line(e)}") from None
+        raise RandEnsembleError(f"cannot read {path} as a .npy array: {fileio.first_line(e)}") from None
     except (OSError, EOFError, gzip.BadGzipFile, zipfile.BadZipFile) as e:
-        raise RandEnsembleError(f"cannot read {path} as a .npy array: {_first_line(e)}") from None
+        raise RandEnsembleError(f"cannot read {path} as a .npy array: {fileio.first_line(e)}") from None
     validate_test_set(array, path)
     return array
 
@@ -95,70 +93,33 @@ def save_test_set(path, images, object_ids):
     fileio.save_npy(path, np.asarray(images))
 
 
-def param_names(config):
-    """'/'-joined parameter names in layer order, e.g. ['conv0/kernel', ..., 'embedding/kernel']."""
-    return [f"{name}/kernel" for name, _, _, _ in config.layers()]
+def save_params(path, params: dict, config) -> None:
+    """Write ensemble params (leaves (M, kh, kw, cin, cout)) and their config as one .npz.
 
-
-def save_params(path, params, config):
-    """Write (M, kh, kw, cin, cout) kernels as .npz with '/'-joined names, plus the config, atomically."""
-    arrays = {f"{layer}/{leaf}": np.asarray(value)
-              for layer, leaves in params.items() for leaf, value in leaves.items()}
-    arrays[CONFIG_KEY] = np.frombuffer(json.dumps(config.to_dict()).encode(), np.uint8)
-    fileio.save_npz(path, arrays)
-
-
-def load_params(path, config=None):
-    """Load ensemble params from .npz (no pickles): -> (params, config); names and shapes checked.
-
-    The config stored in the file is used unless `config` is given, which must then match it.
+    The project's checkpoint codec (`fileio.save_tree`): '/'-joined names, the config as JSON.
     """
-    from rand_ensemble.ensemble import EmbedderConfig   # keep data.py importable without jax
+    fileio.save_tree(path, params, meta=config.to_dict())
+
+
+def load_params(path, config=None) -> tuple[dict, object]:
+    """Load ensemble params from .npz (no pickles): -> (params with leading M, EmbedderConfig).
+
+    The config stored in the file is used unless `config` is given; names, shapes (with a
+    leading M) and finiteness are checked against that architecture.
+    """
+    import jax                                          # keep data.py importable without jax
+
+    from rand_ensemble.embedder import EmbedderConfig, init_embedder
 
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise RandEnsembleError(f"params file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise RandEnsembleError(f"{path} is not an .npz archive")
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise RandEnsembleError(f"cannot read params from {path}: {_first_line(e)}") from None
-    stored = arrays.pop(CONFIG_KEY, None)
+    _, meta = fileio.read_tree(path)
     if config is None:
-        if stored is None:
-            config = EmbedderConfig()
-        else:
-            try:
-                config = EmbedderConfig.from_dict(json.loads(stored.tobytes().decode()))
-            except (ValueError, TypeError) as e:
-                raise RandEnsembleError(f"{path}: bad stored config: {_first_line(e)}") from None
-    expected = {f"{name}/kernel": shape for name, shape, _, _ in config.layers()}
-    missing = sorted(set(expected) - set(arrays))
-    extra = sorted(set(arrays) - set(expected))
-    if missing or extra:
-        raise RandEnsembleError(
-            f"{path}: parameter names do not match the architecture "
-            f"(missing {missing or 'none'}, unexpected {extra or 'none'})")
-    num_models = None
-    params = {}
-    for name, shape in expected.items():
-        value = arrays[name]
-        if value.ndim != 5 or tuple(value.shape[1:]) != tuple(shape):
-            raise RandEnsembleError(
-                f"{path}: {name} has shape {tuple(value.shape)}, expected (M,) + {tuple(shape)}")
-        if num_models is None:
-            num_models = value.shape[0]
-        if value.shape[0] != num_models or num_models < 1:
-            raise RandEnsembleError(f"{path}: {name} has {value.shape[0]} models, expected {num_models}")
-        if not np.all(np.isfinite(value)):
-            raise RandEnsembleError(f"{path}: {name} has NaN or infinite values")
-        layer, leaf = name.split("/")
-        params[layer] = {leaf: value.astype(np.float32)}
+        try:
+            config = EmbedderConfig() if meta is None else EmbedderConfig.from_dict(meta)
+        except (ValueError, TypeError) as e:
+            raise RandEnsembleError(f"{path}: bad stored config: {fileio.first_line(e)}") from None
+    like = jax.eval_shape(lambda k: init_embedder(k, config), jax.random.PRNGKey(0))
+    params, _ = fileio.load_tree(path, like, batch_dims=1)
     return params, config
 
 
-def _first_line(e):
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -1,0 +1,14 @@
+"""The command line, at the edge of the package: `rand-ensemble COMMAND ...`.
+
+    main.py       the entry point: parser, one-line errors, exit codes (0, 2, 130)
+    types.py      argument types, flags built from config dataclasses
+    images.py     eval, render-test-set, demo
+    questions.py  questions train | eval | predict
+    beam.py       render, weak-labels (Apache Beam jobs)
+"""
+from rand_ensemble.cli.main import PROG, build_parser, main
+from rand_ensemble.cli.types import (Parser, UsageError, config_flags, config_from_args,
+                                     float_in, non_negative_int, positive_int)
+
+__all__ = ["PROG", "Parser", "UsageError", "build_parser", "config_flags", "config_from_args",
+           "float_in", "main", "non_negative_int", "positive_int"]

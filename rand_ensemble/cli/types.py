@@ -1,0 +1,83 @@
+"""Argument types and helpers shared by every command: one-line errors, bounded numbers, and
+flags built from config dataclasses (so no command copies a config field by hand)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from rand_ensemble.errors import RandEnsembleError
+
+
+class UsageError(RandEnsembleError):
+    """A command-line usage mistake."""
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors become one-line `rand-ensemble: error: ...` messages."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _int_at_least(minimum, what):
+    """argparse type factory: an integer >= minimum, with a one-line message otherwise."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected a {what} integer (>= {minimum}), got {value}")
+        return value
+    parse.__name__ = f"{what.replace('-', '_')}_int"
+    return parse
+
+
+def float_in(lo, hi, name, lo_open=False):
+    """argparse type factory: a float in [lo, hi] (or (lo, hi] when lo_open); NaN never passes."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number for {name}, got {text!r}") from None
+        if not ((lo < value) if lo_open else (lo <= value)) or not value <= hi:
+            bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"{name} must be in {bound}, got {value}")
+        return value
+    return parse
+
+
+positive_int = _int_at_least(1, "positive")          # argparse type: >= 1
+non_negative_int = _int_at_least(0, "non-negative")  # argparse type: >= 0
+
+# Value checks named by config fields' metadata (see questions/config.py `option`):
+# name -> (flag -> argparse type).
+CHECKS = {
+    "positive_int": lambda flag: positive_int,
+    "seed": lambda flag: non_negative_int,
+    "learning_rate": lambda flag: float_in(0.0, 10.0, flag, lo_open=True),
+    "margin": lambda flag: float_in(0.0, 2.0, flag, lo_open=True),
+    "valid_fraction": lambda flag: float_in(0.0, 0.9, flag),
+    "threshold": lambda flag: float_in(-1.0, 1.0, flag),
+}
+
+
+def config_flags(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None:
+    """Add one `--field-name` flag per field of the dataclass `cls` that has a CLI check,
+    with the field's default and help (the config stays the one source of truth)."""
+    for field in dataclasses.fields(cls):
+        check = field.metadata.get("check")
+        if check is None or field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(flag, type=CHECKS[check](flag), default=field.default,
+                            help=field.metadata["help"])
+
+
+def config_from_args(cls, args: argparse.Namespace, **fixed):
+    """The dataclass `cls` from parsed flags (fields without a flag keep their default)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+              if hasattr(args, f.name)}
+    return cls(**{**values, **fixed})

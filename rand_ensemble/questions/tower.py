@@ -1,0 +1,111 @@
+"""The question tower: Serial[Embedding LSTM Mean Normalize], shared by both questions of a pair
+(a Parallel of ONE tower object), its training loss, M random towers, and its checkpoint.
+
+A checkpoint is a folder: params.npz (the project's one codec, `fileio.save_tree`), vocab.txt
+and config.json (the TowerConfig fields plus what the trainer adds).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+
+from rand_ensemble import ensemble, fileio
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.losses import triplet_loss
+from rand_ensemble.questions import layers, text
+from rand_ensemble.questions.config import TowerConfig
+
+PARAMS_FILE, VOCAB_FILE, CONFIG_FILE = "params.npz", "vocab.txt", "config.json"
+
+
+def question_tower(cfg: TowerConfig) -> layers.Serial:
+    """One tower: (B, T) ids -> (B, D) unit vectors."""
+    return layers.Serial(layers.Embedding(cfg.vocab_size, cfg.d_model), layers.LSTM(cfg.d_model),
+                         layers.Mean(), layers.Normalize(), name="tower")
+
+
+def siamese(cfg: TowerConfig) -> layers.Parallel:
+    """Both questions through ONE tower: ((B, T1), (B, T2)) -> ((B, D), (B, D))."""
+    tower = question_tower(cfg)
+    return layers.Parallel(tower, tower, name="siamese")
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def init_params(key: jax.Array, cfg: TowerConfig) -> dict:
+    """Params of the Siamese model: {"tower": {"embedding": {"table": (V, D)}, "lstm": {...}}}."""
+    return siamese(cfg).init(key, ((-1, 1), (-1, 1)))[1]
+
+
+def params_shapes(cfg: TowerConfig) -> dict:
+    """The params tree as ShapeDtypeStructs (no compute); used to check checkpoints."""
+    return jax.eval_shape(lambda k: init_params(k, cfg), jax.random.key(0))
+
+
+def pair_loss(cfg: TowerConfig):
+    """loss(params, q1 (B, T1), q2 (B, T2)) -> scalar triplet loss of the Siamese model."""
+    model = siamese(cfg)
+
+    def loss(params, q1, q2):
+        v1, v2 = model.apply(params, (q1, q2))  # (B, D) each
+        return triplet_loss(v1, v2, cfg.margin)
+
+    return loss
+
+
+def init_towers(key: jax.Array, num_models: int, cfg: TowerConfig) -> dict:
+    """M independent random Siamese params (ensemble.init_members): every leaf gains a leading M."""
+    return ensemble.init_members(init_params, key, num_models, cfg)
+
+
+def embed_members(params: dict, ids: jax.Array, cfg: TowerConfig) -> jax.Array:
+    """Embed with every member: params with leading M, (B, T) ids -> (M, B, D), unit rows."""
+    tower = question_tower(cfg)
+    return jax.vmap(lambda p: tower.apply(p["tower"], ids))(params)
+
+
+def save(directory: str, params: dict, vocab: text.Vocab, cfg: TowerConfig,
+         extra: dict | None = None) -> None:
+    """Write params.npz, vocab.txt and config.json (TowerConfig fields + extra) into directory."""
+    os.makedirs(directory, exist_ok=True)
+    fileio.save_tree(os.path.join(directory, PARAMS_FILE), jax.device_get(params))
+    vocab.save(os.path.join(directory, VOCAB_FILE))
+    fileio.save_json(os.path.join(directory, CONFIG_FILE),
+                     {**dataclasses.asdict(cfg), **(extra or {})})
+
+
+def load(directory: str) -> tuple[dict, text.Vocab, TowerConfig]:
+    """-> (params, vocab, cfg) from a checkpoint folder; names, shapes and values are checked."""
+    config = _load_config(directory)
+    fields = {f.name for f in dataclasses.fields(TowerConfig)}
+    try:
+        cfg = TowerConfig(**{k: v for k, v in config.items() if k in fields})
+    except TypeError as e:
+        raise RandEnsembleError(f"{directory}: bad config ({e})") from None
+    vocab = text.Vocab.load(os.path.join(directory, VOCAB_FILE))
+    if len(vocab) != cfg.vocab_size:
+        raise RandEnsembleError(f"{directory}: vocabulary has {len(vocab)} tokens, config says "
+                                f"{cfg.vocab_size}")
+    params, _ = fileio.load_tree(os.path.join(directory, PARAMS_FILE), params_shapes(cfg))
+    return jax.tree.map(jnp.asarray, params), vocab, cfg
+
+
+def _load_config(directory):
+    """The checkpoint's config dict."""
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isdir(directory):
+        raise RandEnsembleError(f"checkpoint directory not found: {directory}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise RandEnsembleError(f"not a checkpoint (no {CONFIG_FILE}): {directory}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RandEnsembleError(f"{path}: unreadable JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise RandEnsembleError(f"{path}: expected a JSON object")
+    return config
