@@ -20,8 +20,9 @@ def register(sub):
     p.add_argument("--models", type=positive_int, default=10, metavar="M",
                    help="ensemble size (default 10)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="init seed (default 0)")
-    p.add_argument("--params", metavar="P.npz",
-                   help="evaluate saved params instead of a fresh init (--models/--seed ignored)")
+    p.add_argument("--params", "--checkpoint", metavar="P.npz", dest="params",
+                   help="evaluate saved params or a trained checkpoint (`rand-ensemble train`) "
+                        "instead of a fresh init (--models/--seed ignored)")
     p.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     p.add_argument("--save-params", metavar="P.npz", help="write the ensemble's params (.npz)")
     p.add_argument("--save-embeddings", metavar="E.npy",

@@ -104,8 +104,9 @@ def save_params(path, params: dict, config) -> None:
 def load_params(path, config=None) -> tuple[dict, object]:
     """Load ensemble params from .npz (no pickles): -> (params with leading M, EmbedderConfig).
 
-    The config stored in the file is used unless `config` is given; names, shapes (with a
-    leading M) and finiteness are checked against that architecture.
+    Reads both `save_params` files (random ensembles) and trained checkpoints (metadata
+    {"embedder": config, "training": ...}). The config stored in the file is used unless
+    `config` is given; names, shapes (with a leading M) and finiteness are checked against it.
     """
     import jax                                          # keep data.py importable without jax
 
@@ -113,6 +114,8 @@ def load_params(path, config=None) -> tuple[dict, object]:
 
     path = os.fspath(path)
     _, meta = fileio.read_tree(path)
+    if meta is not None and "embedder" in meta:   # a trained checkpoint: {"embedder", "training"}
+        meta = meta["embedder"]
     if config is None:
         try:
             config = EmbedderConfig() if meta is None else EmbedderConfig.from_dict(meta)
