@@ -13,7 +13,7 @@ EXAMPLE_SIZE = CANDIDATES + 1   # anchor, positive, 9 negatives: the second axis
 CHANCE = 1.0 / CANDIDATES
 
 
-def similarities(embeddings):
+def similarities(embeddings) -> np.ndarray:
     """Cosine similarity of anchor to each candidate: (M, N, 11, E) -> (M, N, 10)."""
     emb = np.asarray(embeddings, np.float32)
     if emb.ndim != 4 or emb.shape[2] != CANDIDATES + 1:
@@ -77,8 +77,20 @@ def accuracy_vs_size(sims, sizes=None, num_subsets=20, seed=0):
     return out
 
 
-def evaluate(embeddings, top_k=(1, 3, 5), num_resamples=2000, seed=0):
-    """The full report for (M, N, 11, E) embeddings: per-model and ensemble figures, JSON-ready."""
+def evaluate(embeddings, top_k: tuple = (1, 3, 5), num_resamples: int = 2000,
+             seed: int = 0) -> dict:
+    """The full report for (M, N, 11, E) embeddings: per-model and ensemble figures, JSON-ready.
+
+    Args:
+      embeddings: (M, N, 11, E) unit rows; index 0 of axis 2 is the anchor, 1 the positive.
+      top_k: the k of the reported top-k accuracies.
+      num_resamples: bootstrap resamples for the 95% intervals.
+      seed: bootstrap seed (same seed, same intervals).
+    Returns:
+      dict with num_models, num_examples, chance, per_model_accuracy (M floats),
+      mean/std_model_accuracy and its interval, ensemble_accuracy and its interval, top-k and
+      MRR per model and for the ensemble, ensemble_picks (N candidate indices, 0 = positive).
+    """
     sims = similarities(embeddings)                       # (M, N, 10)
     ens = ensemble_similarities(sims)                     # (N, 10)
     per_model = accuracy(sims)                            # (M,)

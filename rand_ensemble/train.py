@@ -113,12 +113,7 @@ def fit(loss_fn: Callable | None, params: Any, batches: Iterator[tuple], steps: 
                                        or select(row) > state["best_score"]):
                 state["best"], state["best_score"] = params, select(row)
             state["history"].append(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
-                             if isinstance(v, float)}, refresh=False)
-            if log is not None:
-                line = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in row.items())
-                bar.write(line) if progress else log(line)
+            _show_row(bar, row, progress, log)
         if checkpoint is not None and (i % checkpoint.every == 0 or i == steps):
             state.update(params=params, opt_state=opt_state, step=i)
             _save_state(checkpoint, state)
@@ -133,6 +128,16 @@ def _log_row(i, params, recent, eval_loss, valid_batches, score_fn):
     if score_fn is not None:
         row.update(score_fn(params))
     return row
+
+
+def _show_row(bar, row, progress, log):
+    """A log row on the progress bar and as one `key=value` line."""
+    bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if isinstance(v, float)},
+                    refresh=False)
+    if log is not None:
+        line = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.items())
+        bar.write(line) if progress else log(line)
 
 
 def _save_state(checkpoint, state):

@@ -1,5 +1,108 @@
-import os
-import sys
+"""Shared test helpers, offered as fixtures (pytest finds this file; nothing edits sys.path).
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    reference       an independent float64 numpy implementation of the blog net and of the
+                    1-of-10 accuracy (explicit patch loops), for comparisons
+    question_pairs  scripts/make_question_pairs.py: templated Quora-format pairs
+    notebook        execute colab/<name> headless with small sizes -> the printed text
+    random_images   seeded uniform float32 images (N, H, W, 3)
+"""
+import importlib.util
+import os
+import types
+
+import numpy as np
+import pytest
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def conv_valid(x, kernel, stride):
+    """Direct VALID convolution by explicit patch loops: (B, H, W, C) x (kh, kw, C, O) -> (B, H', W', O)."""
+    b, h, w, _ = x.shape
+    kh, kw, _, o = kernel.shape
+    oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
+    out = np.zeros((b, oh, ow, o))
+    for i in range(oh):
+        for j in range(ow):
+            patch = x[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+            out[:, i, j, :] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2]))
+    return out
+
+
+def blog_embed(kernels, images):
+    """Blog net for ONE model: 4 strided 3x3 convs + ReLU, 1x1 dense + ReLU, 1x1 embedding, L2.
+
+    kernels: list of 6 arrays (kh, kw, cin, cout); images: (B, H, W, 3) -> (B, E) float64.
+    """
+    x = np.asarray(images, np.float64)
+    for k in kernels[:4]:
+        x = np.maximum(conv_valid(x, np.asarray(k, np.float64), 2), 0)
+    x = np.maximum(conv_valid(x, np.asarray(kernels[4], np.float64), 1), 0)
+    x = conv_valid(x, np.asarray(kernels[5], np.float64), 1)
+    x = x.mean(axis=(1, 2))
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.where(norm > 0, x / np.where(norm > 0, norm, 1), 0)
+
+
+def nn_accuracy(emb):
+    """Per-example loop: is the anchor strictly closer to the positive than to every negative? (N, 11, E)."""
+    hits = []
+    for ex in emb:
+        sims = [float(np.dot(ex[0], ex[j])) for j in range(1, 11)]
+        hits.append(all(sims[0] > s for s in sims[1:]))
+    return float(np.mean(hits))
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The independent numpy implementations: conv_valid, blog_embed, nn_accuracy."""
+    return types.SimpleNamespace(conv_valid=conv_valid, blog_embed=blog_embed,
+                                 nn_accuracy=nn_accuracy)
+
+
+@pytest.fixture(scope="session")
+def question_pairs():
+    """scripts/make_question_pairs.py as a module (make_pairs, write_pairs); scripts/ is no package."""
+    path = os.path.join(ROOT, "scripts", "make_question_pairs.py")
+    spec = importlib.util.spec_from_file_location("make_question_pairs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def notebook(tmp_path):
+    """run(name, env=None) executes colab/<name> in tmp_path with small sizes -> its printed text."""
+    def run(name, env=None, timeout=900):
+        import nbformat
+        from nbclient import NotebookClient
+
+        nb = nbformat.read(os.path.join(ROOT, "colab", name), as_version=4)
+        saved = os.environ.copy()
+        os.environ.update({"RAND_ENSEMBLE_NOTEBOOK_SMALL": "1", "MPLBACKEND": "Agg",
+                           "PYTHONPATH": ROOT + os.pathsep + saved.get("PYTHONPATH", "")})
+        os.environ.update(env or {})
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(tmp_path)}}).execute()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        parts = []
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream":
+                    parts.append(out.get("text", ""))
+                elif "data" in out and "text/plain" in out["data"]:
+                    parts.append(out["data"]["text/plain"])
+        return "\n".join(parts)
+    return run
+
+
+@pytest.fixture(scope="session")
+def random_images():
+    """images(n, hw, seed=0) -> float32 (n, hw, hw, 3) uniform in [0, 1]."""
+    def images(n, hw, seed=0):
+        return np.random.default_rng(seed).uniform(0, 1, (n, hw, hw, 3)).astype(np.float32)
+    return images

@@ -8,7 +8,6 @@ import pytest
 
 from rand_ensemble import cli
 from rand_ensemble.images import data
-from reference import blog_embed, nn_accuracy
 
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
 
@@ -30,7 +29,8 @@ def run(argv, capsys):
     return code, out, err
 
 
-def test_eval_outputs_match_independent_reimplementation(small_set, tmp_path, capsys):
+def test_eval_outputs_match_independent_reimplementation(small_set, tmp_path, capsys,
+                                                          reference):
     path, images = small_set
     j, p, e = tmp_path / "r.json", tmp_path / "p.npz", tmp_path / "e.npy"
     code, out, err = run(["eval", "--test-set", path, "--models", "3", "--seed", "4",
@@ -47,11 +47,11 @@ def test_eval_outputs_match_independent_reimplementation(small_set, tmp_path, ca
     params, _ = data.load_params(str(p))
     x = images.reshape(-1, 32, 32, 3).astype(np.float64) / 255.0
     for m in range(3):
-        ref = blog_embed([params[n]["kernel"][m] for n in LAYERS], x).reshape(12, 11, 32)
+        ref = reference.blog_embed([params[n]["kernel"][m] for n in LAYERS], x).reshape(12, 11, 32)
         np.testing.assert_allclose(emb[m], ref, atol=1e-4)
-        assert report["per_model_accuracy"][m] == pytest.approx(nn_accuracy(ref))
+        assert report["per_model_accuracy"][m] == pytest.approx(reference.nn_accuracy(ref))
     assert report["ensemble_accuracy"] == pytest.approx(
-        nn_accuracy(np.concatenate([emb[m] for m in range(3)], axis=-1)))
+        reference.nn_accuracy(np.concatenate([emb[m] for m in range(3)], axis=-1)))
     assert os.path.exists(tmp_path / "plots" / "accuracy_vs_size.png")
     assert os.path.exists(tmp_path / "plots" / "collage.png")
     # Saved params evaluate to the same numbers.

@@ -13,17 +13,16 @@ from rand_ensemble import cli
 from rand_ensemble.questions import evaluate as qeval, text, tower
 from rand_ensemble.questions.config import TowerConfig
 
-from question_data import write_pairs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = ["--steps", "40", "--batch-size", "16", "--d-model", "16", "--eval-every", "20", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, question_pairs):
     d = tmp_path_factory.mktemp("questions")
-    train_file = write_pairs(str(d / "train.tsv"), 400, seed=0)
-    test_file = write_pairs(str(d / "test.csv"), 120, seed=1)
+    train_file = question_pairs.write_pairs(str(d / "train.tsv"), 400, seed=0)
+    test_file = question_pairs.write_pairs(str(d / "test.csv"), 120, seed=1)
     rc = cli.main(["questions", "train", "--data", train_file, "--out", str(d / "ck"), *TRAIN])
     assert rc == 0
     return {"dir": d, "train": train_file, "test": test_file, "ck": str(d / "ck")}
@@ -88,27 +87,6 @@ def test_models_eval_reports_members_and_matches_a_loop(files):
         qeval.roc_auc(vmapped.mean(0), pairs.labels), abs=1e-6)
 
 
-def brute_force_auc(scores, labels):
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
-
-
-def test_auc_and_best_threshold_against_brute_force():
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        scores = np.round(rng.uniform(-1, 1, 40), 1)  # rounding makes ties
-        labels = rng.integers(0, 2, 40)
-        assert qeval.roc_auc(scores, labels) == pytest.approx(brute_force_auc(scores, labels))
-        t, acc = qeval.best_threshold(scores, labels)
-        cands = np.concatenate([[-2.0], np.unique(scores)])
-        best = max(np.mean((scores > c) == labels) for c in cands)
-        assert acc == pytest.approx(best)
-        assert np.mean((scores > t) == labels) == pytest.approx(best)
-    assert qeval.roc_auc([0.1, 0.9, 0.5], [0, 1, 1]) == 1.0
-
-
 def run_cli(*args):
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, "-m", "rand_ensemble.cli", *args], cwd=ROOT, env=env,
@@ -152,12 +130,6 @@ def test_bad_input_exit_2_one_line(files, capsys, argv, fragment):
             for a in argv]
     assert cli.main(argv) == 2
     assert_one_line_error(capsys.readouterr().err, fragment)
-
-
-def test_best_threshold_at_the_ends_stays_in_range():
-    assert qeval.best_threshold([0.2, 0.5], [0, 0]) == (0.5, 1.0)  # nothing is a duplicate
-    t, acc = qeval.best_threshold([0.2, 0.5], [1, 1])
-    assert acc == 1.0 and t < 0.2 and t > 0.19
 
 
 def test_single_label_file_writes_null_auc(files, tmp_path):

@@ -1,11 +1,13 @@
+"""The model axis: per-member init, every lowering against a member loop and a numpy
+reference, streaming over memmaps, shape contracts."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rand_ensemble import ensemble, nn
+from rand_ensemble.embedder import EmbedderConfig
 from rand_ensemble.errors import RandEnsembleError
-from reference import blog_embed
 
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
 
@@ -51,14 +53,14 @@ def test_joint_init_shrinks_members_but_ours_does_not(params):
     assert joint_norm == pytest.approx(1 / np.sqrt(m), rel=0.2)      # each member shrunk ~4x
 
 
-def test_vmapped_pass_equals_member_loop_and_numpy_reference(params):
+def test_vmapped_pass_equals_member_loop_and_numpy_reference(params, reference):
     images = np.random.default_rng(0).random((5, 32, 32, 3), dtype=np.float32)
     together = np.asarray(ensemble.embed_batch(params, images, ensemble.DEFAULT_CONFIG))
     for m in range(3):
         alone = np.asarray(ensemble.apply_embedder(member(params, m), images))
         np.testing.assert_allclose(together[m], alone, atol=1e-5)
         kernels = [np.asarray(params[n]["kernel"][m]) for n in LAYERS]
-        np.testing.assert_allclose(together[m], blog_embed(kernels, images), atol=1e-4)
+        np.testing.assert_allclose(together[m], reference.blog_embed(kernels, images), atol=1e-4)
 
 
 def test_unit_norms_and_blank_input_gives_zero_not_nan(params):
@@ -73,49 +75,6 @@ def test_unit_norms_and_blank_input_gives_zero_not_nan(params):
     assert np.all(np.isfinite(np.asarray(grads)))
 
 
-def test_streaming_chunks_memmap_and_uint8(params, tmp_path):
-    rng = np.random.default_rng(2)
-    raw = rng.integers(0, 256, size=(7, 11, 32, 32, 3), dtype=np.uint8)
-    path = tmp_path / "x.npy"
-    np.save(path, raw)
-    mm = np.load(path, mmap_mode="r")
-    a = ensemble.embed(params, mm, batch_size=10)                # 77 images: ragged last chunk
-    b = ensemble.embed(params, raw.astype(np.float32) / 255.0, batch_size=77)
-    assert a.shape == (3, 7, 11, 32)
-    np.testing.assert_allclose(a, b, atol=1e-6)
-
-
-def test_shape_contract_with_eval_shape(params):
-    spec = jax.ShapeDtypeStruct((8, 32, 32, 3), jnp.float32)
-    out = jax.eval_shape(ensemble.embed_batch, params, spec, ensemble.DEFAULT_CONFIG)
-    assert out.shape == (3, 8, 32) and out.dtype == jnp.float32
-
-
-def test_other_configs():
-    cfg64 = ensemble.EmbedderConfig(widths=(16, 16, 32, 32, 64), input_hw=64, embedding_dim=8)
-    p = ensemble.init_ensemble(jax.random.PRNGKey(3), 2, cfg64)
-    assert ensemble.embed(p, np.zeros((3, 64, 64, 3), np.uint8), cfg64).shape == (2, 3, 8)
-    pooled = ensemble.EmbedderConfig(input_hw=64, pool="mean")
-    assert pooled.final_hw == 3
-    p = ensemble.init_ensemble(jax.random.PRNGKey(3), 2, pooled)
-    img = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
-    out = ensemble.embed(p, img, pooled)
-    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, atol=1e-5)
-    cfg = ensemble.EmbedderConfig.from_dict(pooled.to_dict())
-    assert cfg == pooled
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    ({"input_hw": 64}, "leaves 3x3"),
-    ({"input_hw": 8}, "too small"),
-    ({"pool": "max"}, "pool"),
-    ({"widths": ()}, "widths"),
-])
-def test_bad_configs(kwargs, match):
-    with pytest.raises(RandEnsembleError, match=match):
-        ensemble.EmbedderConfig(**kwargs)
-
-
 def test_bad_inputs(params):
     with pytest.raises(RandEnsembleError, match="num_models"):
         ensemble.init_ensemble(jax.random.PRNGKey(0), 0)
@@ -123,3 +82,64 @@ def test_bad_inputs(params):
         ensemble.embed(params, np.zeros((2, 32, 32, 4), np.float32))
     with pytest.raises(RandEnsembleError, match="expects 32x32"):
         ensemble.embed(params, np.zeros((2, 64, 64, 3), np.float32))
+
+
+SMALL = EmbedderConfig(widths=(8, 16, 16, 16), dense=8, embedding_dim=4)
+BIG_MEAN = EmbedderConfig(widths=(4, 8, 8, 8, 8), dense=8, embedding_dim=4, input_hw=64)
+POOLED = EmbedderConfig(widths=(4, 8), dense=8, embedding_dim=4, input_hw=17, pool="mean")
+CONFIGS = {"small": SMALL, "five_convs_64": BIG_MEAN, "mean_pool": POOLED}
+
+
+def _loop(params, images, config):
+    """Independent reference: a Python loop over members of the single-model net."""
+    members = [jax.tree_util.tree_map(lambda a: a[i], params)
+               for i in range(ensemble.num_models(params))]
+    return np.stack([np.asarray(ensemble.apply_embedder(p, images, config)) for p in members])
+
+
+@pytest.mark.parametrize("forward", sorted(ensemble.FORWARDS))
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_forward_matches_member_loop(forward, name, random_images):
+    config = CONFIGS[name]
+    params = ensemble.init_ensemble(jax.random.PRNGKey(1), 3, config)
+    images = random_images(5, config.input_hw)
+    got = np.asarray(ensemble.embed_batch(params, images, config, forward))  # (M, B, E)
+    assert got.shape == (3, 5, config.embedding_dim)
+    np.testing.assert_allclose(got, _loop(params, images, config), atol=1e-5)
+
+
+def test_im2col_conv_matches_numpy():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 9, 9, 3)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 3, 5)).astype(np.float32)
+    ref = np.zeros((2, 4, 4, 5), np.float32)
+    for i in range(4):
+        for j in range(4):
+            window = x[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3, :]          # (B, 3, 3, Cin)
+            ref[:, i, j] = np.einsum("bhwc,hwco->bo", window, kernel)
+    got = np.asarray(nn.conv_im2col({"kernel": kernel}, x, stride=2))
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(nn.conv({"kernel": kernel}, x, stride=2)), ref,
+                               atol=1e-5)
+
+
+def test_embed_memmap_ragged_chunks_and_uint8(tmp_path):
+    params = ensemble.init_ensemble(jax.random.PRNGKey(3), 2, SMALL)
+    raw = np.random.default_rng(4).integers(0, 256, (2, 7, 32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "images.npy"
+    np.save(path, raw)
+    whole = ensemble.embed(params, raw.astype(np.float32) / 255.0, SMALL, batch_size=1000)
+    assert whole.shape == (2, 2, 7, 4) and whole.dtype == np.float32
+    mapped = ensemble.embed(params, np.load(path, mmap_mode="r"), SMALL, batch_size=4)
+    np.testing.assert_allclose(mapped, whole, atol=1e-6)      # uint8 memmap, ragged last chunk
+    np.testing.assert_allclose(                                 # the plain lowering agrees
+        ensemble.embed(params, raw, SMALL, batch_size=5, forward="vmap"), whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("forward", sorted(ensemble.FORWARDS))
+def test_shape_contract_with_eval_shape(forward):
+    params = jax.eval_shape(lambda: ensemble.init_ensemble(jax.random.PRNGKey(0), 4))
+    spec = jax.ShapeDtypeStruct((6, 32, 32, 3), jnp.float32)
+    out = jax.eval_shape(lambda p, x: ensemble.embed_batch(p, x, ensemble.DEFAULT_CONFIG, forward),
+                         params, spec)
+    assert out.shape == (4, 6, 32) and out.dtype == jnp.float32

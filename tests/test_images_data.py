@@ -84,14 +84,3 @@ def test_params_roundtrip_and_checks(tmp_path):
     np.savez(tmp_path / "obj.npz", **{"conv0/kernel": obj})
     with pytest.raises(RandEnsembleError, match="cannot read"):
         data.load_params(str(tmp_path / "obj.npz"), cfg)
-
-
-def test_atomic_write_leaves_no_partial_file(tmp_path):
-    from rand_ensemble import fileio
-    target = tmp_path / "out.npy"
-    with pytest.raises(RuntimeError):
-        with fileio.atomic_path(target) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(b"half")
-            raise RuntimeError("interrupted")
-    assert not target.exists() and os.listdir(tmp_path) == []

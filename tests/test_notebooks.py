@@ -1,0 +1,48 @@
+"""The notebooks in colab/ run headless with small sizes, and their numbers hold up."""
+import re
+
+import pytest
+
+
+def numbers(pattern, text):
+    """Every float captured by `pattern` in the printed text."""
+    return [float(x) for x in re.findall(pattern, text)]
+
+
+@pytest.mark.slow
+def test_random_embedding_ensemble_notebook(notebook, tmp_path):
+    # Force the render path (the blog file, when present, is covered by test_blog_test_set).
+    text = notebook("01_random_embedding_ensemble.ipynb",
+                    env={"RAND_ENSEMBLE_BLOG_TEST_SET": str(tmp_path / "absent.npy.gz")})
+    assert "rendered test set (24, 11, 32, 32, 3) uint8" in text
+    assert "chance: 0.100" in text
+    members = numbers(r"model \d+: ([0-9.]+)", text)
+    mean = numbers(r"single models: mean ([0-9.]+)", text)[0]
+    ensemble = numbers(r"ensemble of 4: ([0-9.]+)", text)[0]
+    assert len(members) == 4 and mean == pytest.approx(sum(members) / 4, abs=1e-3)
+    # printed with 3 decimals: each is k / 24 for a whole number k of examples
+    assert all(abs(a * 24 - round(a * 24)) < 24 * 5e-4 + 1e-9 for a in members + [ensemble])
+    assert ensemble > mean > 0.1                              # the blog's claim, on renders
+
+
+@pytest.mark.slow
+def test_weak_labels_notebook(notebook, tmp_path):
+    text = notebook("02_weak_labels.ipynb")
+    assert "renders 48, failures 0" in text
+    beam = numbers(r"ensemble rank-1 precision ([0-9.]+)", text)
+    library = numbers(r"library rank-1 precision ([0-9.]+)", text)
+    assert beam and library and beam[0] == pytest.approx(library[0])   # Beam == plain numpy
+    assert "wrong rank-1 pairs" in text
+    assert list((tmp_path / "wl_labels").glob("pairs-*.parquet"))
+    assert (tmp_path / "wl_labels" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_question_tower_notebook(notebook, tmp_path):
+    text = notebook("03_question_tower.ipynb")
+    assert "Parallel_in2_out2[ Serial[ Embedding_1000_16 LSTM_16 Mean Normalize ]" in text
+    assert "ensemble of 3" in text
+    trained = numbers(r"trained +accuracy [0-9.]+ +AUC ([0-9.]+)", text)
+    untrained = numbers(r"untrained +accuracy [0-9.]+ +AUC ([0-9.]+)", text)
+    assert trained and untrained and trained[0] > untrained[0] + 0.1   # training teaches
+    assert (tmp_path / "qt_checkpoint" / "params.npz").exists()
