@@ -110,6 +110,15 @@ class Renderer:
 
     def _render(self, object_id, view, seed, target_rgba=None):
         """Render -> (image, camera, bool (S, S) target mask); target_rgba repaints the target."""
+        scene = sample_scene(*self._check_key(object_id, view, seed))
+        _reset_world(self.client)
+        bodies = self._place(scene, target_rgba)
+        _settle(self.client)
+        image, seg, framing = self._shoot(bodies[0], scene)
+        return image, self._record(scene, framing, bodies), seg == bodies[0]
+
+    def _check_key(self, object_id, view, seed):
+        """Validated (object_id, view, seed) ints; raises on a missing or broken mesh, or if closed."""
         object_id = _check_object_id(object_id)
         if object_id in broken_object_ids():
             # TinyRenderer can spin forever on NaN geometry, so refuse instead of hanging.
@@ -119,68 +128,27 @@ class Renderer:
         seed = _check_count("seed", seed, 0)
         if self.client is None:
             raise RandEnsembleError("Renderer is closed")
-        # Separate streams so geometry is identical in both colour modes; only colours differ.
-        scene_seq, colour_seq = np.random.SeedSequence([seed, object_id, view]).spawn(2)
-        rng, colour_rng = np.random.default_rng(scene_seq), np.random.default_rng(colour_seq)
-        cid = self.client
+        return object_id, view, seed
 
-        yaw = rng.uniform(0.0, 2 * math.pi)
-        pitch = math.radians(rng.uniform(*_PITCH))
-        fill = rng.uniform(*_FILL)
-        num_distractors = int(rng.integers(_NUM_DISTRACTORS[0], _NUM_DISTRACTORS[1] + 1))
-        pool = np.asarray(_partition(object_id))
-        pool = pool[(pool != object_id) & ~np.isin(pool, list(broken_object_ids()))]
-        distractor_ids = [int(i) for i in rng.choice(pool, num_distractors, replace=False)]
-        # Saturated colours of any hue, like the URDFs' own: uniform RGB is mostly greyish.
-        hsv = colour_rng.uniform([0.0, 0.5, 0.4], [1.0, 1.0, 1.0],
-                                 size=(1 + _NUM_DISTRACTORS[1], 3))
-        colours = [colorsys.hsv_to_rgb(*c) for c in hsv]
-
-        # A fresh world per render: the only state is what this call builds.
-        p.resetSimulation(physicsClientId=cid)
-        p.setGravity(0, 0, -9.81, physicsClientId=cid)
-        p.setTimeStep(_TIME_STEP, physicsClientId=cid)
-        p.loadURDF(_PLANE, useFixedBase=True, globalScaling=_FLOOR_SCALE, physicsClientId=cid)
-
+    def _place(self, scene, target_rgba):
+        """Load the scene's bodies (target first), orient and place them: -> body ids."""
         bodies, placed = [], []                             # placed: (x, y, radius) footprints
-        for k, oid in enumerate([object_id] + distractor_ids):
-            try:
-                body = p.loadURDF(_URDFS[oid], physicsClientId=cid)
-            except p.error as e:
-                raise RandEnsembleError(
-                    f"cannot load URDF for object id {oid}: {_URDFS[oid]} ({e})") from None
-            quat = rng.normal(size=4)
-            quat /= np.linalg.norm(quat)
-            verts = _vertices(cid, body, quat)                       # (V, 3), body at the origin
-            lo, hi = verts.min(0), verts.max(0)
-            centre = 0.5 * (lo + hi)
-            radius = float(np.max(np.linalg.norm((verts - centre)[:, :2], axis=1)))
-            x, y = 0.0, 0.0
-            # Distractors go behind the target (as seen from the camera) so they rarely hide it;
-            # rejection sampling keeps footprints apart so the physics starts without overlaps.
-            for _ in range(20 if k else 0):
-                angle = yaw + math.pi + rng.uniform(-_BEHIND_ARC, _BEHIND_ARC)
-                dist = rng.uniform(*_RING)
-                x, y = dist * math.cos(angle), dist * math.sin(angle)
-                if all(math.hypot(x - px, y - py) > radius + pr for px, py, pr in placed):
-                    break
-            placed.append((x, y, radius))
-            # Lowest vertex 2 mm above the floor: the body starts resting and only has to tip over.
-            pos = [x - centre[0], y - centre[1], 0.002 - lo[2]]
-            p.resetBasePositionAndOrientation(body, pos, quat.tolist(), physicsClientId=cid)
+        for k, oid in enumerate(scene["object_ids"]):
+            body = _load(self.client, oid)
             rgba = None
             if k == 0 and target_rgba is not None:
                 rgba = list(target_rgba)
             elif self.colour == "random":
-                rgba = _floats(colours[k]) + [1.0]
-            if rgba is not None:
-                p.changeVisualShape(body, -1, rgbaColor=rgba, physicsClientId=cid)
+                rgba = _floats(scene["colours"][k]) + [1.0]
+            _drop(self.client, body, scene, placed, rgba)
             bodies.append(body)
+        return bodies
 
-        for _ in range(_SETTLE_STEPS):
-            p.stepSimulation(physicsClientId=cid)
-
-        target, eye, distance = _frame(cid, bodies[0], yaw, pitch, fill)
+    def _shoot(self, body, scene):
+        """Frame the body and render: -> (uint8 (hw, hw, 3), seg (S, S), (target, eye, distance))."""
+        cid = self.client
+        framing = _frame(cid, body, scene["yaw"], scene["pitch"], scene["fill"])
+        target, eye, _ = framing
         view_matrix = p.computeViewMatrix(eye.tolist(), target.tolist(), [0, 0, 1],
                                           physicsClientId=cid)
         size = self.hw * self.oversample
@@ -188,19 +156,98 @@ class Renderer:
                                               renderer=p.ER_TINY_RENDERER,
                                               physicsClientId=cid, **_LIGHT)
         rgb = np.asarray(pixels, np.uint8).reshape(size, size, 4)[..., :3]             # (S, S, 3)
-        image = _block_mean(rgb, self.oversample)
+        return _block_mean(rgb, self.oversample), np.asarray(seg).reshape(size, size), framing
 
-        body_rgba = [_floats(p.getVisualShapeData(b, physicsClientId=cid)[0][7]) for b in bodies]
-        camera = {
-            "object_id": object_id, "view": view, "seed": seed, "hw": self.hw,
-            "colour": self.colour, "oversample": self.oversample,
-            "yaw": math.degrees(yaw), "pitch": math.degrees(pitch),  # degrees, pitch above horizon
-            "distance": distance,
+    def _record(self, scene, framing, bodies):
+        """The camera dict: the key, camera pose and scene contents as plain JSON values."""
+        target, eye, distance = framing
+        body_rgba = [_floats(p.getVisualShapeData(b, physicsClientId=self.client)[0][7])
+                     for b in bodies]
+        return {
+            "object_id": scene["object_id"], "view": scene["view"], "seed": scene["seed"],
+            "hw": self.hw, "colour": self.colour, "oversample": self.oversample,
+            "yaw": math.degrees(scene["yaw"]), "pitch": math.degrees(scene["pitch"]),
+            "distance": distance,                               # degrees, pitch above horizon
             "target": _floats(target), "eye": _floats(eye), "fov": _FOV,
-            "near": _NEAR, "far": _FAR, "distractor_ids": distractor_ids,
+            "near": _NEAR, "far": _FAR, "distractor_ids": scene["object_ids"][1:],
             "target_rgba": body_rgba[0], "distractor_rgba": body_rgba[1:],
         }
-        return image, camera, np.asarray(seg).reshape(size, size) == bodies[0]
+
+
+def sample_scene(object_id, view, seed):
+    """The scene's first random draws: -> dict of yaw, pitch, fill, object_ids, colours, rng.
+
+    `rng` continues into placement (orientations, distractor spots). Colours come from their
+    own stream, so geometry is identical in both colour modes; only colours differ.
+    """
+    scene_seq, colour_seq = np.random.SeedSequence([seed, object_id, view]).spawn(2)
+    rng, colour_rng = np.random.default_rng(scene_seq), np.random.default_rng(colour_seq)
+    yaw = rng.uniform(0.0, 2 * math.pi)
+    pitch = math.radians(rng.uniform(*_PITCH))
+    fill = rng.uniform(*_FILL)
+    num_distractors = int(rng.integers(_NUM_DISTRACTORS[0], _NUM_DISTRACTORS[1] + 1))
+    pool = np.asarray(_partition(object_id))
+    pool = pool[(pool != object_id) & ~np.isin(pool, list(broken_object_ids()))]
+    distractor_ids = [int(i) for i in rng.choice(pool, num_distractors, replace=False)]
+    # Saturated colours of any hue, like the URDFs' own: uniform RGB is mostly greyish.
+    hsv = colour_rng.uniform([0.0, 0.5, 0.4], [1.0, 1.0, 1.0], size=(1 + _NUM_DISTRACTORS[1], 3))
+    return {"object_id": object_id, "view": view, "seed": seed, "yaw": yaw, "pitch": pitch,
+            "fill": fill, "object_ids": [object_id] + distractor_ids,
+            "colours": [colorsys.hsv_to_rgb(*c) for c in hsv], "rng": rng}
+
+
+def _reset_world(cid):
+    """A fresh world per render (gravity, time step, floor): the only state is what we build."""
+    p.resetSimulation(physicsClientId=cid)
+    p.setGravity(0, 0, -9.81, physicsClientId=cid)
+    p.setTimeStep(_TIME_STEP, physicsClientId=cid)
+    p.loadURDF(_PLANE, useFixedBase=True, globalScaling=_FLOOR_SCALE, physicsClientId=cid)
+
+
+def _load(cid, oid):
+    """loadURDF for object oid -> body id; a URDF pybullet cannot load raises RandEnsembleError."""
+    try:
+        return p.loadURDF(_URDFS[oid], physicsClientId=cid)
+    except p.error as e:
+        raise RandEnsembleError(
+            f"cannot load URDF for object id {oid}: {_URDFS[oid]} ({e})") from None
+
+
+def _drop(cid, body, scene, placed, rgba):
+    """Orient the body at random and set it on the floor at a free spot; appends to placed."""
+    rng = scene["rng"]
+    quat = rng.normal(size=4)
+    quat /= np.linalg.norm(quat)
+    verts = _vertices(cid, body, quat)                               # (V, 3), body at the origin
+    lo, hi = verts.min(0), verts.max(0)
+    centre = 0.5 * (lo + hi)
+    radius = float(np.max(np.linalg.norm((verts - centre)[:, :2], axis=1)))
+    x, y = _spot(rng, scene["yaw"], radius, placed) if placed else (0.0, 0.0)
+    placed.append((x, y, radius))
+    # Lowest vertex 2 mm above the floor: the body starts resting and only has to tip over.
+    pos = [x - centre[0], y - centre[1], 0.002 - lo[2]]
+    p.resetBasePositionAndOrientation(body, pos, quat.tolist(), physicsClientId=cid)
+    if rgba is not None:
+        p.changeVisualShape(body, -1, rgbaColor=rgba, physicsClientId=cid)
+
+
+def _spot(rng, yaw, radius, placed):
+    """A distractor's (x, y): behind the target as seen from the camera, clear of `placed`."""
+    # Behind the target so distractors rarely hide it; rejection sampling keeps footprints
+    # apart so the physics starts without overlaps (the last try stands if all 20 overlap).
+    for _ in range(20):
+        angle = yaw + math.pi + rng.uniform(-_BEHIND_ARC, _BEHIND_ARC)
+        dist = rng.uniform(*_RING)
+        x, y = dist * math.cos(angle), dist * math.sin(angle)
+        if all(math.hypot(x - px, y - py) > radius + pr for px, py, pr in placed):
+            break
+    return x, y
+
+
+def _settle(cid):
+    """Step the physics a fixed time so dropped bodies come to rest."""
+    for _ in range(_SETTLE_STEPS):
+        p.stepSimulation(physicsClientId=cid)
 
 
 def _vertices(cid, body, quat):
