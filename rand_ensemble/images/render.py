@@ -37,6 +37,9 @@ _FLOOR_SCALE = 0.1                      # 0.1 m checks: the size of the objects
 _RING = (0.1, 0.22)                     # distractor distance from the target, metres
 _TIME_STEP = 1.0 / 60.0                 # coarse but stable for 0.1 m objects dropped 2 mm
 _SETTLE_STEPS = 24                      # 0.4 s: long enough to tip over, short enough to be fast
+_SETTLE_MIN_STEPS = 6                   # fast path: never stop before the bodies have landed
+_REST_SPEED, _REST_SPIN = 0.005, 0.05   # fast path: m/s and rad/s below which a body is at rest
+FAST_OVERSAMPLE, LEGACY_OVERSAMPLE = 2, 4   # TinyRenderer pixels per output pixel, per side
 _LIGHT = dict(lightDirection=[0.4, 0.6, 1.0], lightAmbientCoeff=0.6,
               lightDiffuseCoeff=0.5, lightSpecularCoeff=0.1, shadow=1)
 
@@ -57,9 +60,13 @@ def _check_count(name, value, minimum):
     return int(value)
 
 
-def _partition(object_id):
-    """The id range distractors come from: test objects never appear in training scenes."""
-    return TEST_OBJECT_IDS if object_id in TEST_OBJECT_IDS else POOL_OBJECT_IDS
+@functools.lru_cache(maxsize=None)
+def _distractor_pool(test):
+    """Ids distractors come from, int64 (K,): test objects never appear in training scenes."""
+    pool = np.asarray(TEST_OBJECT_IDS if test else POOL_OBJECT_IDS)
+    pool = pool[~np.isin(pool, list(broken_object_ids()))]
+    pool.flags.writeable = False
+    return pool
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,8 +88,11 @@ def _floats(xs):
 class Renderer:
     """Renders (object_id, view, seed) -> uint8 (hw, hw, 3) with one pybullet DIRECT client."""
 
-    def __init__(self, hw=32, colour="object", oversample=4):
+    def __init__(self, hw=32, colour="object", oversample=None, fast=True):
         self.hw = _check_count("hw", hw, 8)
+        self.fast = bool(fast)
+        if oversample is None:
+            oversample = FAST_OVERSAMPLE if self.fast else LEGACY_OVERSAMPLE
         self.oversample = _check_count("oversample", oversample, 1)
         if colour not in COLOUR_MODES:
             raise RandEnsembleError(f"colour must be one of {COLOUR_MODES}, got {colour!r}")
@@ -90,6 +100,9 @@ class Renderer:
         self.client = p.connect(p.DIRECT)
         self._proj = p.computeProjectionMatrixFOV(_FOV, 1.0, _NEAR, _FAR,
                                                   physicsClientId=self.client)
+        self._shapes = {}               # fast path: object id -> its shapes in this client
+        if self.fast:
+            _reset_world(self.client)   # the floor stays; scene bodies come and go
 
     def __enter__(self):
         return self
@@ -111,11 +124,18 @@ class Renderer:
     def _render(self, object_id, view, seed, target_rgba=None):
         """Render -> (image, camera, bool (S, S) target mask); target_rgba repaints the target."""
         scene = sample_scene(*self._check_key(object_id, view, seed))
-        _reset_world(self.client)
-        bodies = self._place(scene, target_rgba)
-        _settle(self.client)
-        image, seg, framing = self._shoot(bodies[0], scene)
-        return image, self._record(scene, framing, bodies), seg == bodies[0]
+        if not self.fast:
+            _reset_world(self.client)
+        bodies = []                                     # (body id, (V, 3) local vertices)
+        try:
+            self._place(scene, target_rgba, bodies)
+            _settle(self.client, [b for b, _ in bodies] if self.fast else None)
+            image, seg, framing = self._shoot(bodies[0], scene)
+            return image, self._record(scene, framing, bodies), seg == bodies[0][0]
+        finally:
+            if self.fast:                               # back to the floor alone
+                for body, _ in bodies:
+                    p.removeBody(body, physicsClientId=self.client)
 
     def _check_key(self, object_id, view, seed):
         """Validated (object_id, view, seed) ints; raises on a missing or broken mesh, or if closed."""
@@ -130,24 +150,33 @@ class Renderer:
             raise RandEnsembleError("Renderer is closed")
         return object_id, view, seed
 
-    def _place(self, scene, target_rgba):
-        """Load the scene's bodies (target first), orient and place them: -> body ids."""
-        bodies, placed = [], []                             # placed: (x, y, radius) footprints
+    def _place(self, scene, target_rgba, bodies):
+        """Load the scene's bodies (target first), orient and place them; appends to bodies."""
+        placed = []                                         # (x, y, radius) footprints
         for k, oid in enumerate(scene["object_ids"]):
-            body = _load(self.client, oid)
+            body = self._body(oid) if self.fast else _load(self.client, oid)
+            bodies.append(body)
             rgba = None
             if k == 0 and target_rgba is not None:
                 rgba = list(target_rgba)
             elif self.colour == "random":
                 rgba = _floats(scene["colours"][k]) + [1.0]
             _drop(self.client, body, scene, placed, rgba)
-            bodies.append(body)
-        return bodies
+
+    def _body(self, oid):
+        """A new body of object oid from shapes made once per client: -> (body id, (V, 3))."""
+        if oid not in self._shapes:
+            self._shapes[oid] = _make_shapes(self.client, oid)
+        collision, visual, dynamics, verts = self._shapes[oid]
+        body = p.createMultiBody(dynamics["mass"], collision, visual, physicsClientId=self.client)
+        p.changeDynamics(body, -1, **{k: v for k, v in dynamics.items() if k != "mass"},
+                         physicsClientId=self.client)
+        return body, verts
 
     def _shoot(self, body, scene):
         """Frame the body and render: -> (uint8 (hw, hw, 3), seg (S, S), (target, eye, distance))."""
         cid = self.client
-        framing = _frame(cid, body, scene["yaw"], scene["pitch"], scene["fill"])
+        framing = _frame(cid, *body, scene["yaw"], scene["pitch"], scene["fill"])
         target, eye, _ = framing
         view_matrix = p.computeViewMatrix(eye.tolist(), target.tolist(), [0, 0, 1],
                                           physicsClientId=cid)
@@ -162,10 +191,10 @@ class Renderer:
         """The camera dict: the key, camera pose and scene contents as plain JSON values."""
         target, eye, distance = framing
         body_rgba = [_floats(p.getVisualShapeData(b, physicsClientId=self.client)[0][7])
-                     for b in bodies]
+                     for b, _ in bodies]
         return {
             "object_id": scene["object_id"], "view": scene["view"], "seed": scene["seed"],
-            "hw": self.hw, "colour": self.colour, "oversample": self.oversample,
+            "hw": self.hw, "colour": self.colour, "oversample": self.oversample, "fast": self.fast,
             "yaw": math.degrees(scene["yaw"]), "pitch": math.degrees(scene["pitch"]),
             "distance": distance,                               # degrees, pitch above horizon
             "target": _floats(target), "eye": _floats(eye), "fov": _FOV,
@@ -186,8 +215,8 @@ def sample_scene(object_id, view, seed):
     pitch = math.radians(rng.uniform(*_PITCH))
     fill = rng.uniform(*_FILL)
     num_distractors = int(rng.integers(_NUM_DISTRACTORS[0], _NUM_DISTRACTORS[1] + 1))
-    pool = np.asarray(_partition(object_id))
-    pool = pool[(pool != object_id) & ~np.isin(pool, list(broken_object_ids()))]
+    pool = _distractor_pool(object_id in TEST_OBJECT_IDS)
+    pool = pool[pool != object_id]
     distractor_ids = [int(i) for i in rng.choice(pool, num_distractors, replace=False)]
     # Saturated colours of any hue, like the URDFs' own: uniform RGB is mostly greyish.
     hsv = colour_rng.uniform([0.0, 0.5, 0.4], [1.0, 1.0, 1.0], size=(1 + _NUM_DISTRACTORS[1], 3))
@@ -205,20 +234,38 @@ def _reset_world(cid):
 
 
 def _load(cid, oid):
-    """loadURDF for object oid -> body id; a URDF pybullet cannot load raises RandEnsembleError."""
+    """loadURDF for object oid -> (body id, (V, 3) collision vertices in the body frame)."""
     try:
-        return p.loadURDF(_URDFS[oid], physicsClientId=cid)
+        body = p.loadURDF(_URDFS[oid], physicsClientId=cid)
     except p.error as e:
         raise RandEnsembleError(
             f"cannot load URDF for object id {oid}: {_URDFS[oid]} ({e})") from None
+    return body, np.array(p.getMeshData(body, physicsClientId=cid)[1])
+
+
+def _make_shapes(cid, oid):
+    """Shapes and dynamics of object oid as loadURDF builds them: -> (collision, visual, dyn, verts)."""
+    body, verts = _load(cid, oid)
+    info = p.getDynamicsInfo(body, -1, physicsClientId=cid)
+    _, _, kind, scale, path, _, _, rgba = p.getVisualShapeData(body, physicsClientId=cid)[0]
+    p.removeBody(body, physicsClientId=cid)
+    collision = p.createCollisionShape(kind, fileName=path.decode(), meshScale=scale,
+                                       physicsClientId=cid)
+    visual = p.createVisualShape(kind, fileName=path.decode(), meshScale=scale, rgbaColor=rgba,
+                                 physicsClientId=cid)
+    dynamics = {"mass": info[0], "lateralFriction": info[1], "localInertiaDiagonal": info[2],
+                "restitution": info[5], "rollingFriction": info[6], "spinningFriction": info[7],
+                "collisionMargin": info[11]}
+    return collision, visual, dynamics, verts
 
 
 def _drop(cid, body, scene, placed, rgba):
-    """Orient the body at random and set it on the floor at a free spot; appends to placed."""
+    """Orient (body id, local vertices) at random and set it on the floor at a free spot."""
+    body, local = body
     rng = scene["rng"]
     quat = rng.normal(size=4)
     quat /= np.linalg.norm(quat)
-    verts = _vertices(cid, body, quat)                               # (V, 3), body at the origin
+    verts = _rotate(cid, local, quat)                                # (V, 3), body at the origin
     lo, hi = verts.min(0), verts.max(0)
     centre = 0.5 * (lo + hi)
     radius = float(np.max(np.linalg.norm((verts - centre)[:, :2], axis=1)))
@@ -244,22 +291,32 @@ def _spot(rng, yaw, radius, placed):
     return x, y
 
 
-def _settle(cid):
-    """Step the physics a fixed time so dropped bodies come to rest."""
-    for _ in range(_SETTLE_STEPS):
+def _settle(cid, bodies=None):
+    """Step the physics so dropped bodies come to rest: a fixed time, or while `bodies` move."""
+    for step in range(_SETTLE_STEPS):
         p.stepSimulation(physicsClientId=cid)
+        if bodies is not None and step + 1 >= _SETTLE_MIN_STEPS and all(
+                _at_rest(p.getBaseVelocity(b, physicsClientId=cid)) for b in bodies):
+            return step + 1
+    return _SETTLE_STEPS
 
 
-def _vertices(cid, body, quat):
-    """Collision-mesh vertices rotated by quat (x, y, z, w): -> (V, 3), base frame at the origin."""
+def _at_rest(velocity):
+    """Whether a ((3,) linear m/s, (3,) angular rad/s) body velocity is below the rest limits."""
+    linear, angular = velocity
+    return max(map(abs, linear)) < _REST_SPEED and max(map(abs, angular)) < _REST_SPIN
+
+
+def _rotate(cid, verts, quat):
+    """(V, 3) body-frame vertices rotated by quat (x, y, z, w): -> (V, 3), base at the origin."""
     rot = np.array(p.getMatrixFromQuaternion(list(quat), physicsClientId=cid)).reshape(3, 3)
-    return np.array(p.getMeshData(body, physicsClientId=cid)[1]) @ rot.T
+    return verts @ rot.T
 
 
-def _frame(cid, body, yaw, pitch, fill):
+def _frame(cid, body, local, yaw, pitch, fill):
     """Camera (target, eye, distance) at yaw/pitch whose frame the body's mesh spans by `fill`."""
     pos, orn = p.getBasePositionAndOrientation(body, physicsClientId=cid)
-    verts = _vertices(cid, body, orn) + pos                                      # (V, 3) world
+    verts = _rotate(cid, local, orn) + pos                                       # (V, 3) world
     target = 0.5 * (verts.min(0) + verts.max(0))
     back = np.array([math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw),
                      math.sin(pitch)])                                           # target -> eye
