@@ -1,6 +1,7 @@
 """Renders/s/core of the fast renderer and the previous (legacy) one, side by side in ONE process.
 
-    python scripts/bench_render.py --pairs 40 --rounds 5 --collage bench_render.png --json bench_render.json
+    python scripts/bench_render.py --pairs 40 --rounds 5 --collage bench_render.png \
+        --json bench_render.json
     python scripts/bench_render.py --quick
 
 Each round renders the same (object, view) pairs with every candidate in turn, so load noise hits
@@ -69,7 +70,8 @@ def differences(new, old):
     """Pixel differences of uint8 (P, H, W, 3) images: mean |diff| (0-255) and differing shares."""
     d = np.abs(new.astype(np.int16) - old.astype(np.int16))
     per_pixel = d.max(-1)                                                # (P, H, W)
-    return {"mean_abs_diff": float(d.mean()), "frac_pixels_differing": float((per_pixel > 0).mean()),
+    return {"mean_abs_diff": float(d.mean()),
+            "frac_pixels_differing": float((per_pixel > 0).mean()),
             "frac_pixels_over_8": float((per_pixel > 8).mean()),
             "images_identical": int(sum(x.tobytes() == y.tobytes() for x, y in zip(new, old)))}
 
