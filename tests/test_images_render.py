@@ -326,3 +326,9 @@ def test_fast_path_agrees_with_legacy():
     assert max(diffs_os4) < 2.0 and np.mean(diffs_os4) < 1.0, diffs_os4
     assert max(diffs_default) < 6.0 and np.mean(diffs_default) < 5.0, diffs_default
     assert min(diffs_default) > 0.5, diffs_default            # the comparison can see a change
+
+
+def test_cross_is_numpy_cross_bit_for_bit():
+    rng = np.random.default_rng(1)
+    for a, b in rng.normal(size=(20, 2, 3)):
+        assert render._cross(a, b).tobytes() == np.cross(a, b).tobytes()

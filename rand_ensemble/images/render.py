@@ -174,9 +174,9 @@ def _frame(cid, body, local, yaw, pitch, fill):
     target = 0.5 * (verts.min(0) + verts.max(0))
     back = np.array([math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw),
                      math.sin(pitch)])                                           # target -> eye
-    right = np.cross(-back, [0.0, 0.0, 1.0])
+    right = _cross(-back, np.array([0.0, 0.0, 1.0]))
     right /= np.linalg.norm(right)
-    up = np.cross(right, -back)
+    up = _cross(right, -back)
     w = verts - target                                                           # (V, 3)
     depth = w @ -back
     # Exact perspective fit of the mesh (not its bounding sphere), so thin objects fill the frame:
@@ -188,6 +188,12 @@ def _frame(cid, body, local, yaw, pitch, fill):
     if not math.isfinite(distance):
         raise RandEnsembleError("degenerate mesh: no finite camera distance")
     return target, target + distance * back, distance
+
+
+def _cross(a, b):
+    """np.cross of two (3,) vectors, term for term (so bit for bit), without its overhead."""
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2],
+                     a[0] * b[1] - a[1] * b[0]])
 
 
 def _block_mean(rgb, factor):
