@@ -332,3 +332,19 @@ def test_cross_is_numpy_cross_bit_for_bit():
     rng = np.random.default_rng(1)
     for a, b in rng.normal(size=(20, 2, 3)):
         assert render._cross(a, b).tobytes() == np.cross(a, b).tobytes()
+
+
+def test_shape_failure_is_a_one_line_error_and_leaves_the_floor(monkeypatch):
+    def fail(*args, **kwargs):
+        raise p.error("injected")
+
+    with render.Renderer(hw=HW) as r:
+        monkeypatch.setattr(p, "createCollisionShape", fail)
+        with pytest.raises(RandEnsembleError, match="cannot make shapes for object id 5") as err:
+            r.render_view(5, 0, 1)
+        assert "\n" not in str(err.value)
+        monkeypatch.undo()
+        assert p.getNumBodies(physicsClientId=r.client) == 1    # the floor alone
+        image = r.render_view(5, 0, 1)[0]
+    with render.Renderer(hw=HW) as fresh:
+        assert image.tobytes() == fresh.render_view(5, 0, 1)[0].tobytes()

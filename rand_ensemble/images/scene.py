@@ -116,13 +116,18 @@ def load_urdf(cid, oid):
 def make_shapes(cid, oid):
     """Object oid's shapes, as loadURDF builds them: -> (collision, visual, dynamics, verts)."""
     body, verts = load_urdf(cid, oid)
-    info = p.getDynamicsInfo(body, -1, physicsClientId=cid)
-    _, _, kind, scale, path, _, _, rgba = p.getVisualShapeData(body, physicsClientId=cid)[0]
-    p.removeBody(body, physicsClientId=cid)
-    collision = p.createCollisionShape(kind, fileName=path.decode(), meshScale=scale,
-                                       physicsClientId=cid)
-    visual = p.createVisualShape(kind, fileName=path.decode(), meshScale=scale, rgbaColor=rgba,
-                                 physicsClientId=cid)
+    try:                                # a body left behind would appear in every later scene
+        info = p.getDynamicsInfo(body, -1, physicsClientId=cid)
+        _, _, kind, scale, path, _, _, rgba = p.getVisualShapeData(body, physicsClientId=cid)[0]
+    finally:
+        p.removeBody(body, physicsClientId=cid)
+    try:
+        collision = p.createCollisionShape(kind, fileName=path.decode(), meshScale=scale,
+                                           physicsClientId=cid)
+        visual = p.createVisualShape(kind, fileName=path.decode(), meshScale=scale,
+                                     rgbaColor=rgba, physicsClientId=cid)
+    except p.error as e:
+        raise RandEnsembleError(f"cannot make shapes for object id {oid}: {path} ({e})") from None
     dynamics = {"mass": info[0], "lateralFriction": info[1], "localInertiaDiagonal": info[2],
                 "restitution": info[5], "rollingFriction": info[6], "spinningFriction": info[7],
                 "collisionMargin": info[11]}
