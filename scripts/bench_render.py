@@ -99,6 +99,29 @@ def save_png(path, image):
         Image.fromarray(image).save(tmp, format="PNG")
 
 
+def report(times, images, oversample, num):
+    """Print and return {"rates": per candidate, "<a>_vs_<b>": ratio and pixel differences}."""
+    result = {"rates": {}}
+    for name, t in times.items():
+        r = result["rates"][name] = {"cpu": rates(t["cpu"], num), "wall": rates(t["wall"], num),
+                                     "cold_cpu": num / t["cold"][0]}
+        print(f"{name:9s} renders/s/core: best {r['cpu']['best']:6.1f}  median "
+              f"{r['cpu']['median']:6.1f}  (wall best {r['wall']['best']:6.1f}; cold pass "
+              f"{r['cold_cpu']:6.1f})  oversample {oversample[name]}")
+    for name, base in COMPARISONS:
+        ratio = {k: result["rates"][name]["cpu"][k] / result["rates"][base]["cpu"][k]
+                 for k in ("best", "median")}
+        diff = differences(images[name], images[base])
+        result[f"{name}_vs_{base}"] = dict(ratio, **diff)
+        print(f"{name} / {base}: {ratio['best']:.2f}x (best), {ratio['median']:.2f}x (median); "
+              f"mean |diff| {diff['mean_abs_diff']:.2f} of 255 (median image "
+              f"{diff['median_image_mean_abs_diff']:.2f}, images over 10: "
+              f"{diff['images_over_10']}/{num}), pixels differing "
+              f"{diff['frac_pixels_differing']:.1%} (> 8: {diff['frac_pixels_over_8']:.1%}), "
+              f"identical images {diff['images_identical']}/{num}")
+    return result
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=40, help="(object, view) pairs per pass")
@@ -119,26 +142,8 @@ def main(argv=None):
         for r in renderers.values():
             r.close()
     result = {"cpu": cpu_model(), "pairs": len(pairs), "rounds": args.rounds, "hw": args.hw,
-              "oversample": {n: renderers[n].oversample for n in renderers}, "rates": {}}
-    for name, t in times.items():
-        result["rates"][name] = {"cpu": rates(t["cpu"], len(pairs)),
-                                 "wall": rates(t["wall"], len(pairs)),
-                                 "cold_cpu": len(pairs) / t["cold"][0]}
-        r = result["rates"][name]
-        print(f"{name:9s} renders/s/core: best {r['cpu']['best']:6.1f}  median "
-              f"{r['cpu']['median']:6.1f}  (wall best {r['wall']['best']:6.1f}; cold pass "
-              f"{r['cold_cpu']:6.1f})  oversample {result['oversample'][name]}")
-    for name, base in COMPARISONS:
-        ratio = {k: result["rates"][name]["cpu"][k] / result["rates"][base]["cpu"][k]
-                 for k in ("best", "median")}
-        diff = differences(images[name], images[base])
-        result[f"{name}_vs_{base}"] = dict(ratio, **diff)
-        print(f"{name} / {base}: {ratio['best']:.2f}x (best), {ratio['median']:.2f}x (median); "
-              f"mean |diff| {diff['mean_abs_diff']:.2f} of 255 (median image "
-              f"{diff['median_image_mean_abs_diff']:.2f}, images over 10: "
-              f"{diff['images_over_10']}/{len(pairs)}), pixels differing "
-              f"{diff['frac_pixels_differing']:.1%} (> 8: {diff['frac_pixels_over_8']:.1%}), "
-              f"identical images {diff['images_identical']}/{len(pairs)}")
+              "oversample": {n: renderers[n].oversample for n in renderers}}
+    result.update(report(times, images, result["oversample"], len(pairs)))
     if args.collage:
         save_png(args.collage, collage(images["legacy"], images["fast"], min(8, len(pairs))))
         print(f"collage (legacy | fast | |diff| x4, one row per view): {args.collage}")
