@@ -1,5 +1,8 @@
-"""Tests for rand_ensemble.render: determinism in any order or process, colours, framing."""
+"""Tests for rand_ensemble.images.render and .scene: determinism in any order or process, colours,
+framing, the scene-building steps, and the fast path against the legacy one."""
+import colorsys
 import json
+import math
 import os
 import re
 import subprocess
@@ -9,6 +12,9 @@ import numpy as np
 import pytest
 
 render = pytest.importorskip("rand_ensemble.images.render")
+scene = pytest.importorskip("rand_ensemble.images.scene")
+import pybullet as p  # noqa: E402
+
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
 
 HW = 16                                    # small renders keep the file fast; framing tests use 32
@@ -24,7 +30,7 @@ def renderer():
 
 def urdf_rgba(object_id):
     """The colour written in the object's URDF, read independently of pybullet."""
-    text = open(render._URDFS[object_id]).read()
+    text = open(scene.URDFS[object_id]).read()
     return [float(x) for x in re.search(r'<color rgba="([^"]+)"', text).group(1).split()]
 
 
@@ -174,7 +180,7 @@ def test_core_import_does_not_import_pybullet():
 
 def test_broken_mesh_is_refused_not_rendered():
     # random_urdfs/168/168.obj holds only NaN vertices; TinyRenderer can hang on it.
-    with open(render._URDFS[168][:-5] + ".obj") as f:
+    with open(scene.URDFS[168][:-5] + ".obj") as f:
         assert any(line.startswith("v ") and "nan" in line for line in f)
     assert 168 in render.broken_object_ids()
     with render.Renderer(hw=16) as r:
@@ -182,3 +188,163 @@ def test_broken_mesh_is_refused_not_rendered():
             r.render_view(168, 2, 0)
     ids, _ = render.plan_test_set(30, 0, object_ids=range(160, 175))
     assert 168 not in ids
+
+
+def test_fast_render_independent_of_history_and_failures(monkeypatch):
+    # The fast path keeps shapes and the floor between renders: what came before (other scenes,
+    # cold or cached shapes, a repaint, a render that failed half-built) must not show.
+    key = (250, 1, 1)
+    with render.Renderer(hw=HW) as alone:
+        expected = alone.render_view(*key)[0]
+    with render.Renderer(hw=HW) as busy:
+        for other in [(720, 3, 1), (5, 0, 1), (910, 4, 1)]:
+            busy.render_view(*other)
+        busy._render(480, 2, 1, target_rgba=(0, 1, 0, 1))
+        calls = []
+
+        def drop_then_fail(*args):
+            calls.append(args)
+            if len(calls) == 2:
+                raise RuntimeError("injected")
+            return scene.drop(*args)
+
+        monkeypatch.setattr(render, "drop", drop_then_fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            busy.render_view(990, 5, 1)
+        monkeypatch.undo()
+        assert p.getNumBodies(physicsClientId=busy.client) == 1     # the floor alone again
+        after = [busy.render_view(*key)[0] for _ in range(2)]
+    for image in after:
+        assert image.tobytes() == expected.tobytes()
+
+
+def test_sample_scene_draws():
+    for object_id, view, seed in KEYS + [(900, 0, 0), (17, 9, 3)]:
+        s = scene.sample_scene(object_id, view, seed)
+        assert 0 <= s["yaw"] < 2 * math.pi and 20 <= math.degrees(s["pitch"]) <= 50
+        assert 0.45 <= s["fill"] <= 0.7
+        ids = s["object_ids"]
+        assert ids[0] == object_id and 3 <= len(ids) <= 5 and len(set(ids)) == len(ids)
+        test_side = object_id >= 900
+        assert all((d >= 900) == test_side and d not in scene.broken_object_ids() for d in ids[1:])
+        for rgb in s["colours"]:                                   # saturated, not dark
+            _, sat, val = colorsys.rgb_to_hsv(*rgb)
+            assert sat >= 0.5 - 1e-9 and val >= 0.4 - 1e-9
+        again = scene.sample_scene(object_id, view, seed)
+        assert {k: v for k, v in again.items() if k != "rng"} == \
+            {k: v for k, v in s.items() if k != "rng"}
+        yaws = {scene.sample_scene(*k)["yaw"] for k in
+                [(object_id, view, seed), (object_id, view + 1, seed), (object_id, view, seed + 1)]}
+        assert len(yaws) == 3                                      # keyed by (seed, object, view)
+
+
+def test_spot_behind_the_target_and_clear():
+    placed = [(0.0, 0.0, 0.05)]
+    for seed in range(50):
+        yaw = seed * 0.37
+        x, y = scene._spot(np.random.default_rng(seed), yaw, 0.03, placed)
+        dist = math.hypot(x, y)
+        assert 0.1 <= dist <= 0.22 and dist > 0.08                # in the ring, footprints apart
+        behind = math.atan2(y, x) - (yaw + math.pi)               # angle from straight behind
+        assert abs(math.atan2(math.sin(behind), math.cos(behind))) <= 0.9 + 1e-9
+
+
+def quat_matrix(q):
+    """Rotation matrix of a unit quaternion (x, y, z, w), written out by hand."""
+    x, y, z, w = q
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_placement_rests_the_target_2mm_above_the_floor_at_the_origin(fast):
+    with render.Renderer(hw=HW, fast=fast) as r:
+        s = scene.sample_scene(450, 0, 2)
+        bodies = []
+        try:
+            r._place(s, None, bodies)
+            body, local = bodies[0]
+            pos, orn = p.getBasePositionAndOrientation(body, physicsClientId=r.client)
+            world = local @ quat_matrix(orn).T + pos                  # (V, 3), before settling
+            assert world[:, 2].min() == pytest.approx(0.002, abs=1e-9)
+            centre = 0.5 * (world.min(0) + world.max(0))
+            assert centre[:2] == pytest.approx([0.0, 0.0], abs=1e-9)
+            assert len(bodies) == len(s["object_ids"])
+        finally:
+            for b, _ in bodies:
+                p.removeBody(b, physicsClientId=r.client)
+
+
+def test_block_mean_rounds_like_a_loop():
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 12, 3)).astype(np.uint8)
+    out = render._block_mean(rgb, 3)
+    for i in range(4):
+        for j in range(4):
+            for c in range(3):
+                block = [int(v) for v in rgb[3 * i:3 * i + 3, 3 * j:3 * j + 3, c].ravel()]
+                assert out[i, j, c] == math.floor(sum(block) / 9 + 0.5)
+    assert render._block_mean(np.array([[[0] * 3, [1] * 3], [[2] * 3, [3] * 3]], np.uint8),
+                              2).tolist() == [[[2, 2, 2]]]             # 1.5 rounds up
+
+
+def test_record_matches_the_scene_and_the_mode():
+    with render.Renderer(hw=HW, colour="random") as r:
+        _, camera = r.render_view(17, 9, 3)
+    s = scene.sample_scene(17, 9, 3)
+    assert camera["yaw"] == pytest.approx(math.degrees(s["yaw"]))
+    assert camera["pitch"] == pytest.approx(math.degrees(s["pitch"]))
+    assert camera["distractor_ids"] == s["object_ids"][1:]
+    assert camera["target_rgba"] == pytest.approx(list(s["colours"][0]) + [1.0], abs=1e-6)
+    assert (camera["fast"], camera["oversample"]) == (True, render.FAST_OVERSAMPLE)
+    eye, target = np.array(camera["eye"]), np.array(camera["target"])
+    assert np.linalg.norm(eye - target) == pytest.approx(camera["distance"])
+
+
+# Fast vs legacy on fixed keys, the legacy path as the independent computation. Tolerances
+# (0-255 scale, measured in brackets): with the same 4x oversampling only physics differs, as
+# the fast path sorts contact pairs (mean |diff| 0.0-0.9, target moves < 1 mm); the default 2x
+# oversampling adds aliasing at edges and floor lines (mean |diff| 2.6-4.1 per image).
+AGREE_KEYS = [(5, 0, 1), (250, 1, 1), (480, 2, 1), (720, 3, 1), (910, 4, 1), (990, 5, 1)]
+
+
+@pytest.mark.slow
+def test_fast_path_agrees_with_legacy():
+    diffs_os4, diffs_default = [], []
+    with render.Renderer(fast=False) as legacy, render.Renderer(oversample=4) as fast4, \
+            render.Renderer() as fast:
+        for key in AGREE_KEYS:
+            old, cam_old, mask_old = legacy._render(*key)
+            new4, cam_new, mask_new = fast4._render(*key)
+            new = fast.render_view(*key)[0]
+            for name in ("distractor_ids", "yaw", "pitch", "target_rgba", "distractor_rgba"):
+                assert cam_new[name] == cam_old[name], name               # the same scene
+            assert np.abs(np.subtract(cam_new["target"], cam_old["target"])).max() < 2e-3
+            assert (mask_new & mask_old).sum() / (mask_new | mask_old).sum() > 0.95
+            diffs_os4.append(np.abs(new4.astype(int) - old).mean())
+            diffs_default.append(np.abs(new.astype(int) - old).mean())
+    assert max(diffs_os4) < 2.0 and np.mean(diffs_os4) < 1.0, diffs_os4
+    assert max(diffs_default) < 6.0 and np.mean(diffs_default) < 5.0, diffs_default
+    assert min(diffs_default) > 0.5, diffs_default            # the comparison can see a change
+
+
+def test_cross_is_numpy_cross_bit_for_bit():
+    rng = np.random.default_rng(1)
+    for a, b in rng.normal(size=(20, 2, 3)):
+        assert render._cross(a, b).tobytes() == np.cross(a, b).tobytes()
+
+
+def test_shape_failure_is_a_one_line_error_and_leaves_the_floor(monkeypatch):
+    def fail(*args, **kwargs):
+        raise p.error("injected")
+
+    with render.Renderer(hw=HW) as r:
+        monkeypatch.setattr(p, "createCollisionShape", fail)
+        with pytest.raises(RandEnsembleError, match="cannot make shapes for object id 5") as err:
+            r.render_view(5, 0, 1)
+        assert "\n" not in str(err.value)
+        monkeypatch.undo()
+        assert p.getNumBodies(physicsClientId=r.client) == 1    # the floor alone
+        image = r.render_view(5, 0, 1)[0]
+    with render.Renderer(hw=HW) as fresh:
+        assert image.tobytes() == fresh.render_view(5, 0, 1)[0].tobytes()

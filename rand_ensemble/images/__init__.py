@@ -1,7 +1,8 @@
 """The image side: test-set files, pybullet renders, figures.
 
     data.py     test sets (N, 11, H, W, 3) and ensemble params files: validated loading, saving
-    render.py   pybullet scenes of random_urdfs objects (imports pybullet)
+    render.py   Renderer: pybullet renders of random_urdfs scenes, test sets (imports pybullet)
+    scene.py    scene contents: random draws, placement, settling (imports pybullet)
     plots.py    accuracy-vs-size and collage figures (matplotlib, Agg)
 
 The image embedder itself is the shared core: `rand_ensemble.embedder` (one model) and
