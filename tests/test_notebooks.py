@@ -14,14 +14,14 @@ def test_random_embedding_ensemble_notebook(notebook, tmp_path):
     # Force the render path (the blog file, when present, is covered by test_blog_test_set).
     text = notebook("01_random_embedding_ensemble.ipynb",
                     env={"RAND_ENSEMBLE_BLOG_TEST_SET": str(tmp_path / "absent.npy.gz")})
-    assert "rendered test set (24, 11, 32, 32, 3) uint8" in text
+    assert "rendered test set (100, 11, 32, 32, 3) uint8" in text
     assert "chance: 0.100" in text
     members = numbers(r"model \d+: ([0-9.]+)", text)
     mean = numbers(r"single models: mean ([0-9.]+)", text)[0]
     ensemble = numbers(r"ensemble of 4: ([0-9.]+)", text)[0]
     assert len(members) == 4 and mean == pytest.approx(sum(members) / 4, abs=1e-3)
-    # printed with 3 decimals: each is k / 24 for a whole number k of examples
-    assert all(abs(a * 24 - round(a * 24)) < 24 * 5e-4 + 1e-9 for a in members + [ensemble])
+    # printed with 3 decimals: each is k / 100 for a whole number k of examples
+    assert all(abs(a * 100 - round(a * 100)) < 1e-6 for a in members + [ensemble])
     assert ensemble > mean > 0.1                              # the blog's claim, on renders
 
 
