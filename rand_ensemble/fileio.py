@@ -192,12 +192,7 @@ def _member_name(path, info, seen) -> str:
 def _read_member(path, info, f) -> np.ndarray:
     """One .npy member: header checked (numeric dtype, size = member size), then read."""
     where = f"cannot read params from {path}: member {info.filename!r}"
-    version = np.lib.format.read_magic(f)
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
-    if version not in readers:
-        raise RandEnsembleError(f"{where} has .npy version {version}")
-    shape, fortran, dtype = readers[version](f)
+    shape, fortran, dtype = read_npy_header(f, where)
     if dtype.hasobject or dtype.kind not in "fiu":
         raise RandEnsembleError(f"{where} holds {dtype} values, expected numbers")
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
@@ -208,6 +203,21 @@ def _read_member(path, info, f) -> np.ndarray:
     if f.readinto(memoryview(raw)) != nbytes or f.read(1):    # the read to EOF checks the CRC
         raise RandEnsembleError(f"{where} is truncated")
     return raw.view(dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def read_npy_header(f, where: str) -> tuple[tuple, bool, np.dtype]:
+    """The header of an .npy stream: -> (shape, fortran order, dtype); reads nothing more."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        version = np.lib.format.read_magic(f)
+        if version not in readers:
+            raise RandEnsembleError(f"{where} has unsupported .npy version {version}")
+        return readers[version](f)
+    except RandEnsembleError:
+        raise
+    except Exception as e:      # numpy parses the header with ast/tokenize: any of their errors
+        raise RandEnsembleError(f"{where}: bad .npy header ({first_line(e)})") from None
 
 
 def _meta(path, raw) -> dict | None:

@@ -78,28 +78,28 @@ def _eval_command(args, extra):
     from rand_ensemble.images import data
 
     outputs = [args.json, args.timings, args.save_params, args.save_embeddings]
-    fileio.plan_outputs([p for p in outputs if p] + _plot_paths(args.plots),
+    fileio.plan_outputs([p for p in outputs if p is not None] + _plot_paths(args.plots),
                         inputs=[args.test_set, args.params])
     images = data.load_test_set(args.test_set)
-    params, config = data.load_params(args.params) if args.params else (None, None)
+    params, config = (None, None) if args.params is None else data.load_params(args.params)
     result = evaluate_test_set(images, args.models, args.seed, params=params, config=config,
                                batch_size=args.batch_size, num_resamples=args.bootstrap)
     report = result["report"]
     report["test_set"] = os.path.abspath(args.test_set)
     writers = eval_writers(result, images, args.save_params, args.save_embeddings, args.plots)
-    if args.json:
+    if args.json is not None:
         writers[args.json] = fileio.json_writer(report)
-    if args.timings:
+    if args.timings is not None:
         writers[args.timings] = fileio.json_writer(result["timings"])
     fileio.write_outputs(writers)
     print_report(report, result["timings"], source=args.test_set)
-    if args.json:
+    if args.json is not None:
         print(f"report: {args.json}")
 
 
 def _plot_paths(folder):
     """The plot files written into `folder` (none without one); the folder is checked."""
-    if not folder:
+    if folder is None:
         return []
     from rand_ensemble import fileio
     fileio.check_output_dir(folder, "--plots folder")
@@ -180,11 +180,11 @@ def eval_writers(result, images, save_params=None, save_embeddings=None, plots=N
     from rand_ensemble.images import data
 
     writers = {}
-    if save_params:
+    if save_params is not None:
         writers[save_params] = data.params_writer(result["params"], result["config"])
-    if save_embeddings:
+    if save_embeddings is not None:
         writers[save_embeddings] = fileio.npy_writer(result["embeddings"].astype("float32"))
-    if plots:
+    if plots is not None:
         from rand_ensemble.images import plots as plotting
         report = result["report"]
         size_plot, collage = _plot_paths(plots)

@@ -65,21 +65,21 @@ def _missing(parser):
     raise cli.UsageError("questions needs a subcommand: train, eval or predict")
 
 
-def _check_tower_memory(num_models, vocab_size, cfg_or_d, batch, length, what, train=False):
+def _check_tower_memory(num_models, pairs, d_model, batch, max_len, what, train=False):
     """Refuse, before allocating, towers that cannot fit in memory: M x (V x D + LSTM 8 D^2)
-    params (x4 with Adam's moments and gradients) plus one batch's activations."""
+    params (x4 with Adam's moments and gradients) plus one batch's activations, with V and the
+    padded length bounded by the file's distinct tokens and longest question."""
     from rand_ensemble.limits import check_memory
+    from rand_ensemble.questions import text
 
-    d = int(cfg_or_d)
+    tokens = [text.tokenize(q) for q in pairs.q1 + pairs.q2]
+    vocab_size = len({t for q in tokens for t in q}) + 2
+    length = min(int(max_len), 2 * max(len(q) for q in tokens))
+    batch = min(int(batch), len(pairs))
+    d = int(d_model)
     params = int(num_models) * (int(vocab_size) * d + 8 * d * d + 4 * d) * 4
     activations = int(num_models) * int(batch) * int(length) * 6 * d * 4 * (4 if train else 1)
     check_memory(params * (4 if train else 1) + activations, what)
-
-
-def _vocab_bound(pairs):
-    """An upper bound on any vocabulary built from `pairs`: its distinct tokens + PAD, UNK."""
-    from rand_ensemble.questions import text
-    return len({t for q in pairs.q1 + pairs.q2 for t in text.tokenize(q)}) + 2
 
 
 def _train(args, extra):
@@ -93,7 +93,7 @@ def _train(args, extra):
     paths = dict(zip(names, fileio.plan_outputs([os.path.join(args.out, n) for n in names],
                                                 inputs=[args.data])))
     pairs = text.load_quora(args.data)  # bad files fail here, before JAX is imported
-    _check_tower_memory(1, _vocab_bound(pairs), args.d_model, args.batch_size, args.max_len,
+    _check_tower_memory(1, pairs, args.d_model, args.batch_size, args.max_len,
                         f"training a tower with --d-model {args.d_model} on {args.data}",
                         train=True)
     from rand_ensemble import questions
@@ -130,11 +130,11 @@ def _eval(args, extra):
     from rand_ensemble import fileio
     from rand_ensemble.questions import text
 
-    if args.json:
+    if args.json is not None:
         fileio.plan_outputs([args.json], inputs=[args.data])
     pairs = text.load_quora(args.data)
     if args.models is not None:
-        _check_tower_memory(args.models, _vocab_bound(pairs), args.d_model, 256, 64,
+        _check_tower_memory(args.models, pairs, args.d_model, 256, 64,
                             f"--models {args.models} towers of --d-model {args.d_model}")
     import jax
 
@@ -154,7 +154,7 @@ def _eval(args, extra):
         result["seed"] = args.seed
     result["data"] = os.path.abspath(args.data)
     result["unknown_token_fraction"] = unknown_fraction(vocab, pairs)
-    if args.json:
+    if args.json is not None:
         fileio.save_json(args.json, result)
     print(f"{result['num_pairs']} pairs ({result['skipped_empty']} skipped): accuracy "
           f"{result['accuracy']:.4f} at threshold {args.threshold}, AUC {result['auc']:.4f}, "

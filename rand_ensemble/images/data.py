@@ -26,9 +26,10 @@ def load_test_set(path, mmap=True):
         with (gzip.open if gz else open)(path, "rb") as f:
             shape, dtype, order, offset = _read_header(f, path)
             nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-            if not gz and os.path.getsize(path) < offset + nbytes:
-                raise RandEnsembleError(f"{path} is truncated: the header declares "
-                                        f"{tuple(shape)} {dtype}, the file is too short")
+            if not gz and os.path.getsize(path) != offset + nbytes:
+                raise RandEnsembleError(f"{path}: the header declares {tuple(shape)} {dtype}, "
+                                        f"but the file holds {os.path.getsize(path) - offset} "
+                                        f"bytes of data, not {nbytes}")
             if gz or not mmap:
                 check_memory(nbytes, f"test set {path} {tuple(shape)} {dtype}")
                 array = _read_data(f, shape, dtype, order, nbytes, path)
@@ -48,12 +49,7 @@ def _read_header(f, path):
     if f.read(6) != b"\x93NUMPY":
         raise RandEnsembleError(f"cannot read {path}: not a .npy file (bad header)")
     f.seek(0)
-    version = np.lib.format.read_magic(f)
-    if version not in ((1, 0), (2, 0)):
-        raise RandEnsembleError(f"cannot read {path}: unsupported .npy version {version}")
-    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-              else np.lib.format.read_array_header_2_0)
-    shape, fortran, dtype = reader(f)
+    shape, fortran, dtype = fileio.read_npy_header(f, f"cannot read {path}")
     if dtype.hasobject:
         raise RandEnsembleError(
             f"{path} holds a pickled object array; only numeric arrays are accepted")
@@ -66,6 +62,8 @@ def _read_data(f, shape, dtype, order, nbytes, path):
     raw = np.empty(nbytes, np.uint8)
     if f.readinto(memoryview(raw)) != nbytes:
         raise RandEnsembleError(f"{path} is truncated: the header declares {tuple(shape)} {dtype}")
+    if f.read(1):                              # reading to the end also checks a .gz's CRC
+        raise RandEnsembleError(f"{path} has data after the {tuple(shape)} array it declares")
     return raw.view(dtype).reshape(shape, order=order)
 
 
