@@ -221,16 +221,25 @@ def read_npy_header(f, where: str) -> tuple[tuple, bool, np.dtype]:
 
 
 def _meta(path, raw) -> dict | None:
-    """The stored JSON metadata record (strict: no NaN) as a dict, or None."""
+    """The stored JSON metadata record as a dict, or None."""
     if raw is None:
         return None
     try:
-        meta = json.loads(raw.tobytes().decode(), parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as e:
+        text = raw.tobytes().decode()
+    except UnicodeDecodeError as e:
         raise RandEnsembleError(f"{path}: bad stored metadata: {first_line(e)}") from None
-    if not isinstance(meta, dict):
-        raise RandEnsembleError(f"{path}: stored metadata is not a JSON object")
-    return meta
+    return strict_json_object(text, f"{path}: bad stored metadata")
+
+
+def strict_json_object(text: str, where: str) -> dict:
+    """Parse a JSON object strictly (NaN and Infinity refused) -> dict; errors name `where`."""
+    try:
+        obj = json.loads(text, parse_constant=_no_constant)
+    except ValueError as e:
+        raise RandEnsembleError(f"{where}: {first_line(e)}") from None
+    if not isinstance(obj, dict):
+        raise RandEnsembleError(f"{where}: expected a JSON object")
+    return obj
 
 
 def _no_constant(name):

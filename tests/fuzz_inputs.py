@@ -58,6 +58,9 @@ def assert_promise(code, out, err, context):
 def assert_refused(argv, capsys, root, context=None):
     """Run argv; the promise holds and nothing under root changed. -> the error line."""
     before = snapshot(root)
+    if os.environ.get("FUZZ_LOG"):                      # count the inputs tried (README numbers)
+        with open(os.environ["FUZZ_LOG"], "a") as f:
+            f.write(f"{argv[0]}\n")
     code, out, err = run(argv, capsys)
     assert_promise(code, out, err, context or argv)
     assert snapshot(root) == before, (context or argv, "files changed")
@@ -84,6 +87,15 @@ def header_bytes(shape, dtype="|u1", fortran=False):
     np.lib.format.write_array_header_1_0(
         buf, {"descr": dtype, "fortran_order": fortran, "shape": tuple(shape)})
     return buf.getvalue()
+
+
+def write_cases(d, blobs, prefix, suffix):
+    """Write {case name: bytes} as d/PREFIX<i>SUFFIX -> {case name: path}."""
+    files = {}
+    for i, (name, blob) in enumerate(blobs.items()):
+        files[name] = d / f"{prefix}{i}{suffix}"
+        files[name].write_bytes(blob)
+    return files
 
 
 def special_files(d, prefix):
@@ -148,9 +160,7 @@ def bad_test_sets(d):
     rng = np.random.default_rng(7)
     for cut in sorted(rng.integers(1, len(raw) - 1, 6)) + [header - 1, header + 1]:
         blobs[f"truncated at byte {cut}"] = raw[:cut]
-    for i, (name, blob) in enumerate(blobs.items()):
-        files[name] = d / f"raw{i}.npy"
-        files[name].write_bytes(blob)
+    files.update(write_cases(d, blobs, "raw", ".npy"))
     gz = {
         "gz: garbage": b"not gzip",
         "gz: huge header, no data": gzip.compress(header_bytes((HUGE, 11, 64, 64, 3))),
@@ -161,9 +171,7 @@ def bad_test_sets(d):
         "gz: bad CRC": gzip.compress(raw)[:-8] + b"\0" * 8,
         "gz: text inside": gzip.compress(b"hello"),
     }
-    for i, (name, blob) in enumerate(gz.items()):
-        files[name] = d / f"gz{i}.npy.gz"
-        files[name].write_bytes(blob)
+    files.update(write_cases(d, gz, "gz", ".npy.gz"))
     files.update({f"special: {k}": v for k, v in special_files(d, "set").items()})
     return files
 
@@ -225,10 +233,7 @@ def params_files(d, good_params):
     rng = np.random.default_rng(3)
     for cut in sorted(rng.integers(1, len(good_params) - 1, 5)):
         blobs[f"truncated at byte {cut}"] = good_params[:cut]
-    files = {}
-    for i, (name, blob) in enumerate(blobs.items()):
-        files[name] = d / f"params{i}.npz"
-        files[name].write_bytes(blob)
+    files = write_cases(d, blobs, "params", ".npz")
     files.update({f"special: {k}": v for k, v in special_files(d, "params").items()})
     return files
 

@@ -4,13 +4,14 @@ import io
 import json
 import os
 import stat
-import zipfile
 
 import numpy as np
 import pytest
 
 from rand_ensemble import fileio, limits
 from rand_ensemble.errors import RandEnsembleError
+
+from fuzz_inputs import npy_bytes, npz_bytes
 
 
 def listing(root):
@@ -91,26 +92,12 @@ def test_input_files_must_be_regular(tmp_path):
             fileio.check_input_file(tmp_path / name)
 
 
-def zip_of(members):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, blob in members.items():
-            zf.writestr(name, blob)
-    return buf.getvalue()
-
-
-def npy(array):
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
 def test_read_tree_checks_every_member_before_reading(tmp_path, monkeypatch):
     cases = {
         "not an .npy array": {"a.txt": b"hi"},
-        "holds <U1 values": {"a.npy": npy(np.array(["x"]))},
+        "holds <U1 values": {"a.npy": npy_bytes(np.array(["x"]))},
         "bad .npy header": {"a.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': (((\n"},
-        "declares 12 bytes": {"a.npy": npy(np.zeros(3, "f4"))[:-4]},
+        "declares 12 bytes": {"a.npy": npy_bytes(np.zeros(3, "f4"))[:-4]},
         "not an .npz archive": None,
     }
     big = io.BytesIO()
@@ -119,7 +106,7 @@ def test_read_tree_checks_every_member_before_reading(tmp_path, monkeypatch):
     cases["declares 8000000000000 bytes"] = {"a.npy": big.getvalue() + b"\0" * 16}
     for i, (word, members) in enumerate(cases.items()):
         path = tmp_path / f"{i}.npz"
-        path.write_bytes(b"plain text" if members is None else zip_of(members))
+        path.write_bytes(b"plain text" if members is None else npz_bytes(members))
         with pytest.raises(RandEnsembleError, match=word):
             fileio.read_tree(path)
     # A member whose declared size is consistent but beyond memory is refused before reading.

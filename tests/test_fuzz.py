@@ -13,12 +13,13 @@ import stat
 import numpy as np
 import pytest
 
+from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.images import data
 from rand_ensemble.questions import text
 
 from fuzz_inputs import (HUGE, assert_promise, assert_refused, good_images, output_targets,
-                         params_files, run, special_files, bad_test_sets)
+                         params_files, run, special_files, bad_test_sets, write_cases)
 from question_data import write_pairs
 
 SEEDS_OUT_OF_RANGE = [str(2 ** 63), str(2 ** 64 + 5), str(2 ** 32), "-1", "1.5", "0x10", "",
@@ -255,10 +256,7 @@ def bad_question_files(d):
         "header is a quote": b'"\n',
         "truncated UTF-8": (header + "1,1,2,caf\u00e9,b,0\n").encode()[:-6],
     }
-    files = {}
-    for i, (name, blob) in enumerate(blobs.items()):
-        files[name] = d / f"q{i}.csv"
-        files[name].write_bytes(blob)
+    files = write_cases(d, blobs, "q", ".csv")
     files.update({f"special: {k}": v for k, v in special_files(d, "data").items()})
     return files
 
@@ -314,6 +312,14 @@ def checkpoint_mutations(src, d):
         os.unlink(target / member)
         os.mkfifo(target / member)
         cases[f"{member} is a FIFO"] = target
+    flat = fileio.read_tree(src / "params.npz")[0]
+    name = sorted(flat)[0]
+    flat[name] = flat[name].copy()
+    flat[name].flat[0] = np.nan
+    shutil.copytree(src, d / "ck_nan")
+    os.unlink(d / "ck_nan" / "params.npz")
+    fileio.save_npz(d / "ck_nan" / "params.npz", flat)
+    cases["NaN weight"] = d / "ck_nan"
     cases["checkpoint is a file"] = src / "config.json"
     return cases
 
@@ -322,9 +328,9 @@ def test_questions_refuse_bad_checkpoints(question_world, tmp_path, capsys):
     qd, data_file = question_world
     cases = checkpoint_mutations(qd / "ck", tmp_path)
     _check_all(cases, lambda p: ["questions", "predict", "--checkpoint", p, "how are you?",
-                                 "who are you?"], capsys, tmp_path, minimum=27)
+                                 "who are you?"], capsys, tmp_path, minimum=28)
     _check_all(cases, lambda p: ["questions", "eval", "--checkpoint", p, "--data", data_file,
-                                 "--json", tmp_path / "r.json"], capsys, tmp_path, minimum=27)
+                                 "--json", tmp_path / "r.json"], capsys, tmp_path, minimum=28)
 
 
 def test_questions_refuse_bad_options_and_outputs(question_world, tmp_path, capsys):

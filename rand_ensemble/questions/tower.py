@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 
 import jax
@@ -117,15 +116,10 @@ def _load_config(directory):
     if not os.path.lexists(path):
         raise RandEnsembleError(f"not a checkpoint (no {CONFIG_FILE}): {directory}")
     fileio.check_input_file(path, "checkpoint config")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES)
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.loads(f.read(MAX_CONFIG_BYTES), parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as e:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise RandEnsembleError(f"{path}: unreadable JSON ({fileio.first_line(e)})") from None
-    if not isinstance(config, dict):
-        raise RandEnsembleError(f"{path}: expected a JSON object")
-    return config
-
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not a JSON number")
+    return fileio.strict_json_object(text, f"{path}: unreadable JSON")
