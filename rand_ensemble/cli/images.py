@@ -31,10 +31,7 @@ def register(sub):
     p.add_argument("--seed", type=seed_int, default=0, help="init seed (default 0)")
     p.add_argument("--params", metavar="P.npz",
                    help="evaluate saved params instead of a fresh init (--models/--seed ignored)")
-    p.add_argument("--json", metavar="OUT", help="write the full report as JSON (same seed, "
-                                               "same bytes)")
-    p.add_argument("--timings", metavar="OUT",
-                   help="write the run's timings as JSON (not reproducible, so kept apart)")
+    p.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     p.add_argument("--save-params", metavar="P.npz", help="write the ensemble's params (.npz)")
     p.add_argument("--save-embeddings", metavar="E.npy",
                    help="write float32 embeddings (M, N, 11, E)")
@@ -44,6 +41,9 @@ def register(sub):
                    help="images per jitted chunk (default: the forward pass's choice)")
     p.add_argument("--bootstrap", type=positive_int, default=2000,
                    help="bootstrap resamples for the 95%% interval (default 2000)")
+    p.add_argument("--timings", metavar="OUT",
+                   help="write the run's timings as JSON (kept apart from --json, whose bytes "
+                        "depend only on the inputs and the seed)")
     p.set_defaults(handler=_eval_command)
 
     p = sub.add_parser(

@@ -105,9 +105,8 @@ def _train(args, extra):
         print(f"{len(pairs)} pairs from {args.data} ({int(pairs.labels.sum())} duplicates, "
               f"{pairs.skipped_empty} skipped for an empty question)")
     start = time.perf_counter()
-    progress = not args.quiet and sys.stderr.isatty()
-    params, vocab, cfg, report = questions.train_tower(pairs, tc, arch, progress=progress,
-                                                       log=log)
+    params, vocab, cfg, report = questions.train_tower(
+        pairs, tc, arch, progress=not args.quiet and sys.stderr.isatty(), log=log)
     timings = {"train_seconds": round(time.perf_counter() - start, 2)}
     report["train_config"] = {**dataclasses.asdict(tc), **dataclasses.asdict(arch)}
     del report["train_config"]["vocab_size"]

@@ -38,7 +38,8 @@ def load_test_set(path, mmap=True):
     except RandEnsembleError:
         raise
     except (ValueError, OSError, EOFError, MemoryError) as e:
-        raise RandEnsembleError(f"cannot read {path} as a .npy array: {fileio.first_line(e)}") from None
+        raise RandEnsembleError(
+            f"cannot read {path} as a .npy array: {fileio.first_line(e)}") from None
     validate_test_set(array, path)
     return array
 
@@ -150,7 +151,7 @@ def load_params(path, config=None) -> tuple[dict, object]:
     from rand_ensemble.embedder import EmbedderConfig, init_embedder
 
     path = os.fspath(path)
-    meta = fileio.read_tree(path)[1]
+    _, meta = fileio.read_tree(path)
     if config is None:
         try:
             config = EmbedderConfig() if meta is None else EmbedderConfig.from_dict(
