@@ -18,12 +18,38 @@ Where things live:
     pipelines/ Apache Beam jobs (imported only by the CLI and the jobs)
     cli/       the `rand-ensemble` command
 """
-from rand_ensemble.embedder import DEFAULT_CONFIG, EmbedderConfig, apply_embedder, init_embedder
-from rand_ensemble.ensemble import embed, embed_batch, init_ensemble, init_members, num_models
-from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.fileio import load_tree, save_tree
-from rand_ensemble.images.data import load_params, load_test_set, save_params
-from rand_ensemble.metrics import accuracy, ensemble_similarities, evaluate, similarities
+import importlib
+
+# Public names -> their modules, imported on first use (PEP 562): `import rand_ensemble` and the
+# `rand-ensemble` command start without JAX, so --help is quick and a Ctrl-C during start-up
+# reaches the CLI's handler (exit 130) instead of interrupting an import.
+_EXPORTS = {
+    "rand_ensemble.embedder": ("DEFAULT_CONFIG", "EmbedderConfig", "apply_embedder",
+                               "init_embedder"),
+    "rand_ensemble.ensemble": ("embed", "embed_batch", "init_ensemble", "init_members",
+                               "num_models"),
+    "rand_ensemble.errors": ("RandEnsembleError",),
+    "rand_ensemble.fileio": ("load_tree", "save_tree"),
+    "rand_ensemble.images.data": ("load_params", "load_test_set", "save_params"),
+    "rand_ensemble.metrics": ("accuracy", "ensemble_similarities", "evaluate", "similarities"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(_MODULE_OF[name]), name)
+    try:                                  # `rand_ensemble.ensemble` without importing it first
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":           # a missing dependency, not a missing name
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_MODULE_OF))
+
 
 __all__ = [
     "DEFAULT_CONFIG", "EmbedderConfig", "RandEnsembleError", "accuracy", "apply_embedder", "embed",

@@ -30,7 +30,7 @@ def files(tmp_path_factory, question_pairs):
 
 def test_train_writes_a_checkpoint(files):
     names = sorted(os.listdir(files["ck"]))
-    assert names == ["config.json", "params.npz", "train_report.json", "vocab.txt"]
+    assert names == ["config.json", "params.npz", "timings.json", "train_report.json", "vocab.txt"]
     with open(os.path.join(files["ck"], "train_report.json")) as f:
         report = json.load(f)
     assert [r["step"] for r in report["history"]] == [20, 40]

@@ -3,10 +3,13 @@
 Beam is imported inside the handlers, so `rand-ensemble --help` never imports it.
 """
 import argparse
-import math
 
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.pipelines import checks
+
+MAX_HW = 4096                 # largest rendered image side
+MAX_TIMEOUT_S = 24 * 3600.0   # a render timeout must be finite: inf would fail every render
+WORK_ITEM_BYTES = 1024        # memory per (object, view) work item created up front
 
 BEAM_EPILOG = ("Any other option goes to Apache Beam, e.g. --runner DataflowRunner --project P "
                "--region R --temp_location gs://B/tmp --setup_file ./setup.py, or "
@@ -16,7 +19,7 @@ BEAM_EPILOG = ("Any other option goes to Apache Beam, e.g. --runner DataflowRunn
 
 def register(sub):
     """Add `render` and `weak-labels` to the `rand-ensemble` subparsers."""
-    from rand_ensemble.cli import float_in, non_negative_int, positive_int
+    from rand_ensemble.cli import float_in, int_in, positive_int, seed_int
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     p = sub.add_parser("render", formatter_class=fmt, epilog=BEAM_EPILOG,
@@ -28,12 +31,13 @@ def register(sub):
     source.add_argument("--objects", metavar="START:STOP", help="object id range, e.g. 0:200")
     source.add_argument("--manifest", metavar="FILE", help="text file, one object id per line")
     p.add_argument("--views", type=positive_int, required=True, help="views per object")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="scene seed")
+    p.add_argument("--seed", type=seed_int, default=0, help="scene seed")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--hw", type=positive_int, default=32, help="image height = width")
+    p.add_argument("--hw", type=int_in(1, MAX_HW, "image-side"), default=32,
+                   help="image height = width")
     p.add_argument("--colour", choices=("object", "random"), default="object",
                    help="target colour: the URDF's own, or random per view")
-    timeout = float_in(0.0, math.inf, "--render-timeout", lo_open=True)
+    timeout = float_in(0.0, MAX_TIMEOUT_S, "--render-timeout", lo_open=True)
     p.add_argument("--render-timeout", type=timeout, default=30.0, metavar="SECONDS",
                    help="a render running longer goes to failures (its process is replaced)")
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run's shards in DIR")
@@ -47,11 +51,11 @@ def register(sub):
     p.add_argument("--renders", required=True, metavar="DIR",
                    help="the render job's output folder")
     p.add_argument("--models", type=positive_int, required=True, help="ensemble size M")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="ensemble init seed")
+    p.add_argument("--seed", type=seed_int, default=0, help="ensemble init seed")
     p.add_argument("--out", required=True, metavar="DIR2", help="output folder")
     p.add_argument("--top-k", type=positive_int, default=1, help="neighbours per image")
     p.add_argument("--mutual", action="store_true", help="keep mutual nearest neighbours only")
-    p.add_argument("--min-score", type=float_in(-math.inf, math.inf, "--min-score"),
+    p.add_argument("--min-score", type=float_in(-1.0, 1.0, "--min-score"),
                    default=None,
                    help="keep pairs with score (ensemble similarity / M) >= this")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per embed batch")
@@ -60,22 +64,45 @@ def register(sub):
     p.set_defaults(handler=_weak_labels, pass_through=True)
 
 
-def _check_beam_args(extra_argv):
-    stray = [a for a in extra_argv if not a.startswith("--") and not _is_value(a, extra_argv)]
-    if stray:
-        raise RandEnsembleError(f"unexpected argument(s): {' '.join(stray)}")
-
-
 def _is_value(arg, argv):
     i = argv.index(arg)
     return i > 0 and argv[i - 1].startswith("--") and "=" not in argv[i - 1]
 
 
+def _plan(out, extra_argv):
+    """Before Beam starts: stray arguments and the output folder (local ones only)."""
+    from rand_ensemble import fileio
+    stray = [a for a in extra_argv if not a.startswith("--") and not _is_value(a, extra_argv)]
+    if stray:
+        raise RandEnsembleError(f"unexpected argument(s): {' '.join(stray)}")
+    if not checks.is_remote(out):
+        fileio.check_output_dir(out, "--out folder")
+
+
+def _check_render_memory(args, objects):
+    """The work items `--objects` x `--views` creates up front must fit in memory."""
+    from rand_ensemble.limits import check_memory
+    count = len(objects) if objects is not None else 1          # a manifest streams its lines
+    check_memory(count * args.views * WORK_ITEM_BYTES,
+                 f"{count} object(s) x --views {args.views}")
+
+
+def _check_weak_label_memory(args):
+    """M random nets and one batch through them must fit in memory (blog net, 32x32 images)."""
+    from rand_ensemble.cli.images import check_eval_memory
+    from rand_ensemble.embedder import DEFAULT_CONFIG
+    check_eval_memory((args.batch_size, 1, 32, 32), DEFAULT_CONFIG, args.models, args.batch_size, 0)
+
+
 def _render(args, extra_argv):
-    _check_beam_args(extra_argv)
+    _plan(args.out, extra_argv)
     objects = checks.parse_objects(args.objects) if args.objects is not None else None
     if args.manifest is not None:
+        if not checks.is_remote(args.manifest):
+            from rand_ensemble import fileio
+            fileio.check_input_file(args.manifest, "manifest")
         checks.check_manifest(args.manifest)
+    _check_render_memory(args, objects)
     with checks.quiet_root_logger():
         from rand_ensemble.pipelines import render_job
     result = render_job.run(args.out, args.views, args.seed, objects=objects,
@@ -87,8 +114,9 @@ def _render(args, extra_argv):
 
 
 def _weak_labels(args, extra_argv):
-    _check_beam_args(extra_argv)
+    _plan(args.out, extra_argv)
     checks.check_renders_dir(args.renders)
+    _check_weak_label_memory(args)
     with checks.quiet_root_logger():
         from rand_ensemble.pipelines import weak_label_job
     s = weak_label_job.run(args.renders, args.out, args.models, args.seed, top_k=args.top_k,

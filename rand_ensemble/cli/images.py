@@ -1,14 +1,23 @@
-"""Image commands: eval, render-test-set, demo."""
+"""Image commands: eval, render-test-set, demo.
+
+Each command plans first (every output path checked, sizes checked against memory), then
+computes, then writes all its outputs as one unit (`fileio.write_outputs`); timings go to a
+separate file, so the reports themselves are byte-identical for the same seed.
+"""
+import math
 import os
 import sys
 import time
 
 from rand_ensemble.errors import RandEnsembleError
 
+MAX_HW = 4096                                   # largest rendered image side
+PLOTS = ("accuracy_vs_size.png", "collage.png")
+
 
 def register(sub):
     """Add the image commands to the `rand-ensemble` subparsers."""
-    from rand_ensemble.cli import non_negative_int, positive_int
+    from rand_ensemble.cli import int_in, positive_int, seed_int
 
     p = sub.add_parser(
         "eval", help="evaluate M random nets and their ensemble on a test set",
@@ -19,7 +28,7 @@ def register(sub):
                    help=".npy or .npy.gz array (N, 11, H, W, 3), float in [0, 1] or uint8")
     p.add_argument("--models", type=positive_int, default=10, metavar="M",
                    help="ensemble size (default 10)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="init seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="init seed (default 0)")
     p.add_argument("--params", "--checkpoint", metavar="P.npz", dest="params",
                    help="evaluate saved params or a trained checkpoint (`rand-ensemble train`) "
                         "instead of a fresh init (--models/--seed ignored)")
@@ -33,6 +42,9 @@ def register(sub):
                    help="images per jitted chunk (default: the forward pass's choice)")
     p.add_argument("--bootstrap", type=positive_int, default=2000,
                    help="bootstrap resamples for the 95%% interval (default 2000)")
+    p.add_argument("--timings", metavar="OUT",
+                   help="write the run's timings as JSON (kept apart from --json, whose bytes "
+                        "depend only on the inputs and the seed)")
     p.set_defaults(handler=_eval_command)
 
     p = sub.add_parser(
@@ -40,9 +52,10 @@ def register(sub):
         description="Render N examples of (anchor, positive, 9 negatives) with pybullet: uint8 "
                     "(N, 11, HW, HW, 3) to OUT and the object ids (N, 11) to OUT's .ids.npy.")
     p.add_argument("--examples", type=positive_int, required=True, metavar="N")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", required=True, metavar="PATH.npy")
-    p.add_argument("--hw", type=positive_int, default=32, help="image side (default 32)")
+    p.add_argument("--hw", type=int_in(1, MAX_HW, "image-side"), default=32,
+                   help="image side (default 32)")
     p.add_argument("--colour", choices=("object", "random"), default="object",
                    help="object: the URDF colour (as the blog); random: re-drawn per view")
     p.set_defaults(handler=_render_test_set_command)
@@ -53,7 +66,7 @@ def register(sub):
                     "evaluate an ensemble, print the table and write plots and JSON.")
     p.add_argument("--examples", type=positive_int, default=100, metavar="N")
     p.add_argument("--models", type=positive_int, default=10, metavar="M")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", default="demo-out", metavar="DIR",
                    help="where plots and report.json go (default demo-out)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
@@ -62,71 +75,135 @@ def register(sub):
 
 
 def _eval_command(args, extra):
+    from rand_ensemble import fileio
     from rand_ensemble.images import data
 
+    outputs = [args.json, args.timings, args.save_params, args.save_embeddings]
+    fileio.plan_outputs([p for p in outputs if p is not None] + _plot_paths(args.plots),
+                        inputs=[args.test_set, args.params])
     images = data.load_test_set(args.test_set)
-    params = config = None
-    if args.params:
-        params, config = data.load_params(args.params)
-    report = evaluate_test_set(
-        images, args.models, args.seed, params=params, config=config,
-        batch_size=args.batch_size, num_resamples=args.bootstrap,
-        save_params=args.save_params, save_embeddings=args.save_embeddings, plots=args.plots)
+    params, config = (None, None) if args.params is None else data.load_params(args.params)
+    result = evaluate_test_set(images, args.models, args.seed, params=params, config=config,
+                               batch_size=args.batch_size, num_resamples=args.bootstrap)
+    report = result["report"]
     report["test_set"] = os.path.abspath(args.test_set)
-    print_report(report, source=args.test_set)
-    if args.json:
-        from rand_ensemble import fileio
-        fileio.save_json(args.json, report)
+    writers = eval_writers(result, images, args.save_params, args.save_embeddings, args.plots)
+    if args.json is not None:
+        writers[args.json] = fileio.json_writer(report)
+    if args.timings is not None:
+        writers[args.timings] = fileio.json_writer(result["timings"])
+    fileio.write_outputs(writers)
+    print_report(report, result["timings"], source=args.test_set)
+    if args.json is not None:
         print(f"report: {args.json}")
 
 
+def _plot_paths(folder):
+    """The plot files written into `folder` (none without one); the folder is checked."""
+    if folder is None:
+        return []
+    from rand_ensemble import fileio
+    fileio.check_output_dir(folder, "--plots folder")
+    return [os.path.join(folder, name) for name in PLOTS]
+
+
 def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_size=None,
-                      num_resamples=2000, save_params=None, save_embeddings=None, plots=None):
-    """Init (or take) an ensemble, embed the (N, 11, H, W, 3) images, return the report dict."""
+                      num_resamples=2000) -> dict:
+    """Init (or take) an ensemble and embed the (N, 11, H, W, 3) images; writes nothing.
+
+    The sizes involved are checked against available memory before anything is allocated.
+    Returns:
+      {"report": reproducible dict, "timings": seconds (not reproducible), "embeddings":
+       (M, N, 11, E) float32, "params", "config", "curve": accuracy_vs_size}.
+    """
     import jax
 
-    from rand_ensemble import ensemble, fileio, metrics
-    from rand_ensemble.images import data
+    from rand_ensemble import ensemble, metrics
 
-    if config is None:
-        # Sizes other than the blog's 32 keep the default widths and mean-pool what is left.
-        hw = images.shape[2]
-        config = ensemble.DEFAULT_CONFIG if hw == 32 else ensemble.EmbedderConfig(
-            input_hw=hw, pool="mean")
+    config = fit_config(config, images.shape)
+    m = num_models if params is None else ensemble.num_models(params)
+    check_eval_memory(images.shape, config, m, batch_size or 128, num_resamples)
     if params is None:
         params = ensemble.init_ensemble(jax.random.PRNGKey(seed), num_models, config)
-    num_models = ensemble.num_models(params)
     start = time.perf_counter()
-    kwargs = {} if batch_size is None else {"batch_size": batch_size}
+    total = images.shape[0] * images.shape[1]
+    kwargs = {} if batch_size is None else {"batch_size": min(batch_size, total)}
     emb = ensemble.embed(params, images, config, **kwargs)          # (M, N, 11, E)
     seconds = time.perf_counter() - start
     report = metrics.evaluate(emb, num_resamples=num_resamples, seed=seed)
-    report.update(seed=int(seed), embed_seconds=seconds, config=config.to_dict(),
+    report.update(seed=int(seed), config=config.to_dict(),
                   image_shape=list(images.shape[2:]), image_dtype=str(images.dtype))
     curve = metrics.accuracy_vs_size(metrics.similarities(emb), seed=seed)
     report["accuracy_vs_size"] = {str(k): v[0] for k, v in curve.items()}
-    if save_params:
-        data.save_params(save_params, params, config)
-    if save_embeddings:
-        fileio.save_npy(save_embeddings, emb.astype("float32"))
-    if plots:
+    return {"report": report, "timings": {"embed_seconds": seconds}, "embeddings": emb,
+            "params": params, "config": config, "curve": curve}
+
+
+def fit_config(config, shape):
+    """The embedder config for (N, 11, H, W, 3) images: the blog's for 32x32, mean-pooled
+    default widths for other square sizes; a given config must name the images' size."""
+    from rand_ensemble import ensemble
+
+    h, w = shape[2:4]
+    if config is None:
+        if h != w:
+            raise RandEnsembleError(f"test set images are {h}x{w}; square images are needed")
+        try:
+            return ensemble.DEFAULT_CONFIG if h == 32 else ensemble.EmbedderConfig(
+                input_hw=h, pool="mean")
+        except RandEnsembleError as e:
+            raise RandEnsembleError(f"test set images are {h}x{w}: {e}") from None
+    if (h, w) != (config.input_hw, config.input_hw):
+        raise RandEnsembleError(f"the params were made for {config.input_hw}x{config.input_hw} "
+                                f"images, but the test set's are {h}x{w}")
+    return config
+
+
+def check_eval_memory(shape, config, num_models, batch_size, num_resamples):
+    """Refuse, before allocating, an evaluation that cannot fit in memory (one-line error)."""
+    from rand_ensemble.limits import check_memory
+
+    n, k, h, w = (int(v) for v in shape[:4])
+    m, e = int(num_models), config.embedding_dim
+    per_model = sum(math.prod(shape) for _, shape, _, _ in config.layers())
+    needed = (m * n * k * e * 4 * 2               # embeddings, and their float32 copy
+              + m * n * k * 4 * 3                 # similarities, ranks, hits
+              + int(num_resamples) * n * 16       # bootstrap indices and draws
+              + m * per_model * 4 * 2             # params (and the init's temporaries)
+              + min(batch_size, n * k) * h * w * 4 * 64)   # one chunk through the convs
+    check_memory(needed, f"evaluating {m} models on {n} examples of {h}x{w} with "
+                         f"{num_resamples} bootstrap resamples and batches of {batch_size}")
+
+
+def eval_writers(result, images, save_params=None, save_embeddings=None, plots=None) -> dict:
+    """{path: writer} for the optional outputs of an evaluation (written later, as a unit)."""
+    from rand_ensemble import fileio, metrics
+    from rand_ensemble.images import data
+
+    writers = {}
+    if save_params is not None:
+        writers[save_params] = data.params_writer(result["params"], result["config"])
+    if save_embeddings is not None:
+        writers[save_embeddings] = fileio.npy_writer(result["embeddings"].astype("float32"))
+    if plots is not None:
         from rand_ensemble.images import plots as plotting
-        os.makedirs(plots, exist_ok=True)
-        plotting.accuracy_vs_size(curve, report["per_model_accuracy"], metrics.CHANCE,
-                                  os.path.join(plots, "accuracy_vs_size.png"))
-        plotting.collage(images, report["ensemble_picks"], os.path.join(plots, "collage.png"))
-        report["plots"] = [os.path.join(plots, n) for n in ("accuracy_vs_size.png", "collage.png")]
-    return report
+        report = result["report"]
+        size_plot, collage = _plot_paths(plots)
+        writers[size_plot] = lambda tmp: plotting.accuracy_vs_size(
+            result["curve"], report["per_model_accuracy"], metrics.CHANCE, tmp)
+        writers[collage] = lambda tmp: plotting.collage(images, report["ensemble_picks"], tmp)
+        report["plots"] = [size_plot, collage]
+    return writers
 
 
-def print_report(report, source, file=None):
+def print_report(report, timings, source, file=None):
     """The human-readable table of per-model and ensemble figures."""
     file = file or sys.stdout
     m, n = report["num_models"], report["num_examples"]
     h, w = report["image_shape"][:2]
     print(f"test set: {source} ({n} examples, {h}x{w}, {report['image_dtype']})", file=file)
     print(f"ensemble: {m} random nets, seed {report['seed']}, embedded in "
-          f"{report['embed_seconds']:.2f} s", file=file)
+          f"{timings['embed_seconds']:.2f} s", file=file)
     print(f"{'model':>8} {'top-1':>7} {'top-3':>7} {'MRR':>7}", file=file)
     top3 = report["per_model_top_k_accuracy"]["3"]
     for i, (acc, t3, mrr) in enumerate(zip(report["per_model_accuracy"], top3,
@@ -146,10 +223,15 @@ def print_report(report, source, file=None):
 
 
 def _render_test_set_command(args, extra):
+    from rand_ensemble import fileio
     from rand_ensemble.images import data, render
+    from rand_ensemble.limits import check_memory
 
     if not args.out.endswith(".npy"):
         raise RandEnsembleError(f"--out must be a .npy path, got {args.out!r}")
+    fileio.plan_outputs([args.out, data.object_ids_path(args.out)])
+    check_memory(test_set_bytes(args.examples, args.hw),
+                 f"--examples {args.examples} at --hw {args.hw}")
     images, ids = render.render_test_set(args.examples, args.seed, hw=args.hw,
                                          colour=args.colour, progress=True)
     data.save_test_set(args.out, images, ids)
@@ -157,36 +239,58 @@ def _render_test_set_command(args, extra):
           f"{ids.shape} object ids")
 
 
+def test_set_bytes(examples, hw):
+    """Memory a rendered test set of N examples at hw x hw holds: images and object ids."""
+    return int(examples) * 11 * (int(hw) * int(hw) * 3 + 4)
+
+
 def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None):
     """Render a test set once and reuse it: -> (path, uint8 (N, 11, hw, hw, 3))."""
+    from rand_ensemble import fileio
     from rand_ensemble.images import data, render
+    from rand_ensemble.limits import check_memory
 
-    cache_dir = cache_dir or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rand_ensemble")
-    path = os.path.join(cache_dir, f"test_set_n{examples}_s{seed}_hw{hw}_{colour}.npy")
+    path = cache_path(examples, seed, hw, colour, cache_dir)
     if os.path.exists(path) and os.path.exists(data.object_ids_path(path)):
         try:
             return path, data.load_test_set(path, mmap=False)
         except RandEnsembleError:
             pass                                             # a damaged cache is re-rendered
+    fileio.plan_outputs([path, data.object_ids_path(path)])
+    check_memory(test_set_bytes(examples, hw), f"--examples {examples}")
     print(f"rendering {examples} examples x 11 views with pybullet (cached at {path})")
     images, ids = render.render_test_set(examples, seed, hw=hw, colour=colour, progress=True)
     data.save_test_set(path, images, ids)
     return path, images
 
 
+def cache_path(examples, seed, hw=32, colour="object", cache_dir=None):
+    """Where `cached_test_set` keeps a rendered test set."""
+    cache_dir = cache_dir or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rand_ensemble")
+    return os.path.join(cache_dir, f"test_set_n{examples}_s{seed}_hw{hw}_{colour}.npy")
+
+
 def _demo_command(args, extra):
-    from rand_ensemble import fileio
+    from rand_ensemble import ensemble, fileio
 
     start = time.perf_counter()
+    report_path, timings_path = (os.path.join(args.out, n) for n in ("report.json",
+                                                                     "timings.json"))
+    fileio.check_output_dir(args.out, "--out folder")
+    fileio.plan_outputs([report_path, timings_path] + _plot_paths(args.out))
+    check_eval_memory((args.examples, 11, 32, 32), ensemble.DEFAULT_CONFIG, args.models, 128,
+                      2000)
     path, images = cached_test_set(args.examples, args.seed, cache_dir=args.cache_dir)
-    report = evaluate_test_set(images, args.models, args.seed, plots=args.out)
+    result = evaluate_test_set(images, args.models, args.seed)
+    report = result["report"]
     report["test_set"] = path
-    print_report(report, source=path)
-    fileio.save_json(os.path.join(args.out, "report.json"), report)
-    print(f"report: {os.path.join(args.out, 'report.json')}")
+    writers = eval_writers(result, images, plots=args.out)
+    result["timings"]["total_seconds"] = time.perf_counter() - start
+    writers[report_path] = fileio.json_writer(report)
+    writers[timings_path] = fileio.json_writer(result["timings"])
+    fileio.write_outputs(writers)
+    print_report(report, result["timings"], source=path)
+    print(f"report: {report_path} (timings: {timings_path})")
     print(f"demo finished in {time.perf_counter() - start:.1f} s. The blog's own test set: "
           "rand-ensemble eval --test-set matpalm_test_set_array.npy.gz --models 10 (see README)")
-
-
-

@@ -5,7 +5,10 @@ function (images.py, questions.py, beam.py); handlers are called as `handler(arg
 and import heavy dependencies (JAX, Beam, pybullet) lazily.
 """
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
 
 from rand_ensemble.cli.types import Parser, UsageError
@@ -36,7 +39,13 @@ def build_parser():
 
 
 def main(argv=None):
-    """Console entry point: returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    """Console entry point: returns the exit status (0 ok, 2 bad input, 130 interrupted).
+
+    Called with argv=None (the console script), an interrupt ends the process at once with
+    130 after the cleanup has run: exiting normally while XLA's threads still compute can
+    crash the interpreter's shutdown (a segfault, exit 139, instead of 130).
+    """
+    console = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser = build_parser()
@@ -52,9 +61,31 @@ def main(argv=None):
         return _fail(e)
     except (OSError, EOFError) as e:
         return _fail(_describe_os_error(e))
+    except MemoryError:
+        return _fail("out of memory (a smaller input or option would fit)")
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(console)
+
+
+def _interrupted(console):
+    """Exit status 130 after Ctrl-C; the temps are gone already (removed while unwinding)."""
+    previous = _set_sigint(signal.SIG_IGN)            # a second Ctrl-C must not cut this short
+    print(f"{PROG}: interrupted", file=sys.stderr)
+    if console:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(130)
+    _set_sigint(previous)
+    return 130
+
+
+def _set_sigint(handler):
+    """Install a SIGINT handler -> the previous one (None off the main thread)."""
+    try:
+        return signal.signal(signal.SIGINT, handler)
+    except (ValueError, TypeError):
+        return None
 
 
 def _describe_os_error(e):

@@ -47,7 +47,7 @@ def register(sub):
     e.add_argument("--threshold", type=cli.float_in(-1.0, 1.0, "--threshold"), default=0.7,
                    help="duplicate if cosine > threshold")
     e.add_argument("--json", help="write the metrics here as JSON")
-    e.add_argument("--seed", type=cli.non_negative_int, default=0, help="with --models")
+    e.add_argument("--seed", type=cli.seed_int, default=0, help="with --models")
     e.add_argument("--d-model", type=cli.positive_int, default=TowerConfig.d_model,
                    help="with --models")
     e.set_defaults(handler=_eval)
@@ -65,22 +65,39 @@ def _missing(parser):
     raise cli.UsageError("questions needs a subcommand: train, eval or predict")
 
 
-def _check_file(path):
-    if not os.path.isfile(path):
-        raise RandEnsembleError(f"data file not found: {path}")
+def _check_tower_memory(num_models, pairs, d_model, batch, max_len, what, train=False):
+    """Refuse, before allocating, towers that cannot fit in memory: M x (V x D + LSTM 8 D^2)
+    params (x4 with Adam's moments and gradients) plus one batch's activations, with V and the
+    padded length bounded by the file's distinct tokens and longest question."""
+    from rand_ensemble.limits import check_memory
+    from rand_ensemble.questions import text
+
+    tokens = [text.tokenize(q) for q in pairs.q1 + pairs.q2]
+    vocab_size = len({t for q in tokens for t in q}) + 2
+    length = min(int(max_len), 2 * max(len(q) for q in tokens))
+    batch = min(int(batch), len(pairs))
+    d = int(d_model)
+    params = int(num_models) * (int(vocab_size) * d + 8 * d * d + 4 * d) * 4
+    activations = int(num_models) * int(batch) * int(length) * 6 * d * 4 * (4 if train else 1)
+    check_memory(params * (4 if train else 1) + activations, what)
 
 
 def _train(args, extra):
     import time
 
+    from rand_ensemble import fileio
     from rand_ensemble.questions import text
-    from rand_ensemble.fileio import save_json
 
-    _check_file(args.data)
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise RandEnsembleError(f"--out exists and is not a directory: {args.out}")
+    names = ("params.npz", "vocab.txt", "config.json", "train_report.json", "timings.json")
+    fileio.check_output_dir(args.out, "--out checkpoint folder")
+    paths = dict(zip(names, fileio.plan_outputs([os.path.join(args.out, n) for n in names],
+                                                inputs=[args.data])))
     pairs = text.load_quora(args.data)  # bad files fail here, before JAX is imported
+    _check_tower_memory(1, pairs, args.d_model, args.batch_size, args.max_len,
+                        f"training a tower with --d-model {args.d_model} on {args.data}",
+                        train=True)
     from rand_ensemble import questions
+    from rand_ensemble.questions import tower
     tc = cli.config_from_args(questions.TrainConfig, args)
     arch = cli.config_from_args(questions.TowerConfig, args)
     log = None if args.quiet else print
@@ -88,14 +105,16 @@ def _train(args, extra):
         print(f"{len(pairs)} pairs from {args.data} ({int(pairs.labels.sum())} duplicates, "
               f"{pairs.skipped_empty} skipped for an empty question)")
     start = time.perf_counter()
-    progress = not args.quiet and sys.stderr.isatty()
-    params, vocab, cfg, report = questions.train_tower(pairs, tc, arch, progress=progress,
-                                                       log=log)
-    report["train_seconds"] = round(time.perf_counter() - start, 2)
+    params, vocab, cfg, report = questions.train_tower(
+        pairs, tc, arch, progress=not args.quiet and sys.stderr.isatty(), log=log)
+    timings = {"train_seconds": round(time.perf_counter() - start, 2)}
     report["train_config"] = {**dataclasses.asdict(tc), **dataclasses.asdict(arch)}
     del report["train_config"]["vocab_size"]
-    questions.save(args.out, params, vocab, cfg, {"data": os.path.abspath(args.data)})
-    save_json(os.path.join(args.out, "train_report.json"), report)
+    writers = tower.checkpoint_writers(args.out, params, vocab, cfg,
+                                       {"data": os.path.abspath(args.data)})
+    writers[paths["train_report.json"]] = fileio.json_writer(report)
+    writers[paths["timings.json"]] = fileio.json_writer(timings)
+    fileio.write_outputs(writers)
     if log:
         print(f"model: {questions.siamese(cfg)}")
         v = report.get("valid")
@@ -103,15 +122,19 @@ def _train(args, extra):
                    f"AUC {v['auc']:.4f}" if v else "no validation pairs with both labels")
         if "best_step" in report:
             summary += f"; kept the snapshot of step {report['best_step']}"
-        print(f"trained in {report['train_seconds']:.1f} s; {summary}; checkpoint: {args.out}")
+        print(f"trained in {timings['train_seconds']:.1f} s; {summary}; checkpoint: {args.out}")
 
 
 def _eval(args, extra):
+    from rand_ensemble import fileio
     from rand_ensemble.questions import text
-    from rand_ensemble.fileio import save_json
 
-    _check_file(args.data)
+    if args.json is not None:
+        fileio.plan_outputs([args.json], inputs=[args.data])
     pairs = text.load_quora(args.data)
+    if args.models is not None:
+        _check_tower_memory(args.models, pairs, args.d_model, 256, 64,
+                            f"--models {args.models} towers of --d-model {args.d_model}")
     import jax
 
     from rand_ensemble import questions
@@ -130,8 +153,8 @@ def _eval(args, extra):
         result["seed"] = args.seed
     result["data"] = os.path.abspath(args.data)
     result["unknown_token_fraction"] = unknown_fraction(vocab, pairs)
-    if args.json:
-        save_json(args.json, _json_safe(result))
+    if args.json is not None:
+        fileio.save_json(args.json, result)
     print(f"{result['num_pairs']} pairs ({result['skipped_empty']} skipped): accuracy "
           f"{result['accuracy']:.4f} at threshold {args.threshold}, AUC {result['auc']:.4f}, "
           f"best threshold {result['best_threshold']:.3f} (accuracy {result['best_accuracy']:.4f})")
@@ -142,15 +165,6 @@ def _eval(args, extra):
     if "per_model" in result:
         print(f"  ensemble of {args.models} (mean cosine): accuracy {result['accuracy']:.4f}, "
               f"AUC {result['auc']:.4f}")
-
-
-def _json_safe(obj):
-    """NaN (an undefined AUC) becomes null: JSON has no NaN."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return None if isinstance(obj, float) and obj != obj else obj
 
 
 def _predict(args, extra):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 
 from rand_ensemble.errors import RandEnsembleError
 
@@ -19,18 +20,18 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _int_at_least(minimum, what):
-    """argparse type factory: an integer >= minimum, with a one-line message otherwise."""
+def int_in(lo, hi, what):
+    """argparse type factory: an integer in [lo, hi], with a one-line message otherwise."""
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"expected a {what} integer (>= {minimum}), got {value}")
+        if not lo <= value <= hi:
+            bound = f">= {lo}" if hi == math.inf else f"in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"expected a {what} integer ({bound}), got {value}")
         return value
-    parse.__name__ = f"{what.replace('-', '_')}_int"
+    parse.__name__ = f"{what.replace('-', '_').replace(' ', '_')}_int"
     return parse
 
 
@@ -49,14 +50,17 @@ def float_in(lo, hi, name, lo_open=False):
     return parse
 
 
-positive_int = _int_at_least(1, "positive")          # argparse type: >= 1
-non_negative_int = _int_at_least(0, "non-negative")  # argparse type: >= 0
+SEED_MAX = 2**32 - 1      # seeds feed jax.random.PRNGKey and numpy generators alike
+
+positive_int = int_in(1, math.inf, "positive")          # argparse type: >= 1
+non_negative_int = int_in(0, math.inf, "non-negative")  # argparse type: >= 0
+seed_int = int_in(0, SEED_MAX, "seed")                  # argparse type: a 32-bit seed
 
 # Value checks named by config fields' metadata (see questions/config.py `option`):
 # name -> (flag -> argparse type).
 CHECKS = {
     "positive_int": lambda flag: positive_int,
-    "seed": lambda flag: non_negative_int,
+    "seed": lambda flag: seed_int,
     "learning_rate": lambda flag: float_in(0.0, 10.0, flag, lo_open=True),
     "margin": lambda flag: float_in(0.0, 2.0, flag, lo_open=True),
     "valid_fraction": lambda flag: float_in(0.0, 0.9, flag),

@@ -9,7 +9,8 @@ import re
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.fileio import save_text
+from rand_ensemble.limits import check_memory
+from rand_ensemble.fileio import check_input_file, text_writer, write_outputs
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -56,14 +57,23 @@ class Vocab:
 
     def save(self, path):
         """One token per line, line n = id n; tokens never contain whitespace."""
-        save_text(path, "".join(t + "\n" for t in self.tokens))
+        write_outputs({path: self.writer()})
+
+    def writer(self):
+        """A `fileio` writer of `save`'s format (for writing with other files as a unit)."""
+        return text_writer("".join(t + "\n" for t in self.tokens))
 
     @classmethod
     def load(cls, path):
-        with open(path, encoding="utf-8") as f:
-            tokens = f.read().split("\n")
+        """Read `save`'s format; a file that is not UTF-8 tokens, one a line, is an error."""
+        check_input_file(path, "vocabulary")
+        with open(path, "rb") as f:
+            raw = f.read()
+        tokens = _decode(raw, path).split("\n")
         if tokens and tokens[-1] == "":
             tokens.pop()
+        if any(not t or t != t.strip() or any(c.isspace() for c in t) for t in tokens):
+            raise RandEnsembleError(f"{path}: a vocabulary line is empty or holds whitespace")
         try:
             return cls(tokens)
         except RandEnsembleError as e:
@@ -101,7 +111,8 @@ def load_quora(path):
     """Read a Quora Question Pairs CSV or TSV (header id,qid1,qid2,question1,question2,
     is_duplicate; id, qid1, qid2 may be absent, questions are identified by their text) into
     QuestionPairs. Pairs with an empty question are skipped and counted; errors name the line."""
-    path = os.fspath(path)
+    path = check_input_file(path, "data file")
+    check_memory(os.path.getsize(path) * 16, f"data file {path}")  # text, str objects, lists
     with open(path, "rb") as f:
         text = _decode(f.read(), path)
     first = text.split("\n", 1)[0]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 
 import jax
@@ -21,6 +20,8 @@ from rand_ensemble.questions import layers, text
 from rand_ensemble.questions.config import TowerConfig
 
 PARAMS_FILE, VOCAB_FILE, CONFIG_FILE = "params.npz", "vocab.txt", "config.json"
+MAX_SIZE = 1 << 24            # largest vocabulary, width or length a stored config may name
+MAX_CONFIG_BYTES = 1 << 20    # config.json is a few hundred bytes; more is not a checkpoint
 
 
 def question_tower(cfg: TowerConfig) -> layers.Serial:
@@ -68,24 +69,30 @@ def embed_members(params: dict, ids: jax.Array, cfg: TowerConfig) -> jax.Array:
     return jax.vmap(lambda p: tower.apply(p["tower"], ids))(params)
 
 
+def checkpoint_writers(directory: str, params: dict, vocab: text.Vocab, cfg: TowerConfig,
+                       extra: dict | None = None) -> dict:
+    """{path: writer} for params.npz, vocab.txt and config.json (written later, as a unit)."""
+    return {os.path.join(directory, PARAMS_FILE): fileio.tree_writer(jax.device_get(params)),
+            os.path.join(directory, VOCAB_FILE): vocab.writer(),
+            os.path.join(directory, CONFIG_FILE): fileio.json_writer(
+                {**dataclasses.asdict(cfg), **(extra or {})})}
+
+
 def save(directory: str, params: dict, vocab: text.Vocab, cfg: TowerConfig,
          extra: dict | None = None) -> None:
-    """Write params.npz, vocab.txt and config.json (TowerConfig fields + extra) into directory."""
-    os.makedirs(directory, exist_ok=True)
-    fileio.save_tree(os.path.join(directory, PARAMS_FILE), jax.device_get(params))
-    vocab.save(os.path.join(directory, VOCAB_FILE))
-    fileio.save_json(os.path.join(directory, CONFIG_FILE),
-                     {**dataclasses.asdict(cfg), **(extra or {})})
+    """Write params.npz, vocab.txt and config.json (TowerConfig fields + extra) into directory,
+    all three or none."""
+    fileio.write_outputs(checkpoint_writers(directory, params, vocab, cfg, extra))
 
 
 def load(directory: str) -> tuple[dict, text.Vocab, TowerConfig]:
     """-> (params, vocab, cfg) from a checkpoint folder; names, shapes and values are checked."""
     config = _load_config(directory)
-    fields = {f.name for f in dataclasses.fields(TowerConfig)}
-    try:
-        cfg = TowerConfig(**{k: v for k, v in config.items() if k in fields})
-    except TypeError as e:
-        raise RandEnsembleError(f"{directory}: bad config ({e})") from None
+    fields = {f.name: f for f in dataclasses.fields(TowerConfig)}
+    for name, value in config.items():
+        if name in fields and not _valid(name, value):
+            raise RandEnsembleError(f"{directory}: bad config: {name}={value!r}")
+    cfg = TowerConfig(**{k: v for k, v in config.items() if k in fields})
     vocab = text.Vocab.load(os.path.join(directory, VOCAB_FILE))
     if len(vocab) != cfg.vocab_size:
         raise RandEnsembleError(f"{directory}: vocabulary has {len(vocab)} tokens, config says "
@@ -94,18 +101,25 @@ def load(directory: str) -> tuple[dict, text.Vocab, TowerConfig]:
     return jax.tree.map(jnp.asarray, params), vocab, cfg
 
 
+def _valid(name, value) -> bool:
+    """A stored TowerConfig value: whole numbers >= 1 (vocab_size >= 2), a finite margin."""
+    if name == "margin":
+        return type(value) in (int, float) and 0.0 < value <= 2.0
+    return type(value) is int and (2 if name == "vocab_size" else 1) <= value <= MAX_SIZE
+
+
 def _load_config(directory):
     """The checkpoint's config dict."""
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isdir(directory):
         raise RandEnsembleError(f"checkpoint directory not found: {directory}")
+    if not os.path.lexists(path):
+        raise RandEnsembleError(f"not a checkpoint (no {CONFIG_FILE}): {directory}")
+    fileio.check_input_file(path, "checkpoint config")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES)
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise RandEnsembleError(f"not a checkpoint (no {CONFIG_FILE}): {directory}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RandEnsembleError(f"{path}: unreadable JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise RandEnsembleError(f"{path}: expected a JSON object")
-    return config
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RandEnsembleError(f"{path}: unreadable JSON ({fileio.first_line(e)})") from None
+    return fileio.strict_json_object(text, f"{path}: unreadable JSON")

@@ -1,0 +1,427 @@
+"""Fuzz every entry point with generated bad input (tests/fuzz_inputs.py) and check the promise:
+exit 2, one `rand-ensemble: error:` line, no traceback, nothing written, nothing lost.
+
+In-process (`cli.main` with capsys) for speed; tests/test_fuzz_subprocess.py repeats a few as
+real processes (exit codes, no traceback, no hang, SIGINT).
+"""
+import errno
+import json
+import os
+import signal
+import stat
+
+import numpy as np
+import pytest
+
+from rand_ensemble import fileio
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.images import data
+from rand_ensemble.questions import text
+
+from fuzz_inputs import (HUGE, assert_promise, assert_refused, good_images, output_targets,
+                         params_files, run, special_files, bad_test_sets, write_cases)
+from question_data import write_pairs
+
+SEEDS_OUT_OF_RANGE = [str(2 ** 63), str(2 ** 64 + 5), str(2 ** 32), "-1", "1.5", "0x10", "",
+                      "٣" * 30]
+COUNTS_OUT_OF_RANGE = ["0", "-3", "abc", "1e3", "", "nan", str(HUGE * HUGE)]
+
+
+@pytest.fixture(autouse=True)
+def no_hang():
+    """A command that blocks (say, opening a FIFO) fails the test instead of hanging it."""
+    def hung(signum, frame):
+        raise AssertionError("a command hung for 120 s")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Good inputs to mutate: a 32x32 test set and tiny params that fit it."""
+    import jax
+
+    from rand_ensemble import ensemble
+    d = tmp_path_factory.mktemp("world")
+    np.save(d / "good.npy", good_images())
+    config = ensemble.EmbedderConfig(widths=(4, 4), dense=4, embedding_dim=4, input_hw=32,
+                                     pool="mean")
+    params = ensemble.init_ensemble(jax.random.PRNGKey(0), 2, config)
+    data.save_params(d / "good.npz", jax.device_get(params), config)
+    return d
+
+
+def _check_all(cases, argv_for, capsys, root, minimum):
+    """assert_refused for every case -> the error lines; the generator must make >= minimum."""
+    assert len(cases) >= minimum
+    return {name: assert_refused(argv_for(path), capsys, root, name)
+            for name, path in cases.items()}
+
+
+def test_eval_refuses_every_bad_test_set(tmp_path, capsys):
+    cases = bad_test_sets(tmp_path)
+    errors = _check_all(cases, lambda p: ["eval", "--test-set", p, "--json", tmp_path / "r.json"],
+                        capsys, tmp_path, minimum=45)
+    assert "declares" in errors["header declares 10^12 examples"]
+    assert "memory" in errors["gz: huge header, no data"]
+    assert "regular file" in errors["special: fifo"]
+    assert "at least one pixel" in errors["zero height float"]
+
+
+def test_eval_refuses_every_bad_params_file(world, tmp_path, capsys):
+    cases = params_files(tmp_path, (world / "good.npz").read_bytes())
+    errors = _check_all(cases, lambda p: ["eval", "--test-set", world / "good.npy", "--params",
+                                          p, "--save-embeddings", tmp_path / "e.npy"],
+                        capsys, tmp_path, minimum=30)
+    assert "64x64" in errors["metadata 64x64 input on 32x32 images"]
+    assert "NaN" in errors["member with NaN weights"]
+    assert "NaN" in errors["metadata NaN input_hw"]
+
+
+@pytest.mark.parametrize("flag, values", [
+    ("--models", COUNTS_OUT_OF_RANGE + [str(10 ** 7)]),
+    ("--bootstrap", COUNTS_OUT_OF_RANGE + [str(HUGE)]),
+    ("--batch-size", COUNTS_OUT_OF_RANGE[:-1]),     # a huge batch is clamped to the set
+    ("--seed", SEEDS_OUT_OF_RANGE),
+])
+def test_eval_refuses_out_of_range_options(world, tmp_path, capsys, flag, values):
+    for value in values:
+        err = assert_refused(["eval", "--test-set", world / "good.npy", flag, value, "--json",
+                              tmp_path / "r.json"], capsys, tmp_path, (flag, value))
+        assert flag in err or "memory" in err, err
+
+
+@pytest.mark.parametrize("flag", ["--json", "--timings", "--save-params", "--save-embeddings",
+                                  "--plots"])
+def test_eval_refuses_unusable_outputs_before_any_work(world, tmp_path, capsys, flag):
+    targets = output_targets(tmp_path)
+    if flag == "--plots":                 # a folder is right for --plots; a file is not
+        targets = {k: v for k, v in targets.items() if k != "a folder"}
+        targets["a file"] = tmp_path / "a_file"
+    for name, target in targets.items():
+        others = ["--json", tmp_path / "r.json", "--save-params", tmp_path / "p.npz",
+                  "--plots", tmp_path / "plots"]
+        assert_refused(["eval", "--test-set", world / "good.npy", "--models", "1", *others,
+                        flag, target], capsys, tmp_path, (flag, name))
+
+
+def test_eval_refuses_outputs_that_collide(world, tmp_path, capsys):
+    good = tmp_path / "good.npy"
+    good.write_bytes((world / "good.npy").read_bytes())
+    same = tmp_path / "same.out"
+    for argv in (["--json", same, "--save-params", same],
+                 ["--timings", same, "--save-embeddings", same],
+                 ["--save-embeddings", good],
+                 ["--json", tmp_path / "plots" / "collage.png", "--plots", tmp_path / "plots"]):
+        err = assert_refused(["eval", "--test-set", good, *argv], capsys, tmp_path, argv)
+        assert "same file" in err or "overwrite the input" in err
+
+
+def test_eval_writes_all_outputs_or_none(world, tmp_path, capsys, monkeypatch):
+    from rand_ensemble.images import plots
+    outputs = ["--json", tmp_path / "o" / "r.json", "--save-params", tmp_path / "o" / "p.npz",
+               "--save-embeddings", tmp_path / "e.npy", "--plots", tmp_path / "o" / "plots",
+               "--timings", tmp_path / "t.json"]
+    argv = ["eval", "--test-set", world / "good.npy", "--params", world / "good.npz",
+            "--bootstrap", "20"]
+
+    def failing(exc):
+        def collage(*args, **kwargs):
+            raise exc
+        return collage
+    for failure in (OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()):
+        monkeypatch.setattr(plots, "collage", failing(failure))
+        code, out, err = run(argv + outputs, capsys)
+        if isinstance(failure, KeyboardInterrupt):
+            assert code == 130 and err.strip() == "rand-ensemble: interrupted"
+        else:
+            assert_promise(code, out, err, repr(failure))
+            assert "No space left" in err
+        assert os.listdir(tmp_path) == [], os.listdir(tmp_path)    # no outputs, temps, folders
+    monkeypatch.undo()
+    code, out, err = run(argv + outputs, capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "o" / "plots")) == ["accuracy_vs_size.png",
+                                                             "collage.png"]
+
+
+def test_eval_same_seed_same_bytes_timings_apart_umask_modes(world, tmp_path, capsys):
+    old = os.umask(0o027)
+    try:
+        for name in ("a", "b"):
+            code, _, err = run(["eval", "--test-set", world / "good.npy", "--models", "2",
+                                "--seed", "5", "--bootstrap", "50", "--json",
+                                tmp_path / f"{name}.json", "--timings", tmp_path / f"{name}.t",
+                                "--batch-size", str(HUGE)], capsys)
+            assert code == 0, err
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert "seconds" not in (tmp_path / "a.json").read_text()
+    assert set(json.loads((tmp_path / "a.t").read_text())) == {"embed_seconds"}
+    assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o640
+
+
+def test_render_test_set_refuses_bad_arguments(tmp_path, capsys):
+    out = tmp_path / "set.npy"
+    bad = [["--examples", v, "--out", out] for v in COUNTS_OUT_OF_RANGE + [str(HUGE)]]
+    bad += [["--examples", "1", "--hw", v, "--out", out] for v in ["0", "-1", "99999", "x"]]
+    bad += [["--examples", "1", "--seed", v, "--out", out] for v in SEEDS_OUT_OF_RANGE]
+    bad += [["--examples", "1", "--colour", "blue", "--out", out],
+            ["--examples", "1", "--out", tmp_path / "set.png"]]
+    bad += [["--examples", "1", "--out", t] for t in output_targets(tmp_path).values()]
+    (tmp_path / "x.ids.npy").mkdir()
+    bad += [["--examples", "1", "--out", tmp_path / "x.npy"]]
+    for argv in bad:
+        assert_refused(["render-test-set", *argv], capsys, tmp_path, argv)
+
+
+def test_render_test_set_leaves_no_ids_when_the_images_fail(tmp_path, capsys, monkeypatch):
+    from rand_ensemble.images import render
+    images, ids = good_images()[:1], np.zeros((1, 11), np.int32)
+    monkeypatch.setattr(render, "render_test_set", lambda *a, **k: (images, ids))
+    real_save = np.save
+
+    def save(f, array, **kw):
+        if np.asarray(array).ndim == 5:
+            raise OSError(errno.EIO, "Input/output error")
+        real_save(f, array, **kw)
+    monkeypatch.setattr(np, "save", save)
+    code, out, err = run(["render-test-set", "--examples", "1", "--out", tmp_path / "s.npy"],
+                         capsys)
+    assert_promise(code, out, err, "image write fails")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture()
+def demo_cache(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.save(cache / "test_set_n2_s0_hw32_object.npy", good_images())
+    np.save(cache / "test_set_n2_s0_hw32_object.ids.npy", np.zeros((2, 11), np.int32))
+    return cache
+
+
+def test_demo_refuses_bad_arguments_and_reports_same_bytes(tmp_path, capsys, demo_cache):
+    base = ["demo", "--examples", "2", "--cache-dir", demo_cache]
+    bad = [["--models", v] for v in COUNTS_OUT_OF_RANGE + [str(10 ** 8)]]
+    bad += [["--examples", str(HUGE)], ["--seed", str(2 ** 63)], ["--seed", "-2"]]
+    bad += [["--out", t] for k, t in output_targets(tmp_path).items() if k != "a folder"]
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "report.json").mkdir()
+    bad += [["--out", tmp_path / "taken"], ["--cache-dir", tmp_path / "a_file"]]
+    for argv in bad:
+        assert_refused(base + ["--models", "1", "--out", tmp_path / "demo", *argv], capsys,
+                       tmp_path, argv)
+    reports = []
+    for _ in range(2):
+        code, out, err = run(base + ["--models", "1", "--out", tmp_path / "d1"], capsys)
+        assert code == 0, err
+        reports.append((tmp_path / "d1" / "report.json").read_bytes())
+    assert reports[0] == reports[1]
+    assert "total_seconds" in json.loads((tmp_path / "d1" / "timings.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def question_world(tmp_path_factory):
+    """A Quora-format file and an (untrained) tiny checkpoint made from it."""
+    import jax
+
+    from rand_ensemble.questions import TowerConfig, tower
+    d = tmp_path_factory.mktemp("qworld")
+    data_file = write_pairs(str(d / "pairs.tsv"), 60, seed=0)
+    pairs = text.load_quora(data_file)
+    vocab = text.Vocab.build(pairs.q1 + pairs.q2)
+    cfg = TowerConfig(len(vocab), d_model=4, max_len=16)
+    tower.save(str(d / "ck"), tower.init_params(jax.random.key(0), cfg), vocab, cfg)
+    return d, data_file
+
+
+def bad_question_files(d):
+    """Bad --data files: encodings, headers, fields, labels, sizes, non-files."""
+    header = "id,qid1,qid2,question1,question2,is_duplicate\n"
+    blobs = {
+        "empty": b"", "header only": header.encode(), "binary": bytes(range(256)) * 4,
+        "latin-1 line": (header + "1,1,2,caf\xe9?,tea?,0\n").encode("latin-1"),
+        "label 2": (header + "1,1,2,a b?,c d?,2\n").encode(),
+        "label NaN": (header + "1,1,2,a b?,c d?,nan\n").encode(),
+        "missing column": b"question1,question2\na,b\n",
+        "too many fields": (header + "1,1,2,a,b,0,extra\n").encode(),
+        "field over csv's limit": (header + '1,1,2,"' + "a" * 200000 + '",b,0\n').encode(),
+        "unclosed quote": (header + '1,1,2,"a,b,0\n').encode(),
+        "only empty questions": (header + "1,1,2,,   ,0\n2,3,4, , ,1\n").encode(),
+        "header is a quote": b'"\n',
+        "truncated UTF-8": (header + "1,1,2,caf\u00e9,b,0\n").encode()[:-6],
+    }
+    files = write_cases(d, blobs, "q", ".csv")
+    files.update({f"special: {k}": v for k, v in special_files(d, "data").items()})
+    return files
+
+
+def test_questions_refuse_bad_data_files(question_world, tmp_path, capsys):
+    qd, _ = question_world
+    cases = bad_question_files(tmp_path)
+    for command in (["questions", "eval", "--checkpoint", qd / "ck"],
+                    ["questions", "eval", "--models", "2", "--d-model", "4"],
+                    ["questions", "train", "--out", tmp_path / "ck", "--steps", "1"]):
+        _check_all(cases, lambda p: command + ["--data", p, *(
+            ["--json", tmp_path / "r.json"] if "eval" in command else [])],
+                   capsys, tmp_path, minimum=19)
+
+
+def checkpoint_mutations(src, d):
+    """Copies of a good checkpoint folder, each broken in one way."""
+    import shutil
+    params = (src / "params.npz").read_bytes()
+    config = json.loads((src / "config.json").read_text())
+    vocab = (src / "vocab.txt").read_text()
+    changes = {
+        "no params.npz": ("params.npz", None), "no vocab.txt": ("vocab.txt", None),
+        "no config.json": ("config.json", None),
+        "params truncated": ("params.npz", params[:len(params) // 2]),
+        "params not a zip": ("params.npz", b"garbage"),
+        "vocab latin-1": ("vocab.txt", (vocab + "caf\xe9\n").encode("latin-1")),
+        "vocab one token short": ("vocab.txt", vocab.rsplit("\n", 2)[0].encode() + b"\n"),
+        "vocab repeated token": ("vocab.txt", (vocab + vocab.split("\n")[2] + "\n").encode()),
+        "vocab without <pad>": ("vocab.txt", vocab.split("\n", 1)[1].encode()),
+        "vocab blank line": ("vocab.txt", vocab.replace("\n", "\n\n", 3).encode()),
+        "config garbage": ("config.json", b"{not json"),
+        "config a list": ("config.json", b"[1, 2]"),
+        "config not UTF-8": ("config.json", b'{"d_model": "\xff"}'),
+    }
+    for key, value in [("d_model", float("nan")), ("d_model", -4), ("d_model", "4"),
+                       ("d_model", 2 ** 40), ("vocab_size", 1), ("max_len", 0),
+                       ("margin", float("inf")), ("margin", None), ("d_model", True),
+                       ("d_model", 8)]:
+        changes[f"config {key}={value}"] = ("config.json", json.dumps(
+            {**config, key: value}).encode())
+    cases = {}
+    for i, (name, (member, blob)) in enumerate(changes.items()):
+        target = d / f"ck{i}"
+        shutil.copytree(src, target)
+        os.unlink(target / member)
+        if blob is not None:
+            (target / member).write_bytes(blob)
+        cases[name] = target
+    for member in ("vocab.txt", "config.json", "params.npz"):
+        target = d / f"fifo_{member}"
+        shutil.copytree(src, target)
+        os.unlink(target / member)
+        os.mkfifo(target / member)
+        cases[f"{member} is a FIFO"] = target
+    flat = fileio.read_tree(src / "params.npz")[0]
+    name = sorted(flat)[0]
+    flat[name] = flat[name].copy()
+    flat[name].flat[0] = np.nan
+    shutil.copytree(src, d / "ck_nan")
+    os.unlink(d / "ck_nan" / "params.npz")
+    fileio.save_npz(d / "ck_nan" / "params.npz", flat)
+    cases["NaN weight"] = d / "ck_nan"
+    cases["checkpoint is a file"] = src / "config.json"
+    return cases
+
+
+def test_questions_refuse_bad_checkpoints(question_world, tmp_path, capsys):
+    qd, data_file = question_world
+    cases = checkpoint_mutations(qd / "ck", tmp_path)
+    _check_all(cases, lambda p: ["questions", "predict", "--checkpoint", p, "how are you?",
+                                 "who are you?"], capsys, tmp_path, minimum=28)
+    _check_all(cases, lambda p: ["questions", "eval", "--checkpoint", p, "--data", data_file,
+                                 "--json", tmp_path / "r.json"], capsys, tmp_path, minimum=28)
+
+
+def test_questions_refuse_bad_options_and_outputs(question_world, tmp_path, capsys):
+    qd, data_file = question_world
+    train = ["questions", "train", "--data", data_file, "--quiet"]
+    bad = [train + ["--out", tmp_path / "ck", flag, v]      # huge steps are valid, just slow
+           for flag in ("--steps", "--batch-size", "--d-model", "--max-len", "--eval-every")
+           for v in COUNTS_OUT_OF_RANGE[:-1]]
+    bad += [train + ["--out", tmp_path / "ck", "--seed", v] for v in SEEDS_OUT_OF_RANGE]
+    for flag, values in (("--lr", ("nan", "inf", "-1", "0", "1e9", "x")),
+                         ("--margin", ("nan", "inf", "-1", "0", "3", "x")),
+                         ("--valid-fraction", ("nan", "inf", "-0.1", "0.95", "x"))):
+        bad += [train + ["--out", tmp_path / "ck", flag, v] for v in values]
+    bad += [train + ["--out", tmp_path / "ck", "--d-model", str(10 ** 7)]]
+    bad += [train + ["--out", t] for k, t in output_targets(tmp_path).items()
+            if k != "a folder"]
+    (tmp_path / "has_dir" / "params.npz").mkdir(parents=True)
+    bad += [train + ["--out", tmp_path / "has_dir"]]
+    evaluate = ["questions", "eval", "--data", data_file]
+    bad += [evaluate + ["--models", v] for v in COUNTS_OUT_OF_RANGE + [str(10 ** 9)]]
+    bad += [evaluate + ["--models", "1", "--seed", v] for v in SEEDS_OUT_OF_RANGE]
+    bad += [evaluate + ["--models", "1", "--threshold", v] for v in ("nan", "2", "-inf")]
+    bad += [evaluate + ["--checkpoint", qd / "ck", "--json", t]
+            for t in list(output_targets(tmp_path).values()) + [data_file]]
+    bad += [["questions", "predict", "--checkpoint", qd / "ck", q1, q2]
+            for q1, q2 in (("", "a?"), ("\t", "b"), ("a", "   "))]
+    bad += [["questions"], ["questions", "fly"]]
+    assert len(bad) >= 90
+    for argv in bad:
+        assert_refused(argv, capsys, tmp_path, argv)
+
+
+def test_beam_commands_refuse_bad_arguments_before_beam(tmp_path, capsys):
+    (tmp_path / "renders").mkdir()
+    (tmp_path / "renders" / "renders-00000-of-00001.parquet").write_bytes(b"")
+    render = ["render", "--views", "1", "--out", tmp_path / "r"]
+    bad = [render + ["--objects", v] for v in ("0:0", "5:3", "-1:2", "a:b", "1", "0:1:2",
+                                               f"0:{HUGE}")]
+    bad += [render + ["--objects", "0:2", "--seed", v] for v in SEEDS_OUT_OF_RANGE]
+    bad += [render + ["--objects", "0:2", "--render-timeout", v]
+            for v in ("inf", "nan", "0", "-5", "1e300", "soon")]
+    bad += [render + ["--objects", "0:2", "--hw", v] for v in ("0", "100000", "3.5")]
+    bad += [["render", "--objects", "0:2", "--views", v, "--out", tmp_path / "r"]
+            for v in COUNTS_OUT_OF_RANGE + [str(HUGE)]]
+    bad += [["render", "--manifest", p, "--views", "1", "--out", tmp_path / "r"]
+            for p in special_files(tmp_path, "manifest").values()]
+    bad += [["render", "--objects", "0:2", "--views", "1", "--out", t]
+            for k, t in output_targets(tmp_path).items() if k != "a folder"]
+    labels = ["weak-labels", "--renders", tmp_path / "renders", "--out", tmp_path / "w"]
+    bad += [labels + ["--models", v] for v in COUNTS_OUT_OF_RANGE + [str(10 ** 8)]]
+    bad += [labels + ["--models", "2", "--seed", v] for v in SEEDS_OUT_OF_RANGE]
+    bad += [labels + ["--models", "2", "--batch-size", v] for v in ("0", str(HUGE))]
+    bad += [labels + ["--models", "2", "--min-score", v] for v in ("nan", "inf", "1.5", "-2")]
+    bad += [labels + ["--models", "2", "--top-k", "0"], labels + ["--models", "2", "stray"]]
+    bad += [["weak-labels", "--renders", tmp_path / "renders", "--models", "2", "--out", t]
+            for k, t in output_targets(tmp_path).items() if k != "a folder"]
+    assert len(bad) >= 76
+    for argv in bad:
+        assert_refused(argv, capsys, tmp_path, argv)
+
+
+def test_loaders_survive_random_corruption(world, question_world, tmp_path):
+    """Seeded byte flips, insertions and cuts of good files: every load either succeeds with
+    a valid result or raises RandEnsembleError; nothing else escapes."""
+    rng = np.random.default_rng(11)
+    qd, data_file = question_world
+    goods = {"set.npy": (world / "good.npy").read_bytes(),
+             "params.npz": (world / "good.npz").read_bytes(),
+             "pairs.csv": open(data_file, "rb").read(),
+             "vocab.txt": (qd / "ck" / "vocab.txt").read_bytes()}
+    loaders = {"set.npy": data.load_test_set, "params.npz": data.load_params,
+               "pairs.csv": text.load_quora, "vocab.txt": text.Vocab.load}
+    tried = 0
+    for name, raw in goods.items():
+        head = min(len(raw), 400)                       # headers are where parsing happens
+        for trial in range(60):
+            blob = bytearray(raw)
+            for _ in range(rng.integers(1, 4)):
+                at = int(rng.integers(0, head))
+                kind = rng.integers(0, 3)
+                if kind == 0:
+                    blob[at] = int(rng.integers(0, 256))
+                elif kind == 1:
+                    blob[at:at] = bytes(rng.integers(0, 256, rng.integers(1, 8)).tolist())
+                else:
+                    del blob[at:at + int(rng.integers(1, 50))]
+            path = tmp_path / f"{trial}_{name}"
+            path.write_bytes(bytes(blob))
+            try:
+                loaders[name](str(path))
+            except RandEnsembleError:
+                pass
+            tried += 1
+    assert tried == 240
