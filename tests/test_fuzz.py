@@ -20,7 +20,7 @@ from rand_ensemble.questions import text
 
 from fuzz_inputs import (HUGE, assert_promise, assert_refused, good_images, output_targets,
                          params_files, run, special_files, bad_test_sets, write_cases)
-from question_data import write_pairs
+
 
 SEEDS_OUT_OF_RANGE = [str(2 ** 63), str(2 ** 64 + 5), str(2 ** 32), "-1", "1.5", "0x10", "",
                       "٣" * 30]
@@ -226,13 +226,13 @@ def test_demo_refuses_bad_arguments_and_reports_same_bytes(tmp_path, capsys, dem
 
 
 @pytest.fixture(scope="module")
-def question_world(tmp_path_factory):
+def question_world(tmp_path_factory, question_pairs):
     """A Quora-format file and an (untrained) tiny checkpoint made from it."""
     import jax
 
     from rand_ensemble.questions import TowerConfig, tower
     d = tmp_path_factory.mktemp("qworld")
-    data_file = write_pairs(str(d / "pairs.tsv"), 60, seed=0)
+    data_file = question_pairs.write_pairs(str(d / "pairs.tsv"), 60, seed=0)
     pairs = text.load_quora(data_file)
     vocab = text.Vocab.build(pairs.q1 + pairs.q2)
     cfg = TowerConfig(len(vocab), d_model=4, max_len=16)
