@@ -198,10 +198,14 @@ def test_render_test_set_leaves_no_ids_when_the_images_fail(tmp_path, capsys, mo
 
 @pytest.fixture()
 def demo_cache(tmp_path):
+    from rand_ensemble.cli.images import cache_path
+    from rand_ensemble.images.data import object_ids_path
+
     cache = tmp_path / "cache"
     cache.mkdir()
-    np.save(cache / "test_set_n2_s0_hw32_object.npy", good_images())
-    np.save(cache / "test_set_n2_s0_hw32_object.ids.npy", np.zeros((2, 11), np.int32))
+    path = cache_path(2, 0, cache_dir=str(cache))
+    np.save(path, good_images())
+    np.save(object_ids_path(path), np.zeros((2, 11), np.int32))
     return cache
 
 

@@ -264,11 +264,17 @@ def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None):
     return path, images
 
 
+# Part of the cache name: bump it whenever render.py's default images change (r2: the fast path
+# with 2x oversampling), so a test set cached by an older renderer is not reused.
+RENDER_GENERATION = "r2"
+
+
 def cache_path(examples, seed, hw=32, colour="object", cache_dir=None):
     """Where `cached_test_set` keeps a rendered test set."""
     cache_dir = cache_dir or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rand_ensemble")
-    return os.path.join(cache_dir, f"test_set_n{examples}_s{seed}_hw{hw}_{colour}.npy")
+    name = f"test_set_n{examples}_s{seed}_hw{hw}_{colour}_{RENDER_GENERATION}.npy"
+    return os.path.join(cache_dir, name)
 
 
 def _demo_command(args, extra):

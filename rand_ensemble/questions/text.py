@@ -107,19 +107,39 @@ def _decode(raw, path):
                                 f"0x{raw[e.start]:02x}); save the file as UTF-8") from None
 
 
-def load_quora(path):
-    """Read a Quora Question Pairs CSV or TSV (header id,qid1,qid2,question1,question2,
-    is_duplicate; id, qid1, qid2 may be absent, questions are identified by their text) into
-    QuestionPairs. Pairs with an empty question are skipped and counted; errors name the line."""
+def load_quora(path) -> "QuestionPairs":
+    """Read a Quora Question Pairs CSV or TSV into QuestionPairs (N pairs, labels (N,) int8).
+
+    Header id,qid1,qid2,question1,question2,is_duplicate (id, qid1, qid2 may be absent;
+    questions are identified by their text). Pairs with an empty question are skipped and
+    counted; every error names the line.
+    """
     path = check_input_file(path, "data file")
     check_memory(os.path.getsize(path) * 16, f"data file {path}")  # text, str objects, lists
     with open(path, "rb") as f:
         text = _decode(f.read(), path)
     first = text.split("\n", 1)[0]
-    delimiter = "\t" if "\t" in first else ","
     # Lenient quoting, like pandas: the real Quora TSV has stray quotes inside fields. A quote
     # that swallows lines still shows up as a wrong field count or label, with its line.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if "\t" in first else ",")
+    columns = _header_columns(reader, path)
+    q1, q2, labels, skipped = [], [], [], 0
+    for start, row in _records(reader, path):
+        a, b, label = _parse_row(row, columns, start, path)
+        if not tokenize(a) or not tokenize(b):
+            skipped += 1
+            continue
+        q1.append(a)
+        q2.append(b)
+        labels.append(label)
+    if not labels:
+        raise RandEnsembleError(f"{path}: no usable question pairs "
+                                f"({skipped} skipped for an empty question)")
+    return QuestionPairs(q1, q2, np.asarray(labels, np.int8), skipped, path)
+
+
+def _header_columns(reader, path):
+    """The header row -> (number of fields, index of question1, question2, is_duplicate)."""
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:
@@ -129,37 +149,36 @@ def load_quora(path):
     if missing:
         raise RandEnsembleError(f"{path}: line 1: header lacks column(s) {', '.join(missing)}; "
                                 f"expected {','.join(QUORA_COLUMNS)}")
-    i1, i2, il = (header.index(c) for c in REQUIRED_COLUMNS)
-    q1, q2, labels, skipped, line = [], [], [], 0, reader.line_num
+    return (header, *(header.index(c) for c in REQUIRED_COLUMNS))
+
+
+def _records(reader, path):
+    """Non-empty rows with the line each starts on (a quoted field may span lines)."""
+    line = reader.line_num
     while True:
-        start = line + 1  # a quoted field may span lines: report where the record starts
+        start = line + 1
         try:
             row = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as e:
             raise RandEnsembleError(f"{path}: line {start}: {e}") from None
         line = reader.line_num
-        if not row or row == [""]:
-            continue
-        if len(row) != len(header):
-            raise RandEnsembleError(f"{path}: line {start}: expected {len(header)} fields "
-                                    f"({','.join(header)}), got {len(row)}")
-        label = row[il].strip()
-        if label not in ("0", "1"):
-            raise RandEnsembleError(f"{path}: line {start}: is_duplicate must be 0 or 1, "
-                                    f"got {row[il]!r}")
-        a, b = row[i1].strip(), row[i2].strip()
-        if not tokenize(a) or not tokenize(b):
-            skipped += 1
-            continue
-        q1.append(a)
-        q2.append(b)
-        labels.append(int(label))
-    if not labels:
-        raise RandEnsembleError(f"{path}: no usable question pairs "
-                                f"({skipped} skipped for an empty question)")
-    return QuestionPairs(q1, q2, np.asarray(labels, np.int8), skipped, path)
+        if row and row != [""]:
+            yield start, row
+
+
+def _parse_row(row, columns, start, path):
+    """One record -> (question1, question2, label 0/1), stripped; errors name the line."""
+    header, i1, i2, il = columns
+    if len(row) != len(header):
+        raise RandEnsembleError(f"{path}: line {start}: expected {len(header)} fields "
+                                f"({','.join(header)}), got {len(row)}")
+    label = row[il].strip()
+    if label not in ("0", "1"):
+        raise RandEnsembleError(f"{path}: line {start}: is_duplicate must be 0 or 1, "
+                                f"got {row[il]!r}")
+    return row[i1].strip(), row[i2].strip(), int(label)
 
 
 def split_pairs(pairs, valid_fraction, seed):
