@@ -59,6 +59,73 @@ def top_k_neighbours(embeddings, k, block_size=DEFAULT_BLOCK):
     return indices, scores
 
 
+def tile_top_k(queries, database, k, diagonal=False):
+    """One tile: (A, D) x (B, D) -> both directions' partial top-k, ties -> lower index.
+
+    Returns ((a_idx (A, ka), a_scores), (b_idx (B, kb), b_scores)): each query row's best
+    database rows and each database row's best query rows (indices local to the other block),
+    ka = min(k, B - diagonal), kb = min(k, A - diagonal). `diagonal` says the two blocks are
+    the same rows: self-pairs are excluded and the second direction is left empty.
+    """
+    sims = np.asarray(queries, np.float32) @ np.asarray(database, np.float32).T   # (A, B)
+    if diagonal:
+        np.fill_diagonal(sims, -np.inf)
+    a, b = sims.shape
+
+    def side(s, cols):
+        kk = min(int(k), cols - int(diagonal))
+        if kk < 1:
+            return np.zeros((s.shape[0], 0), np.int64), np.zeros((s.shape[0], 0), np.float32)
+        return _row_top_k(s, kk)
+
+    rows = side(sims, b)
+    if diagonal:
+        return rows, (np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32))
+    cols = side(sims.T, a)
+    return rows, cols
+
+
+def merge_top_k(parts, k):
+    """Merge partial lists per row: [(keys (A, c), scores (A, c), *payload)] -> best k, same form.
+
+    Order: score descending, then key ascending (a global index or an id that sorts the
+    same way), so merging tiles in any grouping gives what one pass over all rows gives.
+    """
+    parts = [p for p in parts if p[0].shape[1]]
+    if not parts:
+        return None
+    cat = [np.concatenate(cols, axis=1) for cols in zip(*parts)]               # (A, sum c)
+    keep = min(int(k), cat[0].shape[1])
+    order = np.lexsort((cat[0], -cat[1]), axis=1)[:, :keep]                     # (A, keep)
+    return tuple(np.take_along_axis(col, order, axis=1) for col in cat)
+
+
+def tiled_top_k(get_block, block_sizes, k):
+    """Exact top-k by tiles (a <= b), never holding more than two blocks: -> (N, k) idx, scores.
+
+    `get_block(j)` returns block j's rows (block_sizes[j], D); global index = block offset +
+    row. Each tile is computed once and serves both directions, as in the Beam job; results
+    equal `top_k_neighbours` on the concatenated blocks (ties to the lower index).
+    """
+    offsets = np.concatenate([[0], np.cumsum(block_sizes)]).astype(np.int64)
+    state = [None] * len(block_sizes)
+
+    def fold(j, idx, scores, offset):
+        part = (idx + offset, scores)
+        state[j] = merge_top_k([part] if state[j] is None else [state[j], part], k)
+
+    for a in range(len(block_sizes)):
+        qa = get_block(a)
+        for b in range(a, len(block_sizes)):
+            db = qa if b == a else get_block(b)
+            (ia, sa), (ib, sb) = tile_top_k(qa, db, k, diagonal=a == b)
+            fold(a, ia, sa, offsets[b])
+            if b != a:
+                fold(b, ib, sb, offsets[a])
+    return (np.concatenate([s[0] for s in state]).astype(np.int64),
+            np.concatenate([s[1] for s in state]).astype(np.float32))
+
+
 def _check_ids(name, ids, n):
     ids = np.asarray(ids)
     if ids.shape != (n,):

@@ -114,3 +114,36 @@ def test_bad_inputs_raise():
         wl.concat_members(x)
     with pytest.raises(RandEnsembleError, match="one entry per image"):
         wl.weak_label_pairs(np.ones((1, 4, 3)), ["a", "b"])
+
+
+def blocks_of(x, sizes):
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    return lambda j: x[edges[j]:edges[j + 1]]
+
+
+@pytest.mark.parametrize("sizes,k", [([53], 3), ([20, 20, 13], 1), ([7, 30, 16], 5),
+                                     ([1, 1, 51], 4), ([10] * 5 + [3], 2)])
+def test_tiled_top_k_equals_brute_force(sizes, k):
+    x = unit(np.random.default_rng(len(sizes) + k), (53, 12))
+    idx, scores = wl.tiled_top_k(blocks_of(x, sizes), sizes, k)
+    ref_idx, ref_scores = brute_top_k(x, k)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sizes", [[40], [13, 13, 14], [1, 39], [5] * 8])
+def test_tiled_top_k_ties_go_to_the_lower_index(sizes):
+    x = np.random.default_rng(0).integers(0, 2, size=(40, 3)).astype(np.float32)
+    for k in (1, 4, 10):
+        idx, scores = wl.tiled_top_k(blocks_of(x, sizes), sizes, k)
+        ref_idx, ref_scores = brute_top_k(x, k)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(scores, ref_scores)
+
+
+def test_merge_top_k_orders_by_score_then_key():
+    keys = [np.array([["b", "d"]]), np.array([["a", "c"]])]
+    scores = [np.array([[2.0, 1.0]], np.float32), np.array([[2.0, 1.0]], np.float32)]
+    labels = [np.array([[1, 2]]), np.array([[3, 4]])]
+    got = wl.merge_top_k(list(zip(keys, scores, labels)), 3)
+    assert got[0].tolist() == [["a", "b", "c"]] and got[2].tolist() == [[3, 1, 4]]
