@@ -4,6 +4,7 @@ pybullet's TinyRenderer can spin forever inside getCameraImage on some scenes (s
 object 168, view 2, seed 0 at hw=32); a C call cannot be interrupted in-thread, so the render
 DoFn talks to one child process per worker and replaces it when a render overruns.
 """
+import math
 import multiprocessing
 
 from rand_ensemble.errors import RandEnsembleError
@@ -60,7 +61,7 @@ class RenderProcess:
             self.start()
         try:
             self.conn.send((object_id, view, seed))
-            ready = self.conn.poll(self.timeout_s)
+            ready = self.conn.poll(None if math.isinf(self.timeout_s) else self.timeout_s)
             reply = self.conn.recv() if ready else None
         except (EOFError, OSError) as e:
             self.close()
