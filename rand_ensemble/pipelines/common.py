@@ -11,6 +11,7 @@ bundle rewrites the same bytes), and `finish` joins every writer into one last n
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import uuid
 
@@ -151,19 +152,51 @@ def remove_temporaries(folder, prefixes):
             FileSystems.delete(leftovers)
 
 
-def run_pipeline(pipeline, out, prefixes):
-    """Run to completion; on Ctrl-C cancel the job, remove temp files and re-raise."""
-    from apache_beam.runners.runner import PipelineState
+@contextlib.contextmanager
+def sigint_noted():
+    """Record Ctrl-C while a job runs: runners re-wrap KeyboardInterrupt (e.g. RuntimeError)."""
+    import signal
+    import threading
+    noted = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def handler(signum, frame):
+        noted.append(signum)
+        logging.disable(logging.CRITICAL)       # the runner logs the interrupt as an error
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
     try:
-        result = None
-        result = pipeline.run()
-        state = result.wait_until_finish()
-    except KeyboardInterrupt:
-        if result is not None:
-            with contextlib.suppress(Exception):
-                result.cancel()
-        remove_temporaries(out, prefixes)
-        raise
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if noted:
+            logging.disable(logging.NOTSET)
+
+
+def run_pipeline(pipeline, out, prefixes):
+    """Run to completion; on Ctrl-C cancel the job, remove temp files, raise KeyboardInterrupt."""
+    from apache_beam.runners.runner import PipelineState
+    result = state = None
+    with sigint_noted() as interrupted:
+        try:
+            result = pipeline.run()
+            state = result.wait_until_finish()
+        except BaseException:
+            if not interrupted:
+                raise
+            if result is not None:
+                with contextlib.suppress(Exception):
+                    result.cancel()
+            remove_temporaries(out, prefixes)
+            raise KeyboardInterrupt from None
+        finally:
+            client = getattr(result, "client", None)      # the DaskRunner leaves its open
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
     if state not in (None, PipelineState.DONE):
         raise RandEnsembleError(f"the Beam job ended in state {state}")
 
