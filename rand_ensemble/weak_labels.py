@@ -24,6 +24,9 @@ def concat_members(emb):
 
 def _row_top_k(sims, k):
     """Top-k of each row of (B, N) sims -> (indices (B, k), scores (B, k)); ties -> lower index."""
+    if k == 1:                                  # argmax returns the first (lowest) maximum
+        idx = sims.argmax(axis=1)[:, None]
+        return idx.astype(np.int64), np.take_along_axis(sims, idx, axis=1)
     part = np.argpartition(-sims, k - 1, axis=1)[:, :k]                   # (B, k), unordered
     part_scores = np.take_along_axis(sims, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)                      # score desc, index asc

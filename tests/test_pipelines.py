@@ -126,8 +126,9 @@ def test_weak_label_job_matches_library(pool, tmp_path):
                              + glob.glob(os.path.join(small, "renders-*.parquet"))):
         os.symlink(path, mixed / f"renders-{i:05d}.parquet")
     out = str(tmp_path / "labels")
+    # block_size 5: 25 rows hashed into 5 blocks, 15 tiles, partial lists merged per block
     summary = weak_label_job.run(str(mixed), out, num_models=3, seed=1, top_k=2, batch_size=8,
-                                 beam_args=["--direct_num_workers", "1"])
+                                 beam_args=["--direct_num_workers", "1"], block_size=5)
     [failure] = read_failures(out)
     assert failure["stage"] == "decode" and "16x16" in failure["error"]
     assert summary["num_failures"] == 1 and summary["num_images"] == 24
@@ -153,6 +154,8 @@ def test_weak_label_job_matches_library(pool, tmp_path):
         weak_labels.per_model_precision(emb, object_ids))
     with open(os.path.join(out, "summary.json")) as f:
         assert json.load(f) == summary
+    library = weak_labels.summarize(emb, object_ids, top_k=2)
+    assert {k: summary[k] for k in library} == library
 
 
 @pytest.mark.slow

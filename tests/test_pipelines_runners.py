@@ -12,8 +12,8 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-import pipeline_services
 from rand_ensemble import cli
+from rand_ensemble.pipelines import local_services
 
 pytestmark = pytest.mark.slow
 RENDER = ["--objects", "997:1001", "--views", "2", "--seed", "4", "--hw", "32"]
@@ -22,7 +22,7 @@ WEAK = ["--models", "2", "--seed", "1", "--top-k", "2", "--block-size", "2", "--
 
 @pytest.fixture(autouse=True)
 def _workers_import_this_checkout(monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", pipeline_services.ROOT + os.pathsep
+    monkeypatch.setenv("PYTHONPATH", local_services.ROOT + os.pathsep
                        + os.environ.get("PYTHONPATH", ""))
 
 
@@ -83,14 +83,14 @@ def check_counts(render, weak):
 
 def test_portable_runner_equals_direct_runner(direct, tmp_path):
     pool, render, weak = direct
-    with pipeline_services.portable_services(str(tmp_path)) as beam_args:
+    with local_services.portable_services(str(tmp_path)) as beam_args:
         got = run_jobs(str(tmp_path), beam_args, pool)
     assert got == (render, weak)
 
 
 def test_dask_runner_equals_direct_runner(direct, tmp_path):
     pool, render, weak = direct
-    with pipeline_services.dask_cluster(str(tmp_path), workers=2) as beam_args:
+    with local_services.dask_cluster(str(tmp_path), workers=2) as beam_args:
         got = run_jobs(str(tmp_path), beam_args, pool)
     check_counts(*got)
     assert got == (render, weak)

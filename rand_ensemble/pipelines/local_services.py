@@ -1,11 +1,14 @@
-"""Servers for the runner tests: Beam's job service + worker pool, a Dask scheduler + workers.
+"""Local servers to try the jobs on real engines: Beam's job service + an external worker
+pool (the portable path of Flink, Spark and Dataflow), or a Dask scheduler + workers.
 
-Every server binds 127.0.0.1 and is stopped by PID (SIGTERM, then SIGKILL) when its context
-ends, also when the test fails. Run as a script, this module starts a Beam service module with
-every gRPC port bound to 127.0.0.1 (the worker pool has no flag for it and listens on all
-interfaces otherwise) and appends each bound port to $PORTS_FILE:
+Used by the runner tests and scripts/bench_pipeline.py. Every server binds 127.0.0.1 and is
+stopped by PID (SIGTERM to its process group, then SIGKILL) when its context ends, also on
+error. Run as a module, this file starts a Beam service module with every gRPC port bound to
+127.0.0.1 (the worker pool has no flag for it and listens on all interfaces otherwise) and
+appends each bound port to $PORTS_FILE:
 
-    python tests/pipeline_services.py apache_beam.runners.worker.worker_pool_main --service_port 0
+    python -m rand_ensemble.pipelines.local_services \
+        apache_beam.runners.worker.worker_pool_main --service_port 0
 """
 import contextlib
 import json
@@ -16,12 +19,12 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 
 
 def env():
-    """Environment for servers and their workers: this checkout first on the path."""
+    """Environment for servers and their workers: this package's checkout first on the path."""
     return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 PATH=BIN + os.pathsep + os.environ.get("PATH", ""), JAX_PLATFORMS="cpu",
                 DASK_DISTRIBUTED__WORKER__DAEMON="False")
@@ -68,12 +71,12 @@ def portable_services(tmp):
     log = open(os.path.join(tmp, "services.log"), "w")
     try:
         job_ports, pool_ports = os.path.join(tmp, "job.port"), os.path.join(tmp, "pool.ports")
-        me = os.path.abspath(__file__)
-        procs.append(start([sys.executable, me, "apache_beam.runners.portability."
+        me = [sys.executable, "-m", "rand_ensemble.pipelines.local_services"]
+        procs.append(start([*me, "apache_beam.runners.portability."
                             "local_job_service_main", "--port", "0", "--port_file", job_ports],
                            log))
         procs.append(subprocess.Popen(
-            [sys.executable, me, "apache_beam.runners.worker.worker_pool_main", "--service_port",
+            [*me, "apache_beam.runners.worker.worker_pool_main", "--service_port",
              "0"], env=dict(env(), PORTS_FILE=pool_ports), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True))
         job = wait_for(job_ports).strip()
