@@ -96,11 +96,13 @@ def dask_cluster(tmp, workers=2):
     try:
         info = os.path.join(tmp, "scheduler.json")
         procs.append(start([os.path.join(BIN, "dask"), "scheduler", "--host", "127.0.0.1",
-                            "--port", "0", "--no-dashboard", "--scheduler-file", info], log))
+                            "--port", "0", "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+                            "--scheduler-file", info], log))
         address = json.loads(wait_for(info))["address"]
         for _ in range(workers):
             procs.append(start([os.path.join(BIN, "dask"), "worker", address, "--host",
                                 "127.0.0.1", "--no-nanny", "--nthreads", "1", "--no-dashboard",
+                                "--dashboard-address", "127.0.0.1:0",
                                 "--memory-limit", "0"], log))
         from distributed import Client
         with Client(address, timeout=60) as client:
