@@ -41,9 +41,11 @@ def register(sub):
 
     p = sub.add_parser("weak-labels", formatter_class=fmt, epilog=BEAM_EPILOG,
                        help="Beam job: nearest-neighbour weak labels from a random ensemble",
-                       description="Embed the renders with an M-member random ensemble and write "
-                                   "each image's top-k neighbours to DIR2/pairs-*.parquet, with "
-                                   "DIR2/summary.json (precision from the renders' object ids).")
+                       description="Embed the renders (or your own images) with an M-member "
+                                   "random ensemble and write each image's top-k neighbours, "
+                                   "found by an exact tiled search, to DIR2/pairs-*.parquet, "
+                                   "with DIR2/summary.json (precision from the renders' object "
+                                   "ids or --labels) and DIR2/failures-*.jsonl.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--renders", metavar="DIR", help="the render job's output folder")
     source.add_argument("--images", metavar="GLOB",

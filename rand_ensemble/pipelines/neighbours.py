@@ -54,8 +54,9 @@ class EmbedBlock(beam.DoFn):
         images = np.stack([copies[i][0][2] for i in ids])                   # (n, H, W, 3)
         emb = np.asarray(self._embed(self.params, images, batch_size=self.batch_size))
         flat = emb.transpose(1, 0, 2).reshape(len(ids), -1)                 # (n, M*E)
-        labels = np.array([labels.get(i, copies[i][0][1]) for i in ids] + [None], object)[:-1]
-        yield common.ok((block, np.array(ids), labels, flat))
+        kept_labels = np.empty(len(ids), object)                         # (n,) any hashable
+        kept_labels[:] = [labels.get(i, copies[i][0][1]) for i in ids]
+        yield common.ok((block, np.array(ids), kept_labels, flat))
 
 
 def fan_out(block, num_blocks):

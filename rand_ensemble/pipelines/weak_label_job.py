@@ -169,6 +169,8 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     Returns:
       the summary dict.
     """
+    if out is None:
+        raise RandEnsembleError("--out is required")
     if (renders is None) == (images is None):
         raise RandEnsembleError("give exactly one of --renders DIR or --images GLOB")
     if int(num_models) < 1:
