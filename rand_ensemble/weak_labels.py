@@ -11,6 +11,7 @@ import numpy as np
 from rand_ensemble.errors import RandEnsembleError
 
 DEFAULT_BLOCK = 1024
+SIM_CHUNK = 512                         # rows per float64 product in `similarities`
 
 
 def concat_members(emb):
@@ -20,6 +21,21 @@ def concat_members(emb):
         raise RandEnsembleError(f"embeddings must be shaped (M, N, E), got {emb.shape}")
     m, n, e = emb.shape
     return np.ascontiguousarray(emb.transpose(1, 0, 2).reshape(n, m * e))   # (N, M*E)
+
+
+def similarities(a, b):
+    """(A, D) x (B, D) -> float32 (A, B) dot products, summed in float64 and rounded once.
+
+    float32 BLAS results depend on the matrix shapes in their last bit, so the same pair could
+    score differently in two tile shapes and exact ties (one image under two ids) would break
+    either way; float64 sums rounded to float32 give every pair one value (up to a double
+    rounding, about 1e-6 of pairs), whatever the blocks.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    out = np.empty((a.shape[0], b.shape[0]), np.float32)
+    for start in range(0, a.shape[0], SIM_CHUNK):
+        out[start:start + SIM_CHUNK] = a[start:start + SIM_CHUNK] @ b.T
+    return out
 
 
 def _row_top_k(sims, k):
@@ -56,7 +72,7 @@ def top_k_neighbours(embeddings, k, block_size=DEFAULT_BLOCK):
     scores = np.empty((n, k), np.float32)
     for start in range(0, n, block_size):
         stop = min(start + block_size, n)
-        sims = x[start:stop] @ x.T                                          # (B, N)
+        sims = similarities(x[start:stop], x)                               # (B, N)
         sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf     # never yourself
         indices[start:stop], scores[start:stop] = _row_top_k(sims, k)
     return indices, scores
@@ -70,7 +86,7 @@ def tile_top_k(queries, database, k, diagonal=False):
     ka = min(k, B - diagonal), kb = min(k, A - diagonal). `diagonal` says the two blocks are
     the same rows: self-pairs are excluded and the second direction is left empty.
     """
-    sims = np.asarray(queries, np.float32) @ np.asarray(database, np.float32).T   # (A, B)
+    sims = similarities(queries, database)                                  # (A, B)
     if diagonal:
         np.fill_diagonal(sims, -np.inf)
     a, b = sims.shape

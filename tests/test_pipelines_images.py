@@ -95,3 +95,31 @@ def test_parquet_of_image_bytes_without_labels(photos):
     assert summary["num_images"] == 6 and summary["num_failures"] == 1
     assert summary["precision"] is None                      # no labels: nothing to evaluate
     assert len(read_pairs(out)) == 6
+
+
+@pytest.mark.slow
+def test_exact_ties_across_tiles_go_to_the_smaller_id(tmp_path):
+    # 4 distinct images, each stored under 3 ids: every query has exact ties, spread over
+    # 5 blocks of about 3, so partial lists from different tiles must merge by (score, id).
+    rng = np.random.default_rng(1)
+    distinct = rng.integers(0, 256, size=(4, 32, 32, 3)).astype(np.uint8)
+    ids = [f"img{i:02d}" for i in range(12)]
+    images = np.stack([distinct[i % 4] for i in range(12)])
+    rows = []
+    for image_id, image in zip(ids, images):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        rows.append({"image_id": image_id, "image": buf.getvalue()})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "tied.parquet")
+    out = str(tmp_path / "out")
+    assert cli.main(["weak-labels", "--images", str(tmp_path / "tied.parquet"), "--models", "2",
+                     "--seed", "0", "--top-k", "4", "--block-size", "3", "--out", out]) == 0
+    emb = ensemble.embed(ensemble.init_ensemble(jax.random.PRNGKey(0), 2), images)
+    idx, _ = weak_labels.top_k_neighbours(weak_labels.concat_members(emb), 4)   # the reference
+    want = sorted((ids[i], ids[j], r + 1) for i in range(12) for r, j in enumerate(idx[i]))
+    rows = [r for f in sorted(glob.glob(os.path.join(out, "pairs-*.parquet")))
+            for r in pq.read_table(f).to_pylist()]
+    assert sorted((r["image_id_a"], r["image_id_b"], r["rank"]) for r in rows) == want
+    # the two identical copies come first, the smaller id of the two first
+    assert [b for a, b, r in sorted(want, key=lambda t: t[2]) if a == "img00"][:2] == \
+        ["img04", "img08"]

@@ -147,3 +147,18 @@ def test_merge_top_k_orders_by_score_then_key():
     labels = [np.array([[1, 2]]), np.array([[3, 4]])]
     got = wl.merge_top_k(list(zip(keys, scores, labels)), 3)
     assert got[0].tolist() == [["a", "b", "c"]] and got[2].tolist() == [[3, 1, 4]]
+
+
+def test_duplicate_float_rows_tie_exactly_whatever_the_tiles():
+    # One vector under several ids: float32 BLAS gives the copies different last bits in
+    # different tile shapes; the float64-summed similarities keep them exact ties.
+    base = unit(np.random.default_rng(5), (5, 320))
+    x = base[np.arange(25) % 5]                                  # each row 5 times
+    for sizes in ([25], [3, 7, 15], [1] * 25, [8, 8, 9]):
+        idx, scores = wl.tiled_top_k(blocks_of(x, sizes), sizes, 6)
+        ref_idx, _ = wl.top_k_neighbours(x, 6, block_size=4)
+        np.testing.assert_array_equal(idx, ref_idx)
+        copies = np.arange(25)[np.arange(25) % 5 == 0][1:]       # row 0's copies, ascending
+        assert idx[0, :4].tolist() == copies.tolist()
+    row = wl.similarities(x[3:4], x)
+    np.testing.assert_array_equal(row, wl.similarities(x, x)[3:4])
