@@ -5,6 +5,9 @@ The ensemble similarity of images i and j is sum_m <e_m(i), e_m(j)>, which equal
 product of the concatenated member embeddings (`concat_members`); `top_k_neighbours` computes
 it in blocks of query rows, so memory is O(block * n + n * k), never O(n^2).
 Ties are broken towards the lower index, so results do not depend on the block size.
+`tiled_top_k` (and the Beam job's sharded search, built from `tile_top_k` and `merge_top_k`)
+visits (block x block) tiles instead and never holds more than two blocks; `similarities`
+sums in float64 so a pair scores the same in every tile shape.
 """
 import numpy as np
 
