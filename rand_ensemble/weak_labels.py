@@ -5,12 +5,16 @@ The ensemble similarity of images i and j is sum_m <e_m(i), e_m(j)>, which equal
 product of the concatenated member embeddings (`concat_members`); `top_k_neighbours` computes
 it in blocks of query rows, so memory is O(block * n + n * k), never O(n^2).
 Ties are broken towards the lower index, so results do not depend on the block size.
+`tiled_top_k` (and the Beam job's sharded search, built from `tile_top_k` and `merge_top_k`)
+visits (block x block) tiles instead and never holds more than two blocks; `similarities`
+sums in float64 so a pair scores the same in every tile shape.
 """
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
 
 DEFAULT_BLOCK = 1024
+SIM_CHUNK = 512                         # rows per float64 product in `similarities`
 
 
 def concat_members(emb):
@@ -22,8 +26,26 @@ def concat_members(emb):
     return np.ascontiguousarray(emb.transpose(1, 0, 2).reshape(n, m * e))   # (N, M*E)
 
 
+def similarities(a, b):
+    """(A, D) x (B, D) -> float32 (A, B) dot products, summed in float64 and rounded once.
+
+    float32 BLAS results depend on the matrix shapes in their last bit, so the same pair could
+    score differently in two tile shapes and exact ties (one image under two ids) would break
+    either way; float64 sums rounded to float32 give every pair one value (up to a double
+    rounding, about 1e-6 of pairs), whatever the blocks.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    out = np.empty((a.shape[0], b.shape[0]), np.float32)
+    for start in range(0, a.shape[0], SIM_CHUNK):
+        out[start:start + SIM_CHUNK] = a[start:start + SIM_CHUNK] @ b.T
+    return out
+
+
 def _row_top_k(sims, k):
     """Top-k of each row of (B, N) sims -> (indices (B, k), scores (B, k)); ties -> lower index."""
+    if k == 1:                                  # argmax returns the first (lowest) maximum
+        idx = sims.argmax(axis=1)[:, None]
+        return idx.astype(np.int64), np.take_along_axis(sims, idx, axis=1)
     part = np.argpartition(-sims, k - 1, axis=1)[:, :k]                   # (B, k), unordered
     part_scores = np.take_along_axis(sims, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)                      # score desc, index asc
@@ -53,10 +75,77 @@ def top_k_neighbours(embeddings, k, block_size=DEFAULT_BLOCK):
     scores = np.empty((n, k), np.float32)
     for start in range(0, n, block_size):
         stop = min(start + block_size, n)
-        sims = x[start:stop] @ x.T                                          # (B, N)
+        sims = similarities(x[start:stop], x)                               # (B, N)
         sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf     # never yourself
         indices[start:stop], scores[start:stop] = _row_top_k(sims, k)
     return indices, scores
+
+
+def tile_top_k(queries, database, k, diagonal=False):
+    """One tile: (A, D) x (B, D) -> both directions' partial top-k, ties -> lower index.
+
+    Returns ((a_idx (A, ka), a_scores), (b_idx (B, kb), b_scores)): each query row's best
+    database rows and each database row's best query rows (indices local to the other block),
+    ka = min(k, B - diagonal), kb = min(k, A - diagonal). `diagonal` says the two blocks are
+    the same rows: self-pairs are excluded and the second direction is left empty.
+    """
+    sims = similarities(queries, database)                                  # (A, B)
+    if diagonal:
+        np.fill_diagonal(sims, -np.inf)
+    a, b = sims.shape
+
+    def side(s, cols):
+        kk = min(int(k), cols - int(diagonal))
+        if kk < 1:
+            return np.zeros((s.shape[0], 0), np.int64), np.zeros((s.shape[0], 0), np.float32)
+        return _row_top_k(s, kk)
+
+    rows = side(sims, b)
+    if diagonal:
+        return rows, (np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32))
+    cols = side(sims.T, a)
+    return rows, cols
+
+
+def merge_top_k(parts, k):
+    """Merge partial lists per row: [(keys (A, c), scores (A, c), *payload)] -> best k, same form.
+
+    Order: score descending, then key ascending (a global index or an id that sorts the
+    same way), so merging tiles in any grouping gives what one pass over all rows gives.
+    """
+    parts = [p for p in parts if p[0].shape[1]]
+    if not parts:
+        return None
+    cat = [np.concatenate(cols, axis=1) for cols in zip(*parts)]               # (A, sum c)
+    keep = min(int(k), cat[0].shape[1])
+    order = np.lexsort((cat[0], -cat[1]), axis=1)[:, :keep]                     # (A, keep)
+    return tuple(np.take_along_axis(col, order, axis=1) for col in cat)
+
+
+def tiled_top_k(get_block, block_sizes, k):
+    """Exact top-k by tiles (a <= b), never holding more than two blocks: -> (N, k) idx, scores.
+
+    `get_block(j)` returns block j's rows (block_sizes[j], D); global index = block offset +
+    row. Each tile is computed once and serves both directions, as in the Beam job; results
+    equal `top_k_neighbours` on the concatenated blocks (ties to the lower index).
+    """
+    offsets = np.concatenate([[0], np.cumsum(block_sizes)]).astype(np.int64)
+    state = [None] * len(block_sizes)
+
+    def fold(j, idx, scores, offset):
+        part = (idx + offset, scores)
+        state[j] = merge_top_k([part] if state[j] is None else [state[j], part], k)
+
+    for a in range(len(block_sizes)):
+        qa = get_block(a)
+        for b in range(a, len(block_sizes)):
+            db = qa if b == a else get_block(b)
+            (ia, sa), (ib, sb) = tile_top_k(qa, db, k, diagonal=a == b)
+            fold(a, ia, sa, offsets[b])
+            if b != a:
+                fold(b, ib, sb, offsets[a])
+    return (np.concatenate([s[0] for s in state]).astype(np.int64),
+            np.concatenate([s[1] for s in state]).astype(np.float32))
 
 
 def _check_ids(name, ids, n):

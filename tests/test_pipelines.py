@@ -47,12 +47,13 @@ def pool(tmp_path_factory):
 @pytest.mark.slow
 def test_render_cli_accounts_for_every_input(tmp_path, capsys):
     manifest = tmp_path / "ids.txt"
-    manifest.write_text("998\n# a comment\n999\n1000\nnot-an-id\n1001\n\n")
+    # one undecodable line and one repeated id: each is one failure, the rest still renders
+    manifest.write_bytes(b"998\n# a comment\n999\n1000\nnot-an-id\n\xff\xfe9\n999\n1001\n\n")
     out = tmp_path / "r"
     status = cli.main(["render", "--manifest", str(manifest), "--views", "2", "--seed", "3",
                        "--out", str(out), "--hw", "16", "--runner", "DirectRunner"])
     assert status == 0
-    assert "renders 4, failures 5" in capsys.readouterr().out
+    assert "renders 4, failures 7" in capsys.readouterr().out
     rows, failures = read_table(out, "renders"), read_failures(out)
     assert sorted((r["object_id"], r["view"]) for r in rows) == \
         [(998, 0), (998, 1), (999, 0), (999, 1)]
@@ -60,10 +61,13 @@ def test_render_cli_accounts_for_every_input(tmp_path, capsys):
                              for f in failures if f["stage"] == "render")
     assert render_failures == [(1000, 0), (1000, 1), (1001, 0), (1001, 1)]
     assert all("no URDF for object id" in f["error"] for f in failures if f["stage"] == "render")
-    [bad_line] = [f for f in failures if f["stage"] == "manifest"]
-    assert bad_line["input"]["manifest_line"].strip() == "not-an-id"
-    # 4 ids x 2 views + 1 bad line = renders + failures: nothing dropped
-    assert len(rows) + len(failures) == 4 * 2 + 1
+    bad_lines = sorted((f["input"]["line"], f["error"].split(":")[0])
+                       for f in failures if f["stage"] == "manifest")
+    assert bad_lines == [(5, "ValueError"), (6, "UnicodeDecodeError"), (7, "RandEnsembleError")]
+    assert "duplicate object id 999" in failures[-1]["error"] or any(
+        "line 3" in f["error"] for f in failures if f["stage"] == "manifest")
+    # 4 ids x 2 views + 3 bad lines = renders + failures: nothing dropped
+    assert len(rows) + len(failures) == 4 * 2 + 3
 
 
 @pytest.mark.slow
@@ -122,8 +126,9 @@ def test_weak_label_job_matches_library(pool, tmp_path):
                              + glob.glob(os.path.join(small, "renders-*.parquet"))):
         os.symlink(path, mixed / f"renders-{i:05d}.parquet")
     out = str(tmp_path / "labels")
+    # block_size 5: 25 rows hashed into 5 blocks, 15 tiles, partial lists merged per block
     summary = weak_label_job.run(str(mixed), out, num_models=3, seed=1, top_k=2, batch_size=8,
-                                 beam_args=["--direct_num_workers", "1"])
+                                 beam_args=["--direct_num_workers", "1"], block_size=5)
     [failure] = read_failures(out)
     assert failure["stage"] == "decode" and "16x16" in failure["error"]
     assert summary["num_failures"] == 1 and summary["num_images"] == 24
@@ -149,6 +154,8 @@ def test_weak_label_job_matches_library(pool, tmp_path):
         weak_labels.per_model_precision(emb, object_ids))
     with open(os.path.join(out, "summary.json")) as f:
         assert json.load(f) == summary
+    library = weak_labels.summarize(emb, object_ids, top_k=2)
+    assert {k: summary[k] for k in library} == library
 
 
 @pytest.mark.slow
@@ -190,3 +197,42 @@ def test_cli_bad_input_is_one_line(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1
     assert err[0].startswith("rand-ensemble: error:") and message in err[0]
+
+
+@pytest.mark.parametrize("command", [
+    ["render", "--objects", "0:2", "--views", "1"],
+    ["weak-labels", "--images", "{tmp}/*.png", "--models", "2"],
+])
+@pytest.mark.parametrize("out,message", [
+    ("{tmp}/a_file", "exists and is not a folder"),
+    ("nosuchscheme://bucket/x", "--out nosuchscheme://bucket/x"),
+])
+def test_bad_output_is_one_line_before_beam_runs(command, out, message, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("keep me")
+    (tmp_path / "x.png").write_bytes(b"")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in command + ["--out", out]]
+    status = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and message in err[0], err
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_without_traceback_or_temp_files(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "rand_ensemble.cli", "render", "--objects",
+                             "0:400", "--views", "4", "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not out.exists() and time.time() < deadline:       # the job has planned its output
+        time.sleep(0.2)
+    time.sleep(8)                                             # ... and is rendering
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "rand-ensemble: interrupted"
+    assert not [p for p in os.listdir(out) if p.startswith((".", "beam-temp"))]

@@ -114,3 +114,51 @@ def test_bad_inputs_raise():
         wl.concat_members(x)
     with pytest.raises(RandEnsembleError, match="one entry per image"):
         wl.weak_label_pairs(np.ones((1, 4, 3)), ["a", "b"])
+
+
+def blocks_of(x, sizes):
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    return lambda j: x[edges[j]:edges[j + 1]]
+
+
+@pytest.mark.parametrize("sizes,k", [([53], 3), ([20, 20, 13], 1), ([7, 30, 16], 5),
+                                     ([1, 1, 51], 4), ([10] * 5 + [3], 2)])
+def test_tiled_top_k_equals_brute_force(sizes, k):
+    x = unit(np.random.default_rng(len(sizes) + k), (53, 12))
+    idx, scores = wl.tiled_top_k(blocks_of(x, sizes), sizes, k)
+    ref_idx, ref_scores = brute_top_k(x, k)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sizes", [[40], [13, 13, 14], [1, 39], [5] * 8])
+def test_tiled_top_k_ties_go_to_the_lower_index(sizes):
+    x = np.random.default_rng(0).integers(0, 2, size=(40, 3)).astype(np.float32)
+    for k in (1, 4, 10):
+        idx, scores = wl.tiled_top_k(blocks_of(x, sizes), sizes, k)
+        ref_idx, ref_scores = brute_top_k(x, k)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(scores, ref_scores)
+
+
+def test_merge_top_k_orders_by_score_then_key():
+    keys = [np.array([["b", "d"]]), np.array([["a", "c"]])]
+    scores = [np.array([[2.0, 1.0]], np.float32), np.array([[2.0, 1.0]], np.float32)]
+    labels = [np.array([[1, 2]]), np.array([[3, 4]])]
+    got = wl.merge_top_k(list(zip(keys, scores, labels)), 3)
+    assert got[0].tolist() == [["a", "b", "c"]] and got[2].tolist() == [[3, 1, 4]]
+
+
+def test_duplicate_float_rows_tie_exactly_whatever_the_tiles():
+    # One vector under several ids: float32 BLAS gives the copies different last bits in
+    # different tile shapes; the float64-summed similarities keep them exact ties.
+    base = unit(np.random.default_rng(5), (5, 320))
+    x = base[np.arange(25) % 5]                                  # each row 5 times
+    for sizes in ([25], [3, 7, 15], [1] * 25, [8, 8, 9]):
+        idx, scores = wl.tiled_top_k(blocks_of(x, sizes), sizes, 6)
+        ref_idx, _ = wl.top_k_neighbours(x, 6, block_size=4)
+        np.testing.assert_array_equal(idx, ref_idx)
+        copies = np.arange(25)[np.arange(25) % 5 == 0][1:]       # row 0's copies, ascending
+        assert idx[0, :4].tolist() == copies.tolist()
+    row = wl.similarities(x[3:4], x)
+    np.testing.assert_array_equal(row, wl.similarities(x, x)[3:4])

@@ -45,11 +45,19 @@ def register(sub):
 
     p = sub.add_parser("weak-labels", formatter_class=fmt, epilog=BEAM_EPILOG,
                        help="Beam job: nearest-neighbour weak labels from a random ensemble",
-                       description="Embed the renders with an M-member random ensemble and write "
-                                   "each image's top-k neighbours to DIR2/pairs-*.parquet, with "
-                                   "DIR2/summary.json (precision from the renders' object ids).")
-    p.add_argument("--renders", required=True, metavar="DIR",
-                   help="the render job's output folder")
+                       description="Embed the renders (or your own images) with an M-member "
+                                   "random ensemble and write each image's top-k neighbours, "
+                                   "found by an exact tiled search, to DIR2/pairs-*.parquet, "
+                                   "with DIR2/summary.json (precision from the renders' object "
+                                   "ids or --labels) and DIR2/failures-*.jsonl.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--renders", metavar="DIR", help="the render job's output folder")
+    source.add_argument("--images", metavar="GLOB",
+                        help="your own images: a recursive glob of PNG/JPEG files (quote it: "
+                             "'photos/**/*.jpg'; id = path below the glob's folder) or a "
+                             ".parquet with columns image_id, image (encoded bytes)")
+    p.add_argument("--labels", metavar="CSV",
+                   help="image_id,label rows, used only for the precision in summary.json")
     p.add_argument("--models", type=positive_int, required=True, help="ensemble size M")
     p.add_argument("--seed", type=seed_int, default=0, help="ensemble init seed")
     p.add_argument("--out", required=True, metavar="DIR2", help="output folder")
@@ -59,6 +67,9 @@ def register(sub):
                    default=None,
                    help="keep pairs with score (ensemble similarity / M) >= this")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per embed batch")
+    p.add_argument("--block-size", type=positive_int, default=4096,
+                   help="images per neighbour-search block: a worker holds two blocks and a "
+                        "block x block tile of similarities")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an earlier run's outputs in DIR2")
     p.set_defaults(handler=_weak_labels, pass_through=True)
@@ -115,14 +126,16 @@ def _render(args, extra_argv):
 
 def _weak_labels(args, extra_argv):
     _plan(args.out, extra_argv)
-    checks.check_renders_dir(args.renders)
+    if args.renders is not None:
+        checks.check_renders_dir(args.renders)
     _check_weak_label_memory(args)
     with checks.quiet_root_logger():
         from rand_ensemble.pipelines import weak_label_job
     s = weak_label_job.run(args.renders, args.out, args.models, args.seed, top_k=args.top_k,
                            mutual=args.mutual, min_score=args.min_score,
                            batch_size=args.batch_size, beam_args=extra_argv,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, images=args.images, labels=args.labels,
+                           block_size=args.block_size)
     precision = "n/a" if s["precision"] is None else f"{s['precision']:.3f}"
     members = s.get("mean_member_precision")
     members = "n/a" if members is None else f"{members:.3f}"

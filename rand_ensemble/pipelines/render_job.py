@@ -1,10 +1,15 @@
 """Render job: (object, view) work items -> reshuffle -> pybullet render -> Parquet + dead letters.
 
-Stages: CreateWorkItems (or ReadManifest + ParseManifest) -> Reshuffle -> Render (one pybullet
-client per worker, in setup/teardown) -> WriteRenders `renders-*.parquet`; anything that fails
-(an id with no URDF, a render that raises, a bad manifest line) goes to WriteFailures
-`failures-*.jsonl` with its input and the error: never dropped, never fatal.
+Stages: CreateObjects (ids from --objects, or from the manifest read and checked at launch:
+a bad, undecodable or repeated line becomes a failure record there) -> Views -> Reshuffle ->
+Render (one pybullet child process per worker, in setup/teardown) -> KeyRenders -> GroupRenders
+-> WriteRenders `renders-SSSSS-of-NNNNN.parquet` (rows sorted by image_id); every failure goes
+to `failures-SSSSS-of-NNNNN.jsonl` with its input and the error: never dropped, never fatal,
+renders + failures = inputs. Only forms that every runner (Direct, portable, Dask) executes
+the same way are used; see common.py.
 """
+import math
+
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
@@ -13,29 +18,42 @@ from rand_ensemble.pipelines import checks, common, schema
 from rand_ensemble.pipelines.checks import parse_objects
 
 RENDERS_PREFIX, FAILURES_PREFIX = "renders", "failures"
+ROWS_PER_SHARD = 1000
+FAILURES_PER_SHARD = 100000
 
 
-class ParseManifestLine(common.Partitioned):
-    """One manifest line (an object id) -> `views` work items; a non-integer line is a failure."""
+def read_manifest(manifest, views, seed):
+    """Manifest -> (unique object ids in file order, failure lines); one line = one input.
 
-    def __init__(self, views, seed):
-        self.views, self.seed = views, seed
-
-    def process(self, line):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            return
+    Lines are decoded one by one, so one non-UTF-8 line is one failure, not a dead job; a
+    repeated id is a failure naming the line that is kept (the first).
+    """
+    with FileSystems.open(manifest) as f:
+        data = f.read()
+    ids, first_line, failures = [], {}, []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        record = {"manifest_line": raw.decode("utf-8", "backslashreplace"), "line": number,
+                  "seed": seed}
         try:
+            text = raw.decode("utf-8").strip()
+            if not text or text.startswith("#"):
+                continue
             object_id = int(text)
-        except ValueError as e:
-            yield self.failure({"manifest_line": line, "seed": self.seed}, "manifest", e)
-            return
-        for view in range(self.views):
-            yield {"object_id": object_id, "view": view, "seed": self.seed}
+            if object_id < 0:
+                raise RandEnsembleError(f"object id must be >= 0, got {object_id}")
+            if object_id in first_line:
+                raise RandEnsembleError(f"duplicate object id {object_id}: the first copy "
+                                        f"(line {first_line[object_id]}) is rendered")
+        except (UnicodeDecodeError, ValueError, RandEnsembleError) as e:
+            failures.append(common.failure(record, "manifest", e)[1])
+            continue
+        first_line[object_id] = number
+        ids.append(object_id)
+    return ids, failures
 
 
-class RenderDoFn(common.Partitioned):
-    """Work item {object_id, view, seed} -> one RENDERS row, or a failure record."""
+class RenderDoFn(beam.DoFn):
+    """Work item {object_id, view, seed} -> ("ok", RENDERS row) or ("failure", line)."""
 
     def __init__(self, hw, colour, timeout_s=30.0):
         self.hw, self.colour, self.timeout_s = hw, colour, timeout_s
@@ -49,9 +67,10 @@ class RenderDoFn(common.Partitioned):
     def process(self, item):
         try:
             image, camera = self.renderer.render_view(item["object_id"], item["view"], item["seed"])
-            yield schema.render_row(item["object_id"], item["view"], item["seed"], image, camera)
+            yield common.ok(schema.render_row(item["object_id"], item["view"], item["seed"],
+                                              image, camera))
         except Exception as e:                            # dead letter, whatever went wrong
-            yield self.failure(item, "render", e)
+            yield common.failure(item, "render", e)
 
     def teardown(self):
         if self.renderer is not None:
@@ -59,29 +78,46 @@ class RenderDoFn(common.Partitioned):
             self.renderer = None
 
 
-def build(pipeline, out, views, seed, hw=32, colour="object", objects=None, manifest=None,
+class WriteRenderShard(beam.DoFn):
+    """(shard, [RENDERS rows]) -> renders-SSSSS-of-NNNNN.parquet sorted by image_id."""
+
+    def __init__(self, out, num_shards):
+        self.out, self.num_shards = out, num_shards
+
+    def process(self, keyed):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        shard, rows = keyed
+        rows = sorted(rows, key=lambda r: r["image_id"])
+        table = pa.Table.from_pylist(rows, schema=schema.RENDERS)
+        path = common.join(self.out, common.shard_name(RENDERS_PREFIX, shard, self.num_shards,
+                                                       ".parquet"))
+        common.write_atomically(path, lambda f: pq.write_table(table, f))
+        yield {"file": path, "rows": len(rows)}
+
+
+def build(pipeline, out, views, seed, object_ids, early_failures=(), hw=32, colour="object",
           timeout_s=30.0):
-    """Add the render stages to `pipeline`; returns the (renders, failures) PCollections."""
-    if manifest is not None:
-        parsed = (pipeline
-                  | "ReadManifest" >> beam.io.ReadFromText(manifest)
-                  | "ParseManifest" >> beam.ParDo(ParseManifestLine(views, seed)).with_outputs(
-                      common.Partitioned.FAILURES, main="items"))
-        items, early_failures = parsed.items, parsed.failures
-    else:
-        work = [{"object_id": o, "view": v, "seed": seed} for o in objects for v in range(views)]
-        items = pipeline | "CreateWorkItems" >> beam.Create(work)
-        early_failures = pipeline | "NoManifestFailures" >> beam.Create([])
-    rendered = (items
-                | "Reshuffle" >> beam.Reshuffle()
-                | "Render" >> beam.ParDo(RenderDoFn(hw, colour, timeout_s)).with_outputs(
-                    common.Partitioned.FAILURES, main="renders"))
-    rendered.renders | "WriteRenders" >> beam.io.WriteToParquet(
-        common.join(out, RENDERS_PREFIX), schema.RENDERS, file_name_suffix=".parquet")
-    failures = (early_failures, rendered.failures) | "AllFailures" >> beam.Flatten()
-    failures | "WriteFailures" >> beam.io.WriteToText(
-        common.join(out, FAILURES_PREFIX), file_name_suffix=".jsonl")
-    return rendered.renders, failures
+    """Add the render stages to `pipeline` (the last one joins every writer)."""
+    num_shards = max(1, math.ceil(len(object_ids) * views / ROWS_PER_SHARD))
+    items = (pipeline
+             | "CreateObjects" >> beam.Create(list(object_ids))
+             | "Views" >> beam.FlatMap(
+                 lambda o: [{"object_id": o, "view": v, "seed": seed} for v in range(views)])
+             | "Reshuffle" >> beam.Reshuffle()
+             | "Render" >> beam.ParDo(RenderDoFn(hw, colour, timeout_s)))
+    renders, failures = common.split(items, "Render")
+    written = (renders
+               | "KeyRenders" >> beam.Map(
+                   lambda r: ((r["object_id"] * views + r["view"]) % num_shards, r))
+               | "GroupRenders" >> beam.GroupByKey()
+               | "WriteRenders" >> beam.ParDo(WriteRenderShard(out, num_shards)))
+    if early_failures:
+        early = pipeline | "ManifestFailures" >> beam.Create(list(early_failures))
+        failures = (failures, early) | "AllFailures" >> beam.Flatten()
+    failure_shards = max(1, math.ceil(len(object_ids) * views / FAILURES_PER_SHARD))
+    failed = common.write_failures(failures, out, failure_shards)
+    return common.finish(pipeline, [written, failed])
 
 
 def run(out, views, seed, objects=None, manifest=None, hw=32, colour="object", beam_args=(),
@@ -100,14 +136,17 @@ def run(out, views, seed, objects=None, manifest=None, hw=32, colour="object", b
     if int(hw) < 8:
         raise RandEnsembleError(f"--hw must be >= 8, got {hw}")
     if manifest is not None:
+        common.check_path(manifest, "--manifest")
         checks.check_manifest(manifest)
         if checks.is_remote(manifest) and not FileSystems.exists(manifest):
             raise RandEnsembleError(f"manifest not found: {manifest}")
     common.prepare_output(out, (RENDERS_PREFIX, FAILURES_PREFIX), overwrite)
-    options = common.pipeline_options(beam_args)
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, out, int(views), int(seed), int(hw), colour, objects, manifest,
-              float(timeout_s))
+    object_ids, early_failures = (list(objects), []) if manifest is None else \
+        read_manifest(manifest, int(views), int(seed))
+    pipeline = beam.Pipeline(options=common.pipeline_options(beam_args))
+    build(pipeline, out, int(views), int(seed), object_ids, early_failures, int(hw), colour,
+          float(timeout_s))
+    common.run_pipeline(pipeline, out, (RENDERS_PREFIX, FAILURES_PREFIX))
     return {"renders": common.count_parquet_rows(common.join(out, RENDERS_PREFIX + "-*.parquet")),
             "failures": common.count_lines(common.join(out, FAILURES_PREFIX + "-*")),
             "out": out}

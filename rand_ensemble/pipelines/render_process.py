@@ -4,6 +4,7 @@ pybullet's TinyRenderer can spin forever inside getCameraImage on some scenes (s
 object 168, view 2, seed 0 at hw=32); a C call cannot be interrupted in-thread, so the render
 DoFn talks to one child process per worker and replaces it when a render overruns.
 """
+import math
 import multiprocessing
 
 from rand_ensemble.errors import RandEnsembleError
@@ -23,6 +24,8 @@ class RenderError(RandEnsembleError):
 
 def _serve(conn, hw, colour):
     """Child loop: (object_id, view, seed) -> ("ok", image, camera) or ("error", type, message)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)        # Ctrl-C is the parent's to handle
     from rand_ensemble.images.render import Renderer
     with Renderer(hw, colour) as renderer:
         conn.send(("ready",))
@@ -60,7 +63,7 @@ class RenderProcess:
             self.start()
         try:
             self.conn.send((object_id, view, seed))
-            ready = self.conn.poll(self.timeout_s)
+            ready = self.conn.poll(None if math.isinf(self.timeout_s) else self.timeout_s)
             reply = self.conn.recv() if ready else None
         except (EOFError, OSError) as e:
             self.close()

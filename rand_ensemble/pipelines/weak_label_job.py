@@ -1,141 +1,201 @@
-"""Weak-label job: renders Parquet -> embed with the M-ensemble in batches -> top-k -> pairs.
+"""Weak-label job: images -> embed with the M-ensemble per block -> tiled exact top-k -> pairs.
 
-Stages: ReadRenders -> DecodeImages (bad rows -> failures) -> Batch (BatchElements) -> Embed
-(params and the jitted forward built once per worker in setup) -> GatherEmbeddings (all rows
-to one place, sorted by image_id) -> WeakLabel (`weak_labels.weak_label_pairs` + `summarize`)
--> WritePairs `pairs-*.parquet`, WriteSummary `summary.json`, WriteFailures `failures-*.jsonl`.
-The gather is single-node: memory O(N * M * E) for the embeddings plus O(N * k) for the pairs.
+Stages: Files -> ReadParquet / ReadImages (unreadable files and rows -> failures) -> KeyBlocks
+(image_id hashed into ceil(N / --block-size) blocks; a labels CSV joins here) -> GroupBlocks
+-> EmbedBlock (duplicate ids -> failures; params and the jitted forward built once per worker
+in setup) -> FanOut -> GroupTiles -> TileTopK -> MergeBlocks (CombinePerKey) -> FinishBlocks
+-> GroupPairs -> MarkMutual -> GroupPairShards -> WritePairs `pairs-SSSSS-of-NNNNN.parquet`;
+WriteSummary `summary.json`; WriteFailures `failures-SSSSS-of-NNNNN.jsonl`. The search is
+neighbours.py; only forms that every runner executes the same way are used (common.py).
 """
 import json
+import math
 
 import apache_beam as beam
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.pipelines import checks, common, schema
+from rand_ensemble.pipelines import checks, common, neighbours, schema, sources
 
 PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME = "pairs", "failures", "summary.json"
 DEFAULT_BATCH = 64
+DEFAULT_BLOCK = 4096
+SUMMED = ("images", "labelled", "correct", "pairs", "failures", "mutual_kept",
+          "mutual_labelled", "mutual_correct", "min_kept", "min_labelled", "min_correct")
 
 
-class DecodeImage(common.Partitioned):
-    """RENDERS row -> (image_id, object_id, uint8 (hw, hw, 3)); wrong size or bytes -> failure."""
+class WritePairShard(beam.DoFn):
+    """(block, edges) -> pairs-SSSSS-of-NNNNN.parquet (filtered, sorted) + a summary partial."""
 
-    def __init__(self, hw):
-        self.hw = hw
+    def __init__(self, out, num_blocks, mutual, min_score):
+        self.out, self.num_blocks, self.mutual, self.min_score = out, num_blocks, mutual, min_score
 
-    def process(self, row):
-        keys = ("image_id", "object_id", "view", "seed", "height", "width")
-        record = {k: row.get(k) for k in keys}
-        try:
-            h, w, data = row["height"], row["width"], row["image"]
-            if (h, w) != (self.hw, self.hw):
-                raise RandEnsembleError(f"image is {h}x{w}, the embedder needs {self.hw}x{self.hw}")
-            if data is None or len(data) != h * w * 3:
-                raise RandEnsembleError(
-                    f"image has {0 if data is None else len(data)} bytes, expected {h * w * 3}")
-            if row["image_id"] is None or row["object_id"] is None:
-                raise RandEnsembleError("image_id and object_id must be present")
-            image = np.frombuffer(data, np.uint8).reshape(h, w, 3)
-            yield row["image_id"], int(row["object_id"]), image
-        except Exception as e:
-            yield self.failure(record, "decode", e)
-
-
-class EmbedBatch(beam.DoFn):
-    """[(image_id, object_id, image)] -> (image_id, object_id, float32 (M*E,)) each.
-
-    One `ensemble.embed` call per batch: embed pads a batch to `batch_size`, so one compiled
-    shape serves every batch and the numbers do not depend on how the runner cut the batches.
-    """
-
-    def __init__(self, seed, num_models, batch_size=DEFAULT_BATCH):
-        self.seed, self.num_models, self.batch_size = seed, num_models, batch_size
-
-    def setup(self):
-        import jax
-        from rand_ensemble import ensemble
-        self._embed = ensemble.embed
-        self.params = ensemble.init_ensemble(jax.random.PRNGKey(self.seed), self.num_models)
-
-    def process(self, batch):
-        images = np.stack([image for _, _, image in batch])          # (B, H, W, 3) uint8
-        emb = self._embed(self.params, images, batch_size=self.batch_size)   # (M, B, E)
-        rows = emb.transpose(1, 0, 2).reshape(len(batch), -1)        # (B, M*E)
-        for (image_id, object_id, _), row in zip(batch, rows):
-            yield image_id, object_id, row
+    def process(self, keyed):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        block, edges = keyed
+        threshold = None if self.min_score is None else np.float32(self.min_score)
+        stats = dict.fromkeys(SUMMED[3:], 0)
+        rows = []
+        for _, a, b, score, rank, label_a, label_b, mutual in sorted(edges, key=lambda e: e[1:5]):
+            above = threshold is None or np.float32(score) >= threshold
+            if (mutual or not self.mutual) and above:
+                rows.append({"image_id_a": a, "image_id_b": b, "score": score, "rank": rank})
+            if rank == 1:
+                labelled, correct = neighbours.agree(label_a, label_b)
+                for name, kept in (("mutual", mutual), ("min", threshold is not None and above)):
+                    stats[f"{name}_kept"] += kept
+                    stats[f"{name}_labelled"] += kept and labelled
+                    stats[f"{name}_correct"] += kept and correct
+        stats["pairs"] = len(rows)
+        table = pa.Table.from_pylist(rows, schema=schema.PAIRS)
+        path = common.join(self.out, common.shard_name(PAIRS_PREFIX, block, self.num_blocks,
+                                                       ".parquet"))
+        common.write_atomically(path, lambda f: pq.write_table(table, f))
+        yield stats
 
 
-class WeakLabel(beam.DoFn):
-    """All (image_id, object_id, row) -> pair rows, plus the summary JSON as a tagged output."""
-    SUMMARY = "summary"
-
-    def __init__(self, num_models, seed, top_k, mutual, min_score):
-        self.num_models, self.seed = num_models, seed
-        self.top_k, self.mutual, self.min_score = top_k, mutual, min_score
-
-    def process(self, gathered, num_failures):
-        from rand_ensemble import weak_labels
-        gathered = sorted(gathered, key=lambda r: r[0])              # worker-count independent
-        n = len(gathered)
-        summary = {"num_images": n, "num_pairs": 0, "num_failures": int(num_failures),
-                   "num_models": self.num_models, "seed": self.seed, "top_k": self.top_k,
-                   "precision": None, "per_model_precision": None}
-        k = min(self.top_k, n - 1)
-        if k >= 1:
-            ids = np.array([r[0] for r in gathered])
-            objects = np.array([r[1] for r in gathered])
-            flat = np.stack([r[2] for r in gathered])                # (N, M*E)
-            emb = flat.reshape(n, self.num_models, -1).transpose(1, 0, 2)   # (M, N, E)
-            pairs = weak_labels.weak_label_pairs(emb, ids, k, self.mutual, self.min_score)
-            summary.update(weak_labels.summarize(emb, objects, k, self.mutual, self.min_score))
-            summary["seed"] = self.seed
-            for a, b, s, r in zip(pairs["image_id_a"], pairs["image_id_b"],
-                                  pairs["score"].tolist(), pairs["rank"].tolist()):
-                yield {"image_id_a": a, "image_id_b": b, "score": s, "rank": r}
-        yield beam.pvalue.TaggedOutput(self.SUMMARY, json.dumps(summary, indent=2, sort_keys=True))
+def sum_partials(partials, num_models):
+    """Summary partials -> totals (member lists added elementwise)."""
+    total = dict.fromkeys(SUMMED, 0)
+    total["members_labelled"], total["members_correct"] = [0] * num_models, [0] * num_models
+    for p in partials:
+        for name, value in p.items():
+            if name in SUMMED:
+                total[name] += int(value)
+            elif name.startswith("members_"):
+                total[name] = [x + y for x, y in zip(total[name], value)]
+    return total
 
 
-def build(pipeline, renders, out, num_models, seed, top_k=1, mutual=False, min_score=None,
-          batch_size=DEFAULT_BATCH):
-    """Add the weak-label stages to `pipeline`; returns the pairs PCollection."""
+def ratio(num, den):
+    return num / den if den else None
+
+
+def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size):
+    """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's)."""
+    n = t["images"]
+    summary = {"num_images": n, "num_pairs": t["pairs"], "num_failures": t["failures"],
+               "num_models": num_models, "seed": seed, "top_k": top_k, "precision": None,
+               "per_model_precision": None, "block_size": block_size}
+    if n < 2:
+        return summary
+    members = [ratio(c, d) for c, d in zip(t["members_correct"], t["members_labelled"])]
+    members = None if None in members else members
+
+    def filtered(name):
+        return {"coverage": t[f"{name}_kept"] / n, "num_images": t[f"{name}_kept"],
+                "precision": ratio(t[f"{name}_correct"], t[f"{name}_labelled"])}
+
+    summary.update({
+        "top_k": min(top_k, n - 1), "precision": ratio(t["correct"], t["labelled"]),
+        "per_model_precision": members,
+        "mean_member_precision": None if members is None else float(np.mean(members)),
+        "best_member_precision": None if members is None else float(np.max(members)),
+        "mutual": filtered("mutual"),
+        "min_score": None if min_score is None else
+        dict(filtered("min"), threshold=float(min_score)),
+        "filters": {"mutual": bool(mutual), "min_score": min_score}})
+    return summary
+
+
+class WriteSummary(beam.DoFn):
+    """(0, partials) -> summary.json."""
+
+    def __init__(self, out, settings):
+        self.out, self.settings = out, settings
+
+    def process(self, keyed):
+        summary = summary_of(sum_partials(keyed[1], self.settings["num_models"]), **self.settings)
+        path = common.join(self.out, SUMMARY_NAME)
+        common.write_atomically(path, lambda f: f.write(common.dumps(summary).encode()))
+        yield {"file": path, "rows": 1}
+
+
+def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
+          top_k=1, mutual=False, min_score=None, batch_size=DEFAULT_BATCH,
+          block_size=DEFAULT_BLOCK, evaluate=True):
+    """Add the weak-label stages to `pipeline` (the last one joins every writer)."""
     from rand_ensemble.ensemble import DEFAULT_CONFIG
-    decoded = (pipeline
-               | "ReadRenders" >> beam.io.ReadFromParquet(
-                   common.join(renders, "renders-*.parquet"), columns=schema.RENDER_INPUT_COLUMNS)
-               | "DecodeImages" >> beam.ParDo(DecodeImage(DEFAULT_CONFIG.input_hw)).with_outputs(
-                   common.Partitioned.FAILURES, main="images"))
-    num_failures = decoded.failures | "CountFailures" >> beam.combiners.Count.Globally()
-    labelled = (decoded.images
-                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
-                | "Embed" >> beam.ParDo(EmbedBatch(seed, num_models, batch_size))
-                | "GatherEmbeddings" >> beam.combiners.ToList()
-                | "WeakLabel" >> beam.ParDo(
-                    WeakLabel(num_models, seed, top_k, mutual, min_score),
-                    beam.pvalue.AsSingleton(num_failures)).with_outputs(
-                        WeakLabel.SUMMARY, main="pairs"))
-    labelled.pairs | "WritePairs" >> beam.io.WriteToParquet(
-        common.join(out, PAIRS_PREFIX), schema.PAIRS, file_name_suffix=".parquet")
-    labelled.summary | "WriteSummary" >> beam.io.WriteToText(
-        common.join(out, SUMMARY_NAME), num_shards=1, shard_name_template="")
-    decoded.failures | "WriteFailures" >> beam.io.WriteToText(
-        common.join(out, FAILURES_PREFIX), file_name_suffix=".jsonl")
-    return labelled.pairs
+    records = sources.images_pcoll(pipeline, renders, images, labels, DEFAULT_CONFIG.input_hw)
+    inputs, read_failures = common.split(records, "Read")
+    embedded = (inputs
+                | "KeyBlocks" >> beam.Map(lambda r: (common.stable_hash(r[1]) % num_blocks, r))
+                | "GroupBlocks" >> beam.GroupByKey()
+                | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(seed, num_models, batch_size)))
+    blocks, embed_failures = common.split(embedded, "Embed")
+    parts = (blocks
+             | "FanOut" >> beam.FlatMap(neighbours.fan_out, num_blocks)
+             | "GroupTiles" >> beam.GroupByKey()
+             | "TileTopK" >> beam.ParDo(neighbours.TileTopK(num_blocks, top_k, num_models,
+                                                            evaluate)))
+    markers = blocks | "BlockIds" >> beam.Map(lambda b: (b[0], ("block", b[1], b[2])))
+    finished = ((parts, markers) | "AllParts" >> beam.Flatten()
+                | "MergeBlocks" >> beam.CombinePerKey(neighbours.MergeBlock(top_k))
+                | "FinishBlocks" >> beam.FlatMap(neighbours.finish_block, num_models))
+    block_stats = finished | "BlockStats" >> beam.FlatMap(
+        lambda r: [r[1]] if r[0] == "summary" else [])
+    pair_stats = (finished
+                  | "Edges" >> beam.FlatMap(lambda r: [r[1:]] if r[0] == "edge" else [])
+                  | "GroupPairs" >> beam.GroupByKey()
+                  | "MarkMutual" >> beam.FlatMap(neighbours.mark_mutual)
+                  | "GroupPairShards" >> beam.GroupByKey()
+                  | "WritePairs" >> beam.ParDo(WritePairShard(out, num_blocks, mutual, min_score)))
+    failures = (read_failures, embed_failures) | "AllFailures" >> beam.Flatten()
+    failed = common.write_failures(failures, out, max(1, num_blocks // 16))
+    settings = {"num_models": num_models, "seed": seed, "top_k": top_k, "mutual": mutual,
+                "min_score": min_score, "block_size": block_size}
+    summary = ((pipeline | "SummarySeed" >> beam.Create([{}]), block_stats, pair_stats, failed)
+               | "AllStats" >> beam.Flatten()
+               | "KeyStats" >> beam.Map(lambda p: (0, p))
+               | "GroupStats" >> beam.GroupByKey()
+               | "WriteSummary" >> beam.ParDo(WriteSummary(out, settings)))
+    return common.finish(pipeline, [pair_stats, failed, summary])
 
 
-def run(renders, out, num_models, seed, top_k=1, mutual=False, min_score=None,
-        batch_size=DEFAULT_BATCH, beam_args=(), overwrite=False):
-    """Run the weak-label job to completion -> the summary dict (also in out/summary.json)."""
+def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, min_score=None,
+        batch_size=DEFAULT_BATCH, beam_args=(), overwrite=False, images=None, labels=None,
+        block_size=DEFAULT_BLOCK):
+    """Run the weak-label job to completion -> the summary dict (also in out/summary.json).
+
+    Args:
+      renders: the render job's output folder, or None when `images` is given.
+      out: output folder (local or gs://...): pairs-*.parquet, summary.json, failures-*.jsonl.
+      num_models, seed: the ensemble (M members from PRNGKey(seed)).
+      top_k, mutual, min_score: the neighbours kept as pairs.
+      images: a recursive glob of PNG/JPEG files, or a .parquet of (image_id, image bytes).
+      labels: optional CSV image_id,label, used only for the precision figures.
+      block_size: rows per neighbour-search block (a worker holds two blocks and a tile).
+    Returns:
+      the summary dict.
+    """
+    if out is None:
+        raise RandEnsembleError("--out is required")
+    if (renders is None) == (images is None):
+        raise RandEnsembleError("give exactly one of --renders DIR or --images GLOB")
     if int(num_models) < 1:
         raise RandEnsembleError(f"--models must be >= 1, got {num_models}")
-    if int(top_k) < 1 or int(batch_size) < 1 or int(seed) < 0:
-        raise RandEnsembleError("--top-k and --batch-size must be >= 1, --seed >= 0")
-    checks.check_renders_dir(renders)
-    if not common.matching(common.join(renders, "renders-*.parquet")):
-        raise RandEnsembleError(f"no renders-*.parquet files in {renders}")
-    common.prepare_output(out, (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME), overwrite)
-    with beam.Pipeline(options=common.pipeline_options(beam_args)) as pipeline:
-        build(pipeline, renders, out, int(num_models), int(seed), int(top_k), bool(mutual),
-              None if min_score is None else float(min_score), int(batch_size))
+    if int(top_k) < 1 or int(batch_size) < 1 or int(seed) < 0 or int(block_size) < 1:
+        raise RandEnsembleError("--top-k, --batch-size and --block-size must be >= 1, --seed >= 0")
+    for path, what in ((renders, "--renders"), (images, "--images"), (labels, "--labels")):
+        if path is not None:
+            common.check_path(path, what)
+    if renders is not None:
+        checks.check_renders_dir(renders)
+        if not common.matching(common.join(renders, "renders-*.parquet")):
+            raise RandEnsembleError(f"no renders-*.parquet files in {renders}")
+    elif not (common.matching(images) if images.endswith(".parquet")
+              else sources.glob_images(images)):
+        raise RandEnsembleError(f"no files match --images {images}")
+    if labels is not None and not common.FileSystems.exists(labels):
+        raise RandEnsembleError(f"labels file not found: {labels}")
+    prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
+    common.prepare_output(out, prefixes, overwrite)
+    num_blocks = max(1, math.ceil(sources.count_inputs(renders, images) / int(block_size)))
+    pipeline = beam.Pipeline(options=common.pipeline_options(beam_args))
+    build(pipeline, out, int(num_models), int(seed), num_blocks, renders, images, labels,
+          int(top_k), bool(mutual), None if min_score is None else float(min_score),
+          int(batch_size), int(block_size), evaluate=renders is not None or labels is not None)
+    common.run_pipeline(pipeline, out, prefixes)
     with common.FileSystems.open(common.join(out, SUMMARY_NAME)) as f:
         return json.loads(f.read())

@@ -1,0 +1,176 @@
+"""Sharded exact neighbour search of the weak-label job: no worker holds all N embeddings.
+
+Images are hashed into `num_blocks` blocks by image_id. EmbedBlock embeds one block (rows
+sorted by id, duplicates dropped); FanOut sends it to the tiles (a, b), a <= b, it belongs
+to; TileTopK computes one tile's similarities once and yields a partial top-k for both
+blocks; MergeBlock (a CombineFn, so runners that lift combiners merge before the shuffle)
+folds the partials of a query block. Ties go to the smaller image_id, which is the lower index
+of `weak_labels.top_k_neighbours` on rows sorted by id, so results equal the brute force.
+A second pass keyed by the unordered pair marks mutual neighbours. Memory per worker: two
+blocks (2 * B * D floats), one (B, B) tile and a (B, k) accumulator, whatever N is.
+"""
+import apache_beam as beam
+import numpy as np
+
+from rand_ensemble import weak_labels
+from rand_ensemble.pipelines import common
+
+ENSEMBLE = "ens"                    # channel of the ensemble top-k; members are channels 0..M-1
+
+
+class EmbedBlock(beam.DoFn):
+    """(block, records) -> ok (block, ids (n,), labels (n,) object, float32 (n, M*E)) + failures.
+
+    The copy of a repeated image_id with the smallest source (file, row) is kept; each other
+    copy is a failure row, so a duplicated shard cannot pair an image with itself.
+    """
+
+    def __init__(self, seed, num_models, batch_size):
+        self.seed, self.num_models, self.batch_size = seed, num_models, batch_size
+
+    def setup(self):
+        import jax
+        from rand_ensemble import ensemble
+        self._embed = ensemble.embed
+        self.params = ensemble.init_ensemble(jax.random.PRNGKey(self.seed), self.num_models)
+
+    def process(self, keyed):
+        block, records = keyed
+        labels, copies = {}, {}
+        for kind, image_id, label, image, source in sorted(records, key=lambda r: r[4]):
+            if kind == "label":
+                labels.setdefault(image_id, label)
+            else:
+                copies.setdefault(image_id, []).append((source, label, image))
+        ids = sorted(copies)
+        for image_id in ids:
+            kept = copies[image_id][0][0]
+            for source, _, _ in copies[image_id][1:]:
+                yield common.failure({"image_id": image_id, "file": source[0], "row": source[1]},
+                                     "duplicate", f"duplicate image_id {image_id!r}: the copy "
+                                     f"in {kept[0]} row {kept[1]} is kept")
+        if not ids:
+            return
+        images = np.stack([copies[i][0][2] for i in ids])                   # (n, H, W, 3)
+        emb = np.asarray(self._embed(self.params, images, batch_size=self.batch_size))
+        flat = emb.transpose(1, 0, 2).reshape(len(ids), -1)                 # (n, M*E)
+        kept_labels = np.empty(len(ids), object)                         # (n,) any hashable
+        kept_labels[:] = [labels.get(i, copies[i][0][1]) for i in ids]
+        yield common.ok((block, np.array(ids), kept_labels, flat))
+
+
+def fan_out(block, num_blocks):
+    """Block record -> (tile key, record) for every tile (min(a, j), max(a, j)) it is part of."""
+    a = block[0]
+    for j in range(num_blocks):
+        yield min(a, j) * num_blocks + max(a, j), block
+
+
+class TileTopK(beam.DoFn):
+    """(tile, [one or two blocks]) -> (query block, ("part", {channel: (ids, scores, labels)}))."""
+
+    def __init__(self, num_blocks, top_k, num_models, evaluate):
+        self.num_blocks, self.top_k = num_blocks, top_k
+        self.num_models, self.evaluate = num_models, evaluate
+
+    def channels(self, x, y, diagonal):
+        """[(channel, tile_top_k result)]: the ensemble's top-k, each member's top-1."""
+        out = [(ENSEMBLE, weak_labels.tile_top_k(x, y, self.top_k, diagonal))]
+        if self.evaluate:
+            e = x.shape[1] // self.num_models
+            out += [(m, weak_labels.tile_top_k(x[:, m * e:(m + 1) * e], y[:, m * e:(m + 1) * e],
+                                               1, diagonal)) for m in range(self.num_models)]
+        return out
+
+    def process(self, keyed):
+        tile, blocks = keyed
+        a, b = divmod(tile, self.num_blocks)
+        blocks = sorted(blocks, key=lambda r: r[0])
+        if a == b:
+            blocks = blocks * 2
+        if len(blocks) != 2:                    # the other block got no images
+            return
+        (_, ids_a, lab_a, x), (_, ids_b, lab_b, y) = blocks
+        rows, cols = {}, {}
+        for channel, ((ia, sa), (ib, sb)) in self.channels(x, y, a == b):
+            rows[channel] = (ids_b[ia], sa, lab_b[ia])
+            cols[channel] = (ids_a[ib], sb, lab_a[ib])
+        yield a, ("part", rows)
+        if a != b:
+            yield b, ("part", cols)
+
+
+class MergeBlock(beam.CombineFn):
+    """("block", ids, labels) and ("part", channels) of one query block -> merged top-k lists."""
+
+    def __init__(self, top_k):
+        self.top_k = top_k
+
+    def create_accumulator(self):
+        return {"block": None, "parts": {}}
+
+    def add_input(self, acc, value):
+        if value[0] == "block":
+            acc["block"] = value[1:]
+            return acc
+        for channel, part in value[1].items():
+            k = self.top_k if channel == ENSEMBLE else 1
+            prev = acc["parts"].get(channel)
+            merged = weak_labels.merge_top_k([part] if prev is None else [prev, part], k)
+            if merged is not None:
+                acc["parts"][channel] = merged
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        out = self.create_accumulator()
+        for acc in accumulators:
+            if acc["block"] is not None:
+                out["block"] = acc["block"]
+            for channel, part in acc["parts"].items():
+                self.add_input(out, ("part", {channel: part}))
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def agree(a, b):
+    """(labelled, correct): both labels known, and equal."""
+    labelled = a is not None and b is not None
+    return labelled, labelled and a == b
+
+
+def finish_block(keyed, num_models):
+    """(block, merged) -> summary partial + ("edge", pair key, edge) for every neighbour."""
+    block, acc = keyed
+    ids, labels = acc["block"]
+    stats = {"images": len(ids), "labelled": 0, "correct": 0,
+             "members_labelled": [0] * num_models, "members_correct": [0] * num_models}
+    ens = acc["parts"].get(ENSEMBLE)
+    if ens is None:                              # a pool of one image: no neighbours
+        yield ("summary", stats)
+        return
+    scores = ens[1] / np.float32(num_models)                                 # (A, k)
+    for i, image_id in enumerate(ids):
+        labelled, correct = agree(labels[i], ens[2][i, 0])
+        stats["labelled"] += labelled
+        stats["correct"] += correct
+        for m in range(num_models):
+            member = acc["parts"].get(m)
+            if member is not None:
+                labelled, correct = agree(labels[i], member[2][i, 0])
+                stats["members_labelled"][m] += labelled
+                stats["members_correct"][m] += correct
+        for r in range(ens[0].shape[1]):
+            other = str(ens[0][i, r])
+            edge = (block, image_id, other, float(scores[i, r]), r + 1, labels[i], ens[2][i, r])
+            yield ("edge", common.stable_hash("\0".join(sorted((image_id, other)))), edge)
+    yield ("summary", stats)
+
+
+def mark_mutual(keyed):
+    """(pair key, edges) -> (query block, edge + (mutual,)): mutual = the reverse edge exists."""
+    _, edges = keyed
+    present = {(e[1], e[2]) for e in edges}
+    for e in edges:
+        yield e[0], e + ((e[2], e[1]) in present,)
