@@ -19,6 +19,11 @@ BEAM_EPILOG = ("Any other option goes to Apache Beam, e.g. --runner DataflowRunn
 
 def register(sub):
     """Add `render` and `weak-labels` to the `rand-ensemble` subparsers."""
+    _add_render(sub)
+    _add_weak_labels(sub)
+
+
+def _add_render(sub):
     from rand_ensemble.cli import float_in, int_in, positive_int, seed_int
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
@@ -42,6 +47,11 @@ def register(sub):
                    help="a render running longer goes to failures (its process is replaced)")
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run's shards in DIR")
     p.set_defaults(handler=_render, pass_through=True)
+
+
+def _add_weak_labels(sub):
+    from rand_ensemble.cli import float_in, positive_int, seed_int
+    fmt = argparse.ArgumentDefaultsHelpFormatter
 
     p = sub.add_parser("weak-labels", formatter_class=fmt, epilog=BEAM_EPILOG,
                        help="Beam job: nearest-neighbour weak labels from a random ensemble",
@@ -100,7 +110,7 @@ def _check_render_memory(args, objects):
 
 def _check_weak_label_memory(args):
     """M random nets and one batch through them must fit in memory (blog net, 32x32 images)."""
-    from rand_ensemble.cli.images import check_eval_memory
+    from rand_ensemble.images.evaluation import check_eval_memory
     from rand_ensemble.embedder import DEFAULT_CONFIG
     check_eval_memory((args.batch_size, 1, 32, 32), DEFAULT_CONFIG, args.models, args.batch_size, 0)
 

@@ -4,9 +4,7 @@ Each command plans first (every output path checked, sizes checked against memor
 computes, then writes all its outputs as one unit (`fileio.write_outputs`); timings go to a
 separate file, so the reports themselves are byte-identical for the same seed.
 """
-import math
 import os
-import sys
 import time
 
 from rand_ensemble.errors import RandEnsembleError
@@ -17,13 +15,20 @@ PLOTS = ("accuracy_vs_size.png", "collage.png")
 
 def register(sub):
     """Add the image commands to the `rand-ensemble` subparsers."""
-    from rand_ensemble.cli import int_in, positive_int, seed_int
+    _add_eval(sub)
+    _add_render_test_set(sub)
+    _add_demo(sub)
+
+
+def _add_eval(sub):
+    from rand_ensemble.cli import positive_int, seed_int
 
     p = sub.add_parser(
-        "eval", help="evaluate M random nets and their ensemble on a test set",
-        description="Evaluate M randomly initialised embedding nets (one jitted pass) on a test "
-                    "set of (anchor, positive, 9 negatives): per-model accuracy, ensemble "
-                    "accuracy (similarities summed over members) with a bootstrap interval.")
+        "eval", help="evaluate M random nets (or a trained checkpoint) on a test set",
+        description="Evaluate M randomly initialised embedding nets (one jitted pass), or saved "
+                    "params / a trained checkpoint, on a test set of (anchor, positive, 9 "
+                    "negatives): per-model accuracy, ensemble accuracy (similarities summed "
+                    "over members) with a bootstrap interval.")
     p.add_argument("--test-set", required=True, metavar="PATH",
                    help=".npy or .npy.gz array (N, 11, H, W, 3), float in [0, 1] or uint8")
     p.add_argument("--models", type=positive_int, default=10, metavar="M",
@@ -47,6 +52,10 @@ def register(sub):
                         "depend only on the inputs and the seed)")
     p.set_defaults(handler=_eval_command)
 
+
+def _add_render_test_set(sub):
+    from rand_ensemble.cli import int_in, positive_int, seed_int
+
     p = sub.add_parser(
         "render-test-set", help="render a test set of synthetic objects with pybullet",
         description="Render N examples of (anchor, positive, 9 negatives) with pybullet: uint8 "
@@ -59,6 +68,10 @@ def register(sub):
     p.add_argument("--colour", choices=("object", "random"), default="object",
                    help="object: the URDF colour (as the blog); random: re-drawn per view")
     p.set_defaults(handler=_render_test_set_command)
+
+
+def _add_demo(sub):
+    from rand_ensemble.cli import positive_int, seed_int
 
     p = sub.add_parser(
         "demo", help="render a test set (cached), evaluate 10 random nets, write plots",
@@ -76,15 +89,16 @@ def register(sub):
 
 def _eval_command(args, extra):
     from rand_ensemble import fileio
-    from rand_ensemble.images import data
+    from rand_ensemble.images import data, evaluation
 
     outputs = [args.json, args.timings, args.save_params, args.save_embeddings]
     fileio.plan_outputs([p for p in outputs if p is not None] + _plot_paths(args.plots),
                         inputs=[args.test_set, args.params])
     images = data.load_test_set(args.test_set)
     params, config = (None, None) if args.params is None else data.load_params(args.params)
-    result = evaluate_test_set(images, args.models, args.seed, params=params, config=config,
-                               batch_size=args.batch_size, num_resamples=args.bootstrap)
+    result = evaluation.evaluate_test_set(images, args.models, args.seed, params=params,
+                                          config=config, batch_size=args.batch_size,
+                                          num_resamples=args.bootstrap)
     report = result["report"]
     report["test_set"] = os.path.abspath(args.test_set)
     writers = eval_writers(result, images, args.save_params, args.save_embeddings, args.plots)
@@ -93,7 +107,7 @@ def _eval_command(args, extra):
     if args.timings is not None:
         writers[args.timings] = fileio.json_writer(result["timings"])
     fileio.write_outputs(writers)
-    print_report(report, result["timings"], source=args.test_set)
+    evaluation.print_report(report, result["timings"], source=args.test_set)
     if args.json is not None:
         print(f"report: {args.json}")
 
@@ -105,74 +119,6 @@ def _plot_paths(folder):
     from rand_ensemble import fileio
     fileio.check_output_dir(folder, "--plots folder")
     return [os.path.join(folder, name) for name in PLOTS]
-
-
-def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_size=None,
-                      num_resamples=2000) -> dict:
-    """Init (or take) an ensemble and embed the (N, 11, H, W, 3) images; writes nothing.
-
-    The sizes involved are checked against available memory before anything is allocated.
-    Returns:
-      {"report": reproducible dict, "timings": seconds (not reproducible), "embeddings":
-       (M, N, 11, E) float32, "params", "config", "curve": accuracy_vs_size}.
-    """
-    import jax
-
-    from rand_ensemble import ensemble, metrics
-
-    config = fit_config(config, images.shape)
-    m = num_models if params is None else ensemble.num_models(params)
-    check_eval_memory(images.shape, config, m, batch_size or 128, num_resamples)
-    if params is None:
-        params = ensemble.init_ensemble(jax.random.PRNGKey(seed), num_models, config)
-    start = time.perf_counter()
-    total = images.shape[0] * images.shape[1]
-    kwargs = {} if batch_size is None else {"batch_size": min(batch_size, total)}
-    emb = ensemble.embed(params, images, config, **kwargs)          # (M, N, 11, E)
-    seconds = time.perf_counter() - start
-    report = metrics.evaluate(emb, num_resamples=num_resamples, seed=seed)
-    report.update(seed=int(seed), config=config.to_dict(),
-                  image_shape=list(images.shape[2:]), image_dtype=str(images.dtype))
-    curve = metrics.accuracy_vs_size(metrics.similarities(emb), seed=seed)
-    report["accuracy_vs_size"] = {str(k): v[0] for k, v in curve.items()}
-    return {"report": report, "timings": {"embed_seconds": seconds}, "embeddings": emb,
-            "params": params, "config": config, "curve": curve}
-
-
-def fit_config(config, shape):
-    """The embedder config for (N, 11, H, W, 3) images: the blog's for 32x32, mean-pooled
-    default widths for other square sizes; a given config must name the images' size."""
-    from rand_ensemble import ensemble
-
-    h, w = shape[2:4]
-    if config is None:
-        if h != w:
-            raise RandEnsembleError(f"test set images are {h}x{w}; square images are needed")
-        try:
-            return ensemble.DEFAULT_CONFIG if h == 32 else ensemble.EmbedderConfig(
-                input_hw=h, pool="mean")
-        except RandEnsembleError as e:
-            raise RandEnsembleError(f"test set images are {h}x{w}: {e}") from None
-    if (h, w) != (config.input_hw, config.input_hw):
-        raise RandEnsembleError(f"the params were made for {config.input_hw}x{config.input_hw} "
-                                f"images, but the test set's are {h}x{w}")
-    return config
-
-
-def check_eval_memory(shape, config, num_models, batch_size, num_resamples):
-    """Refuse, before allocating, an evaluation that cannot fit in memory (one-line error)."""
-    from rand_ensemble.limits import check_memory
-
-    n, k, h, w = (int(v) for v in shape[:4])
-    m, e = int(num_models), config.embedding_dim
-    per_model = sum(math.prod(shape) for _, shape, _, _ in config.layers())
-    needed = (m * n * k * e * 4 * 2               # embeddings, and their float32 copy
-              + m * n * k * 4 * 3                 # similarities, ranks, hits
-              + int(num_resamples) * n * 16       # bootstrap indices and draws
-              + m * per_model * 4 * 2             # params (and the init's temporaries)
-              + min(batch_size, n * k) * h * w * 4 * 64)   # one chunk through the convs
-    check_memory(needed, f"evaluating {m} models on {n} examples of {h}x{w} with "
-                         f"{num_resamples} bootstrap resamples and batches of {batch_size}")
 
 
 def eval_writers(result, images, save_params=None, save_embeddings=None, plots=None) -> dict:
@@ -194,32 +140,6 @@ def eval_writers(result, images, save_params=None, save_embeddings=None, plots=N
         writers[collage] = lambda tmp: plotting.collage(images, report["ensemble_picks"], tmp)
         report["plots"] = [size_plot, collage]
     return writers
-
-
-def print_report(report, timings, source, file=None):
-    """The human-readable table of per-model and ensemble figures."""
-    file = file or sys.stdout
-    m, n = report["num_models"], report["num_examples"]
-    h, w = report["image_shape"][:2]
-    print(f"test set: {source} ({n} examples, {h}x{w}, {report['image_dtype']})", file=file)
-    print(f"ensemble: {m} random nets, seed {report['seed']}, embedded in "
-          f"{timings['embed_seconds']:.2f} s", file=file)
-    print(f"{'model':>8} {'top-1':>7} {'top-3':>7} {'MRR':>7}", file=file)
-    top3 = report["per_model_top_k_accuracy"]["3"]
-    for i, (acc, t3, mrr) in enumerate(zip(report["per_model_accuracy"], top3,
-                                           report["per_model_mrr"])):
-        print(f"{i:>8} {acc:7.3f} {t3:7.3f} {mrr:7.3f}", file=file)
-    lo, hi = report["mean_model_accuracy_interval"]
-    print(f"single models: mean {report['mean_model_accuracy']:.3f}, "
-          f"std {report['std_model_accuracy']:.3f} over {m} (95% CI of the mean "
-          f"[{lo:.3f}, {hi:.3f}])", file=file)
-    lo, hi = report["ensemble_accuracy_interval"]
-    ens_top = report["ensemble_top_k_accuracy"]
-    print(f"ensemble of {m}: {report['ensemble_accuracy']:.3f} (95% CI [{lo:.3f}, {hi:.3f}]), "
-          f"top-3 {ens_top['3']:.3f}, MRR {report['ensemble_mrr']:.3f}", file=file)
-    print(f"chance: {report['chance']:.3f}", file=file)
-    for path in report.get("plots", []):
-        print(f"plot: {path}", file=file)
 
 
 def _render_test_set_command(args, extra):
@@ -279,16 +199,17 @@ def cache_path(examples, seed, hw=32, colour="object", cache_dir=None):
 
 def _demo_command(args, extra):
     from rand_ensemble import ensemble, fileio
+    from rand_ensemble.images import evaluation
 
     start = time.perf_counter()
     report_path, timings_path = (os.path.join(args.out, n) for n in ("report.json",
                                                                      "timings.json"))
     fileio.check_output_dir(args.out, "--out folder")
     fileio.plan_outputs([report_path, timings_path] + _plot_paths(args.out))
-    check_eval_memory((args.examples, 11, 32, 32), ensemble.DEFAULT_CONFIG, args.models, 128,
-                      2000)
+    evaluation.check_eval_memory((args.examples, 11, 32, 32), ensemble.DEFAULT_CONFIG,
+                                 args.models, 128, 2000)
     path, images = cached_test_set(args.examples, args.seed, cache_dir=args.cache_dir)
-    result = evaluate_test_set(images, args.models, args.seed)
+    result = evaluation.evaluate_test_set(images, args.models, args.seed)
     report = result["report"]
     report["test_set"] = path
     writers = eval_writers(result, images, plots=args.out)
@@ -296,7 +217,7 @@ def _demo_command(args, extra):
     writers[report_path] = fileio.json_writer(report)
     writers[timings_path] = fileio.json_writer(result["timings"])
     fileio.write_outputs(writers)
-    print_report(report, result["timings"], source=path)
+    evaluation.print_report(report, result["timings"], source=path)
     print(f"report: {report_path} (timings: {timings_path})")
     print(f"demo finished in {time.perf_counter() - start:.1f} s. The blog's own test set: "
           "rand-ensemble eval --test-set matpalm_test_set_array.npy.gz --models 10 (see README)")
