@@ -51,13 +51,13 @@ def test_vmapped_step_equals_single_member_steps():
     states = jax.vmap(opt.init)(params)
     batches = signals.Batches("oracle", len(pool), 3, 4, 0, None, 0.0, pool.object_ids)
     images, groups = pool.images, pool.object_ids.astype(np.int32)
-    single = jax.jit(member_step)
+    single, together = jax.jit(member_step), learn.make_ensemble_step(member_step)
     singles = [(member(params, m), member(states, m)) for m in range(3)]
     vm_params, vm_states = params, states
     for i in (1, 2):                            # two steps: the optimizer state carries over
         _, keys, anchors, positives = batches[i]
-        vm_params, vm_states, vm_loss = learn.make_ensemble_step(member_step)(
-            vm_params, vm_states, keys, anchors, positives, images, groups)
+        vm_params, vm_states, vm_loss = together(vm_params, vm_states, keys, anchors,
+                                                 positives, images, groups)
         for m in range(3):
             p, s, loss = single(*singles[m], keys[m], anchors[m], positives[m], images, groups)
             singles[m] = (p, s)
