@@ -1,5 +1,6 @@
-"""Image trainer: the vmapped M-member step against M single-member steps, killed-and-resumed
-runs against uninterrupted ones (bytes), collapse detection, index-based batches and pairs."""
+"""Image trainer: the M-member step (vmap and lax.map) against M single-member steps,
+killed-and-resumed runs against uninterrupted ones (bytes), collapse detection, index-based
+batches and weak pairs."""
 import jax
 import numpy as np
 import pyarrow as pa
@@ -42,7 +43,8 @@ def member(tree, m):
     return jax.tree.map(lambda a: np.asarray(a)[m], tree)
 
 
-def test_vmapped_step_equals_single_member_steps():
+@pytest.mark.parametrize("lowering", ["vmap", "map"])
+def test_ensemble_step_equals_single_member_steps(lowering):
     pool = tiny_pool()
     c = cfg(members=3, signal="oracle")
     opt = learn.make_optimizer(c)
@@ -51,7 +53,7 @@ def test_vmapped_step_equals_single_member_steps():
     states = jax.vmap(opt.init)(params)
     batches = signals.Batches("oracle", len(pool), 3, 4, 0, None, 0.0, pool.object_ids)
     images, groups = pool.images, pool.object_ids.astype(np.int32)
-    single, together = jax.jit(member_step), learn.make_ensemble_step(member_step)
+    single, together = jax.jit(member_step), learn.make_ensemble_step(member_step, lowering)
     singles = [(member(params, m), member(states, m)) for m in range(3)]
     vm_params, vm_states = params, states
     for i in (1, 2):                            # two steps: the optimizer state carries over

@@ -26,6 +26,7 @@ from rand_ensemble.images import augment, signals
 from rand_ensemble.images.learn_config import LOSSES, LearnConfig  # noqa: F401 (re-exported)
 
 PROBE_SIZE = 256          # fixed pool images whose embedding spread is logged
+STEP_LOWERINGS = {"cpu": "map"}   # backend -> "vmap" | "map"; measured by scripts/bench_train.py
 
 
 def make_optimizer(cfg: LearnConfig) -> optax.GradientTransformation:
@@ -72,10 +73,25 @@ def make_member_step(config: EmbedderConfig, cfg: LearnConfig,
     return member_step
 
 
-def make_ensemble_step(member_step: Callable) -> Callable:
-    """jit(vmap(member_step)) over params, optimizer states, keys, anchors and positives (M
-    leading); the pool images and groups are shared: -> (params, opt_state, loss (M,))."""
-    return jax.jit(jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None, None)))
+def make_ensemble_step(member_step: Callable, lowering: str | None = None) -> Callable:
+    """One jitted step of M members: (params, opt_state, keys, anchors, positives with a leading
+    M; images and groups shared) -> (params, opt_state, loss (M,)).
+
+    lowering "vmap": jit(vmap(member_step)), the plain formulation (batched GEMMs; the GPU
+    choice); "map": lax.map over members inside the one jit, the same maths one member at a
+    time, faster on XLA:CPU where per-member GEMMs stay in cache (scripts/bench_train.py).
+    Default: `STEP_LOWERINGS` for this backend.
+    """
+    lowering = lowering or STEP_LOWERINGS.get(jax.default_backend(), "vmap")
+    if lowering == "vmap":
+        return jax.jit(jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None, None)))
+    if lowering != "map":
+        raise RandEnsembleError(f"lowering must be 'vmap' or 'map', got {lowering!r}")
+
+    def mapped(params, opt_state, keys, anchors, positives, images, groups):
+        one = lambda a: member_step(*a, images, groups)  # noqa: E731
+        return jax.lax.map(one, (params, opt_state, keys, anchors, positives))
+    return jax.jit(mapped)
 
 
 # Fields the compiled step does not depend on: reset before caching, so runs that differ only
