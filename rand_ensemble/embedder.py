@@ -86,7 +86,8 @@ DEFAULT_CONFIG = EmbedderConfig()
 
 
 def init_embedder(key, config=DEFAULT_CONFIG):
-    """One model's params: {"conv0": {"kernel": (3, 3, 3, 32)[, "bias": (32,)]}, ..., "embedding": {...}}."""
+    """One model's params: {"conv0": {"kernel": (3, 3, 3, 32)}, ..., "embedding": {...}}, each
+    layer with a zero "bias": (cout,) when config.bias."""
     layers = config.layers()
     keys = jax.random.split(key, len(layers))
     return {name: nn.init_conv(k, *shape, bias=config.bias)

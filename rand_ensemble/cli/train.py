@@ -61,14 +61,12 @@ def _train(args, extra):
     if args.pairs is not None and not os.path.isdir(args.pairs):
         raise RandEnsembleError(f"pairs folder not found: {args.pairs}")
     from rand_ensemble import fileio
-    from rand_ensemble.images import learn, pool as pools, signals
+    from rand_ensemble.images import learn, pool as pools
 
     pool = pools.load_pool(args.renders)
     pairs = None
     if args.pairs is not None:
-        pairs = signals.load_pairs(args.pairs, pool, cfg.mutual,
-                                   None if cfg.min_score <= -1.0 else cfg.min_score,
-                                   cfg.top_fraction)
+        pairs = learn.pairs_for(cfg, args.pairs, pool)
     log = None if args.quiet else print
     if log:
         extra_info = f", {len(pairs)} weak pairs" if pairs is not None else ""

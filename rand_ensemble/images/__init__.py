@@ -3,6 +3,10 @@
     data.py     test sets (N, 11, H, W, 3) and ensemble params files: validated loading, saving
     render.py   pybullet scenes of random_urdfs objects (imports pybullet)
     plots.py    accuracy-vs-size and collage figures (matplotlib, Agg)
+    pool.py     a render folder's Parquet shards as one in-memory pool (sorted image ids)
+    augment.py  JAX augmentations keyed by PRNG: random resized crop, flip, colour jitter
+    signals.py  training signals (which pool rows form positive pairs), weak-label pairs
+    learn_config.py, learn.py   label-free training: M members in one jitted step
 
 The image embedder itself is the shared core: `rand_ensemble.embedder` (one model) and
 `rand_ensemble.ensemble` (the model axis).

@@ -49,7 +49,8 @@ def crop_resize(image, y0, x0, ch, cw, flip=False):
 def _colour_jitter(key, image, strength):
     """Brightness, contrast and saturation each scaled by a factor in [1 - s, 1 + s]."""
     k_b, k_c, k_s = jax.random.split(key, 3)
-    factor = lambda k: jax.random.uniform(k, (), minval=1 - strength, maxval=1 + strength)  # noqa: E731
+    def factor(k):
+        return jax.random.uniform(k, (), minval=1 - strength, maxval=1 + strength)
     image = image * factor(k_b)
     mean = jnp.mean(image)
     image = mean + (image - mean) * factor(k_c)

@@ -24,6 +24,7 @@ from rand_ensemble.embedder import EmbedderConfig, apply_embedder, init_embedder
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.images import augment, signals
 from rand_ensemble.images.learn_config import LOSSES, LearnConfig  # noqa: F401 (re-exported)
+from rand_ensemble.images.signals import SIGNALS, load_pairs  # noqa: F401 (re-exported)
 
 PROBE_SIZE = 256          # fixed pool images whose embedding spread is logged
 STEP_LOWERINGS = {"cpu": "map"}   # backend -> "vmap" | "map"; measured by scripts/bench_train.py
@@ -171,34 +172,14 @@ def train_embedder(pool, cfg: LearnConfig = LearnConfig(), pairs: np.ndarray | N
     batches = signals.Batches(cfg.signal, len(pool), cfg.members, cfg.batch_size, cfg.seed,
                               pairs, cfg.pair_fraction, pool.object_ids)
     optimizer = make_optimizer(cfg)
-    conv = nn.conv_im2col if ensemble.default_forward() == "im2col" else nn.conv
-    step = compiled_step(config, cfg, conv)
-    images = jnp.asarray(pool.images)
-    groups = jnp.asarray(pool.object_ids if cfg.signal == "oracle" else np.arange(len(pool)),
-                         jnp.int32)
     remining = (Remining(pool.images, pool.object_ids, config, cfg, log)
                 if cfg.signal == "remine" else None)
-
-    def step_fn(params, opt_state, i, keys, anchors, positives):
-        if remining is not None:
-            positives = remining.positives(params, i, anchors, positives)
-        return step(params, opt_state, keys, anchors, positives, images, groups)
-
-    probe = pool.images[np.sort(np.random.default_rng(cfg.seed).permutation(len(pool))
-                                [:PROBE_SIZE])]
-
-    def scores(params):
-        row = embedding_spread(params, probe, config)
-        if row["spread"] < cfg.min_spread:
-            raise RandEnsembleError(
-                f"embeddings collapsed: spread {row['spread']:.2g} < min_spread "
-                f"{cfg.min_spread} on a fixed probe batch (every image maps to about the same "
-                f"point); lower the learning rate, raise the temperature or change the signal")
-        return {**row, **(score_fn(params) if score_fn is not None else {})}
-
+    step_fn = _step_fn(pool, cfg, config, remining)
+    scores = _score_fn(pool, cfg, config, score_fn)
     params = ensemble.init_members(init_embedder, jax.random.PRNGKey(cfg.seed), cfg.members,
                                    config)
-    members_opt = optax.GradientTransformation(jax.vmap(optimizer.init), jax.vmap(optimizer.update))
+    members_opt = optax.GradientTransformation(jax.vmap(optimizer.init),
+                                               jax.vmap(optimizer.update))   # (M, ...) state
     every = cfg.checkpoint_every
     if remining is not None:   # resume must re-mine from the params the full run mined from
         every = -(-every // cfg.remine_every) * cfg.remine_every
@@ -216,6 +197,45 @@ def train_embedder(pool, cfg: LearnConfig = LearnConfig(), pairs: np.ndarray | N
         report["pair_precision"] = float(np.mean(pool.object_ids[pairs[:, 0]]
                                                  == pool.object_ids[pairs[:, 1]]))
     return jax.device_get(params), config, report
+
+
+def _step_fn(pool, cfg, config, remining):
+    """fit's step: (params, opt_state, i, keys, anchors, positives) -> the compiled M-member
+    step on the pool (on device once), with re-mined positives for `remine`."""
+    conv = nn.conv_im2col if ensemble.default_forward() == "im2col" else nn.conv
+    step = compiled_step(config, cfg, conv)
+    images = jnp.asarray(pool.images)
+    groups = jnp.asarray(pool.object_ids if cfg.signal == "oracle" else np.arange(len(pool)),
+                         jnp.int32)
+
+    def step_fn(params, opt_state, i, keys, anchors, positives):
+        if remining is not None:
+            positives = remining.positives(params, i, anchors, positives)
+        return step(params, opt_state, keys, anchors, positives, images, groups)
+    return step_fn
+
+
+def _score_fn(pool, cfg, config, score_fn):
+    """fit's score_fn: the spread on a fixed probe batch (collapse stops training), then the
+    caller's metrics."""
+    probe = pool.images[np.sort(np.random.default_rng(cfg.seed).permutation(len(pool))
+                                [:PROBE_SIZE])]
+
+    def scores(params):
+        row = embedding_spread(params, probe, config)
+        if row["spread"] < cfg.min_spread:
+            raise RandEnsembleError(
+                f"embeddings collapsed: spread {row['spread']:.2g} < min_spread "
+                f"{cfg.min_spread} on a fixed probe batch (every image maps to about the same "
+                f"point); lower the learning rate, raise the temperature or change the signal")
+        return {**row, **(score_fn(params) if score_fn is not None else {})}
+    return scores
+
+
+def pairs_for(cfg: LearnConfig, pairs_dir: str, pool) -> np.ndarray:
+    """The weak-label job's pairs filtered by cfg.mutual / min_score / top_fraction: (P, 2)."""
+    return load_pairs(pairs_dir, pool, cfg.mutual,
+                      None if cfg.min_score <= -1.0 else cfg.min_score, cfg.top_fraction)
 
 
 def _check_inputs(pool, cfg, pairs, config):

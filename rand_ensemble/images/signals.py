@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.images.pool import read_columns
 
 SIGNALS = ("augment", "weak", "weak+augment", "remine", "oracle")
 AUGMENTED = {"augment": True, "weak": False, "weak+augment": True, "remine": True,
@@ -42,8 +42,6 @@ def load_pairs(pairs_dir: str, pool, mutual: bool = False, min_score: float | No
     Returns:
       (P, 2) int64 pool rows, P >= 1.
     """
-    import pyarrow.parquet as pq
-
     if not os.path.isdir(pairs_dir):
         raise RandEnsembleError(f"pairs folder not found: {pairs_dir}")
     paths = sorted(glob.glob(os.path.join(os.fspath(pairs_dir), "pairs-*.parquet")))
@@ -51,19 +49,12 @@ def load_pairs(pairs_dir: str, pool, mutual: bool = False, min_score: float | No
         raise RandEnsembleError(f"no pairs-*.parquet files in {pairs_dir}")
     if not 0.0 < top_fraction <= 1.0:
         raise RandEnsembleError(f"top_fraction must be in (0, 1], got {top_fraction}")
-    a, b, score = [], [], []
-    for path in paths:
-        try:
-            table = pq.read_table(path, columns=PAIRS_COLUMNS).to_pydict()
-        except Exception as e:  # pyarrow raises several types for damaged files
-            raise RandEnsembleError(f"cannot read {path}: {fileio.first_line(e)}") from None
-        a += table["image_id_a"]
-        b += table["image_id_b"]
-        score += table["score"]
+    table = read_columns(paths, PAIRS_COLUMNS)
+    a, b = table["image_id_a"], table["image_id_b"]
     rows = _rows_of(pool, a + b, pairs_dir)
     pairs = np.stack([rows[:len(a)], rows[len(a):]], axis=1)         # (P, 2) directed
-    return _filter_pairs(pairs, np.asarray(score, np.float64), mutual, min_score, top_fraction,
-                         pairs_dir)
+    score = np.asarray(table["score"], np.float64)
+    return _filter_pairs(pairs, score, mutual, min_score, top_fraction, pairs_dir)
 
 
 def _rows_of(pool, image_ids, where):
