@@ -45,6 +45,7 @@ TINY_RUN = ["--members", "2", "--steps", "3", "--batch-size", "4", "--warmup", "
             "--checkpoint-every", "1", "--log-every", "1", "--quiet"]
 
 
+@pytest.mark.slow
 def test_train_then_eval_checkpoint(renders, tmp_path, capsys):
     out = tmp_path / "m.npz"
     code, _, err = run(["train", "--renders", renders, "--out", str(out),

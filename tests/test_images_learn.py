@@ -43,6 +43,7 @@ def member(tree, m):
     return jax.tree.map(lambda a: np.asarray(a)[m], tree)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lowering", ["vmap", "map"])
 def test_ensemble_step_equals_single_member_steps(lowering):
     pool = tiny_pool()
@@ -92,6 +93,7 @@ def killer(at_call):
     return score
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal", ["augment", "remine"])
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, signal):
     pool = tiny_pool()
@@ -189,6 +191,21 @@ def test_weak_signals_train_on_pairs_and_check_their_input():
                                                        pair_fraction=0.5), pairs, **kw)
     assert report["pair_precision"] == 1.0 and report["num_pairs"] == 6
     assert all(np.isfinite(r["train_loss"]) for r in report["history"])
+    # Un-augmented pairs with the batch-hard loss: at step 1 the loss is the numpy batch-hard
+    # loss of the initial members on the raw pair images.
+    c = cfg(signal="weak", loss="batch_hard", steps=1, members=1)
+    _, _, report = learn.train_embedder(pool, c, pairs, **kw)
+    init = ensemble.init_members(init_embedder, jax.random.PRNGKey(c.seed), 1, TINY)
+    _, _, anchors, positives = signals.Batches("weak", len(pool), 1, 4, c.seed, pairs)[1]
+    za = ensemble.embed(init, pool.images[anchors[0]], TINY)[0].astype(np.float64)
+    zp = ensemble.embed(init, pool.images[positives[0]], TINY)[0].astype(np.float64)
+    s = za @ zp.T
+    off = ~np.eye(4, dtype=bool)
+    hard_rows = np.where(off, s, -np.inf).max(1)
+    hard_cols = np.where(off, s, -np.inf).max(0)
+    want = 0.5 * (np.maximum(0, c.margin - np.diag(s) + hard_rows).mean()
+                  + np.maximum(0, c.margin - np.diag(s) + hard_cols).mean())
+    assert report["history"][0]["train_loss"] == pytest.approx(want, rel=1e-4, abs=1e-6)
     with pytest.raises(RandEnsembleError, match="needs weak-label pairs"):
         learn.train_embedder(pool, cfg(signal="weak"), None, **kw)
     with pytest.raises(RandEnsembleError, match="weak signals only"):
