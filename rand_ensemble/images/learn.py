@@ -1,9 +1,10 @@
 """Training image embedders without labels: M members in one jitted step, with the project's one
 loop (`train.fit`: optax, progress bar, atomic checkpoints, exact resume).
 
-The step is written for ONE member (`make_member_step`) and vmapped over params, optimizer
-states, keys and batches (STYLE.md, "the model axis"): every member has its own init, batch
-order and augmentations, and a trained ensemble of M costs about M single nets. Which rows
+The step is written for ONE member (`make_member_step`) and batched over params, optimizer
+states, keys and batches in one jit (`make_ensemble_step`: vmap, or on CPU the same maths as a
+lax.map over members; STYLE.md, "the model axis"): every member has its own init, batch order
+and augmentations, and a trained ensemble of M costs at most M single nets. Which rows
 form the positive pairs is the signal's business (`signals.py`); the pool's object ids are
 used only by the oracle (and to report the precision of weak pairs).
 """
