@@ -1,7 +1,7 @@
 """Shared test helpers, offered as fixtures (pytest finds this file; nothing edits sys.path).
 
-    reference       an independent float64 numpy implementation of the blog net and of the
-                    1-of-10 accuracy (explicit patch loops), for comparisons
+    reference       independent float64 numpy implementations of the blog net (with and
+                    without biases) and of the 1-of-10 accuracy (explicit patch loops)
     question_pairs  scripts/make_question_pairs.py: templated Quora-format pairs
     notebook        execute colab/<name> headless with small sizes -> the printed text
     random_images   seeded uniform float32 images (N, H, W, 3)
@@ -45,6 +45,19 @@ def blog_embed(kernels, images):
     return np.where(norm > 0, x / np.where(norm > 0, norm, 1), 0)
 
 
+def biased_embed(params, images):
+    """Blog net with a bias after every conv, for ONE model's named params: (B, 32, 32, 3) -> (B, E)."""
+    x = np.asarray(images, np.float64)
+    names = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
+    for i, name in enumerate(names):
+        p = {k: np.asarray(v, np.float64) for k, v in params[name].items()}
+        x = conv_valid(x, p["kernel"], 2 if i < 4 else 1) + p["bias"]
+        if name != "embedding":
+            x = np.maximum(x, 0)
+    x = x.mean(axis=(1, 2))
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
 def nn_accuracy(emb):
     """Per-example loop: is the anchor strictly closer to the positive than to every negative? (N, 11, E)."""
     hits = []
@@ -56,9 +69,9 @@ def nn_accuracy(emb):
 
 @pytest.fixture(scope="session")
 def reference():
-    """The independent numpy implementations: conv_valid, blog_embed, nn_accuracy."""
+    """The independent numpy implementations: conv_valid, blog_embed, biased_embed, nn_accuracy."""
     return types.SimpleNamespace(conv_valid=conv_valid, blog_embed=blog_embed,
-                                 nn_accuracy=nn_accuracy)
+                                 biased_embed=biased_embed, nn_accuracy=nn_accuracy)
 
 
 @pytest.fixture(scope="session")

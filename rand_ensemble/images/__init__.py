@@ -4,6 +4,10 @@
     render.py   Renderer: pybullet renders of random_urdfs scenes, test sets (imports pybullet)
     scene.py    scene contents: random draws, placement, settling (imports pybullet)
     plots.py    accuracy-vs-size and collage figures (matplotlib, Agg)
+    pool.py     a render folder's Parquet shards as one in-memory pool (sorted image ids)
+    augment.py  JAX augmentations keyed by PRNG: random resized crop, flip, colour jitter
+    signals.py  training signals (which pool rows form positive pairs), weak-label pairs
+    learn_config.py, learn.py   label-free training: M members in one jitted step
 
 The image embedder itself is the shared core: `rand_ensemble.embedder` (one model) and
 `rand_ensemble.ensemble` (the model axis).

@@ -33,6 +33,21 @@ class Pool:
         return {str(k): i for i, k in enumerate(self.image_ids)}
 
 
+def read_columns(paths: list, columns: list) -> dict:
+    """Parquet files -> {column: list of values}, concatenated in the order of `paths`."""
+    import pyarrow.parquet as pq
+
+    out = {c: [] for c in columns}
+    for path in paths:
+        try:
+            table = pq.read_table(path, columns=columns).to_pydict()
+        except Exception as e:  # pyarrow raises several types for damaged files
+            raise RandEnsembleError(f"cannot read {path}: {fileio.first_line(e)}") from None
+        for c in columns:
+            out[c] += table[c]
+    return out
+
+
 def load_pool(renders: str, hw: int | None = None) -> Pool:
     """Read every `renders-*.parquet` in a folder into a Pool (sorted by image_id).
 
@@ -42,23 +57,14 @@ def load_pool(renders: str, hw: int | None = None) -> Pool:
     Returns:
       Pool with images uint8 (N, H, W, 3); duplicate image ids or mixed sizes are errors.
     """
-    import pyarrow.parquet as pq
-
     paths = sorted(glob.glob(os.path.join(os.fspath(renders), "renders-*.parquet")))
     if not os.path.isdir(renders):
         raise RandEnsembleError(f"renders folder not found: {renders}")
     if not paths:
         raise RandEnsembleError(f"no renders-*.parquet files in {renders}")
-    ids, objects, raw, sizes = [], [], [], set()
-    for path in paths:
-        try:
-            table = pq.read_table(path, columns=COLUMNS).to_pydict()
-        except Exception as e:  # pyarrow raises several types for damaged files
-            raise RandEnsembleError(f"cannot read {path}: {fileio.first_line(e)}") from None
-        ids += table["image_id"]
-        objects += table["object_id"]
-        raw += table["image"]
-        sizes |= set(zip(table["height"], table["width"]))
+    table = read_columns(paths, COLUMNS)
+    ids, objects, raw = table["image_id"], table["object_id"], table["image"]
+    sizes = set(zip(table["height"], table["width"]))
     if len(sizes) != 1:
         raise RandEnsembleError(f"{renders}: images of several sizes {sorted(sizes)}")
     h, w = sizes.pop()
