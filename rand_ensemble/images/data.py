@@ -168,13 +168,15 @@ def load_params(path, config=None) -> tuple[dict, object]:
 
 def _checked_config(meta):
     """A stored embedder config with its value types checked (whole numbers >= 1, a list of
-    widths, a pool name), so a NaN or 1e9 never reaches the architecture."""
+    widths, a pool name, a bias flag), so a NaN or 1e9 never reaches the architecture."""
     if not isinstance(meta, dict):
         raise RandEnsembleError("expected a JSON object")
     for key, value in meta.items():
         values = value if key == "widths" and isinstance(value, list) else [value]
         if key == "pool":
             ok = isinstance(value, str)
+        elif key == "bias":
+            ok = isinstance(value, bool)
         else:
             ok = bool(values) and all(type(v) is int and 1 <= v <= _MAX_DIM for v in values)
         if not ok:
