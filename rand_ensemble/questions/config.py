@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-
-def option(default, help, check=None):  # noqa: A002 (argparse's word)
-    """A dataclass field with CLI metadata: help text and a check name from `cli.types`."""
-    return dataclasses.field(default=default, metadata={"help": help, "check": check})
+from rand_ensemble.options import option
 
 
 @dataclasses.dataclass(frozen=True)
