@@ -236,3 +236,32 @@ def test_ctrl_c_exits_130_without_traceback_or_temp_files(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "rand-ensemble: interrupted"
     assert not [p for p in os.listdir(out) if p.startswith((".", "beam-temp"))]
+
+
+@pytest.mark.slow
+def test_weak_labels_with_a_trained_checkpoint(pool, tmp_path, capsys):
+    """--checkpoint mines with saved (here: biased, 2-member) params, equal to the library."""
+    from rand_ensemble.embedder import EmbedderConfig
+    from rand_ensemble.images import learn
+
+    config = EmbedderConfig(bias=True)
+    params = ensemble.init_ensemble(jax.random.PRNGKey(5), 2, config)
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(                       # non-zero biases, so they matter
+        lambda a: a + rng.normal(0, 0.05, a.shape).astype(np.float32), params)
+    ckpt = str(tmp_path / "trained.npz")
+    learn.save_checkpoint(ckpt, params, config, {"signal": "test"})
+    out = str(tmp_path / "labels")
+    assert cli.main(["weak-labels", "--renders", pool, "--checkpoint", ckpt, "--out", out,
+                     "--top-k", "1", "--direct_num_workers", "1"]) == 0
+    renders = sorted(read_table(pool, "renders"), key=lambda r: r["image_id"])
+    ids = np.array([r["image_id"] for r in renders])
+    images = np.stack([np.frombuffer(r["image"], np.uint8).reshape(32, 32, 3) for r in renders])
+    want = weak_labels.weak_label_pairs(ensemble.embed(params, images, config), ids, top_k=1)
+    pairs = sorted(read_table(out, "pairs"), key=lambda r: r["image_id_a"])
+    assert [(p["image_id_a"], p["image_id_b"]) for p in pairs] == \
+        list(zip(want["image_id_a"], want["image_id_b"]))
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["num_models"] == 2 and summary["checkpoint"] == ckpt
+    assert summary["seed"] is None

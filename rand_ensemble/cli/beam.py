@@ -68,8 +68,12 @@ def _add_weak_labels(sub):
                              ".parquet with columns image_id, image (encoded bytes)")
     p.add_argument("--labels", metavar="CSV",
                    help="image_id,label rows, used only for the precision in summary.json")
-    p.add_argument("--models", type=positive_int, required=True, help="ensemble size M")
-    p.add_argument("--seed", type=seed_int, default=0, help="ensemble init seed")
+    members = p.add_mutually_exclusive_group(required=True)
+    members.add_argument("--models", type=positive_int, help="random ensemble size M")
+    members.add_argument("--checkpoint", metavar="CKPT.npz",
+                         help="mine with a trained net or ensemble (`rand-ensemble train`) "
+                              "instead of random members")
+    p.add_argument("--seed", type=seed_int, default=0, help="random ensemble init seed")
     p.add_argument("--out", required=True, metavar="DIR2", help="output folder")
     p.add_argument("--top-k", type=positive_int, default=1, help="neighbours per image")
     p.add_argument("--mutual", action="store_true", help="keep mutual nearest neighbours only")
@@ -109,10 +113,13 @@ def _check_render_memory(args, objects):
 
 
 def _check_weak_label_memory(args):
-    """M random nets and one batch through them must fit in memory (blog net, 32x32 images)."""
-    from rand_ensemble.images.evaluation import check_eval_memory
+    """M random nets and one batch through them must fit in memory (blog net, 32x32 images);
+    a checkpoint's size is checked when it is read."""
     from rand_ensemble.embedder import DEFAULT_CONFIG
-    check_eval_memory((args.batch_size, 1, 32, 32), DEFAULT_CONFIG, args.models, args.batch_size, 0)
+    from rand_ensemble.images.evaluation import check_eval_memory
+    if args.models is not None:
+        check_eval_memory((args.batch_size, 1, 32, 32), DEFAULT_CONFIG, args.models,
+                          args.batch_size, 0)
 
 
 def _render(args, extra_argv):
@@ -141,11 +148,11 @@ def _weak_labels(args, extra_argv):
     _check_weak_label_memory(args)
     with checks.quiet_root_logger():
         from rand_ensemble.pipelines import weak_label_job
-    s = weak_label_job.run(args.renders, args.out, args.models, args.seed, top_k=args.top_k,
+    s = weak_label_job.run(args.renders, args.out, args.models or 1, args.seed, top_k=args.top_k,
                            mutual=args.mutual, min_score=args.min_score,
                            batch_size=args.batch_size, beam_args=extra_argv,
                            overwrite=args.overwrite, images=args.images, labels=args.labels,
-                           block_size=args.block_size)
+                           block_size=args.block_size, checkpoint=args.checkpoint)
     precision = "n/a" if s["precision"] is None else f"{s['precision']:.3f}"
     members = s.get("mean_member_precision")
     members = "n/a" if members is None else f"{members:.3f}"

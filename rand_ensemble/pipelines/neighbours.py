@@ -25,14 +25,21 @@ class EmbedBlock(beam.DoFn):
     copy is a failure row, so a duplicated shard cannot pair an image with itself.
     """
 
-    def __init__(self, seed, num_models, batch_size):
+    def __init__(self, seed, num_models, batch_size, trained=None):
         self.seed, self.num_models, self.batch_size = seed, num_models, batch_size
+        self.trained = trained              # (params numpy tree (M, ...), config dict) or None
 
     def setup(self):
         import jax
         from rand_ensemble import ensemble
+        from rand_ensemble.embedder import EmbedderConfig
+        if self.trained is None:
+            self.config = ensemble.DEFAULT_CONFIG
+            self.params = ensemble.init_ensemble(jax.random.PRNGKey(self.seed), self.num_models)
+        else:
+            self.params, config = self.trained
+            self.config = EmbedderConfig.from_dict(config)
         self._embed = ensemble.embed
-        self.params = ensemble.init_ensemble(jax.random.PRNGKey(self.seed), self.num_models)
 
     def process(self, keyed):
         block, records = keyed
@@ -52,7 +59,8 @@ class EmbedBlock(beam.DoFn):
         if not ids:
             return
         images = np.stack([copies[i][0][2] for i in ids])                   # (n, H, W, 3)
-        emb = np.asarray(self._embed(self.params, images, batch_size=self.batch_size))
+        emb = np.asarray(self._embed(self.params, images, self.config,
+                                     batch_size=self.batch_size))
         flat = emb.transpose(1, 0, 2).reshape(len(ids), -1)                 # (n, M*E)
         kept_labels = np.empty(len(ids), object)                         # (n,) any hashable
         kept_labels[:] = [labels.get(i, copies[i][0][1]) for i in ids]

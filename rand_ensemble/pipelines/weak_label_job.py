@@ -72,12 +72,12 @@ def ratio(num, den):
     return num / den if den else None
 
 
-def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size):
+def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkpoint=None):
     """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's)."""
     n = t["images"]
     summary = {"num_images": n, "num_pairs": t["pairs"], "num_failures": t["failures"],
                "num_models": num_models, "seed": seed, "top_k": top_k, "precision": None,
-               "per_model_precision": None, "block_size": block_size}
+               "per_model_precision": None, "block_size": block_size, "checkpoint": checkpoint}
     if n < 2:
         return summary
     members = [ratio(c, d) for c, d in zip(t["members_correct"], t["members_labelled"])]
@@ -114,15 +114,21 @@ class WriteSummary(beam.DoFn):
 
 def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
           top_k=1, mutual=False, min_score=None, batch_size=DEFAULT_BATCH,
-          block_size=DEFAULT_BLOCK, evaluate=True):
-    """Add the weak-label stages to `pipeline` (the last one joins every writer)."""
+          block_size=DEFAULT_BLOCK, evaluate=True, trained=None):
+    """Add the weak-label stages to `pipeline` (the last one joins every writer).
+
+    trained: None for M random members from PRNGKey(seed), else (params (M, ...), config dict,
+    checkpoint path) of a trained ensemble (`rand-ensemble train`).
+    """
     from rand_ensemble.ensemble import DEFAULT_CONFIG
-    records = sources.images_pcoll(pipeline, renders, images, labels, DEFAULT_CONFIG.input_hw)
+    hw = DEFAULT_CONFIG.input_hw if trained is None else trained[1]["input_hw"]
+    records = sources.images_pcoll(pipeline, renders, images, labels, hw)
     inputs, read_failures = common.split(records, "Read")
     embedded = (inputs
                 | "KeyBlocks" >> beam.Map(lambda r: (common.stable_hash(r[1]) % num_blocks, r))
                 | "GroupBlocks" >> beam.GroupByKey()
-                | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(seed, num_models, batch_size)))
+                | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(
+                    seed, num_models, batch_size, None if trained is None else trained[:2])))
     blocks, embed_failures = common.split(embedded, "Embed")
     parts = (blocks
              | "FanOut" >> beam.FlatMap(neighbours.fan_out, num_blocks)
@@ -143,8 +149,9 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
                   | "WritePairs" >> beam.ParDo(WritePairShard(out, num_blocks, mutual, min_score)))
     failures = (read_failures, embed_failures) | "AllFailures" >> beam.Flatten()
     failed = common.write_failures(failures, out, max(1, num_blocks // 16))
-    settings = {"num_models": num_models, "seed": seed, "top_k": top_k, "mutual": mutual,
-                "min_score": min_score, "block_size": block_size}
+    settings = {"num_models": num_models, "seed": None if trained else seed, "top_k": top_k,
+                "mutual": mutual, "min_score": min_score, "block_size": block_size,
+                "checkpoint": trained[2] if trained else None}
     summary = ((pipeline | "SummarySeed" >> beam.Create([{}]), block_stats, pair_stats, failed)
                | "AllStats" >> beam.Flatten()
                | "KeyStats" >> beam.Map(lambda p: (0, p))
@@ -155,13 +162,15 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
 
 def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, min_score=None,
         batch_size=DEFAULT_BATCH, beam_args=(), overwrite=False, images=None, labels=None,
-        block_size=DEFAULT_BLOCK):
+        block_size=DEFAULT_BLOCK, checkpoint=None):
     """Run the weak-label job to completion -> the summary dict (also in out/summary.json).
 
     Args:
       renders: the render job's output folder, or None when `images` is given.
       out: output folder (local or gs://...): pairs-*.parquet, summary.json, failures-*.jsonl.
       num_models, seed: the ensemble (M members from PRNGKey(seed)).
+      checkpoint: a trained ensemble's .npz (`rand-ensemble train`) instead of random members;
+        read here, so workers need no access to the file.
       top_k, mutual, min_score: the neighbours kept as pairs.
       images: a recursive glob of PNG/JPEG files, or a .parquet of (image_id, image bytes).
       labels: optional CSV image_id,label, used only for the precision figures.
@@ -189,13 +198,20 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         raise RandEnsembleError(f"no files match --images {images}")
     if labels is not None and not common.FileSystems.exists(labels):
         raise RandEnsembleError(f"labels file not found: {labels}")
+    trained = None
+    if checkpoint is not None:
+        from rand_ensemble import ensemble
+        from rand_ensemble.images import data
+        params, config = data.load_params(checkpoint)
+        trained, num_models = (params, config.to_dict(), checkpoint), ensemble.num_models(params)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
     num_blocks = max(1, math.ceil(sources.count_inputs(renders, images) / int(block_size)))
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_args))
     build(pipeline, out, int(num_models), int(seed), num_blocks, renders, images, labels,
           int(top_k), bool(mutual), None if min_score is None else float(min_score),
-          int(batch_size), int(block_size), evaluate=renders is not None or labels is not None)
+          int(batch_size), int(block_size), evaluate=renders is not None or labels is not None,
+          trained=trained)
     common.run_pipeline(pipeline, out, prefixes)
     with common.FileSystems.open(common.join(out, SUMMARY_NAME)) as f:
         return json.loads(f.read())
