@@ -155,3 +155,27 @@ def chance_metrics(labels, ks=DEFAULT_KS) -> dict:
             miss *= np.clip((n - r - j) / (n - j), 0.0, None)
         out[f"recall_at_{k}"] = float(np.mean(1.0 - miss))
     return out
+
+
+def evaluate_pool(params: dict, config, pool, num_resamples: int = 2000, seed: int = 0,
+                  ks=DEFAULT_KS) -> tuple[dict, np.ndarray]:
+    """Embed a pool with every member and score retrieval by object id.
+
+    Args:
+      params: member params with a leading M (`init_ensemble`, `images.data.load_params`).
+      config: their EmbedderConfig.
+      pool: `images.pool.Pool` (rows in sorted image_id order).
+      num_resamples, seed: bootstrap settings; ks: the K of Recall@K.
+    Returns:
+      (report dict of `retrieval_metrics` plus "embed_seconds", embeddings float32 (M, N, E)).
+    """
+    import time
+
+    from rand_ensemble import ensemble
+
+    start = time.perf_counter()
+    emb = ensemble.embed(params, pool.images, config)                     # (M, N, E)
+    seconds = time.perf_counter() - start
+    report = retrieval_metrics(emb, pool.object_ids, ks, num_resamples, seed)
+    report["embed_seconds"] = seconds
+    return report, emb
