@@ -26,6 +26,8 @@ class EmbedderConfig:
     kernel_size: int = 3
     stride: int = 2
     pool: str = "none"                   # "none": convs must reduce to 1x1; "mean": global mean pool
+    bias: bool = False                   # zero-init biases on every layer (trained nets; the
+                                         # random members of the blog have none)
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -66,6 +68,8 @@ class EmbedderConfig:
         """JSON-ready form (see from_dict)."""
         d = dataclasses.asdict(self)
         d["widths"] = list(self.widths)
+        if not self.bias:        # bias-free configs keep the pre-bias form (same params files)
+            del d["bias"]
         return d
 
     @classmethod
@@ -82,10 +86,11 @@ DEFAULT_CONFIG = EmbedderConfig()
 
 
 def init_embedder(key, config=DEFAULT_CONFIG):
-    """One model's params: {"conv0": {"kernel": (3, 3, 3, 32)}, ..., "embedding": {...}}."""
+    """One model's params: {"conv0": {"kernel": (3, 3, 3, 32)[, "bias": (32,)]}, ..., "embedding": {...}}."""
     layers = config.layers()
     keys = jax.random.split(key, len(layers))
-    return {name: nn.init_conv(k, *shape) for k, (name, shape, _, _) in zip(keys, layers)}
+    return {name: nn.init_conv(k, *shape, bias=config.bias)
+            for k, (name, shape, _, _) in zip(keys, layers)}
 
 
 def apply_embedder(params, images, config=DEFAULT_CONFIG, conv=nn.conv):

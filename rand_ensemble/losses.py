@@ -1,5 +1,6 @@
-"""Triplet losses for Siamese towers; v1, v2 are (B, D) unit rows where row i of each is a
-duplicate pair and every other row of the batch serves as a negative."""
+"""Pair losses shared by both towers: v1, v2 (or z1, z2) are (B, D) unit rows where row i of
+each is a positive pair and every other row of the batch serves as a negative (triplet losses
+for the question tower, NT-Xent and batch-hard for the image embedder)."""
 import jax
 import jax.numpy as jnp
 
@@ -72,3 +73,31 @@ def triplet_distance_loss(anchor, positive, negative, alpha=0.2):
     d_pos = jnp.sum((anchor - positive) ** 2, axis=-1)  # (N,)
     d_neg = jnp.sum((anchor - negative) ** 2, axis=-1)  # (N,)
     return jnp.mean(jax.nn.relu(d_pos - d_neg + alpha))
+
+
+def nt_xent(z1, z2, temperature=0.2, negative_mask=None):
+    """SimCLR's NT-Xent over 2B views, both directions: (B, D) x2 unit rows -> scalar.
+
+    Each of the 2B rows is an anchor once; its positive is the other view of its pair and its
+    negatives are the other 2B - 2 rows, with logits = cosine / temperature.
+
+    Args:
+      z1, z2: (B, D) unit rows; (z1[i], z2[i]) is a positive pair.
+      temperature: > 0; smaller sharpens the softmax over negatives.
+      negative_mask: optional (B, B) bool, True where pairs i and j must not be negatives of
+        each other (e.g. two views of one object); applied to all four view combinations.
+    Returns:
+      scalar: mean over the 2B anchors of -log softmax(logits)[positive].
+    """
+    _pair_scores(z1, z2)                                          # shape checks
+    b = z1.shape[0]
+    z = jnp.concatenate([z1, z2], axis=0)                         # (2B, D)
+    logits = (z @ z.T) / temperature                              # (2B, 2B)
+    eye = jnp.eye(2 * b, dtype=bool)
+    positive = jnp.roll(eye, b, axis=1)                           # (2B, 2B) the other view
+    drop = eye
+    if negative_mask is not None:
+        drop = drop | (jnp.tile(jnp.asarray(negative_mask, bool), (2, 2)) & ~positive)
+    logits = jnp.where(drop, -1e9, logits)                       # finite: no NaN grads
+    log_p = jax.nn.log_softmax(logits, axis=1)                    # (2B, 2B)
+    return -jnp.mean(jnp.sum(jnp.where(positive, log_p, 0.0), axis=1))

@@ -21,16 +21,25 @@ def orthogonal(key, shape, dtype=jnp.float32):
     return flat.reshape(shape)
 
 
-def init_conv(key, kh, kw, cin, cout):
-    """One bias-free conv: {"kernel": (kh, kw, cin, cout)}, orthogonal per kernel."""
-    return {"kernel": orthogonal(key, (kh, kw, cin, cout))}
+def init_conv(key, kh, kw, cin, cout, bias=False):
+    """One conv: {"kernel": (kh, kw, cin, cout)} orthogonal per kernel, + {"bias": (cout,)}
+    zeros when `bias` (random members have none; trained ones may)."""
+    params = {"kernel": orthogonal(key, (kh, kw, cin, cout))}
+    if bias:
+        params["bias"] = jnp.zeros((cout,), jnp.float32)
+    return params
+
+
+def add_bias(params, x):
+    """x + params["bias"] when the layer has one: (..., Cout) -> (..., Cout)."""
+    return x + params["bias"] if "bias" in params else x
 
 
 def conv(params, x, stride=1, padding="VALID"):
-    """Bias-free 2-D convolution: (B, H, W, Cin) -> (B, H', W', Cout)."""
-    return lax.conv_general_dilated(
+    """2-D convolution (+ bias if present): (B, H, W, Cin) -> (B, H', W', Cout)."""
+    return add_bias(params, lax.conv_general_dilated(
         x, params["kernel"], window_strides=(stride, stride), padding=padding,
-        dimension_numbers=CONV_DIMENSION_NUMBERS)
+        dimension_numbers=CONV_DIMENSION_NUMBERS))
 
 
 def im2col(x, kernel_size, stride):
@@ -52,7 +61,7 @@ def conv_im2col(params, x, stride=1):
     patches = im2col(x, kh, stride)                               # (B, H', W', K)
     b, h, w, k = patches.shape
     out = patches.reshape(b * h * w, k) @ params["kernel"].reshape(k, cout)  # (B*H'*W', Cout)
-    return out.reshape(b, h, w, cout)
+    return add_bias(params, out.reshape(b, h, w, cout))
 
 
 def l2_normalize(x, axis=-1, eps=1e-12):

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "rand_ensemble.cli.images",
     "rand_ensemble.cli.questions",
     "rand_ensemble.cli.beam",
+    "rand_ensemble.cli.train",
     "rand_ensemble.cli.retrieval",
 )
 

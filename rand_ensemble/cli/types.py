@@ -61,6 +61,11 @@ CHECKS = {
     "margin": lambda flag: float_in(0.0, 2.0, flag, lo_open=True),
     "valid_fraction": lambda flag: float_in(0.0, 0.9, flag),
     "threshold": lambda flag: float_in(-1.0, 1.0, flag),
+    "non_negative_int": lambda flag: non_negative_int,
+    "positive_float": lambda flag: float_in(0.0, 1e6, flag, lo_open=True),
+    "non_negative_float": lambda flag: float_in(0.0, 1e6, flag),
+    "fraction": lambda flag: float_in(0.0, 1.0, flag, lo_open=True),
+    "unit_interval": lambda flag: float_in(0.0, 1.0, flag),
 }
 
 

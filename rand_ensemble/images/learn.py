@@ -1,0 +1,247 @@
+"""Training image embedders without labels: M members in one jitted step, with the project's one
+loop (`train.fit`: optax, progress bar, atomic checkpoints, exact resume).
+
+The step is written for ONE member (`make_member_step`) and vmapped over params, optimizer
+states, keys and batches (STYLE.md, "the model axis"): every member has its own init, batch
+order and augmentations, and a trained ensemble of M costs about M single nets. Which rows
+form the positive pairs is the signal's business (`signals.py`); the pool's object ids are
+used only by the oracle (and to report the precision of weak pairs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rand_ensemble import ensemble, fileio, losses, nn, train, weak_labels
+from rand_ensemble.embedder import EmbedderConfig, apply_embedder, init_embedder
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.images import augment, signals
+from rand_ensemble.images.learn_config import LOSSES, LearnConfig  # noqa: F401 (re-exported)
+
+PROBE_SIZE = 256          # fixed pool images whose embedding spread is logged
+
+
+def make_optimizer(cfg: LearnConfig) -> optax.GradientTransformation:
+    """AdamW for ONE member: linear warm-up to cfg.lr, then cosine decay to 1% at cfg.steps."""
+    warmup = min(cfg.warmup, cfg.steps // 2)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, cfg.steps, cfg.lr * 0.01)
+    return optax.adamw(schedule, weight_decay=cfg.weight_decay)
+
+
+def make_member_step(config: EmbedderConfig, cfg: LearnConfig,
+                     optimizer: optax.GradientTransformation, conv: Callable = nn.conv):
+    """The update of ONE member: (params, opt_state, key (2,), anchors (B,), positives (B,),
+    images (N, H, W, 3) uint8, groups (N,)) -> (params, opt_state, loss).
+
+    Views of anchors[i] and positives[i] form pair i (augmented unless the signal is `weak`);
+    two pairs whose rows share a group (the same image, or for the oracle the same object)
+    are not used as each other's negatives.
+    """
+    augmented = signals.AUGMENTED[cfg.signal]
+    options = cfg.augment_options()
+
+    def views(key, images, rows):
+        x = images[rows].astype(jnp.float32) / 255.0                  # (B, H, W, 3)
+        return augment.augment_batch(key, x, **options) if augmented else x
+
+    def loss_fn(params, key, anchors, positives, images, groups):
+        k1, k2 = jax.random.split(key)
+        b = anchors.shape[0]
+        x = jnp.concatenate([views(k1, images, anchors), views(k2, images, positives)])
+        z = apply_embedder(params, x, config, conv=conv)              # (2B, E) unit rows
+        if cfg.loss == "batch_hard":
+            return losses.batch_hard_triplet_loss(z[:b], z[b:], cfg.margin)
+        ga, gp = groups[anchors], groups[positives]                   # (B,) each
+        same = ((ga[:, None] == ga[None, :]) | (ga[:, None] == gp[None, :])
+                | (gp[:, None] == ga[None, :]) | (gp[:, None] == gp[None, :]))  # (B, B)
+        return losses.nt_xent(z[:b], z[b:], cfg.temperature, negative_mask=same)
+
+    def member_step(params, opt_state, key, anchors, positives, images, groups):
+        loss, grads = jax.value_and_grad(loss_fn)(params, key, anchors, positives, images,
+                                                  groups)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return member_step
+
+
+def make_ensemble_step(member_step: Callable) -> Callable:
+    """jit(vmap(member_step)) over params, optimizer states, keys, anchors and positives (M
+    leading); the pool images and groups are shared: -> (params, opt_state, loss (M,))."""
+    return jax.jit(jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None, None)))
+
+
+# Fields the compiled step does not depend on: reset before caching, so runs that differ only
+# in them (other seeds, pair filters, checkpoint cadence) share one compiled step.
+_NOT_IN_STEP = ("members", "seed", "checkpoint_every", "log_every", "min_spread", "mutual",
+                "min_score", "top_fraction", "remine_every", "pair_fraction", "bias")
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_step(config: EmbedderConfig, cfg: LearnConfig, conv: Callable = nn.conv):
+    """make_ensemble_step(make_member_step(...)) for (config, cfg), built once per recipe."""
+    cfg = dataclasses.replace(cfg, **{f: getattr(LearnConfig, f) for f in _NOT_IN_STEP})
+    return make_ensemble_step(make_member_step(config, cfg, make_optimizer(cfg), conv))
+
+
+def embedding_spread(params: dict, images, config: EmbedderConfig) -> dict:
+    """Collapse check on a probe batch: (N, H, W, 3) -> {"spread": min over members of the
+    mean coordinate std across images, "mean_cos": mean pairwise cosine, over members}."""
+    emb = ensemble.embed(params, images, config)                      # (M, N, E)
+    spread = emb.std(axis=1).mean(axis=1)                             # (M,)
+    n = emb.shape[1]
+    cos = (np.einsum("mne,mke->m", emb, emb) - np.einsum("mne,mne->m", emb, emb)) / (n * (n - 1))
+    return {"spread": float(spread.min()), "mean_cos": float(cos.mean())}
+
+
+class Remining:
+    """remine: every R steps, each member's nearest pool neighbour under its current net
+    becomes the positive of a `pair_fraction` of each batch's rows (before that: augmentation)."""
+
+    def __init__(self, images, object_ids, config, cfg, log):
+        self.images, self.object_ids, self.config, self.log = images, object_ids, config, log
+        self.every = cfg.remine_every
+        self.rows = int(round(cfg.pair_fraction * cfg.batch_size))
+        self.table = None                                             # (M, N) neighbour rows
+
+    def positives(self, params, step, anchors, positives):
+        """(M, B) positives for `step`, re-mining first when step - 1 is a multiple of R."""
+        if step > 1 and (step - 1) % self.every == 0:
+            emb = ensemble.embed(params, self.images, self.config)   # (M, N, E)
+            self.table = np.stack([weak_labels.top_k_neighbours(e, 1)[0][:, 0] for e in emb])
+            if self.log is not None:
+                precision = np.mean(self.object_ids[self.table] == self.object_ids)
+                self.log(f"re-mined neighbours at step {step - 1}: rank-1 precision "
+                         f"{precision:.3f} (evaluation only)")
+        if self.table is None:
+            return positives
+        out = positives.copy()
+        out[:, :self.rows] = np.take_along_axis(self.table, anchors[:, :self.rows].astype(
+            np.int64), axis=1)
+        return out
+
+
+def train_embedder(pool, cfg: LearnConfig = LearnConfig(), pairs: np.ndarray | None = None,
+                   checkpoint: str | None = None, resume: bool = False, progress: bool = True,
+                   log: Callable | None = print, score_fn: Callable | None = None,
+                   embedder: EmbedderConfig | None = None) -> tuple[dict, EmbedderConfig, dict]:
+    """Train cfg.members embedders on a pool of images with cfg.signal, in one vmapped step.
+
+    Args:
+      pool: `images.pool.Pool` (uint8 images (N, H, W, 3); object ids only for the oracle).
+      cfg: the recipe (signal, members, steps, optimizer, loss, augmentations, ...).
+      pairs: (P, 2) int pool rows of weak pairs (`signals.load_pairs`); weak signals only.
+      checkpoint: path of the training-state .npz, written atomically every
+        cfg.checkpoint_every steps (None: no checkpoints).
+      resume: continue from `checkpoint` if it exists (same settings and data required); the
+        final params equal those of an uninterrupted run.
+      progress: show a progress bar.
+      log: where log rows go (None: silent).
+      score_fn: optional score_fn(params) -> dict of metrics added to every log row.
+      embedder: the architecture (default: the blog net, with biases per cfg.bias).
+    Returns:
+      (params with a leading M on every leaf, EmbedderConfig, report): the report holds the
+      history (loss, spread, mean_cos, score_fn's metrics per log row), sizes and timings.
+    """
+    config = embedder or EmbedderConfig(bias=cfg.bias)
+    pairs = _check_inputs(pool, cfg, pairs, config)
+    batches = signals.Batches(cfg.signal, len(pool), cfg.members, cfg.batch_size, cfg.seed,
+                              pairs, cfg.pair_fraction, pool.object_ids)
+    optimizer = make_optimizer(cfg)
+    conv = nn.conv_im2col if ensemble.default_forward() == "im2col" else nn.conv
+    step = compiled_step(config, cfg, conv)
+    images = jnp.asarray(pool.images)
+    groups = jnp.asarray(pool.object_ids if cfg.signal == "oracle" else np.arange(len(pool)),
+                         jnp.int32)
+    remining = (Remining(pool.images, pool.object_ids, config, cfg, log)
+                if cfg.signal == "remine" else None)
+
+    def step_fn(params, opt_state, i, keys, anchors, positives):
+        if remining is not None:
+            positives = remining.positives(params, i, anchors, positives)
+        return step(params, opt_state, keys, anchors, positives, images, groups)
+
+    probe = pool.images[np.sort(np.random.default_rng(cfg.seed).permutation(len(pool))
+                                [:PROBE_SIZE])]
+
+    def scores(params):
+        row = embedding_spread(params, probe, config)
+        if row["spread"] < cfg.min_spread:
+            raise RandEnsembleError(
+                f"embeddings collapsed: spread {row['spread']:.2g} < min_spread "
+                f"{cfg.min_spread} on a fixed probe batch (every image maps to about the same "
+                f"point); lower the learning rate, raise the temperature or change the signal")
+        return {**row, **(score_fn(params) if score_fn is not None else {})}
+
+    params = ensemble.init_members(init_embedder, jax.random.PRNGKey(cfg.seed), cfg.members,
+                                   config)
+    members_opt = optax.GradientTransformation(jax.vmap(optimizer.init), jax.vmap(optimizer.update))
+    every = cfg.checkpoint_every
+    if remining is not None:   # resume must re-mine from the params the full run mined from
+        every = -(-every // cfg.remine_every) * cfg.remine_every
+    ckpt = None if checkpoint is None else train.Checkpointing(
+        checkpoint, every, resume, _run_meta(pool, cfg, pairs, config))
+    start = time.perf_counter()
+    params, history = train.fit(None, params, iter(batches), cfg.steps, members_opt,
+                                step_fn=step_fn, eval_every=cfg.log_every, score_fn=scores,
+                                checkpoint=ckpt, progress=progress, log=log)
+    seconds = time.perf_counter() - start
+    report = {"history": history, "signal": cfg.signal, "members": cfg.members,
+              "num_images": len(pool), "num_pairs": 0 if pairs is None else len(pairs),
+              "seconds": seconds}
+    if pairs is not None:
+        report["pair_precision"] = float(np.mean(pool.object_ids[pairs[:, 0]]
+                                                 == pool.object_ids[pairs[:, 1]]))
+    return jax.device_get(params), config, report
+
+
+def _check_inputs(pool, cfg, pairs, config):
+    """Validate the pool size against the architecture and pairs against the signal."""
+    h, w = pool.images.shape[1:3]
+    if (h, w) != (config.input_hw, config.input_hw):
+        raise RandEnsembleError(f"pool images are {h}x{w}, the embedder needs "
+                                f"{config.input_hw}x{config.input_hw}")
+    weak = cfg.signal in ("weak", "weak+augment")
+    if weak and pairs is None:
+        raise RandEnsembleError(f"signal {cfg.signal} needs weak-label pairs (--pairs DIR)")
+    if not weak and pairs is not None:
+        raise RandEnsembleError(f"pairs are used by the weak signals only, not {cfg.signal}")
+    if pairs is None:
+        return None
+    pairs = np.asarray(pairs, np.int64)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) < 1:
+        raise RandEnsembleError(f"pairs must be shaped (P, 2) with P >= 1, got {pairs.shape}")
+    if pairs.min() < 0 or pairs.max() >= len(pool):
+        raise RandEnsembleError(f"pairs name rows outside the pool of {len(pool)} images")
+    return pairs
+
+
+def _run_meta(pool, cfg, pairs, config):
+    """What a resumed run must share with the checkpoint: recipe, architecture and data."""
+    import hashlib
+    digest = hashlib.sha256("\n".join(pool.image_ids).encode())
+    digest.update(pool.images.tobytes())
+    if pairs is not None:
+        digest.update(np.ascontiguousarray(pairs, np.int64).tobytes())
+    return {"learn": cfg.to_dict(), "embedder": config.to_dict(), "data": digest.hexdigest()}
+
+
+def save_checkpoint(path: str, params: dict, embedder_config: EmbedderConfig,
+                    training: dict) -> None:
+    """Write trained params (leaves (M, ...)) atomically, readable by `data.load_params`.
+
+    Args:
+      path: target .npz.
+      params: member params with a leading M.
+      embedder_config: their architecture.
+      training: JSON-ready record of how they were trained (recipe, data, final log row).
+    """
+    fileio.save_tree(path, params, meta={"embedder": embedder_config.to_dict(),
+                                         "training": training})

@@ -1,0 +1,79 @@
+"""The image trainer's recipe: every hyperparameter of `learn.train_embedder` in one frozen
+dataclass, importable without JAX (the CLI builds `rand-ensemble train`'s flags from it).
+
+The field defaults are the best label-free recipe measured so far (README, "Training an
+embedder"): augmentation only (random resized crop + flip), NT-Xent at T = 0.2, AdamW 1e-3.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.images.signals import SIGNALS
+from rand_ensemble.questions.config import option
+
+LOSSES = ("ntxent", "batch_hard")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnConfig:
+    """Every training hyperparameter, with the best label-free recipe as defaults (measured in
+    the README, "Training an embedder"); `rand-ensemble train` builds its flags from these."""
+    signal: str = option("augment", "training signal: " + ", ".join(SIGNALS))
+    members: int = option(1, "M members trained together in one vmapped step", "positive_int")
+    steps: int = option(1000, "optimizer steps", "positive_int")
+    batch_size: int = option(128, "positive pairs per step (the rest of the batch are the "
+                                  "negatives)", "positive_int")
+    lr: float = option(1e-3, "AdamW peak learning rate", "learning_rate")
+    weight_decay: float = option(1e-4, "AdamW weight decay", "non_negative_float")
+    warmup: int = option(100, "linear warm-up steps (at most half the steps), then cosine "
+                              "decay to lr / 100", "non_negative_int")
+    loss: str = option("ntxent", "loss: ntxent (NT-Xent) or batch_hard (batch-hard triplet)")
+    temperature: float = option(0.2, "NT-Xent temperature", "positive_float")
+    margin: float = option(0.25, "batch-hard triplet margin", "margin")
+    crop_scale_min: float = option(0.2, "smallest area fraction kept by the random resized "
+                                        "crop", "fraction")
+    flip: bool = option(True, "random horizontal flips")
+    colour_jitter: float = option(0.0, "brightness/contrast/saturation jitter strength; off "
+                                       "because colour is the object cue in the renders "
+                                       "(jitter dropped held-out P@1 from ~0.53 to ~0.05)",
+                                  "unit_interval")
+    pair_fraction: float = option(0.25, "weak+augment / remine: fraction of each batch whose "
+                                        "positive is a weak or re-mined pair", "unit_interval")
+    mutual: bool = option(False, "weak pairs: keep mutual neighbours only")
+    min_score: float = option(-1.0, "weak pairs: keep score >= this", "threshold")
+    top_fraction: float = option(1.0, "weak pairs: keep this best-scoring fraction",
+                                 "fraction")
+    remine_every: int = option(250, "remine: steps between re-mining nearest neighbours "
+                                    "(checkpoints then fall on multiples of it)",
+                               "positive_int")
+    seed: int = option(0, "init, batch order and augmentations", "seed")
+    checkpoint_every: int = option(100, "steps between atomic checkpoints", "positive_int")
+    log_every: int = option(50, "steps between log rows (loss, embedding spread)",
+                            "positive_int")
+    min_spread: float = option(1e-3, "stop if the embedding spread (mean coordinate std on "
+                                     "a fixed probe batch) falls below this: collapse",
+                               "non_negative_float")
+    bias: bool = option(True, "zero-initialised biases on every layer")
+
+    def __post_init__(self):
+        if self.signal not in SIGNALS:
+            raise RandEnsembleError(f"signal must be one of {SIGNALS}, got "
+                                    f"{self.signal!r}")
+        if self.loss not in LOSSES:
+            raise RandEnsembleError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        for name in ("members", "steps", "batch_size", "remine_every", "checkpoint_every",
+                     "log_every"):
+            if isinstance(getattr(self, name), bool) or int(getattr(self, name)) < 1:
+                raise RandEnsembleError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise RandEnsembleError("batch_size must be >= 2 (the other pairs are negatives)")
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (stored in checkpoints)."""
+        return dataclasses.asdict(self)
+
+    def augment_options(self) -> dict:
+        """Keyword arguments of `augment.augment`."""
+        return {"crop_scale": (self.crop_scale_min, 1.0), "flip": self.flip,
+                "colour_jitter": self.colour_jitter}

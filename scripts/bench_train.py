@@ -1,0 +1,157 @@
+"""Training throughput, side by side in ONE warm process: M members in one vmapped jitted step
+(`images.learn`) against M separate single-member jitted steps, and against a PyTorch
+equivalent (M nets stepped in a loop) when torch is importable.
+
+Throughput counts images x members per second: each step embeds 2 augmented views of B images
+per member, so one step is 2 * B * M. Rounds alternate candidates, so load noise hits all alike.
+
+    python scripts/bench_train.py --members 4 --batch-size 128 --repeats 5 --json bench_train.json
+    python scripts/bench_train.py --quick
+"""
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's idle threads must not spin under JAX
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import machine, summary, time_alternating  # noqa: E402
+
+from rand_ensemble import ensemble, nn  # noqa: E402
+from rand_ensemble.embedder import EmbedderConfig, init_embedder  # noqa: E402
+from rand_ensemble.images import learn, signals  # noqa: E402
+
+
+def jax_candidates(m, b, steps, images):
+    """{"vmapped": one jit(vmap) step of M members, "separate": M single-member jitted steps},
+    each running `steps` steps; both compiled and warmed before timing."""
+    cfg = learn.LearnConfig(members=m, batch_size=b)
+    config = EmbedderConfig(bias=True)
+    conv = nn.conv_im2col if ensemble.default_forward() == "im2col" else nn.conv
+    opt = learn.make_optimizer(cfg)
+    member_step = learn.make_member_step(config, cfg, opt, conv)
+    vmapped, single = learn.make_ensemble_step(member_step), jax.jit(member_step)
+    batches = signals.Batches("augment", len(images), m, b, 0)
+    images = jax.device_put(images)
+    groups = jax.device_put(np.arange(len(images), dtype=np.int32))
+    params = ensemble.init_members(init_embedder, jax.random.PRNGKey(0), m, config)
+    state = {"v": (params, jax.vmap(opt.init)(params)),
+             "s": [(p, opt.init(p)) for p in (jax.tree.map(lambda a, i=i: a[i], params)
+                                                for i in range(m))]}
+
+    def run_vmapped():
+        p, s = state["v"]
+        for i in range(1, steps + 1):
+            _, keys, anc, pos = batches[i]
+            p, s, loss = vmapped(p, s, keys, anc, pos, images, groups)
+        jax.block_until_ready(p)
+        state["v"] = (p, s)
+
+    def run_separate():
+        out = []
+        for k, (p, s) in enumerate(state["s"]):
+            for i in range(1, steps + 1):
+                _, keys, anc, pos = batches[i]
+                p, s, loss = single(p, s, keys[k], anc[k], pos[k], images, groups)
+            out.append((p, s))
+        jax.block_until_ready([p for p, _ in out])
+        state["s"] = out
+
+    run_vmapped(), run_separate()                                     # compile + warm
+    return {"jax_vmapped": run_vmapped, "jax_separate": run_separate}
+
+
+def torch_candidate(m, b, steps, images):
+    """M PyTorch nets (same architecture, biases, crop + flip by affine_grid, NT-Xent, AdamW)
+    stepped one after another; None when torch is not importable."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    config = EmbedderConfig(bias=True)
+
+    def net():
+        layers, cin = [], 3
+        for w in config.widths:
+            layers += [torch.nn.Conv2d(cin, w, 3, stride=2), torch.nn.ReLU()]
+            cin = w
+        layers += [torch.nn.Conv2d(cin, config.dense, 1), torch.nn.ReLU(),
+                   torch.nn.Conv2d(config.dense, config.embedding_dim, 1), torch.nn.Flatten()]
+        return torch.nn.Sequential(*layers)
+
+    nets = [net() for _ in range(m)]
+    opts = [torch.optim.AdamW(n.parameters(), lr=1e-3, weight_decay=1e-4) for n in nets]
+    pool = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+    def views(x):
+        scale = torch.sqrt(torch.empty(len(x)).uniform_(0.2, 1.0))
+        theta = torch.zeros(len(x), 2, 3)
+        flip = torch.where(torch.rand(len(x)) < 0.5, -1.0, 1.0)
+        theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
+        theta[:, :, 2] = (torch.rand(len(x), 2) * 2 - 1) * (1 - scale[:, None])
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False)
+
+    def nt_xent(z1, z2, t=0.2):
+        z = F.normalize(torch.cat([z1, z2]), dim=1)
+        logits = z @ z.T / t
+        logits.fill_diagonal_(-1e9)
+        target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)])
+        return F.cross_entropy(logits, target)
+
+    def run():
+        for n, o in zip(nets, opts):
+            for _ in range(steps):
+                x = pool[torch.randint(len(pool), (b,))]
+                loss = nt_xent(n(views(x)), n(views(x)))
+                o.zero_grad()
+                loss.backward()
+                o.step()
+
+    run()                                                             # warm
+    return run
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--members", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating rounds")
+    ap.add_argument("--quick", action="store_true", help="M=2, B=32, 2 steps, 2 rounds")
+    ap.add_argument("--json", help="write the record here")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.members, a.batch_size, a.steps, a.repeats = 2, 32, 2, 2
+    images = np.random.default_rng(0).integers(0, 256, (1024, 32, 32, 3), dtype=np.uint8)
+    candidates = jax_candidates(a.members, a.batch_size, a.steps, images)
+    torch_run = torch_candidate(a.members, a.batch_size, a.steps, images)
+    if torch_run is None:
+        print("torch not importable: skipping the PyTorch candidate "
+              "(pip install the bench extra to include it)")
+    else:
+        candidates["torch_loop"] = torch_run
+    times = time_alternating(candidates, a.repeats)
+    work = 2 * a.batch_size * a.members * a.steps                   # images x members / round
+    rows = {k: {**summary(v), "images_x_members_per_s": work / min(v)} for k, v in times.items()}
+    best = rows["jax_vmapped"]["min_s"]
+    for name, row in rows.items():
+        row["vmapped_speedup"] = row["min_s"] / best
+        print(f"{name:14s} {row['images_x_members_per_s']:9.0f} images x members / s   "
+              f"min {row['min_s']:.3f} s   vmapped is {row['vmapped_speedup']:.2f}x faster")
+    record = {"members": a.members, "batch_size": a.batch_size, "steps_per_round": a.steps,
+              "repeats": a.repeats, "machine": machine(), "results": rows}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(record, f, indent=2)
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""`rand-ensemble train` end to end on a tiny synthetic renders folder, then `eval
+--checkpoint`; bad input is one line on stderr with exit status 2."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rand_ensemble import cli
+from rand_ensemble.images import data
+from rand_ensemble.pipelines import schema
+from test_embedder import numpy_biased_net
+
+INPUT_SCHEMA = pa.schema([schema.RENDERS.field(n) for n in schema.RENDER_INPUT_COLUMNS])
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory):
+    """20 renders (10 objects x 2 views) of 32x32 coloured squares in two Parquet shards."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for o in range(10):
+        colour = rng.integers(40, 255, 3)
+        for v in range(2):
+            img = np.full((32, 32, 3), 20, np.uint8)
+            y, x = rng.integers(2, 14, 2)
+            img[y:y + 16, x:x + 16] = colour
+            rows.append({"image_id": schema.image_id(o, v, 0), "object_id": o, "view": v,
+                         "seed": 0, "height": 32, "width": 32, "image": img.tobytes()})
+    folder = tmp_path_factory.mktemp("renders")
+    for shard, part in enumerate((rows[:11], rows[11:])):
+        pq.write_table(pa.Table.from_pylist(part, schema=INPUT_SCHEMA),
+                       folder / f"renders-{shard:05d}-of-00002.parquet")
+    return str(folder)
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+TINY_RUN = ["--members", "2", "--steps", "3", "--batch-size", "4", "--warmup", "1",
+            "--checkpoint-every", "1", "--log-every", "1", "--quiet"]
+
+
+def test_train_then_eval_checkpoint(renders, tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    code, _, err = run(["train", "--renders", renders, "--out", str(out),
+                        "--json", str(tmp_path / "r.json")] + TINY_RUN, capsys)
+    assert code == 0, err
+    params, cfg = data.load_params(out)
+    assert cfg.bias and params["conv0"]["kernel"].shape == (2, 3, 3, 3, 32)
+    assert np.abs(params["dense"]["bias"]).max() > 0                  # it trained
+    assert (tmp_path / "m.state.npz").exists()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [r["step"] for r in report["history"]] == [1, 2, 3]
+    # --resume of a finished run changes nothing.
+    before = out.read_bytes()
+    code, _, err = run(["train", "--renders", renders, "--out", str(out), "--resume"]
+                       + TINY_RUN, capsys)
+    assert code == 0, err
+    assert data.load_params(out)[0]["dense"]["bias"].tobytes() == \
+        params["dense"]["bias"].tobytes() and len(before) == len(out.read_bytes())
+    # eval --checkpoint embeds with the trained (biased) members: compare with numpy.
+    rng = np.random.default_rng(1)
+    test_set = tmp_path / "t.npy"
+    np.save(test_set, rng.integers(0, 256, (2, 11, 32, 32, 3), dtype=np.uint8))
+    emb = tmp_path / "e.npy"
+    code, stdout, err = run(["eval", "--test-set", str(test_set), "--checkpoint", str(out),
+                             "--save-embeddings", str(emb), "--bootstrap", "50"], capsys)
+    assert code == 0, err
+    got = np.load(emb)
+    x = np.load(test_set).reshape(-1, 32, 32, 3) / 255.0
+    for m in range(2):
+        member = {k: {n: v[m] for n, v in d.items()} for k, d in params.items()}
+        np.testing.assert_allclose(got[m].reshape(-1, 32), numpy_biased_net(member, x),
+                                   atol=1e-4)
+
+
+def one_line_error(argv, capsys, match):
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rand-ensemble: error:"), err
+    assert match in lines[0], lines[0]
+
+
+def test_bad_input_is_one_line(renders, tmp_path, capsys):
+    out = str(tmp_path / "m.npz")
+    base = ["train", "--renders", renders, "--out", out]
+    one_line_error(base + ["--steps", "0"], capsys, "--steps")
+    one_line_error(base + ["--signal", "weak", "--pairs", str(tmp_path / "nope")], capsys,
+                   "pairs folder not found")
+    one_line_error(base + ["--signal", "weak"], capsys, "needs weak-label pairs")
+    one_line_error(["train", "--renders", str(tmp_path / "none"), "--out", out], capsys,
+                   "renders folder not found")
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    pq.write_table(pa.table({"image_id_a": ["o00000_v0000_s0"], "image_id_b": ["o07777_v0000_s0"],
+                             "score": np.float32([0.9]), "rank": np.int32([1])},
+                            schema=schema.PAIRS), pairs / "pairs-00000-of-00001.parquet")
+    one_line_error(base + ["--signal", "weak", "--pairs", str(pairs)], capsys,
+                   "not in the renders pool")
+    # A state checkpoint of another architecture (no biases) is refused on --resume.
+    code, _, err = run(base + TINY_RUN[:-1] + ["--steps", "1", "--no-bias", "--quiet"], capsys)
+    assert code == 0, err
+    one_line_error(base + TINY_RUN + ["--resume"], capsys, "do not match the architecture")

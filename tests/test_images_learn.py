@@ -1,0 +1,195 @@
+"""Image trainer: the vmapped M-member step against M single-member steps, killed-and-resumed
+runs against uninterrupted ones (bytes), collapse detection, index-based batches and pairs."""
+import jax
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rand_ensemble import ensemble, nn
+from rand_ensemble.embedder import EmbedderConfig, init_embedder
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.images import learn, signals
+from rand_ensemble.images.pool import Pool
+from rand_ensemble.pipelines import schema
+
+TINY = EmbedderConfig(widths=(4, 4, 4, 4), dense=4, embedding_dim=4, bias=True)
+
+
+def tiny_pool(objects=10, views=2, seed=0):
+    """objects x views 32x32 images: each object a coloured square, shifted per view."""
+    rng = np.random.default_rng(seed)
+    images, ids, objs = [], [], []
+    for o in range(objects):
+        colour = rng.integers(40, 255, 3)
+        for v in range(views):
+            img = np.full((32, 32, 3), 20, np.uint8)
+            y, x = rng.integers(2, 14, 2)
+            img[y:y + 16, x:x + 16] = colour
+            images.append(img)
+            ids.append(schema.image_id(o, v, seed))
+            objs.append(o)
+    return Pool(np.asarray(ids), np.asarray(objs, np.int64), np.stack(images))
+
+
+def cfg(**kw):
+    base = dict(members=2, steps=6, batch_size=4, warmup=2, checkpoint_every=2, log_every=1,
+                min_spread=0.0)
+    return learn.LearnConfig(**{**base, **kw})
+
+
+def member(tree, m):
+    return jax.tree.map(lambda a: np.asarray(a)[m], tree)
+
+
+def test_vmapped_step_equals_single_member_steps():
+    pool = tiny_pool()
+    c = cfg(members=3, signal="oracle")
+    opt = learn.make_optimizer(c)
+    member_step = learn.make_member_step(TINY, c, opt, nn.conv_im2col)
+    params = ensemble.init_members(init_embedder, jax.random.PRNGKey(1), 3, TINY)
+    states = jax.vmap(opt.init)(params)
+    batches = signals.Batches("oracle", len(pool), 3, 4, 0, None, 0.0, pool.object_ids)
+    images, groups = pool.images, pool.object_ids.astype(np.int32)
+    single, together = jax.jit(member_step), learn.make_ensemble_step(member_step)
+    singles = [(member(params, m), member(states, m)) for m in range(3)]
+    vm_params, vm_states = params, states
+    for i in (1, 2):                            # two steps: the optimizer state carries over
+        _, keys, anchors, positives = batches[i]
+        vm_params, vm_states, vm_loss = together(vm_params, vm_states, keys, anchors,
+                                                 positives, images, groups)
+        for m in range(3):
+            p, s, loss = single(*singles[m], keys[m], anchors[m], positives[m], images, groups)
+            singles[m] = (p, s)
+            assert float(loss) == pytest.approx(float(vm_loss[m]), rel=1e-5)
+    for m in range(3):
+        got, want = member(vm_params, m), singles[m][0]
+        for name in want:
+            for leaf in want[name]:
+                np.testing.assert_allclose(got[name][leaf], np.asarray(want[name][leaf]),
+                                           rtol=1e-5, atol=1e-6)
+    # The members really differ (own init, batches and views) and really moved.
+    assert not np.allclose(member(vm_params, 0)["conv0"]["kernel"],
+                           member(vm_params, 1)["conv0"]["kernel"])
+    assert not np.allclose(member(vm_params, 0)["dense"]["bias"], 0.0)
+
+
+class Killed(Exception):
+    pass
+
+
+def killer(at_call):
+    """A score_fn that kills the run at its `at_call`-th log row (log_every=1: that step)."""
+    calls = []
+
+    def score(params):
+        calls.append(1)
+        if len(calls) == at_call:
+            raise Killed()
+        return {}
+    return score
+
+
+@pytest.mark.parametrize("signal", ["augment", "remine"])
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, signal):
+    pool = tiny_pool()
+    c = cfg(signal=signal, remine_every=2)
+    kw = dict(progress=False, log=None, embedder=TINY)
+    whole, _, _ = learn.train_embedder(pool, c, checkpoint=str(tmp_path / "a.npz"), **kw)
+    state = str(tmp_path / "b.npz")
+    with pytest.raises(Killed):                 # killed during step 5, after the step-4 save
+        learn.train_embedder(pool, c, checkpoint=state, score_fn=killer(5), **kw)
+    scored = []
+    resumed, _, report = learn.train_embedder(pool, c, checkpoint=state, resume=True,
+                                              score_fn=lambda p: scored.append(1) or {}, **kw)
+    assert len(scored) == 2                      # steps 5 and 6 ran; 1-4 came from the save
+    assert [r["step"] for r in report["history"]] == [1, 2, 3, 4, 5, 6]
+    for name in whole:
+        for leaf in whole[name]:
+            assert np.asarray(whole[name][leaf]).tobytes() == \
+                np.asarray(resumed[name][leaf]).tobytes(), (name, leaf)
+    # Another recipe refuses the checkpoint instead of silently mixing runs.
+    with pytest.raises(RandEnsembleError, match="other settings"):
+        learn.train_embedder(pool, cfg(signal=signal, remine_every=2, temperature=0.5),
+                             checkpoint=state, resume=True, **kw)
+
+
+def test_collapse_is_detected_on_a_constant_net():
+    pool = tiny_pool()
+    params = ensemble.init_members(init_embedder, jax.random.PRNGKey(0), 2, TINY)
+    constant = jax.tree.map(np.zeros_like, params)
+    constant["embedding"]["bias"] = np.ones_like(constant["embedding"]["bias"])  # same output
+    row = learn.embedding_spread(constant, pool.images, TINY)
+    assert row["spread"] == pytest.approx(0.0, abs=1e-7)
+    assert row["mean_cos"] == pytest.approx(1.0, abs=1e-6)
+    # A random net: the spread is the numpy std of its embeddings.
+    emb = ensemble.embed(params, pool.images, TINY)                 # (2, N, E)
+    want = min(float(np.std(np.asarray(e, np.float64), axis=0).mean()) for e in emb)
+    assert learn.embedding_spread(params, pool.images, TINY)["spread"] == pytest.approx(
+        want, rel=1e-4)
+    # The trainer stops with a clear message when the spread falls below min_spread.
+    with pytest.raises(RandEnsembleError, match="collapsed"):
+        learn.train_embedder(pool, cfg(steps=2, min_spread=1.5), progress=False, log=None,
+                             embedder=TINY)
+
+
+def test_batches_are_index_based_epochs_without_repeats():
+    pool = tiny_pool()
+    a = signals.Batches("oracle", len(pool), 2, 4, 7, None, 0.0, pool.object_ids)
+    b = signals.Batches("oracle", len(pool), 2, 4, 7, None, 0.0, pool.object_ids)
+    for i in (1, 3, 9):
+        for x, y in zip(a[i][1:], b[i][1:]):
+            np.testing.assert_array_equal(x, y)
+    # One epoch = 20 // 4 = 5 batches: every image once per member, never twice in a batch.
+    anchors = np.concatenate([a[i][2] for i in range(1, 6)], axis=1)   # (M, 20)
+    for m in range(2):
+        assert sorted(anchors[m].tolist()) == list(range(20))
+    assert not np.array_equal(anchors[0], anchors[1])            # members: own orders
+    _, _, anc, pos = a[2]
+    assert np.all(pool.object_ids[anc] == pool.object_ids[pos]) and np.all(anc != pos)
+    it = iter(a)
+    assert next(it)[0] == 1 and next(it)[0] == 2
+
+
+def write_pairs(folder, rows):
+    folder.mkdir()
+    table = pa.table({"image_id_a": [r[0] for r in rows], "image_id_b": [r[1] for r in rows],
+                      "score": np.asarray([r[2] for r in rows], np.float32),
+                      "rank": np.ones(len(rows), np.int32)}, schema=schema.PAIRS)
+    pq.write_table(table, folder / "pairs-00000-of-00001.parquet")
+
+
+def test_load_pairs_filters_by_hand(tmp_path):
+    pool = tiny_pool()
+    i = pool.image_ids
+    # (0,1) mutual, score .9; (2,5) one-way .8; (3,4) mutual .5; (6,6) a self pair.
+    write_pairs(tmp_path / "p", [(i[0], i[1], .9), (i[1], i[0], .9), (i[2], i[5], .8),
+                                 (i[3], i[4], .5), (i[4], i[3], .5), (i[6], i[6], 1.0)])
+    load = lambda **kw: signals.load_pairs(str(tmp_path / "p"), pool, **kw).tolist()  # noqa
+    assert load() == [[0, 1], [2, 5], [3, 4]]
+    assert load(mutual=True) == [[0, 1], [3, 4]]
+    assert load(min_score=0.6) == [[0, 1], [2, 5]]
+    assert load(top_fraction=0.5) == [[0, 1], [2, 5]]           # ceil(0.5 * 3) = 2 best
+    with pytest.raises(RandEnsembleError, match="no pairs left"):
+        load(min_score=0.95)
+    write_pairs(tmp_path / "q", [(i[0], "o99999_v0000_s0", .9)])
+    with pytest.raises(RandEnsembleError, match="not in the renders pool.*o99999"):
+        signals.load_pairs(str(tmp_path / "q"), pool)
+    with pytest.raises(RandEnsembleError, match="pairs folder not found"):
+        signals.load_pairs(str(tmp_path / "missing"), pool)
+
+
+def test_weak_signals_train_on_pairs_and_check_their_input():
+    pool = tiny_pool()
+    pairs = np.asarray([[2 * k, 2 * k + 1] for k in range(6)])    # true same-object pairs
+    kw = dict(progress=False, log=None, embedder=TINY)
+    params, _, report = learn.train_embedder(pool, cfg(signal="weak+augment", steps=2,
+                                                       pair_fraction=0.5), pairs, **kw)
+    assert report["pair_precision"] == 1.0 and report["num_pairs"] == 6
+    assert all(np.isfinite(r["train_loss"]) for r in report["history"])
+    with pytest.raises(RandEnsembleError, match="needs weak-label pairs"):
+        learn.train_embedder(pool, cfg(signal="weak"), None, **kw)
+    with pytest.raises(RandEnsembleError, match="weak signals only"):
+        learn.train_embedder(pool, cfg(), pairs, **kw)
+    with pytest.raises(RandEnsembleError, match="fewer than"):
+        learn.train_embedder(pool, cfg(signal="weak", batch_size=8), pairs[:3], **kw)
