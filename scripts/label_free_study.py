@@ -276,17 +276,21 @@ def plan(size, args):
 
 
 def execute(out, sets, paths, size, args):
-    """Run (or reuse) every run in order, rewriting the outputs after each: -> {key: result}."""
+    """Run (or reuse) every run in order, rewriting the outputs after each: -> {key: result}.
+
+    Order: per seed the random ensembles then every signal, then the trained ensembles (the
+    costliest), so an interrupted study has whole rows early."""
     done = {}
-    jobs = [(("random", m, s), lambda m=m, s=s: random_run(out, sets, m, s, size))
-            for s in args.seeds for m in size["random_models"]]
     m_ens = size["trained_members"] if args.members is None else args.members
+    jobs = []
     for s in args.seeds:
+        jobs += [(("random", m, s), lambda m=m, s=s: random_run(out, sets, m, s, size))
+                 for m in size["random_models"]]
         jobs += [((sig, 1, s), lambda sig=sig, s=s: trained_run(
             out, sets, paths, sig, 1, s, size, args)) for sig in args.signals]
-        if m_ens > 0:                                   # --members 0: no trained ensemble
-            jobs.append((("augment", m_ens, s), lambda s=s: trained_run(
-                out, sets, paths, "augment", m_ens, s, size, args)))
+    if m_ens > 0:                                       # --members 0: no trained ensemble
+        jobs += [(("augment", m_ens, s), lambda s=s: trained_run(
+            out, sets, paths, "augment", m_ens, s, size, args)) for s in args.seeds]
     for key, job in jobs:
         print(f"run {key}", flush=True)
         done[key] = job()
