@@ -149,8 +149,9 @@ def random_run(out, sets, m, seed, size):
 
 def trained_run(out, sets, paths, signal, members, seed, size, args):
     """Train `members` nets with `signal` (learn9's train_embedder) and score them."""
+    from rand_ensemble.images import learn, signals
+
     def compute():
-        from rand_ensemble.images import learn, signals
         overrides = {k: v for k, v in (("steps", args.steps or size["steps"]),
                                        ("batch_size", size["batch_size"]),
                                        ("log_every", size["log_every"]),
@@ -172,7 +173,8 @@ def trained_run(out, sets, paths, signal, members, seed, size, args):
                 "final_loss": _final(report.get("history"), "loss"),
                 "timings": {"train_seconds": report.get("seconds"),
                             "embed_seconds": time.perf_counter() - start}}, emb["heldout"]
-    return run_cached(out, f"{signal.replace('+', '_')}_m{members}_s{seed}", compute)
+    steps = args.steps or size["steps"] or learn.LearnConfig().steps
+    return run_cached(out, f"{signal.replace('+', '_')}_m{members}_s{seed}_t{steps}", compute)
 
 
 def _final(history, key):
@@ -278,20 +280,22 @@ def plan(size, args):
 def execute(out, sets, paths, size, args):
     """Run (or reuse) every run in order, rewriting the outputs after each: -> {key: result}.
 
-    Order: per seed the random ensembles then every signal, then the trained ensembles (the
-    costliest), so an interrupted study has whole rows early."""
+    Order: the first seed's random ensembles, every signal seed by seed, the other seeds' random
+    ensembles, then the trained ensembles (the costliest), so an interrupted study has the
+    single-net rows of two seeds early."""
     done = {}
     m_ens = size["trained_members"] if args.members is None else args.members
-    jobs = []
+    jobs = {s: [(("random", m, s), lambda m=m, s=s: random_run(out, sets, m, s, size))
+                for m in size["random_models"]] for s in args.seeds}
+    order = list(jobs[args.seeds[0]])
     for s in args.seeds:
-        jobs += [(("random", m, s), lambda m=m, s=s: random_run(out, sets, m, s, size))
-                 for m in size["random_models"]]
-        jobs += [((sig, 1, s), lambda sig=sig, s=s: trained_run(
+        order += [((sig, 1, s), lambda sig=sig, s=s: trained_run(
             out, sets, paths, sig, 1, s, size, args)) for sig in args.signals]
+    order += [job for s in args.seeds[1:] for job in jobs[s]]
     if m_ens > 0:                                       # --members 0: no trained ensemble
-        jobs += [(("augment", m_ens, s), lambda s=s: trained_run(
+        order += [(("augment", m_ens, s), lambda s=s: trained_run(
             out, sets, paths, "augment", m_ens, s, size, args)) for s in args.seeds]
-    for key, job in jobs:
+    for key, job in order:
         print(f"run {key}", flush=True)
         done[key] = job()
         yield done

@@ -62,8 +62,8 @@ def test_quick_study(tmp_path):
     assert rows["raw pixels (cosine)"]["metrics"]["precision_at_1"]["mean"] == pytest.approx(
         _p_at_1(flat, labels))
     # a trained row recomputed from its saved held-out embeddings (M, N, E)
-    for row, run in (("trained: augment", "augment_m1_s0"),
-                     ("trained ensemble: augment, M=2", "augment_m2_s0")):
+    for row, run in (("trained: augment", "augment_m1_s0_t20"),
+                     ("trained ensemble: augment, M=2", "augment_m2_s0_t20")):
         emb = np.load(out / "runs" / f"{run}.heldout.npy")
         assert emb.shape[1:] == (len(labels), 32) and emb.dtype == np.float32
         cat = np.concatenate(list(emb), axis=-1)
