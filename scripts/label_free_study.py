@@ -280,21 +280,24 @@ def plan(size, args):
 def execute(out, sets, paths, size, args):
     """Run (or reuse) every run in order, rewriting the outputs after each: -> {key: result}.
 
-    Order: the first seed's random ensembles, every signal seed by seed, the other seeds' random
-    ensembles, then the trained ensembles (the costliest), so an interrupted study has the
-    single-net rows of two seeds early."""
+    Order: the first seed's random ensembles, every signal seed by seed, the first seed's trained
+    ensemble, then the other seeds' random and trained ensembles, so an interrupted study has
+    the single-net rows of two seeds and one trained ensemble early."""
     done = {}
     m_ens = size["trained_members"] if args.members is None else args.members
     jobs = {s: [(("random", m, s), lambda m=m, s=s: random_run(out, sets, m, s, size))
                 for m in size["random_models"]] for s in args.seeds}
-    order = list(jobs[args.seeds[0]])
+    for s in args.seeds:
+        if m_ens > 0:                                   # --members 0: no trained ensemble
+            jobs[s].append((("augment", m_ens, s), lambda s=s: trained_run(
+                out, sets, paths, "augment", m_ens, s, size, args)))
+    first = jobs[args.seeds[0]]
+    order = [job for job in first if job[0][0] == "random"]
     for s in args.seeds:
         order += [((sig, 1, s), lambda sig=sig, s=s: trained_run(
             out, sets, paths, sig, 1, s, size, args)) for sig in args.signals]
+    order += [job for job in first if job[0][0] != "random"]
     order += [job for s in args.seeds[1:] for job in jobs[s]]
-    if m_ens > 0:                                       # --members 0: no trained ensemble
-        order += [(("augment", m_ens, s), lambda s=s: trained_run(
-            out, sets, paths, "augment", m_ens, s, size, args)) for s in args.seeds]
     for key, job in order:
         print(f"run {key}", flush=True)
         done[key] = job()
