@@ -109,13 +109,16 @@ def pixel_embeddings(sets):
             for name in ("heldout", "rendered", "blog") if sets.get(name) is not None}
 
 
-def run_cached(out, name, compute):
+def run_cached(out, name, compute, cached_only=False):
     """Per-query results of one run, from OUT/runs/NAME.json if present, else computed and saved
-    (with the held-out embeddings (M, N, E) in OUT/runs/NAME.heldout.npy)."""
+    (with the held-out embeddings (M, N, E) in OUT/runs/NAME.heldout.npy); None if missing and
+    `cached_only`."""
     path = os.path.join(out, "runs", name + ".json")
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
+    if cached_only:
+        return None
     start = time.perf_counter()
     result, heldout = compute()
     fileio.save_npy(os.path.join(out, "runs", name + ".heldout.npy"), heldout)
@@ -131,7 +134,7 @@ def as_lists(scores):
             for k, d in scores.items()}
 
 
-def random_run(out, sets, m, seed, size):
+def random_run(out, sets, m, seed, size, cached_only=False):
     """A random ensemble of m members (init seed `seed`)."""
     def compute():
         import jax
@@ -144,7 +147,7 @@ def random_run(out, sets, m, seed, size):
             save_plot(out, f"random_m{m}", emb["heldout"], sets)
         return {"scores": as_lists(per_query(emb, sets)),
                 "timings": {"embed_seconds": time.perf_counter() - start}}, emb["heldout"]
-    return run_cached(out, f"random_m{m}_s{seed}", compute)
+    return run_cached(out, f"random_m{m}_s{seed}", compute, cached_only)
 
 
 def trained_run(out, sets, paths, signal, members, seed, size, args):
@@ -174,7 +177,8 @@ def trained_run(out, sets, paths, signal, members, seed, size, args):
                 "timings": {"train_seconds": report.get("seconds"),
                             "embed_seconds": time.perf_counter() - start}}, emb["heldout"]
     steps = args.steps or size["steps"] or learn.LearnConfig().steps
-    return run_cached(out, f"{signal.replace('+', '_')}_m{members}_s{seed}_t{steps}", compute)
+    return run_cached(out, f"{signal.replace('+', '_')}_m{members}_s{seed}_t{steps}", compute,
+                      args.report_only)
 
 
 def _final(history, key):
@@ -218,6 +222,56 @@ def chance_row(sets):
             "metrics": {c: {"mean": v, "interval": None, "per_seed": []} for c, v in cols.items()}}
 
 
+def comparison_specs(size, m_ens):
+    """(label, a, b) with a, b = (variant, members, kind): the differences the study reports."""
+    single = ("random", size["random_models"][0], "member_mean")
+    aug = ("augment", 1, "ensemble")
+    return [("weak+augment - augment", ("weak+augment", 1, "ensemble"), aug),
+            ("remine - augment", ("remine", 1, "ensemble"), aug),
+            ("weak - random single net", ("weak", 1, "ensemble"), single),
+            ("augment - random single net", aug, single),
+            ("oracle - augment", ("oracle", 1, "ensemble"), aug),
+            (f"trained ensemble M={m_ens} - its mean member", ("augment", m_ens, "ensemble"),
+             ("augment", m_ens, "member_mean")),
+            (f"trained ensemble M={m_ens} - single augment net", ("augment", m_ens, "ensemble"),
+             aug),
+            (f"random ensemble M={size['random_models'][-1]} - random single net",
+             ("random", size["random_models"][-1], "ensemble"), single)]
+
+
+def paired_differences(done, seeds, specs, num_resamples=2000):
+    """Per-query differences of seed-averaged scores (same queries, so paired), with 95%
+    bootstrap intervals over queries; comparisons lacking a finished run are left out."""
+    out = []
+    for label, a, b in specs:
+        sides = [[done[(v, m, s)]["scores"][kind] for s in seeds if (v, m, s) in done]
+                 for v, m, kind in (a, b)]
+        if not all(sides):
+            continue
+        row = {"comparison": label, "seeds": [len(x) for x in sides], "metrics": {}}
+        for column in COLUMNS:
+            if all(column in r for x in sides for r in x):
+                diff = (np.mean([r[column] for r in sides[0]], axis=0)
+                        - np.mean([r[column] for r in sides[1]], axis=0))   # (Q,)
+                row["metrics"][column] = {
+                    "mean": float(diff.mean()),
+                    "interval": list(metrics.bootstrap_interval(diff, num_resamples, seed=0))}
+        out.append(row)
+    return out
+
+
+def format_differences(rows):
+    """Markdown table of paired differences."""
+    lines = ["| difference | seeds | P@1 | MAP@R | R-precision | 1-of-10 rendered | 1-of-10 blog |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        cells = ["{:+.3f} [{:+.3f}, {:+.3f}]".format(m["mean"], *m["interval"]) if m else "n/a"
+                 for m in (row["metrics"].get(c) for c in COLUMNS)]
+        lines.append(f"| {row['comparison']} | {row['seeds'][0]}/{row['seeds'][1]} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_table(rows):
     """Markdown table: mean over seeds [95% CI over queries] per column, P@1 per seed."""
     head = ("| | seeds | held-out P@1 | MAP@R | R-precision | 1-of-10 rendered | 1-of-10 blog "
@@ -239,17 +293,21 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def write_outputs(out, rows, info, timings):
+def write_outputs(out, rows, diffs, info, timings):
     """study.json (timings apart) and study.md."""
-    fileio.save_json(os.path.join(out, "study.json"), {**info, "rows": rows, "timings": timings})
+    fileio.save_json(os.path.join(out, "study.json"), {**info, "rows": rows,
+                                                       "differences": diffs, "timings": timings})
     text = ["# Label-free study", "", f"Command: `{info['command']}`", "",
             "Held-out pool: {heldout_images} images of {heldout_objects} objects; rendered test "
             "set: {test_examples} examples; blog file: {blog}.".format(**info["data"]),
             "Cells: mean over seeds [95% bootstrap interval over queries of the seed-averaged "
             "scores]. 'mean member' rows average the members' own scores.", "",
             format_table(rows), "",
+            "Paired differences (same held-out queries / test examples; seeds averaged first; "
+            "95% bootstrap interval over queries):", "", format_differences(diffs), "",
             "Weak labels ({weak_models} random nets, top 5): rank-1 precision {precision:.3f}, "
-            "{num_pairs} pairs.".format(**info["weak_labels"]), ""]
+            "{num_pairs} pairs.".format(**info["weak_labels"]), "",
+            "Rows not run (yet): " + (", ".join(info.get("missing_rows", [])) or "none"), ""]
     fileio.save_text(os.path.join(out, "study.md"), "\n".join(text))
 
 
@@ -285,7 +343,8 @@ def execute(out, sets, paths, size, args):
     the single-net rows of two seeds and one trained ensemble early."""
     done = {}
     m_ens = size["trained_members"] if args.members is None else args.members
-    jobs = {s: [(("random", m, s), lambda m=m, s=s: random_run(out, sets, m, s, size))
+    jobs = {s: [(("random", m, s), lambda m=m, s=s: random_run(
+        out, sets, m, s, size, args.report_only))
                 for m in size["random_models"]] for s in args.seeds}
     for s in args.seeds:
         if m_ens > 0:                                   # --members 0: no trained ensemble
@@ -300,8 +359,10 @@ def execute(out, sets, paths, size, args):
     order += [job for s in args.seeds[1:] for job in jobs[s]]
     for key, job in order:
         print(f"run {key}", flush=True)
-        done[key] = job()
-        yield done
+        result = job()
+        if result is not None:                          # None: --report-only and not run yet
+            done[key] = result
+            yield done
 
 
 def build_rows(done, sets, size, args, pixels):
@@ -331,6 +392,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe)")
     p.add_argument("--members", type=int, default=None, help="trained ensemble size (0: none)")
     p.add_argument("--signals", default=",".join(SIGNALS), help="signals to train")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the outputs from the runs already in OUT/runs")
     args = p.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
     args.seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else size["seeds"]
@@ -361,7 +424,9 @@ def main(argv=None):
                         for k, r in done.items()}
         timings["runs"] = {"{}_m{}_s{}".format(*k): r["timings"] for k, r in done.items()}
         timings["total_seconds"] = time.perf_counter() - start
-        write_outputs(args.out, rows, info, timings)
+        m_ens = size["trained_members"] if args.members is None else args.members
+        diffs = paired_differences(done, args.seeds, comparison_specs(size, m_ens))
+        write_outputs(args.out, rows, diffs, info, timings)
     print(open(os.path.join(args.out, "study.md")).read())
 
 

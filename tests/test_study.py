@@ -70,6 +70,12 @@ def test_quick_study(tmp_path):
         assert rows[row]["metrics"]["precision_at_1"]["mean"] == pytest.approx(
             _p_at_1(cat, labels))
     assert "blog" not in rows["trained: augment"]["metrics"]
+    # paired differences: the mean of per-query differences is the difference of the row means
+    diffs = {d["comparison"]: d for d in study["differences"]}
+    p1 = "precision_at_1"
+    assert diffs["augment - random single net"]["metrics"][p1]["mean"] == pytest.approx(
+        rows["trained: augment"]["metrics"][p1]["mean"]
+        - rows["random single net (mean of 2 members)"]["metrics"][p1]["mean"])
     text = (out / "study.md").read_text()
     assert "| trained: oracle |" in text and "held-out P@1" in text
     assert glob.glob(str(out / "plots" / "pca_*.png"))
