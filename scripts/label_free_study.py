@@ -13,7 +13,6 @@ OUT/plots/*.png and OUT/runs/* (one JSON per run; a rerun skips finished runs).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -23,14 +22,15 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from rand_ensemble import fileio, metrics, retrieval  # noqa: E402
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
 from rand_ensemble.images import data as image_data  # noqa: E402
+from study_report import (HELD_OUT, chance_row, comparison_specs,  # noqa: E402
+                          paired_differences, summarize_row, write_outputs)
 
 SIGNALS = ("augment", "weak+augment", "weak", "remine", "oracle")
-HELD_OUT = ("precision_at_1", "map_at_r", "r_precision")
-COLUMNS = HELD_OUT + ("rendered", "blog")
 SIZES = {   # the full study (issue 9) and the CI-sized one
     "full": dict(train=("0:600", 6), heldout=("900:1000", 6), test_examples=100, weak_models=32,
                  random_models=(10, 32, 128), seeds=(0, 1), steps=None, trained_members=4,
@@ -194,123 +194,6 @@ def save_plot(out, name, heldout_emb, sets):
                         title=f"held-out embeddings, {name} (PCA; first 20 objects)")
 
 
-def summarize_row(name, runs, kind, seeds, num_resamples=2000):
-    """One table row from per-query scores of runs (one per seed): mean over seeds, 95% CI over
-    queries of the seed-averaged per-query scores, and each seed's value."""
-    row = {"row": name, "seeds": list(seeds), "metrics": {}}
-    for column in COLUMNS:
-        values = [np.asarray(r["scores"][kind][column]) for r in runs
-                  if column in r["scores"][kind]]
-        if not values:
-            continue
-        mean_q = np.mean(values, axis=0)                        # (Q,) averaged over seeds
-        row["metrics"][column] = {
-            "mean": float(mean_q.mean()),
-            "interval": list(metrics.bootstrap_interval(mean_q, num_resamples, seed=0)),
-            "per_seed": [float(v.mean()) for v in values]}
-    return row
-
-
-def chance_row(sets):
-    """The expected scores of a random ranking."""
-    ch = retrieval.chance_metrics(sets["heldout"].object_ids)
-    cols = {c: ch[c] for c in HELD_OUT}
-    cols["rendered"] = metrics.CHANCE
-    if sets.get("blog") is not None:
-        cols["blog"] = metrics.CHANCE
-    return {"row": "chance", "seeds": [],
-            "metrics": {c: {"mean": v, "interval": None, "per_seed": []} for c, v in cols.items()}}
-
-
-def comparison_specs(size, m_ens):
-    """(label, a, b) with a, b = (variant, members, kind): the differences the study reports."""
-    single = ("random", size["random_models"][0], "member_mean")
-    aug = ("augment", 1, "ensemble")
-    return [("weak+augment - augment", ("weak+augment", 1, "ensemble"), aug),
-            ("remine - augment", ("remine", 1, "ensemble"), aug),
-            ("weak - random single net", ("weak", 1, "ensemble"), single),
-            ("augment - random single net", aug, single),
-            ("oracle - augment", ("oracle", 1, "ensemble"), aug),
-            (f"trained ensemble M={m_ens} - its mean member", ("augment", m_ens, "ensemble"),
-             ("augment", m_ens, "member_mean")),
-            (f"trained ensemble M={m_ens} - single augment net", ("augment", m_ens, "ensemble"),
-             aug),
-            (f"random ensemble M={size['random_models'][-1]} - random single net",
-             ("random", size["random_models"][-1], "ensemble"), single)]
-
-
-def paired_differences(done, seeds, specs, num_resamples=2000):
-    """Per-query differences of seed-averaged scores (same queries, so paired), with 95%
-    bootstrap intervals over queries; comparisons lacking a finished run are left out."""
-    out = []
-    for label, a, b in specs:
-        sides = [[done[(v, m, s)]["scores"][kind] for s in seeds if (v, m, s) in done]
-                 for v, m, kind in (a, b)]
-        if not all(sides):
-            continue
-        row = {"comparison": label, "seeds": [len(x) for x in sides], "metrics": {}}
-        for column in COLUMNS:
-            if all(column in r for x in sides for r in x):
-                diff = (np.mean([r[column] for r in sides[0]], axis=0)
-                        - np.mean([r[column] for r in sides[1]], axis=0))   # (Q,)
-                row["metrics"][column] = {
-                    "mean": float(diff.mean()),
-                    "interval": list(metrics.bootstrap_interval(diff, num_resamples, seed=0))}
-        out.append(row)
-    return out
-
-
-def format_differences(rows):
-    """Markdown table of paired differences."""
-    lines = ["| difference | seeds | P@1 | MAP@R | R-precision | 1-of-10 rendered | 1-of-10 blog |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        cells = ["{:+.3f} [{:+.3f}, {:+.3f}]".format(m["mean"], *m["interval"]) if m else "n/a"
-                 for m in (row["metrics"].get(c) for c in COLUMNS)]
-        lines.append(f"| {row['comparison']} | {row['seeds'][0]}/{row['seeds'][1]} | "
-                     + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def format_table(rows):
-    """Markdown table: mean over seeds [95% CI over queries] per column, P@1 per seed."""
-    head = ("| | seeds | held-out P@1 | MAP@R | R-precision | 1-of-10 rendered | 1-of-10 blog "
-            "| P@1 per seed |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for row in rows:
-        cells = []
-        for column in COLUMNS:
-            m = row["metrics"].get(column)
-            if m is None:
-                cells.append("n/a")
-            elif m["interval"] is None:
-                cells.append(f"{m['mean']:.3f}")
-            else:
-                cells.append("{:.3f} [{:.3f}, {:.3f}]".format(m["mean"], *m["interval"]))
-        per_seed = row["metrics"].get("precision_at_1", {}).get("per_seed", [])
-        lines.append(f"| {row['row']} | {len(row['seeds']) or '-'} | " + " | ".join(cells)
-                     + f" | {' / '.join(f'{v:.3f}' for v in per_seed)} |")
-    return "\n".join(lines)
-
-
-def write_outputs(out, rows, diffs, info, timings):
-    """study.json (timings apart) and study.md."""
-    fileio.save_json(os.path.join(out, "study.json"), {**info, "rows": rows,
-                                                       "differences": diffs, "timings": timings})
-    text = ["# Label-free study", "", f"Command: `{info['command']}`", "",
-            "Held-out pool: {heldout_images} images of {heldout_objects} objects; rendered test "
-            "set: {test_examples} examples; blog file: {blog}.".format(**info["data"]),
-            "Cells: mean over seeds [95% bootstrap interval over queries of the seed-averaged "
-            "scores]. 'mean member' rows average the members' own scores.", "",
-            format_table(rows), "",
-            "Paired differences (same held-out queries / test examples; seeds averaged first; "
-            "95% bootstrap interval over queries):", "", format_differences(diffs), "",
-            "Weak labels ({weak_models} random nets, top 5): rank-1 precision {precision:.3f}, "
-            "{num_pairs} pairs.".format(**info["weak_labels"]), "",
-            "Rows not run (yet): " + (", ".join(info.get("missing_rows", [])) or "none"), ""]
-    fileio.save_text(os.path.join(out, "study.md"), "\n".join(text))
-
-
 def load_sets(paths, size):
     """The pools and test sets in memory: {train, heldout: Pool, rendered, blog: arrays}."""
     from rand_ensemble.images import pool
@@ -379,8 +262,8 @@ def build_rows(done, sets, size, args, pixels):
     return rows, missing
 
 
-def main(argv=None):
-    """Entry point: parse flags, prepare data, run everything, write study.md/json."""
+def parse_args(argv):
+    """The study's flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--data", help="cache of renders / test set / weak labels (default OUT/data)")
@@ -394,7 +277,26 @@ def main(argv=None):
     p.add_argument("--signals", default=",".join(SIGNALS), help="signals to train")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the outputs from the runs already in OUT/runs")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def study_info(argv, size, args, sets, paths, commands):
+    """The reproducible description of the study: command, sizes, data, weak labels."""
+    with open(os.path.join(paths["weak"], "summary.json")) as f:
+        weak = json.load(f)
+    return {"command": "python scripts/label_free_study.py " + " ".join(argv or sys.argv[1:]),
+            "sizes": dict(size), "seeds": list(args.seeds), "data_commands": commands,
+            "data": {"heldout_images": len(sets["heldout"]),
+                     "heldout_objects": len(set(sets["heldout"].object_ids.tolist())),
+                     "train_images": len(sets["train"]),
+                     "test_examples": len(sets["rendered"]), "blog": paths["blog"] or "none"},
+            "weak_labels": {"weak_models": weak["num_models"], "precision": weak["precision"],
+                            "num_pairs": weak["num_pairs"]}}
+
+
+def main(argv=None):
+    """Entry point: parse flags, prepare data, run everything, write study.md/json."""
+    args = parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
     args.seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else size["seeds"]
     args.signals = tuple(s for s in args.signals.split(",") if s)
@@ -405,17 +307,8 @@ def main(argv=None):
     timings = {"data_seconds": time.perf_counter() - start}
     sets = load_sets(paths, size)
     pixels = {"scores": as_lists(per_query(pixel_embeddings(sets), sets))}
-    with open(os.path.join(paths["weak"], "summary.json")) as f:
-        weak = json.load(f)
-    info = {"command": "python scripts/label_free_study.py " + " ".join(argv or sys.argv[1:]),
-            "sizes": {k: v for k, v in size.items()}, "seeds": list(args.seeds),
-            "data_commands": commands,
-            "data": {"heldout_images": len(sets["heldout"]),
-                     "heldout_objects": len(set(sets["heldout"].object_ids.tolist())),
-                     "train_images": len(sets["train"]),
-                     "test_examples": len(sets["rendered"]), "blog": paths["blog"] or "none"},
-            "weak_labels": {"weak_models": weak["num_models"], "precision": weak["precision"],
-                            "num_pairs": weak["num_pairs"]}}
+    info = study_info(argv, size, args, sets, paths, commands)
+    m_ens = size["trained_members"] if args.members is None else args.members
     for done in execute(args.out, sets, paths, size, args):
         rows, missing = build_rows(done, sets, size, args, pixels)
         info["missing_rows"] = missing
@@ -424,7 +317,6 @@ def main(argv=None):
                         for k, r in done.items()}
         timings["runs"] = {"{}_m{}_s{}".format(*k): r["timings"] for k, r in done.items()}
         timings["total_seconds"] = time.perf_counter() - start
-        m_ens = size["trained_members"] if args.members is None else args.members
         diffs = paired_differences(done, args.seeds, comparison_specs(size, m_ens))
         write_outputs(args.out, rows, diffs, info, timings)
     print(open(os.path.join(args.out, "study.md")).read())
