@@ -44,13 +44,18 @@ SIZES = {   # the full study (issue 9) and the CI-sized one
 def cli(*argv):
     """Run one `rand-ensemble` command in a subprocess (Beam and pybullet stay out of here)."""
     cmd = [sys.executable, "-m", "rand_ensemble.cli", *map(str, argv)]
-    print("$ rand-ensemble " + " ".join(map(str, argv)), flush=True)
-    subprocess.run(cmd, check=True)
-    return "rand-ensemble " + " ".join(map(str, argv))
+    text = "rand-ensemble " + " ".join(map(str, argv))
+    print("$ " + text, flush=True)
+    status = subprocess.run(cmd).returncode
+    if status:
+        raise RandEnsembleError(f"`{text}` failed with exit status {status}")
+    return text
 
 
 def prepare_data(folder, size, blog):
-    """Render / weak-label what the cache lacks: -> ({name: path}, [commands run or reused])."""
+    """Render / weak-label what the cache lacks: -> ({name: path}, [commands run or reused]).
+
+    A non-empty output folder counts as done: delete it to redo that step."""
     paths = {"train": os.path.join(folder, "train"), "heldout": os.path.join(folder, "heldout"),
              "test_set": os.path.join(folder, "test_set.npy"),
              "weak": os.path.join(folder, f"weak{size['weak_models']}")}
