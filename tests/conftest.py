@@ -1,7 +1,8 @@
 """Shared test helpers, offered as fixtures (pytest finds this file; nothing edits sys.path).
 
     reference       independent float64 numpy implementations of the blog net (with and
-                    without biases) and of the 1-of-10 accuracy (explicit patch loops)
+                    without biases), the 1-of-10 accuracy and precision@1 (explicit loops), and
+                    a plain pyarrow reader of render folders
     question_pairs  scripts/make_question_pairs.py: templated Quora-format pairs
     notebook        execute colab/<name> headless with small sizes -> the printed text
     random_images   seeded uniform float32 images (N, H, W, 3)
@@ -67,11 +68,42 @@ def nn_accuracy(emb):
     return float(np.mean(hits))
 
 
+def read_renders(folder):
+    """Images and object ids read straight from renders-*.parquet, sorted by image_id:
+    -> (uint8 (N, H, W, 3), object ids (N,))."""
+    import glob
+
+    import pyarrow.parquet as pq
+
+    ids, objects, images = [], [], []
+    for path in sorted(glob.glob(os.path.join(folder, "renders-*.parquet"))):
+        t = pq.read_table(path).to_pydict()
+        ids += t["image_id"]
+        objects += t["object_id"]
+        images += [np.frombuffer(b, np.uint8).reshape(h, w, 3)
+                   for b, h, w in zip(t["image"], t["height"], t["width"])]
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    return np.stack([images[i] for i in order]), np.array([objects[i] for i in order])
+
+
+def p_at_1(emb, labels):
+    """Brute force: is the nearest other row by dot product (ties to the lower index) of the
+    same label? (N, D), (N,) -> the mean."""
+    hits = []
+    for q in range(len(labels)):
+        best = max((j for j in range(len(labels)) if j != q),
+                   key=lambda j: (float(np.dot(emb[q], emb[j])), -j))
+        hits.append(labels[best] == labels[q])
+    return float(np.mean(hits))
+
+
 @pytest.fixture(scope="session")
 def reference():
-    """The independent numpy implementations: conv_valid, blog_embed, biased_embed, nn_accuracy."""
+    """The independent implementations: conv_valid, blog_embed, biased_embed, nn_accuracy,
+    p_at_1, read_renders."""
     return types.SimpleNamespace(conv_valid=conv_valid, blog_embed=blog_embed,
-                                 biased_embed=biased_embed, nn_accuracy=nn_accuracy)
+                                 biased_embed=biased_embed, nn_accuracy=nn_accuracy,
+                                 p_at_1=p_at_1, read_renders=read_renders)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """The notebooks in colab/ run headless with small sizes, and their numbers hold up."""
+import json
 import re
 
+import numpy as np
 import pytest
 
 
@@ -46,3 +48,23 @@ def test_question_tower_notebook(notebook, tmp_path):
     untrained = numbers(r"untrained +accuracy [0-9.]+ +AUC ([0-9.]+)", text)
     assert trained and untrained and trained[0] > untrained[0] + 0.1   # training teaches
     assert (tmp_path / "qt_checkpoint" / "params.npz").exists()
+
+
+@pytest.mark.slow
+def test_learning_from_weak_labels_notebook(notebook, tmp_path, reference):
+    text = notebook("04_learning_from_weak_labels.ipynb")
+    assert "trained augment:" in text and "trained weak:" in text
+    results = json.loads((tmp_path / "lw_results.json").read_text())
+    _, labels = reference.read_renders(str(tmp_path / "lw_heldout"))
+    for name, row in (("augment", "trained: augment"), ("random", "random ensemble M=4")):
+        emb = np.load(tmp_path / f"lw_embeddings_{name}.npy")          # (M, N, E)
+        assert emb.shape[1] == len(labels)
+        assert results[row]["precision_at_1"] == pytest.approx(
+            reference.p_at_1(np.concatenate(list(emb), axis=-1), labels))
+    # The random single net's P@1 is the mean over members of their own P@1.
+    emb = np.load(tmp_path / "lw_embeddings_random.npy")
+    assert results["random single net (mean)"]["precision_at_1"] == pytest.approx(
+        np.mean([reference.p_at_1(e, labels) for e in emb]))
+    # In this small setting, training on augmentations beats a random single net on held-out P@1.
+    assert (results["trained: augment"]["precision_at_1"]
+            > results["random single net (mean)"]["precision_at_1"])

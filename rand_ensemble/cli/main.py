@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "rand_ensemble.cli.questions",
     "rand_ensemble.cli.beam",
     "rand_ensemble.cli.train",
+    "rand_ensemble.cli.retrieval",
 )
 
 

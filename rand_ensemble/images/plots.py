@@ -64,3 +64,32 @@ def collage(images, picks, path, max_examples=8):
         axes[i, 0].set_ylabel(ok, fontsize=7, color="limegreen" if ok == "right" else "red")
     fig.suptitle("green: the positive; red: the ensemble's pick when it is wrong", fontsize=8)
     _save(fig, path)
+
+
+def embedding_pca(embeddings, labels, path, max_labels=20, title=None):
+    """2-D PCA of (N, E) or (M, N, E) embeddings (members concatenated), coloured by label.
+
+    Only the items of the first `max_labels` labels (in sorted order) are projected and drawn.
+    """
+    emb = np.asarray(embeddings, np.float64)
+    if emb.ndim == 3:
+        emb = np.concatenate(list(emb), axis=-1)                  # (N, M*E)
+    labels = np.asarray(labels)
+    shown = np.unique(labels)[:max_labels]
+    keep = np.isin(labels, shown)
+    x = emb[keep] - emb[keep].mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T                                             # (n, <= 2)
+    xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))               # (n, 2) even for rank < 2
+    fig, ax = plt.subplots(figsize=(6, 5))
+    colours = plt.get_cmap("tab20")
+    for i, label in enumerate(shown):
+        sel = labels[keep] == label
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=18, color=colours(i % 20), label=str(label))
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title or f"embeddings of {len(shown)} objects (PCA), one colour per object",
+                 fontsize=9)
+    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5), title="object")
+    ax.grid(alpha=0.3)
+    _save(fig, path)

@@ -1,0 +1,181 @@
+"""Retrieval metrics on a labelled pool: precision@1, R-precision, MAP@R, Recall@K, with intervals.
+
+Definitions follow pytorch-metric-learning's `AccuracyCalculator` with the query pool as its own
+reference set: each of the N items is a query, the other N - 1 items are ranked by cosine
+similarity, and R is the number of *other* items with the query's label.
+- precision@1: whether the nearest other item shares the label.
+- R-precision: the fraction of the top R that share the label.
+- MAP@R: (1 / R) * sum over i <= R of precision@i * [item i shares the label].
+- Recall@K: whether at least one of the top K shares the label.
+Queries with R = 0 (a label seen once) cannot score and are excluded (and counted).
+
+Ensembles: (M, N, E) member embeddings score a pair by the sum of member cosines, i.e. the dot
+product of the concatenated unit rows. Ties in similarity are broken towards the lower item index
+(a stable sort), so results are deterministic and independent of any search library.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.metrics import bootstrap_interval
+
+DEFAULT_KS = (1, 2, 4, 8)
+_QUERY_CHUNK = 1024          # rows of the similarity matrix sorted at a time
+
+
+def _check(embeddings, labels):
+    emb = np.asarray(embeddings, np.float32)
+    labels = np.asarray(labels)
+    if emb.ndim not in (2, 3):
+        raise RandEnsembleError(f"embeddings must be (N, E) or (M, N, E), got {emb.shape}")
+    if emb.ndim == 2:
+        emb = emb[None]
+    if labels.ndim != 1 or len(labels) != emb.shape[1]:
+        raise RandEnsembleError(
+            f"labels must be (N,) with N = {emb.shape[1]} (the embeddings' rows), got {labels.shape}")
+    if emb.shape[1] < 2:
+        raise RandEnsembleError(f"retrieval needs at least 2 items, got {emb.shape[1]}")
+    if not np.all(np.isfinite(emb)):
+        raise RandEnsembleError("embeddings hold NaN or infinite values")
+    return emb, labels
+
+
+def ranked_relevance(embeddings, labels, depth):
+    """Same-label flags of each query's top `depth` others: (M, N, E) or (N, E) -> bool (N, depth).
+
+    Similarity is summed over members; the query itself is excluded; ties go to the lower index.
+    """
+    emb, labels = _check(embeddings, labels)
+    n = emb.shape[1]
+    depth = min(int(depth), n - 1)
+    out = np.empty((n, depth), bool)
+    for start in range(0, n, _QUERY_CHUNK):
+        rows = np.arange(start, min(start + _QUERY_CHUNK, n))
+        sims = np.einsum("mqe,mne->qn", emb[:, rows], emb)          # (Q, N)
+        sims[np.arange(len(rows)), rows] = -np.inf                   # the query sorts last
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :depth]  # (Q, depth)
+        out[rows] = labels[order] == labels[rows, None]
+    return out
+
+
+def same_label_counts(labels):
+    """R per item, the number of OTHER items with its label: (N,) -> int (N,)."""
+    labels = np.asarray(labels)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return counts[inverse.ravel()] - 1
+
+
+def per_query(embeddings, labels, ks=DEFAULT_KS):
+    """Per-query scores of the queries with R >= 1: -> {name: float (Q,)} and the kept mask (N,)."""
+    emb, labels = _check(embeddings, labels)
+    r = same_label_counts(labels)
+    keep = r > 0
+    depth = max(int(r.max()), max(ks), 1)
+    rel = ranked_relevance(emb, labels, depth)[keep]                  # (Q, depth)
+    r = r[keep]
+    width = rel.shape[1]
+    within_r = np.arange(width)[None, :] < r[:, None]                 # (Q, depth): rank <= R
+    hits = np.cumsum(rel, axis=1)                                     # hits within the top i
+    precision_at_i = hits / np.arange(1, width + 1)
+    scores = {
+        "precision_at_1": rel[:, 0].astype(np.float64),
+        "r_precision": np.sum(rel & within_r, axis=1) / r,
+        "map_at_r": np.sum(precision_at_i * (rel & within_r), axis=1) / r,
+    }
+    for k in ks:
+        scores[f"recall_at_{k}"] = np.any(rel[:, :k], axis=1).astype(np.float64)
+    return scores, keep
+
+
+def summarize(scores, num_resamples=2000, seed=0):
+    """Means of per-query scores with percentile-bootstrap 95% intervals: -> {name: float, name_interval: [lo, hi]}."""
+    out = {}
+    for name, values in scores.items():
+        out[name] = float(np.mean(values)) if len(values) else float("nan")
+        out[name + "_interval"] = (list(bootstrap_interval(values, num_resamples, seed=seed))
+                                   if len(values) else [float("nan")] * 2)
+    return out
+
+
+def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, num_resamples: int = 2000,
+                      seed: int = 0, per_member: bool = True) -> dict:
+    """Retrieval report for a single net (N, E) or an ensemble (M, N, E), JSON-ready.
+
+    Args:
+      embeddings: (N, E) or (M, N, E) unit rows (an ensemble scores by summed member cosine).
+      labels: (N,) object ids.
+      ks: the K of Recall@K.
+      num_resamples: bootstrap resamples over queries for the 95% intervals.
+      seed: bootstrap seed.
+      per_member: for (M, N, E), also score every member alone, and their mean.
+    Returns:
+      {"precision_at_1", "r_precision", "map_at_r", "recall_at_K" (+ "_interval" each),
+       "num_items", "num_queries", "num_excluded_queries", "chance": {...},
+       and for ensembles "num_models", "per_member": {name: [M floats]},
+       "member_mean": {name, name_interval}} (the interval of the per-query member mean).
+    """
+    emb, labels = _check(embeddings, labels)
+    scores, keep = per_query(emb, labels, ks)
+    report = summarize(scores, num_resamples, seed)
+    report.update(num_items=int(len(labels)), num_queries=int(keep.sum()),
+                  num_excluded_queries=int((~keep).sum()), chance=chance_metrics(labels, ks))
+    if np.asarray(embeddings).ndim == 3:
+        report["num_models"] = int(emb.shape[0])
+        if per_member:
+            members = [per_query(emb[m], labels, ks)[0] for m in range(emb.shape[0])]
+            report["per_member"] = {name: [float(np.mean(s[name])) for s in members]
+                                    for name in scores}
+            mean_scores = {name: np.mean([s[name] for s in members], axis=0) for name in scores}
+            report["member_mean"] = summarize(mean_scores, num_resamples, seed)
+    return report
+
+
+def chance_metrics(labels, ks=DEFAULT_KS) -> dict:
+    """Expected scores under a uniformly random ranking of the others: (N,) labels -> {name: float}.
+
+    With n = N - 1 others of which R relevant: P@1 = R-precision = R / n; Recall@K =
+    1 - C(n - R, K) / C(n, K); MAP@R = (1 / R) sum_{i<=R} (p + (i - 1) q) / i with p = R / n,
+    q = R (R - 1) / (n (n - 1)) (E[rel_i rel_j] for i != j).
+    """
+    r = same_label_counts(labels)
+    r = r[r > 0].astype(np.float64)
+    n = float(len(np.asarray(labels)) - 1)
+    if len(r) == 0:
+        return {}
+    p = r / n
+    q = r * (r - 1) / (n * max(n - 1, 1))
+    map_r = [np.sum((pi + np.arange(int(ri)) * qi) / np.arange(1, int(ri) + 1)) / ri
+             for ri, pi, qi in zip(r, p, q)]
+    out = {"precision_at_1": float(p.mean()), "r_precision": float(p.mean()),
+           "map_at_r": float(np.mean(map_r))}
+    for k in ks:
+        miss = np.ones_like(r)
+        for j in range(int(k)):                           # C(n-R, K)/C(n, K) as a product
+            miss *= np.clip((n - r - j) / (n - j), 0.0, None)
+        out[f"recall_at_{k}"] = float(np.mean(1.0 - miss))
+    return out
+
+
+def evaluate_pool(params: dict, config, pool, num_resamples: int = 2000, seed: int = 0,
+                  ks=DEFAULT_KS) -> tuple[dict, np.ndarray]:
+    """Embed a pool with every member and score retrieval by object id.
+
+    Args:
+      params: member params with a leading M (`init_ensemble`, `images.data.load_params`).
+      config: their EmbedderConfig.
+      pool: `images.pool.Pool` (rows in sorted image_id order).
+      num_resamples, seed: bootstrap settings; ks: the K of Recall@K.
+    Returns:
+      (report dict of `retrieval_metrics` plus "embed_seconds", embeddings float32 (M, N, E)).
+    """
+    import time
+
+    from rand_ensemble import ensemble
+
+    start = time.perf_counter()
+    emb = ensemble.embed(params, pool.images, config)                     # (M, N, E)
+    seconds = time.perf_counter() - start
+    report = retrieval_metrics(emb, pool.object_ids, ks, num_resamples, seed)
+    report["embed_seconds"] = seconds
+    return report, emb

@@ -1,0 +1,128 @@
+"""Tables of the label-free study (scripts/label_free_study.py): rows from per-query scores,
+paired differences, study.md / study.json."""
+import os
+
+import numpy as np
+
+from rand_ensemble import fileio, metrics, retrieval
+
+HELD_OUT = ("precision_at_1", "map_at_r", "r_precision")
+COLUMNS = HELD_OUT + ("rendered", "blog")
+
+
+def summarize_row(name, runs, kind, seeds, num_resamples=2000):
+    """One table row from per-query scores of runs (one per seed): mean over seeds, 95% CI over
+    queries of the seed-averaged per-query scores, and each seed's value."""
+    row = {"row": name, "seeds": list(seeds), "metrics": {}}
+    for column in COLUMNS:
+        values = [np.asarray(r["scores"][kind][column]) for r in runs
+                  if column in r["scores"][kind]]
+        if not values:
+            continue
+        mean_q = np.mean(values, axis=0)                        # (Q,) averaged over seeds
+        row["metrics"][column] = {
+            "mean": float(mean_q.mean()),
+            "interval": list(metrics.bootstrap_interval(mean_q, num_resamples, seed=0)),
+            "per_seed": [float(v.mean()) for v in values]}
+    return row
+
+
+def chance_row(sets):
+    """The expected scores of a random ranking."""
+    ch = retrieval.chance_metrics(sets["heldout"].object_ids)
+    cols = {c: ch[c] for c in HELD_OUT}
+    cols["rendered"] = metrics.CHANCE
+    if sets.get("blog") is not None:
+        cols["blog"] = metrics.CHANCE
+    return {"row": "chance", "seeds": [],
+            "metrics": {c: {"mean": v, "interval": None, "per_seed": []} for c, v in cols.items()}}
+
+
+def comparison_specs(size, m_ens):
+    """(label, a, b) with a, b = (variant, members, kind): the differences the study reports."""
+    single = ("random", size["random_models"][0], "member_mean")
+    aug = ("augment", 1, "ensemble")
+    return [("weak+augment - augment", ("weak+augment", 1, "ensemble"), aug),
+            ("remine - augment", ("remine", 1, "ensemble"), aug),
+            ("weak - random single net", ("weak", 1, "ensemble"), single),
+            ("augment - random single net", aug, single),
+            ("oracle - augment", ("oracle", 1, "ensemble"), aug),
+            (f"trained ensemble M={m_ens} - its mean member", ("augment", m_ens, "ensemble"),
+             ("augment", m_ens, "member_mean")),
+            (f"trained ensemble M={m_ens} - single augment net", ("augment", m_ens, "ensemble"),
+             aug),
+            (f"random ensemble M={size['random_models'][-1]} - random single net",
+             ("random", size["random_models"][-1], "ensemble"), single)]
+
+
+def paired_differences(done, seeds, specs, num_resamples=2000):
+    """Per-query differences of seed-averaged scores (same queries, so paired), with 95%
+    bootstrap intervals over queries; comparisons lacking a finished run are left out."""
+    out = []
+    for label, a, b in specs:
+        sides = [[done[(v, m, s)]["scores"][kind] for s in seeds if (v, m, s) in done]
+                 for v, m, kind in (a, b)]
+        if not all(sides):
+            continue
+        row = {"comparison": label, "seeds": [len(x) for x in sides], "metrics": {}}
+        for column in COLUMNS:
+            if all(column in r for x in sides for r in x):
+                diff = (np.mean([r[column] for r in sides[0]], axis=0)
+                        - np.mean([r[column] for r in sides[1]], axis=0))   # (Q,)
+                row["metrics"][column] = {
+                    "mean": float(diff.mean()),
+                    "interval": list(metrics.bootstrap_interval(diff, num_resamples, seed=0))}
+        out.append(row)
+    return out
+
+
+def format_differences(rows):
+    """Markdown table of paired differences."""
+    lines = ["| difference | seeds | P@1 | MAP@R | R-precision | 1-of-10 rendered | 1-of-10 blog |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        cells = ["{:+.3f} [{:+.3f}, {:+.3f}]".format(m["mean"], *m["interval"]) if m else "n/a"
+                 for m in (row["metrics"].get(c) for c in COLUMNS)]
+        lines.append(f"| {row['comparison']} | {row['seeds'][0]}/{row['seeds'][1]} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_table(rows):
+    """Markdown table: mean over seeds [95% CI over queries] per column, P@1 per seed."""
+    head = ("| | seeds | held-out P@1 | MAP@R | R-precision | 1-of-10 rendered | 1-of-10 blog "
+            "| P@1 per seed |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        cells = []
+        for column in COLUMNS:
+            m = row["metrics"].get(column)
+            if m is None:
+                cells.append("n/a")
+            elif m["interval"] is None:
+                cells.append(f"{m['mean']:.3f}")
+            else:
+                cells.append("{:.3f} [{:.3f}, {:.3f}]".format(m["mean"], *m["interval"]))
+        per_seed = row["metrics"].get("precision_at_1", {}).get("per_seed", [])
+        lines.append(f"| {row['row']} | {len(row['seeds']) or '-'} | " + " | ".join(cells)
+                     + f" | {' / '.join(f'{v:.3f}' for v in per_seed)} |")
+    return "\n".join(lines)
+
+
+def write_outputs(out, rows, diffs, info, timings):
+    """study.json (timings apart) and study.md."""
+    fileio.save_json(os.path.join(out, "study.json"), {**info, "rows": rows,
+                                                       "differences": diffs, "timings": timings})
+    text = ["# Label-free study", "", f"Command: `{info['command']}`", "",
+            "Held-out pool: {heldout_images} images of {heldout_objects} objects; rendered test "
+            "set: {test_examples} examples; blog file: {blog}.".format(**info["data"]),
+            "Cells: mean over seeds [95% bootstrap interval over queries of the seed-averaged "
+            "scores]. 'mean member' rows average the members' own scores.", "",
+            format_table(rows), "",
+            "Paired differences (same held-out queries / test examples; seeds averaged first; "
+            "95% bootstrap interval over queries):", "", format_differences(diffs), "",
+            "Weak labels ({weak_models} random nets, top 5): rank-1 precision {precision:.3f}, "
+            "{num_pairs} pairs.".format(**info["weak_labels"]), "",
+            "Rows not run (yet): " + (", ".join(info.get("missing_rows", [])) or "none"), ""]
+    fileio.save_text(os.path.join(out, "study.md"), "\n".join(text))
+

@@ -1,0 +1,117 @@
+"""`rand-ensemble retrieval` on a tiny synthetic render folder, checked from its saved embeddings."""
+import json
+
+import jax
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rand_ensemble import cli, ensemble
+from rand_ensemble.images import data
+from rand_ensemble.pipelines import schema
+from test_retrieval import _brute_force
+
+LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
+CAMERA = {"yaw": 0.0, "pitch": 0.0, "distance": 1.0, "fov": 60.0, "target": [0, 0, 0],
+          "eye": [1, 0, 0]}
+
+
+def write_renders(folder, objects, views, seed=0, hw=32):
+    """Shards of synthetic renders: each object a colour + noise; rows shuffled over 2 shards."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for o in objects:
+        colour = rng.integers(0, 256, 3)
+        for v in range(views):
+            img = np.clip(colour + rng.normal(0, 40, (hw, hw, 3)), 0, 255).astype(np.uint8)
+            rows.append(schema.render_row(o, v, seed, img, CAMERA))
+    order = rng.permutation(len(rows))
+    folder.mkdir(parents=True, exist_ok=True)
+    for shard, part in enumerate(np.array_split(order, 2)):
+        table = pa.Table.from_pylist([rows[i] for i in part], schema=schema.RENDERS)
+        pq.write_table(table, folder / f"renders-{shard:05d}-of-00002.parquet")
+    ids = sorted(r["image_id"] for r in rows)
+    by_id = {r["image_id"]: r for r in rows}
+    images = np.stack([np.frombuffer(by_id[i]["image"], np.uint8).reshape(hw, hw, 3) for i in ids])
+    return images, np.array([by_id[i]["object_id"] for i in ids])
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pool") / "renders"
+    images, objects = write_renders(folder, objects=[3, 5, 8, 13, 21], views=3)
+    return folder, images, objects
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_retrieval_matches_an_independent_recomputation(renders, tmp_path, capsys,
+                                                       reference):
+    folder, images, objects = renders
+    j, e, p = tmp_path / "r.json", tmp_path / "e.npy", tmp_path / "pca.png"
+    code, out, err = run(["retrieval", "--renders", str(folder), "--models", "2", "--seed", "2",
+                          "--json", str(j), "--save-embeddings", str(e), "--plot", str(p),
+                          "--bootstrap", "100"], capsys)
+    assert code == 0, err
+    assert "ensemble of 2" in out and p.exists()
+    emb = np.load(e)
+    assert emb.shape == (2, 15, 32) and emb.dtype == np.float32
+    # Rows in sorted image_id order, embedded by the numpy reference net.
+    params = ensemble.init_ensemble(jax.random.PRNGKey(2), 2)
+    x = images.astype(np.float64) / 255.0
+    for m in range(2):
+        ref = reference.blog_embed([np.asarray(params[n]["kernel"][m]) for n in LAYERS], x)
+        np.testing.assert_allclose(emb[m], ref, atol=1e-4)
+    report = json.loads(j.read_text())
+    ks = (1, 2, 4, 8)
+    want = _brute_force(np.concatenate(list(emb), axis=-1), objects, ks)
+    for name, value in want.items():
+        assert report[name] == pytest.approx(value, abs=1e-9), name
+    for m in range(2):
+        assert report["per_member"]["map_at_r"][m] == pytest.approx(
+            _brute_force(emb[m], objects, ks)["map_at_r"], abs=1e-9)
+    assert report["num_items"] == 15 and report["num_excluded_queries"] == 0
+    lo, hi = report["precision_at_1_interval"]
+    assert lo <= report["precision_at_1"] <= hi
+
+
+def test_checkpoint_gives_the_same_embeddings_as_the_init(renders, tmp_path, capsys):
+    folder, _, _ = renders
+    ckpt = tmp_path / "p.npz"
+    data.save_params(str(ckpt), ensemble.init_ensemble(jax.random.PRNGKey(2), 2),
+                     ensemble.DEFAULT_CONFIG)
+    code, _, err = run(["retrieval", "--renders", str(folder), "--checkpoint", str(ckpt),
+                        "--save-embeddings", str(tmp_path / "a.npy"), "--bootstrap", "50"], capsys)
+    assert code == 0, err
+    code, _, err = run(["retrieval", "--renders", str(folder), "--models", "2", "--seed", "2",
+                        "--save-embeddings", str(tmp_path / "b.npy"), "--bootstrap", "50"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_bad_input_is_one_line(renders, tmp_path, capsys):
+    folder, _, _ = renders
+    other = tmp_path / "o.npz"       # a 64x64 architecture cannot embed the 32x32 renders
+    data.save_params(str(other), ensemble.init_ensemble(
+        jax.random.PRNGKey(0), 1, ensemble.EmbedderConfig(input_hw=64, pool="mean")),
+        ensemble.EmbedderConfig(input_hw=64, pool="mean"))
+    cases = [
+        (["--renders", str(tmp_path / "missing"), "--models", "2"], "not found"),
+        (["--renders", str(tmp_path), "--models", "2"], "no renders"),
+        (["--renders", str(folder)], "required"),
+        (["--renders", str(folder), "--models", "2", "--checkpoint", str(other)], "not allowed"),
+        (["--renders", str(folder), "--models", "0"], "positive"),
+        (["--renders", str(folder), "--models", "2", "--json", "r.txt"], ".json"),
+        (["--renders", str(folder), "--checkpoint", str(tmp_path / "none.npz")], "none.npz"),
+        (["--renders", str(folder), "--checkpoint", str(other)], "64x64"),
+    ]
+    for argv, match in cases:
+        code, out, err = run(["retrieval"] + argv, capsys)
+        assert code == 2, argv
+        assert err.startswith("rand-ensemble: error:") and match in err, (argv, err)
+        assert err.count("\n") == 1 and "Traceback" not in err

@@ -1,0 +1,134 @@
+"""Retrieval metrics against a hand-worked case and a brute-force Python loop."""
+import itertools
+
+import numpy as np
+import pytest
+
+from rand_ensemble import retrieval
+from rand_ensemble.errors import RandEnsembleError
+
+
+def _on_circle(degrees):
+    rad = np.deg2rad(np.asarray(degrees, np.float64))
+    return np.stack([np.cos(rad), np.sin(rad)], axis=1).astype(np.float32)   # (N, 2)
+
+
+# Angles with all pairwise differences distinct (no ties); cosine falls with the difference.
+# Labels a b a a b a, plus a lone item (label c) far from everyone.
+ANGLES = [0, 1, 3, 7, 15, 31, 80]
+LABELS = np.array([0, 1, 0, 0, 1, 0, 2])
+
+
+def test_hand_worked_case():
+    # Rankings by angle difference (worked by hand):
+    # q0: 1b 2a 3a 4b 5a (R=3)  P@1 0, R-prec 2/3, MAP@R (0 + 1/2 + 2/3)/3 = 7/18
+    # q1: 0a 2a 3a 4b 5a (R=1)  0, 0, 0
+    # q2: 1b 0a 3a 4b 5a (R=3)  0, 2/3, 7/18
+    # q3: 2a 1b 0a 4b 5a (R=3)  1, 2/3, (1 + 2/3)/3 = 10/18
+    # q4: 3a 2a 1b 0a 5a (R=1)  0, 0, 0
+    # q5: 4b 3a 2a 1b 0a (R=3)  0, 2/3, 7/18
+    # q6: lone label, excluded.
+    rep = retrieval.retrieval_metrics(_on_circle(ANGLES), LABELS, ks=(1, 2, 4))
+    assert rep["num_queries"] == 6 and rep["num_excluded_queries"] == 1
+    assert rep["precision_at_1"] == pytest.approx(1 / 6)
+    assert rep["r_precision"] == pytest.approx(4 / 9)
+    assert rep["map_at_r"] == pytest.approx(31 / 108)
+    assert rep["recall_at_1"] == pytest.approx(1 / 6)
+    assert rep["recall_at_2"] == pytest.approx(4 / 6)     # q0 q2 q3 q5
+    assert rep["recall_at_4"] == pytest.approx(1.0)
+    lo, hi = rep["map_at_r_interval"]
+    assert lo <= rep["map_at_r"] <= hi
+
+
+def test_ties_go_to_the_lower_index():
+    emb = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], np.float32)   # items 0-2 identical
+    labels = np.array([5, 7, 5, 7])
+    scores, keep = retrieval.per_query(emb, labels, ks=(1,))
+    # q0: 1 (label 7) before 2 -> miss; q1: 0 (5) -> miss; q2: 0 (5) -> hit; q3: 0 (5) -> miss
+    assert keep.all()
+    np.testing.assert_array_equal(scores["precision_at_1"], [0, 0, 1, 0])
+
+
+def _brute_force(emb_cat, labels, ks):
+    """One query at a time, sorting the others by (-similarity, index) in Python."""
+    n = len(labels)
+    out = {"precision_at_1": [], "r_precision": [], "map_at_r": []}
+    out.update({f"recall_at_{k}": [] for k in ks})
+    for q in range(n):
+        others = [j for j in range(n) if j != q]
+        r = sum(labels[j] == labels[q] for j in others)
+        if r == 0:
+            continue
+        sims = {j: float(np.dot(emb_cat[q].astype(np.float64), emb_cat[j])) for j in others}
+        ranked = sorted(others, key=lambda j: (-sims[j], j))
+        rel = [labels[j] == labels[q] for j in ranked]
+        out["precision_at_1"].append(float(rel[0]))
+        out["r_precision"].append(sum(rel[:r]) / r)
+        ap, hits = 0.0, 0
+        for i in range(r):
+            if rel[i]:
+                hits += 1
+                ap += hits / (i + 1)
+        out["map_at_r"].append(ap / r)
+        for k in ks:
+            out[f"recall_at_{k}"].append(float(any(rel[:k])))
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def test_ensemble_matches_a_brute_force_loop_and_members_alone():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(3, 40, 4)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+    labels = rng.integers(0, 9, size=40)
+    labels[0] = 99                                          # one lone label
+    ks = (1, 2, 4, 8)
+    rep = retrieval.retrieval_metrics(emb, labels, ks=ks, num_resamples=200)
+    # Ensemble = summed member cosine = dot of the concatenated rows.
+    want = _brute_force(np.concatenate(list(emb), axis=-1), labels, ks)
+    for name, value in want.items():
+        assert rep[name] == pytest.approx(value, abs=1e-12), name
+    for m in range(3):
+        want = _brute_force(emb[m], labels, ks)
+        for name, value in want.items():
+            assert rep["per_member"][name][m] == pytest.approx(value, abs=1e-12), (name, m)
+    assert rep["member_mean"]["map_at_r"] == pytest.approx(np.mean(rep["per_member"]["map_at_r"]))
+    assert rep["num_excluded_queries"] == 1 and rep["num_models"] == 3
+
+
+def test_chance_is_the_mean_over_every_ordering():
+    labels = np.array([0, 0, 1, 0, 1, 2])
+    ks = (1, 2)
+    rep = retrieval.chance_metrics(labels, ks)
+    n = len(labels)
+    sums = {}
+    count = 0
+    for q in range(n):
+        others = [j for j in range(n) if j != q]
+        r = sum(labels[j] == labels[q] for j in others)
+        if r == 0:
+            continue
+        count += 1
+        perms = list(itertools.permutations(others))
+        for perm in perms:
+            rel = [labels[j] == labels[q] for j in perm]
+            hits, ap = 0, 0.0
+            for i in range(r):
+                hits += rel[i]
+                ap += rel[i] * hits / (i + 1)
+            vals = {"precision_at_1": rel[0], "r_precision": sum(rel[:r]) / r,
+                    "map_at_r": ap / r, "recall_at_1": any(rel[:1]), "recall_at_2": any(rel[:2])}
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v / len(perms)
+    for k, v in sums.items():
+        assert rep[k] == pytest.approx(v / count), k
+
+
+@pytest.mark.parametrize("emb, labels, match", [
+    (np.zeros((4,)), np.arange(4), "must be"),
+    (np.zeros((4, 2)), np.arange(3), "labels must be"),
+    (np.full((3, 2), np.nan), np.arange(3), "NaN"),
+    (np.zeros((1, 2)), np.arange(1), "at least 2"),
+])
+def test_bad_input(emb, labels, match):
+    with pytest.raises(RandEnsembleError, match=match):
+        retrieval.retrieval_metrics(emb, labels)
