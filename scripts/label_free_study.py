@@ -178,7 +178,7 @@ def trained_run(out, sets, paths, signal, members, seed, size, args):
         return {"scores": as_lists(per_query(emb, sets)), "config": cfg.to_dict(),
                 "num_pairs": report.get("num_pairs"),
                 "pair_precision": report.get("pair_precision"),
-                "final_loss": _final(report.get("history"), "loss"),
+                "final_loss": _final(report.get("history"), "train_loss"),
                 "timings": {"train_seconds": report.get("seconds"),
                             "embed_seconds": time.perf_counter() - start}}, emb["heldout"]
     steps = args.steps or size["steps"] or learn.LearnConfig().steps
