@@ -19,6 +19,7 @@ from rand_ensemble import nn
 from rand_ensemble.embedder import (DEFAULT_CONFIG, EmbedderConfig, apply_embedder,
                                     init_embedder)
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.limits import check_memory
 
 def init_members(init_fn: Callable, key: jax.Array, num_models: int, *static):
     """M independent members of any single-model init: every leaf gains a leading M.
@@ -33,6 +34,10 @@ def init_members(init_fn: Callable, key: jax.Array, num_models: int, *static):
     """
     if isinstance(num_models, bool) or int(num_models) != num_models or num_models < 1:
         raise RandEnsembleError(f"num_models must be an integer >= 1, got {num_models!r}")
+    one = jax.eval_shape(lambda k: init_fn(k, *static), key)      # shapes only, no compute
+    member_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(one))
+    # The stacked params, the vmapped init's temporaries (about as much again) and the keys.
+    check_memory(int(num_models) * (3 * member_bytes + 16), f"{num_models} members")
     keys = jax.random.split(key, int(num_models))
     # Not jitted: on XLA:CPU (jaxlib 0.10) one program holding several batched QR custom calls
     # can wedge the intra-op thread pool; eager vmap runs them one at a time and costs ~0.1 s.

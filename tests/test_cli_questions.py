@@ -114,7 +114,7 @@ def test_bad_input_subprocess_exit_2_one_line(tmp_path):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["questions", "train", "--data", "{train}", "--out", "{dir}/o", "--steps", "0"],
-     "positive integer"),
+     "step-count integer"),
     (["questions", "train", "--data", "{dir}/missing.tsv", "--out", "{dir}/o"], "not found"),
     (["questions", "train", "--data", "{train}", "--out", "{dir}/o", "--lr", "-1"], "--lr"),
     (["questions", "eval", "--data", "{test}", "--checkpoint", "{dir}/nope"], "not found"),

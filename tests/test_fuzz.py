@@ -429,3 +429,62 @@ def test_loaders_survive_random_corruption(world, question_world, tmp_path):
                 pass
             tried += 1
     assert tried == 240
+
+
+@pytest.fixture(scope="module")
+def render_world(tmp_path_factory):
+    """A tiny render folder (6 objects x 2 views of coloured squares) and a corrupt one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rand_ensemble.pipelines import schema
+
+    d = tmp_path_factory.mktemp("renders_world")
+    rng = np.random.default_rng(0)
+    rows = []
+    for o in range(6):
+        for v in range(2):
+            img = np.full((32, 32, 3), 20, np.uint8)
+            img[8:24, 8:24] = rng.integers(40, 255, 3)
+            rows.append({"image_id": schema.image_id(o, v, 0), "object_id": o, "view": v,
+                         "seed": 0, "height": 32, "width": 32, "image": img.tobytes()})
+    cols = pa.schema([schema.RENDERS.field(n) for n in schema.RENDER_INPUT_COLUMNS])
+    (d / "good").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=cols), d / "good" / "renders-0.parquet")
+    (d / "corrupt").mkdir()
+    (d / "corrupt" / "renders-0.parquet").write_bytes(b"PAR1 not really")
+    (d / "empty").mkdir()
+    return d
+
+
+def test_train_and_retrieval_refuse_bad_input(world, render_world, tmp_path, capsys):
+    """The trainer and the retrieval evaluation keep the promise too (issue 9's entry points)."""
+    good = render_world / "good"
+    sources = {"missing": tmp_path / "none", "a file": world / "good.npy",
+               "no shards": render_world / "empty", "a corrupt shard": render_world / "corrupt",
+               **{f"special: {k}": v for k, v in special_files(tmp_path, "renders").items()}}
+    train = ["train", "--steps", "2", "--batch-size", "4", "--quiet"]
+    bad = [train + ["--renders", s, "--out", tmp_path / "t.npz"] for s in sources.values()]
+    base = train + ["--renders", good, "--out", tmp_path / "t.npz"]
+    bad += [base + ["--steps", v] for v in COUNTS_OUT_OF_RANGE]
+    bad += [base + ["--members", v] for v in COUNTS_OUT_OF_RANGE + [str(10 ** 8)]]
+    bad += [base + ["--seed", v] for v in SEEDS_OUT_OF_RANGE]
+    bad += [base + ["--batch-size", v] for v in ("0", "1", str(HUGE))]
+    bad += [base + ["--lr", v] for v in ("0", "-1", "nan", "inf")]
+    bad += [base + ["--temperature", v] for v in ("0", "-0.1", "nan")]
+    bad += [base + ["--signal", v] for v in ("bogus", "weak", "weak+augment")]
+    bad += [base + ["--signal", "weak", "--pairs", p] for p in (tmp_path / "none", good)]
+    bad += [train + ["--renders", good, "--out", t]
+            for k, t in output_targets(tmp_path).items()]
+    retrieval = ["retrieval", "--renders", good]
+    bad += [["retrieval", "--renders", s, "--models", "2"] for s in sources.values()]
+    bad += [retrieval + ["--models", v] for v in COUNTS_OUT_OF_RANGE + [str(10 ** 8)]]
+    bad += [retrieval + ["--models", "2", "--seed", v] for v in SEEDS_OUT_OF_RANGE]
+    bad += [retrieval + ["--checkpoint", p] for p in
+            params_files(tmp_path, (world / "good.npz").read_bytes()).values()]
+    for flag in ("--json", "--save-embeddings", "--plot"):
+        bad += [retrieval + ["--models", "2", flag, t]
+                for k, t in output_targets(tmp_path).items()]
+    assert len(bad) >= 100
+    for argv in bad:
+        assert_refused(argv, capsys, tmp_path, argv)

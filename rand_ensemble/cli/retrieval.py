@@ -9,7 +9,7 @@ METRICS = (("precision_at_1", "P@1"), ("r_precision", "R-prec"), ("map_at_r", "M
 
 def register(sub):
     """Add `retrieval` to the `rand-ensemble` subparsers."""
-    from rand_ensemble.cli import non_negative_int, positive_int
+    from rand_ensemble.cli import positive_int, seed_int
 
     p = sub.add_parser(
         "retrieval", help="retrieval metrics of random or trained nets on a rendered pool",
@@ -25,7 +25,7 @@ def register(sub):
                         help="trained checkpoint (`rand-ensemble train`) or saved params")
     source.add_argument("--models", type=positive_int, metavar="M",
                         help="a fresh random ensemble of M members (the blog net)")
-    p.add_argument("--seed", type=non_negative_int, default=0,
+    p.add_argument("--seed", type=seed_int, default=0,
                    help="init seed with --models; also the bootstrap seed (default 0)")
     p.add_argument("--json", metavar="J", help="write the full report as JSON")
     p.add_argument("--save-embeddings", metavar="E.npy",
@@ -42,32 +42,40 @@ def _retrieval_command(args, extra):
 
     from rand_ensemble import ensemble, fileio, retrieval
     from rand_ensemble.images import data, pool as pools
+    from rand_ensemble.limits import check_memory
 
     for flag, path, ext in (("--json", args.json, ".json"), ("--plot", args.plot, ".png"),
                             ("--save-embeddings", args.save_embeddings, ".npy")):
         if path is not None and not path.endswith(ext):
             raise RandEnsembleError(f"{flag} must be a {ext} path, got {path!r}")
+    outputs = [p for p in (args.json, args.plot, args.save_embeddings) if p is not None]
+    inputs = [args.renders] + ([args.checkpoint] if args.checkpoint else [])
+    fileio.plan_outputs(outputs, inputs=inputs)
     if args.checkpoint:
         params, config = data.load_params(args.checkpoint)
     else:
         config = ensemble.DEFAULT_CONFIG
         params = ensemble.init_ensemble(jax.random.PRNGKey(args.seed), args.models, config)
     pool = pools.load_pool(args.renders, hw=config.input_hw)
+    m, n = ensemble.num_models(params), len(pool)
+    check_memory(m * n * (config.embedding_dim * 4 + n * 8) + args.bootstrap * n * 16,
+                 f"retrieval over {n} images with {m} members and --bootstrap {args.bootstrap}")
     report, emb = retrieval.evaluate_pool(params, config, pool, args.bootstrap, args.seed)
     report.update(renders=os.path.abspath(args.renders), seed=args.seed,
                   source=os.path.abspath(args.checkpoint) if args.checkpoint else "random",
                   config=config.to_dict())
-    print_report(report, args.renders)
+    writers = {}
     if args.save_embeddings:
-        fileio.save_npy(args.save_embeddings, emb.astype("float32"))
-        print(f"embeddings: {args.save_embeddings} {emb.shape} float32")
+        writers[args.save_embeddings] = fileio.npy_writer(emb.astype("float32"))
     if args.plot:
         from rand_ensemble.images import plots
-        plots.embedding_pca(emb, pool.object_ids, args.plot)
-        print(f"plot: {args.plot}")
+        writers[args.plot] = lambda tmp: plots.embedding_pca(emb, pool.object_ids, tmp)
     if args.json:
-        fileio.save_json(args.json, report)
-        print(f"report: {args.json}")
+        writers[args.json] = fileio.json_writer(report)
+    fileio.write_outputs(writers)                   # all outputs, or none
+    print_report(report, args.renders)
+    for path in outputs:
+        print(f"wrote: {path}")
 
 
 def print_report(report, source, file=None):

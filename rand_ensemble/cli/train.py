@@ -52,21 +52,18 @@ def state_path(out: str) -> str:
 
 
 def _train(args, extra):
-    from rand_ensemble import cli
+    from rand_ensemble import cli, fileio
     from rand_ensemble.images import learn_config
 
     cfg = cli.config_from_args(learn_config.LearnConfig, args)
-    if os.path.isdir(args.out):
-        raise RandEnsembleError(f"--out is a folder, expected a .npz file path: {args.out}")
+    outputs = [args.out, state_path(args.out)] + ([args.json] if args.json else [])
+    fileio.plan_outputs(outputs, inputs=[args.renders] + ([args.pairs] if args.pairs else []))
     if args.pairs is not None and not os.path.isdir(args.pairs):
         raise RandEnsembleError(f"pairs folder not found: {args.pairs}")
-    from rand_ensemble import fileio
     from rand_ensemble.images import learn, pool as pools
 
     pool = pools.load_pool(args.renders)
-    pairs = None
-    if args.pairs is not None:
-        pairs = learn.pairs_for(cfg, args.pairs, pool)
+    pairs = None if args.pairs is None else learn.pairs_for(cfg, args.pairs, pool)
     log = None if args.quiet else print
     if log:
         extra_info = f", {len(pairs)} weak pairs" if pairs is not None else ""
@@ -75,12 +72,15 @@ def _train(args, extra):
     params, config, report = learn.train_embedder(
         pool, cfg, pairs, checkpoint=state_path(args.out), resume=args.resume,
         progress=not args.quiet and sys.stderr.isatty(), log=log)
+    seconds = report.pop("seconds", None)          # timings stay out of the reproducible files
     training = {"learn": cfg.to_dict(), "num_images": report["num_images"],
                 "num_pairs": report["num_pairs"],
                 "final": report["history"][-1] if report["history"] else None}
-    learn.save_checkpoint(args.out, params, config, training)
+    writers = {args.out: fileio.tree_writer(params, {"embedder": config.to_dict(),
+                                                     "training": training})}
     if args.json:
-        fileio.save_json(args.json, report)
+        writers[args.json] = fileio.json_writer(report)
+    fileio.write_outputs(writers)
     if log:
-        log(f"trained {cfg.members} member(s) in {report['seconds']:.1f} s; checkpoint: "
+        log(f"trained {cfg.members} member(s) in {seconds or 0.0:.1f} s; checkpoint: "
             f"{args.out}")

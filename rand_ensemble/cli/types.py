@@ -58,8 +58,11 @@ seed_int = int_in(0, SEED_MAX, "seed")                  # argparse type: a 32-bi
 
 # Value checks named by config fields' metadata (see questions/config.py `option`):
 # name -> (flag -> argparse type).
+MAX_STEPS = 10 ** 7      # optimizer steps: about 12 days at 0.1 s a step; more is a typo
+
 CHECKS = {
     "positive_int": lambda flag: positive_int,
+    "steps": lambda flag: int_in(1, MAX_STEPS, "step-count"),
     "seed": lambda flag: seed_int,
     "learning_rate": lambda flag: float_in(0.0, 10.0, flag, lo_open=True),
     "margin": lambda flag: float_in(0.0, 2.0, flag, lo_open=True),

@@ -24,7 +24,7 @@ class LearnConfig:
     signal: str = option("augment", "training signal: " + ", ".join(SIGNALS))
     members: int = option(4, "M members trained together in one jitted step (each its own "
                                  "init, batch order and augmentation)", "positive_int")
-    steps: int = option(1000, "optimizer steps", "positive_int")
+    steps: int = option(1000, "optimizer steps", "steps")
     batch_size: int = option(128, "positive pairs per step (the rest of the batch are the "
                                   "negatives)", "positive_int")
     lr: float = option(1e-3, "AdamW peak learning rate", "learning_rate")

@@ -29,7 +29,7 @@ class TowerConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Training defaults: sized so ~6,000 pairs train to a useful tower in minutes on 2 cores."""
-    steps: int = option(1000, "Adam steps", "positive_int")
+    steps: int = option(1000, "Adam steps", "steps")
     batch_size: int = option(64, "duplicate pairs per step; the other pairs are the in-batch "
                                  "negatives", "positive_int")
     lr: float = option(0.01, "Adam learning rate", "learning_rate")
