@@ -115,3 +115,45 @@ def test_bad_input_is_one_line(renders, tmp_path, capsys):
         assert code == 2, argv
         assert err.startswith("rand-ensemble: error:") and match in err, (argv, err)
         assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_your_own_images_with_labels_and_failures(tmp_path, capsys, reference):
+    """PNG files in nested folders + a labels CSV; a corrupt file and an unlabelled one are
+    failures; embeddings and P@1 are recomputed from the files independently."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    rows = ["image_id,label"]
+    for k in range(12):
+        img = np.full((32, 32, 3), 30, np.uint8)
+        img[6:26, 6:26] = (60 * (k % 4) + 40, 200 - 40 * (k % 4), 90)   # 4 labels by colour
+        img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+        folder = tmp_path / "photos" / f"set{k % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"img{k:02d}.png")
+        rows.append(f"set{k % 2}/img{k:02d}.png,label{k % 4}")
+    (tmp_path / "photos" / "set0" / "broken.png").write_bytes(b"\x89PNG not an image")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "photos" / "unlabelled.png")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    code = cli.main(["retrieval", "--images", str(tmp_path / "photos" / "**" / "*.png"),
+                     "--labels", str(tmp_path / "labels.csv"), "--models", "2", "--seed", "1",
+                     "--json", str(out / "r.json"), "--save-embeddings", str(out / "e.npy"),
+                     "--failures", str(out / "f.jsonl"), "--bootstrap", "50"])
+    assert code == 0, capsys.readouterr().err
+    failures = [json.loads(line) for line in (out / "f.jsonl").read_text().splitlines()]
+    assert sorted(f["input"]["image_id"] for f in failures) == ["set0/broken.png",
+                                                               "unlabelled.png"]
+    report = json.loads((out / "r.json").read_text())
+    assert report["num_failures"] == 2 and report["num_items"] == 12
+    emb = np.load(out / "e.npy")                                   # (M, N, E), sorted ids
+    ids = sorted(r.split(",")[0] for r in rows[1:])
+    labels = np.array([int(dict(r.split(",") for r in rows[1:])[i][-1]) for i in ids])
+    images = np.stack([np.asarray(Image.open(tmp_path / "photos" / i)) for i in ids])
+    params = ensemble.init_ensemble(jax.random.PRNGKey(1), 2)        # what --models 2 --seed 1 uses
+    x = images.astype(np.float64) / 255.0
+    for m in range(2):
+        ref = reference.blog_embed([np.asarray(params[n]["kernel"][m]) for n in LAYERS], x)
+        np.testing.assert_allclose(emb[m], ref, atol=1e-4)
+    assert report["precision_at_1"] == pytest.approx(
+        reference.p_at_1(np.concatenate(list(emb), axis=-1), labels))

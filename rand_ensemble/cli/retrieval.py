@@ -1,4 +1,6 @@
-"""`rand-ensemble retrieval`: precision@1, R-precision, MAP@R and Recall@K on a rendered pool."""
+"""`rand-ensemble retrieval`: precision@1, R-precision, MAP@R and Recall@K on a rendered pool
+or on your own labelled images."""
+import json
 import os
 import sys
 
@@ -18,8 +20,17 @@ def register(sub):
                     "MAP@R and Recall@K by object id, per member and for the ensemble, with "
                     "bootstrap 95%% intervals over queries. R = the number of other images of "
                     "the query's object; objects with one image are excluded (and counted).")
-    p.add_argument("--renders", required=True, metavar="DIR",
-                   help="folder of renders-*.parquet (e.g. held-out objects 900-999)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--renders", metavar="DIR",
+                      help="folder of renders-*.parquet (e.g. held-out objects 900-999)")
+    source.add_argument("--images", metavar="GLOB",
+                      help="your own images: a recursive glob of PNG/JPEG files (quote it: "
+                           "'photos/**/*.jpg'; id = path below the glob's folder); needs --labels")
+    p.add_argument("--labels", metavar="CSV",
+                   help="with --images: image_id,label rows (the labels are only evaluated)")
+    p.add_argument("--failures", metavar="F.jsonl",
+                   help="with --images: write unreadable or unlabelled files here, one JSON line "
+                        "each (always counted in the report)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="CKPT.npz",
                         help="trained checkpoint (`rand-ensemble train`) or saved params")
@@ -38,30 +49,17 @@ def register(sub):
 
 
 def _retrieval_command(args, extra):
-    import jax
-
     from rand_ensemble import ensemble, fileio, retrieval
-    from rand_ensemble.images import data, pool as pools
     from rand_ensemble.limits import check_memory
 
-    for flag, path, ext in (("--json", args.json, ".json"), ("--plot", args.plot, ".png"),
-                            ("--save-embeddings", args.save_embeddings, ".npy")):
-        if path is not None and not path.endswith(ext):
-            raise RandEnsembleError(f"{flag} must be a {ext} path, got {path!r}")
-    outputs = [p for p in (args.json, args.plot, args.save_embeddings) if p is not None]
-    inputs = [args.renders] + ([args.checkpoint] if args.checkpoint else [])
-    fileio.plan_outputs(outputs, inputs=inputs)
-    if args.checkpoint:
-        params, config = data.load_params(args.checkpoint)
-    else:
-        config = ensemble.DEFAULT_CONFIG
-        params = ensemble.init_ensemble(jax.random.PRNGKey(args.seed), args.models, config)
-    pool = pools.load_pool(args.renders, hw=config.input_hw)
+    outputs = _plan(args)
+    params, config, pool, failures = _load(args)
     m, n = ensemble.num_models(params), len(pool)
     check_memory(m * n * (config.embedding_dim * 4 + n * 8) + args.bootstrap * n * 16,
                  f"retrieval over {n} images with {m} members and --bootstrap {args.bootstrap}")
     report, emb = retrieval.evaluate_pool(params, config, pool, args.bootstrap, args.seed)
-    report.update(renders=os.path.abspath(args.renders), seed=args.seed,
+    report.update(renders=os.path.abspath(args.renders) if args.renders else None,
+                  images=args.images, num_failures=len(failures), seed=args.seed,
                   source=os.path.abspath(args.checkpoint) if args.checkpoint else "random",
                   config=config.to_dict())
     writers = {}
@@ -72,10 +70,51 @@ def _retrieval_command(args, extra):
         writers[args.plot] = lambda tmp: plots.embedding_pca(emb, pool.object_ids, tmp)
     if args.json:
         writers[args.json] = fileio.json_writer(report)
+    if args.failures:
+        writers[args.failures] = fileio.text_writer(
+            "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
     fileio.write_outputs(writers)                   # all outputs, or none
-    print_report(report, args.renders)
+    print_report(report, args.renders or args.images)
+    if failures:
+        print(f"failures: {len(failures)} file(s) or label row(s) could not be used, e.g. "
+              f"{failures[0]['error']}" + (f" (all in {args.failures})" if args.failures else ""))
     for path in outputs:
         print(f"wrote: {path}")
+
+
+def _plan(args):
+    """Argument checks and every output path, before any work: -> the output paths."""
+    from rand_ensemble import fileio
+
+    for flag, path, ext in (("--json", args.json, ".json"), ("--plot", args.plot, ".png"),
+                            ("--save-embeddings", args.save_embeddings, ".npy")):
+        if path is not None and not path.endswith(ext):
+            raise RandEnsembleError(f"{flag} must be a {ext} path, got {path!r}")
+    if (args.images is None) != (args.labels is None):
+        raise RandEnsembleError("--images and --labels go together (labels name the objects)")
+    outputs = [p for p in (args.json, args.plot, args.save_embeddings, args.failures)
+               if p is not None]
+    inputs = [p for p in (args.renders, args.labels, args.checkpoint) if p is not None]
+    fileio.plan_outputs(outputs, inputs=inputs)
+    return outputs
+
+
+def _load(args):
+    """-> (params (M, ...), EmbedderConfig, Pool, failures) from the arguments."""
+    import jax
+
+    from rand_ensemble import ensemble
+    from rand_ensemble.images import data, pool as pools
+
+    if args.checkpoint:
+        params, config = data.load_params(args.checkpoint)
+    else:
+        config = ensemble.DEFAULT_CONFIG
+        params = ensemble.init_ensemble(jax.random.PRNGKey(args.seed), args.models, config)
+    if args.renders is not None:
+        return params, config, pools.load_pool(args.renders, hw=config.input_hw), []
+    from rand_ensemble.images import files
+    return (params, config, *files.load_image_files(args.images, args.labels, config.input_hw))
 
 
 def print_report(report, source, file=None):

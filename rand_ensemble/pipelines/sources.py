@@ -24,15 +24,14 @@ ENCODED_COLUMNS = ["image_id", "image"]
 
 
 def glob_images(pattern):
-    """Sorted (path, image_id) for a recursive glob; id = path relative to the static prefix."""
-    if "://" in pattern:
-        paths = common.matching(pattern)
-    else:
-        paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    """Sorted (path, image_id) for a recursive glob; id = path relative to the static prefix
+    (local globs: `images.files.glob_local`)."""
+    if "://" not in pattern:
+        from rand_ensemble.images.files import glob_local
+        return glob_local(pattern)
     static = pattern.split("*")[0].split("?")[0].split("[")[0]
-    base = static if static.endswith("/") else os.path.dirname(static)
-    return [(p, os.path.relpath(p, base) if base and "://" not in p else p[len(base):])
-            for p in paths]
+    base = static if static.endswith("/") else static.rsplit("/", 1)[0] + "/"
+    return [(p, p[len(base):]) for p in common.matching(pattern)]
 
 
 def parquet_rows(path):
@@ -48,17 +47,9 @@ def parquet_rows(path):
 
 
 def decode_encoded(data, hw):
-    """PNG/JPEG bytes -> uint8 (hw, hw, 3), RGB, bilinear resize (raises if undecodable)."""
-    import warnings
-    from PIL import Image
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    if rgb.size != (hw, hw):
-        rgb = rgb.resize((hw, hw), Image.BILINEAR)
-    return np.asarray(rgb, np.uint8)
+    """PNG/JPEG bytes -> uint8 (hw, hw, 3) (see `images.files.decode_image`)."""
+    from rand_ensemble.images.files import decode_image
+    return decode_image(data, hw)
 
 
 def decode_raw(row, hw):
