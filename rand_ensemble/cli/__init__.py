@@ -3,6 +3,8 @@
     main.py       the entry point: parser, one-line errors, exit codes (0, 2, 130)
     types.py      argument types, flags built from config dataclasses
     images.py     eval, render-test-set, demo
+    train.py      train (image embedders without human labels)
+    retrieval.py  retrieval (P@1, R-precision, MAP@R, Recall@K on a pool)
     questions.py  questions train | eval | predict
     beam.py       render, weak-labels (Apache Beam jobs)
 """
