@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from rand_ensemble import cli
 from rand_ensemble.images import data
+from fuzz_inputs import run  # the one in-process `rand-ensemble` runner
 
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
 
@@ -21,12 +21,6 @@ def small_set(tmp_path_factory):
     path = tmp_path_factory.mktemp("set") / "small.npy"
     np.save(path, images)
     return str(path), images
-
-
-def run(argv, capsys):
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_eval_outputs_match_independent_reimplementation(small_set, tmp_path, capsys,

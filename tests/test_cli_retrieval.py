@@ -11,6 +11,7 @@ from rand_ensemble import cli, ensemble
 from rand_ensemble.images import data
 from rand_ensemble.pipelines import schema
 from test_retrieval import _brute_force
+from fuzz_inputs import run  # the one in-process `rand-ensemble` runner
 
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
 CAMERA = {"yaw": 0.0, "pitch": 0.0, "distance": 1.0, "fov": 60.0, "target": [0, 0, 0],
@@ -42,12 +43,6 @@ def renders(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pool") / "renders"
     images, objects = write_renders(folder, objects=[3, 5, 8, 13, 21], views=3)
     return folder, images, objects
-
-
-def run(argv, capsys):
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_retrieval_matches_an_independent_recomputation(renders, tmp_path, capsys,

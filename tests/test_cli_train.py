@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rand_ensemble import cli
 from rand_ensemble.images import data
 from rand_ensemble.pipelines import schema
+from fuzz_inputs import run  # the one in-process `rand-ensemble` runner
 
 INPUT_SCHEMA = pa.schema([schema.RENDERS.field(n) for n in schema.RENDER_INPUT_COLUMNS])
 
@@ -32,12 +32,6 @@ def renders(tmp_path_factory):
         pq.write_table(pa.Table.from_pylist(part, schema=INPUT_SCHEMA),
                        folder / f"renders-{shard:05d}-of-00002.parquet")
     return str(folder)
-
-
-def run(argv, capsys):
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 TINY_RUN = ["--members", "2", "--steps", "3", "--batch-size", "4", "--warmup", "1",
