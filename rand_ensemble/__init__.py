@@ -24,14 +24,15 @@ import importlib
 # `rand-ensemble` command start without JAX, so --help is quick and a Ctrl-C during start-up
 # reaches the CLI's handler (exit 130) instead of interrupting an import.
 _EXPORTS = {
-    "rand_ensemble.embedder": ("DEFAULT_CONFIG", "EmbedderConfig", "apply_embedder",
+    "rand_ensemble.model.embedder": ("DEFAULT_CONFIG", "EmbedderConfig", "apply_embedder",
                                "init_embedder"),
-    "rand_ensemble.ensemble": ("embed", "embed_batch", "init_ensemble", "init_members",
+    "rand_ensemble.model.ensemble": ("embed", "embed_batch", "init_ensemble", "init_members",
                                "num_models"),
     "rand_ensemble.errors": ("RandEnsembleError",),
     "rand_ensemble.fileio": ("load_tree", "save_tree"),
-    "rand_ensemble.images.data": ("load_params", "load_test_set", "save_params"),
-    "rand_ensemble.metrics": ("accuracy", "ensemble_similarities", "evaluate", "similarities"),
+    "rand_ensemble.data.test_sets": ("load_test_set",),
+    "rand_ensemble.model.checkpoint": ("load_params", "save_params"),
+    "rand_ensemble.evaluate.one_of_ten": ("accuracy", "ensemble_similarities", "evaluate", "similarities"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -39,7 +40,7 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 def __getattr__(name):
     if name in _MODULE_OF:
         return getattr(importlib.import_module(_MODULE_OF[name]), name)
-    try:                                  # `rand_ensemble.ensemble` without importing it first
+    try:                                  # `rand_ensemble.model.ensemble` without importing it first
         return importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as e:
         if e.name != f"{__name__}.{name}":           # a missing dependency, not a missing name

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 
-def option(default, help, check=None):  # noqa: A002 (argparse's word)
-    """A dataclass field with CLI metadata: help text and a check name from `cli.types`."""
-    return dataclasses.field(default=default, metadata={"help": help, "check": check})
+def option(default, help, check=None, choices=None):  # noqa: A002 (argparse's word)
+    """A dataclass field with CLI metadata: help text, a check name from `cli.types` or the
+    allowed `choices`; a bool default makes a --flag / --no-flag pair."""
+    return dataclasses.field(default=default, metadata={"help": help, "check": check,
+                                                        "choices": choices})

@@ -19,7 +19,7 @@ import tempfile
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-from rand_ensemble import weak_labels
+from rand_ensemble.evaluate import weak_labels
 kind, (n, d, k, block), out = sys.argv[1], map(int, sys.argv[2:6]), sys.argv[6]
 sizes = [min(block, n - s) for s in range(0, n, block)]
 

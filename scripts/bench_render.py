@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import cpu_model  # noqa: E402
 
 from rand_ensemble import fileio  # noqa: E402
-from rand_ensemble.images import render  # noqa: E402
+from rand_ensemble.data import render  # noqa: E402
 
 CANDIDATES = {                      # name -> Renderer keyword arguments
     "legacy": dict(fast=False),     # loadURDF + resetSimulation per render, 4x oversampling

@@ -17,13 +17,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import forward_flops, machine  # noqa: E402
 
-from rand_ensemble import ensemble, fileio, weak_labels  # noqa: E402
+from rand_ensemble.model import ensemble
+from rand_ensemble import fileio, weak_labels  # noqa: E402
 
 # Runs in a fresh process so its peak RSS belongs to this one measurement only.
 RSS_CHILD = r"""
 import json, resource, sys, time
 import jax, numpy as np
-from rand_ensemble import ensemble
+from rand_ensemble.model import ensemble
 path, m = sys.argv[1], int(sys.argv[2])
 params = ensemble.init_ensemble(jax.random.PRNGKey(0), m)
 images = np.load(path, mmap_mode="r")                                 # (N, 32, 32, 3) uint8

@@ -1,5 +1,5 @@
 """Training throughput, side by side in ONE warm process: M members in one jitted step
-(`images.learn.make_ensemble_step`, lowered as vmap and as lax.map) against M separate
+(`model.ensemble.over_members`, lowered as vmap and as lax.map) against M separate
 single-member jitted steps, and against a PyTorch equivalent (M nets stepped in a loop) when
 torch is importable.
 
@@ -22,22 +22,24 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import machine, summary, time_alternating  # noqa: E402
 
-from rand_ensemble import ensemble, nn  # noqa: E402
-from rand_ensemble.embedder import EmbedderConfig, init_embedder  # noqa: E402
-from rand_ensemble.images import learn, signals  # noqa: E402
+from rand_ensemble.model import ensemble
+from rand_ensemble.model import nn  # noqa: E402
+from rand_ensemble.model.embedder import EmbedderConfig, init_embedder  # noqa: E402
+from rand_ensemble.learn import trainer
+from rand_ensemble.learn import signals  # noqa: E402
 
 
 def jax_candidates(m, b, steps, images):
     """{"jax_vmapped": one jit(vmap) step of M members, "jax_lax_map": one jit of lax.map over
     members, "jax_separate": M single-member jitted steps}, each running `steps` steps;
     compiled and warmed before timing."""
-    cfg = learn.LearnConfig(members=m, batch_size=b)
+    cfg = trainer.LearnConfig(members=m, batch_size=b)
     config = EmbedderConfig(bias=True)
-    conv = nn.conv_im2col if ensemble.default_forward() == "im2col" else nn.conv
-    opt = learn.make_optimizer(cfg)
-    member_step = learn.make_member_step(config, cfg, opt, conv)
-    vmapped, single = learn.make_ensemble_step(member_step, "vmap"), jax.jit(member_step)
-    mapped = learn.make_ensemble_step(member_step, "map")
+    conv = ensemble.member_conv()
+    opt = trainer.make_optimizer(cfg)
+    member_step = trainer.make_member_step(config, cfg, opt, conv)
+    vmapped, single = ensemble.over_members(member_step, 2, "vmap"), jax.jit(member_step)
+    mapped = ensemble.over_members(member_step, 2, "map")
     batches = signals.Batches("augment", len(images), m, b, 0)
     images = jax.device_put(images)
     groups = jax.device_put(np.arange(len(images), dtype=np.int32))

@@ -24,9 +24,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rand_ensemble import fileio, metrics, retrieval  # noqa: E402
+from rand_ensemble import fileio, retrieval  # noqa: E402
+from rand_ensemble.evaluate import one_of_ten
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
-from rand_ensemble.images import data as image_data  # noqa: E402
+from rand_ensemble.data import test_sets as image_data  # noqa: E402
 from study_report import (HELD_OUT, chance_row, comparison_specs,  # noqa: E402
                           paired_differences, summarize_row, write_outputs)
 
@@ -88,15 +89,15 @@ def per_query(emb, sets):
         out["member_mean"][name] = np.mean([m[name] for m in members], axis=0)
     for name in ("rendered", "blog"):
         if name in emb:
-            sims = metrics.similarities(emb[name])                       # (M, N, 10)
-            out["ensemble"][name] = metrics.correct(metrics.ensemble_similarities(sims))
-            out["member_mean"][name] = metrics.correct(sims).mean(axis=0)
+            sims = one_of_ten.similarities(emb[name])                       # (M, N, 10)
+            out["ensemble"][name] = one_of_ten.correct(one_of_ten.ensemble_similarities(sims))
+            out["member_mean"][name] = one_of_ten.correct(sims).mean(axis=0)
     return out
 
 
 def embed_sets(params, config, sets):
     """Embed the held-out pool and the test sets with every member: -> {name: (M, ..., E)}."""
-    from rand_ensemble import ensemble
+    from rand_ensemble.model import ensemble
     emb = {"heldout": ensemble.embed(params, sets["heldout"].images, config)}
     for name in ("rendered", "blog"):
         if sets.get(name) is not None:
@@ -144,7 +145,7 @@ def random_run(out, sets, m, seed, size, cached_only=False):
     def compute():
         import jax
 
-        from rand_ensemble import ensemble
+        from rand_ensemble.model import ensemble
         params = ensemble.init_ensemble(jax.random.PRNGKey(seed), m)
         start = time.perf_counter()
         emb = embed_sets(params, ensemble.DEFAULT_CONFIG, sets)
@@ -157,19 +158,19 @@ def random_run(out, sets, m, seed, size, cached_only=False):
 
 def trained_run(out, sets, paths, signal, members, seed, size, args):
     """Train `members` nets with `signal` (learn9's train_embedder) and score them."""
-    from rand_ensemble.images import learn, signals
+    from rand_ensemble.learn import trainer, signals
 
     def compute():
         overrides = {k: v for k, v in (("steps", args.steps or size["steps"]),
                                        ("batch_size", size["batch_size"]),
                                        ("log_every", size["log_every"]),
                                        ("remine_every", size["remine_every"])) if v is not None}
-        cfg = learn.LearnConfig(signal=signal, members=members, seed=seed, **overrides)
+        cfg = trainer.LearnConfig(signal=signal, members=members, seed=seed, **overrides)
         pairs = None
         if signal in ("weak", "weak+augment"):
             pairs = signals.load_pairs(paths["weak"], sets["train"], mutual=cfg.mutual,
                                        min_score=cfg.min_score, top_fraction=cfg.top_fraction)
-        params, config, report = learn.train_embedder(sets["train"], cfg, pairs=pairs,
+        params, config, report = trainer.train_embedder(sets["train"], cfg, pairs=pairs,
                                                       progress=False, log=None)
         start = time.perf_counter()
         emb = embed_sets(params, config, sets)
@@ -181,7 +182,7 @@ def trained_run(out, sets, paths, signal, members, seed, size, args):
                 "final_loss": _final(report.get("history"), "train_loss"),
                 "timings": {"train_seconds": report.get("seconds"),
                             "embed_seconds": time.perf_counter() - start}}, emb["heldout"]
-    steps = args.steps or size["steps"] or learn.LearnConfig().steps
+    steps = args.steps or size["steps"] or trainer.LearnConfig().steps
     return run_cached(out, f"{signal.replace('+', '_')}_m{members}_s{seed}_t{steps}", compute,
                       args.report_only)
 
@@ -193,7 +194,7 @@ def _final(history, key):
 
 def save_plot(out, name, heldout_emb, sets):
     """PCA of held-out embeddings coloured by object (first 20 objects)."""
-    from rand_ensemble.images import plots
+    from rand_ensemble.evaluate import plots
     plots.embedding_pca(heldout_emb, sets["heldout"].object_ids,
                         os.path.join(out, "plots", f"pca_{name}.png"),
                         title=f"held-out embeddings, {name} (PCA; first 20 objects)")
@@ -201,9 +202,9 @@ def save_plot(out, name, heldout_emb, sets):
 
 def load_sets(paths, size):
     """The pools and test sets in memory: {train, heldout: Pool, rendered, blog: arrays}."""
-    from rand_ensemble.images import pool
-    sets = {"train": pool.load_pool(paths["train"], hw=32),
-            "heldout": pool.load_pool(paths["heldout"], hw=32),
+    from rand_ensemble.data import renders
+    sets = {"train": renders.load_pool(paths["train"], hw=32),
+            "heldout": renders.load_pool(paths["heldout"], hw=32),
             "rendered": image_data.load_test_set(paths["test_set"], mmap=False)}
     sets["blog"] = image_data.load_test_set(paths["blog"], mmap=False) if paths["blog"] else None
     return sets

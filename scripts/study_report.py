@@ -4,7 +4,8 @@ import os
 
 import numpy as np
 
-from rand_ensemble import fileio, metrics, retrieval
+from rand_ensemble import fileio
+from rand_ensemble.evaluate import one_of_ten, retrieval
 
 HELD_OUT = ("precision_at_1", "map_at_r", "r_precision")
 COLUMNS = HELD_OUT + ("rendered", "blog")
@@ -22,7 +23,7 @@ def summarize_row(name, runs, kind, seeds, num_resamples=2000):
         mean_q = np.mean(values, axis=0)                        # (Q,) averaged over seeds
         row["metrics"][column] = {
             "mean": float(mean_q.mean()),
-            "interval": list(metrics.bootstrap_interval(mean_q, num_resamples, seed=0)),
+            "interval": list(one_of_ten.bootstrap_interval(mean_q, num_resamples, seed=0)),
             "per_seed": [float(v.mean()) for v in values]}
     return row
 
@@ -31,9 +32,9 @@ def chance_row(sets):
     """The expected scores of a random ranking."""
     ch = retrieval.chance_metrics(sets["heldout"].object_ids)
     cols = {c: ch[c] for c in HELD_OUT}
-    cols["rendered"] = metrics.CHANCE
+    cols["rendered"] = one_of_ten.CHANCE
     if sets.get("blog") is not None:
-        cols["blog"] = metrics.CHANCE
+        cols["blog"] = one_of_ten.CHANCE
     return {"row": "chance", "seeds": [],
             "metrics": {c: {"mean": v, "interval": None, "per_seed": []} for c, v in cols.items()}}
 
@@ -71,7 +72,7 @@ def paired_differences(done, seeds, specs, num_resamples=2000):
                         - np.mean([r[column] for r in sides[1]], axis=0))   # (Q,)
                 row["metrics"][column] = {
                     "mean": float(diff.mean()),
-                    "interval": list(metrics.bootstrap_interval(diff, num_resamples, seed=0))}
+                    "interval": list(one_of_ten.bootstrap_interval(diff, num_resamples, seed=0))}
         out.append(row)
     return out
 

@@ -193,8 +193,10 @@ def params_files(d, good_params):
     meta_name = "meta/config_json.npy"
     meta = json.loads(np.load(io.BytesIO(members[meta_name])).tobytes())
 
-    def with_meta(**change):
-        text = json.dumps({**meta, **change}).encode()
+    def with_meta(**change):                   # the embedder config's record, either layout
+        changed = ({**meta, "embedder": {**meta["embedder"], **change}} if "embedder" in meta
+                   else {**meta, **change})
+        text = json.dumps(changed).encode()
         return npz_bytes({**members, meta_name: npy_bytes(np.frombuffer(text, np.uint8))})
 
     def with_member(name, blob):

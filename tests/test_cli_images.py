@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from rand_ensemble.images import data
+from rand_ensemble.data import test_sets
+from rand_ensemble.model import checkpoint
 from fuzz_inputs import run  # the one in-process `rand-ensemble` runner
 
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
@@ -38,7 +39,7 @@ def test_eval_outputs_match_independent_reimplementation(small_set, tmp_path, ca
     assert report["num_models"] == 3 and report["num_examples"] == 12 and report["seed"] == 4
     emb = np.load(e)
     assert emb.shape == (3, 12, 11, 32) and emb.dtype == np.float32
-    params, _ = data.load_params(str(p))
+    params, _ = checkpoint.load_params(str(p))
     x = images.reshape(-1, 32, 32, 3).astype(np.float64) / 255.0
     for m in range(3):
         ref = reference.blog_embed([params[n]["kernel"][m] for n in LAYERS], x).reshape(12, 11, 32)
@@ -121,7 +122,7 @@ def test_render_test_set_and_demo(tmp_path, capsys):
     code, _, err = run(["render-test-set", "--examples", "2", "--seed", "3", "--out", str(out),
                         "--hw", "16"], capsys)
     assert code == 0, err
-    images, ids = np.load(out), np.load(data.object_ids_path(str(out)))
+    images, ids = np.load(out), np.load(test_sets.object_ids_path(str(out)))
     assert images.shape == (2, 11, 16, 16, 3) and images.dtype == np.uint8
     assert ids.shape == (2, 11) and np.all(ids[:, 0] == ids[:, 1])
     code, stdout, err = run(["demo", "--examples", "3", "--models", "2", "--out",

@@ -7,8 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rand_ensemble import cli, ensemble
-from rand_ensemble.images import data
+from rand_ensemble import cli
+from rand_ensemble.model import checkpoint, ensemble
+from rand_ensemble.data import test_sets
 from rand_ensemble.pipelines import schema
 from test_retrieval import _brute_force
 from fuzz_inputs import run  # the one in-process `rand-ensemble` runner
@@ -78,7 +79,7 @@ def test_retrieval_matches_an_independent_recomputation(renders, tmp_path, capsy
 def test_checkpoint_gives_the_same_embeddings_as_the_init(renders, tmp_path, capsys):
     folder, _, _ = renders
     ckpt = tmp_path / "p.npz"
-    data.save_params(str(ckpt), ensemble.init_ensemble(jax.random.PRNGKey(2), 2),
+    checkpoint.save_params(str(ckpt), ensemble.init_ensemble(jax.random.PRNGKey(2), 2),
                      ensemble.DEFAULT_CONFIG)
     code, _, err = run(["retrieval", "--renders", str(folder), "--checkpoint", str(ckpt),
                         "--save-embeddings", str(tmp_path / "a.npy"), "--bootstrap", "50"], capsys)
@@ -92,7 +93,7 @@ def test_checkpoint_gives_the_same_embeddings_as_the_init(renders, tmp_path, cap
 def test_bad_input_is_one_line(renders, tmp_path, capsys):
     folder, _, _ = renders
     other = tmp_path / "o.npz"       # a 64x64 architecture cannot embed the 32x32 renders
-    data.save_params(str(other), ensemble.init_ensemble(
+    checkpoint.save_params(str(other), ensemble.init_ensemble(
         jax.random.PRNGKey(0), 1, ensemble.EmbedderConfig(input_hw=64, pool="mean")),
         ensemble.EmbedderConfig(input_hw=64, pool="mean"))
     cases = [

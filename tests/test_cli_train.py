@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rand_ensemble.images import data
+from rand_ensemble.data import test_sets
+from rand_ensemble.model import checkpoint
 from rand_ensemble.pipelines import schema
 from fuzz_inputs import run  # the one in-process `rand-ensemble` runner
 
@@ -44,7 +45,7 @@ def test_train_then_eval_checkpoint(renders, tmp_path, capsys, reference):
     code, _, err = run(["train", "--renders", renders, "--out", str(out),
                         "--json", str(tmp_path / "r.json")] + TINY_RUN, capsys)
     assert code == 0, err
-    params, cfg = data.load_params(out)
+    params, cfg = checkpoint.load_params(out)
     assert cfg.bias and params["conv0"]["kernel"].shape == (2, 3, 3, 3, 32)
     assert np.abs(params["dense"]["bias"]).max() > 0                  # it trained
     assert (tmp_path / "m.state.npz").exists()
@@ -55,7 +56,7 @@ def test_train_then_eval_checkpoint(renders, tmp_path, capsys, reference):
     code, _, err = run(["train", "--renders", renders, "--out", str(out), "--resume"]
                        + TINY_RUN, capsys)
     assert code == 0, err
-    assert data.load_params(out)[0]["dense"]["bias"].tobytes() == \
+    assert checkpoint.load_params(out)[0]["dense"]["bias"].tobytes() == \
         params["dense"]["bias"].tobytes() and len(before) == len(out.read_bytes())
     # eval --checkpoint embeds with the trained (biased) members: compare with numpy.
     rng = np.random.default_rng(1)

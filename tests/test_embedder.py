@@ -5,10 +5,11 @@ import jax
 import numpy as np
 import pytest
 
-from rand_ensemble import ensemble, nn
-from rand_ensemble.embedder import EmbedderConfig, apply_embedder, init_embedder
+from rand_ensemble.model import checkpoint, ensemble, nn
+from rand_ensemble.model.embedder import EmbedderConfig, apply_embedder, init_embedder
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.images import data, learn
+from rand_ensemble.data import test_sets
+from rand_ensemble.learn import trainer
 
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
 
@@ -53,12 +54,12 @@ def test_trained_checkpoint_round_trip_and_architecture_check(tmp_path):
     params = ensemble.init_ensemble(jax.random.PRNGKey(1), 2, cfg)
     params["dense"]["bias"] = params["dense"]["bias"] + 0.5
     path = tmp_path / "ck.npz"
-    learn.save_checkpoint(path, jax.device_get(params), cfg, {"learn": {"signal": "augment"}})
-    loaded, loaded_cfg = data.load_params(path)
+    checkpoint.save_params(path, jax.device_get(params), cfg, {"learn": {"signal": "augment"}})
+    loaded, loaded_cfg = checkpoint.load_params(path)
     assert loaded_cfg == cfg
     np.testing.assert_array_equal(loaded["dense"]["bias"], np.asarray(params["dense"]["bias"]))
     with pytest.raises(RandEnsembleError, match="names do not match"):
-        data.load_params(path, EmbedderConfig())             # another architecture
+        checkpoint.load_params(path, EmbedderConfig())             # another architecture
 
 
 def test_other_configs():

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rand_ensemble import ensemble, nn
-from rand_ensemble.embedder import EmbedderConfig
+from rand_ensemble.model import ensemble, nn
+from rand_ensemble.model.embedder import EmbedderConfig
 from rand_ensemble.errors import RandEnsembleError
 
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]

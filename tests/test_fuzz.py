@@ -15,7 +15,8 @@ import pytest
 
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.images import data
+from rand_ensemble.data import test_sets
+from rand_ensemble.model import checkpoint
 from rand_ensemble.questions import text
 
 from fuzz_inputs import (HUGE, assert_promise, assert_refused, good_images, output_targets,
@@ -44,13 +45,13 @@ def world(tmp_path_factory):
     """Good inputs to mutate: a 32x32 test set and tiny params that fit it."""
     import jax
 
-    from rand_ensemble import ensemble
+    from rand_ensemble.model import checkpoint, ensemble
     d = tmp_path_factory.mktemp("world")
     np.save(d / "good.npy", good_images())
     config = ensemble.EmbedderConfig(widths=(4, 4), dense=4, embedding_dim=4, input_hw=32,
                                      pool="mean")
     params = ensemble.init_ensemble(jax.random.PRNGKey(0), 2, config)
-    data.save_params(d / "good.npz", jax.device_get(params), config)
+    checkpoint.save_params(d / "good.npz", jax.device_get(params), config)
     return d
 
 
@@ -121,7 +122,7 @@ def test_eval_refuses_outputs_that_collide(world, tmp_path, capsys):
 
 
 def test_eval_writes_all_outputs_or_none(world, tmp_path, capsys, monkeypatch):
-    from rand_ensemble.images import plots
+    from rand_ensemble.evaluate import plots
     outputs = ["--json", tmp_path / "o" / "r.json", "--save-params", tmp_path / "o" / "p.npz",
                "--save-embeddings", tmp_path / "e.npy", "--plots", tmp_path / "o" / "plots",
                "--timings", tmp_path / "t.json"]
@@ -180,7 +181,7 @@ def test_render_test_set_refuses_bad_arguments(tmp_path, capsys):
 
 
 def test_render_test_set_leaves_no_ids_when_the_images_fail(tmp_path, capsys, monkeypatch):
-    from rand_ensemble.images import render
+    from rand_ensemble.data import render
     images, ids = good_images()[:1], np.zeros((1, 11), np.int32)
     monkeypatch.setattr(render, "render_test_set", lambda *a, **k: (images, ids))
     real_save = np.save
@@ -198,8 +199,8 @@ def test_render_test_set_leaves_no_ids_when_the_images_fail(tmp_path, capsys, mo
 
 @pytest.fixture()
 def demo_cache(tmp_path):
-    from rand_ensemble.cli.images import cache_path
-    from rand_ensemble.images.data import object_ids_path
+    from rand_ensemble.data.test_sets import cache_path
+    from rand_ensemble.data.test_sets import object_ids_path
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -405,7 +406,7 @@ def test_loaders_survive_random_corruption(world, question_world, tmp_path):
              "params.npz": (world / "good.npz").read_bytes(),
              "pairs.csv": open(data_file, "rb").read(),
              "vocab.txt": (qd / "ck" / "vocab.txt").read_bytes()}
-    loaders = {"set.npy": data.load_test_set, "params.npz": data.load_params,
+    loaders = {"set.npy": test_sets.load_test_set, "params.npz": checkpoint.load_params,
                "pairs.csv": text.load_quora, "vocab.txt": text.Vocab.load}
     tried = 0
     for name, raw in goods.items():

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from rand_ensemble.images import augment
+from rand_ensemble.data import augment
 
 RNG = np.random.default_rng(0)
 IMAGE = RNG.random((8, 12, 3)).astype(np.float32)     # non-square: rows and columns differ

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from rand_ensemble import ensemble
-from rand_ensemble.images import data
+from rand_ensemble.model import checkpoint, ensemble
+from rand_ensemble.data import test_sets
 from rand_ensemble.errors import RandEnsembleError
 
 
@@ -18,14 +18,14 @@ def save(tmp_path, name, array, **kw):
 
 def test_loads_uint8_float_and_gz(tmp_path):
     u8 = np.random.default_rng(0).integers(0, 256, (2, 11, 8, 8, 3), dtype=np.uint8)
-    out = data.load_test_set(save(tmp_path, "a.npy", u8))
+    out = test_sets.load_test_set(save(tmp_path, "a.npy", u8))
     assert out.dtype == np.uint8 and isinstance(out, np.memmap)
     np.testing.assert_array_equal(out, u8)
     f = (u8 / 255.0).astype(np.float32)
     gz = tmp_path / "b.npy.gz"
     with gzip.open(gz, "wb") as fh:
         np.save(fh, f)
-    np.testing.assert_array_equal(data.load_test_set(str(gz)), f)
+    np.testing.assert_array_equal(test_sets.load_test_set(str(gz)), f)
 
 
 @pytest.mark.parametrize("array, match", [
@@ -39,48 +39,48 @@ def test_loads_uint8_float_and_gz(tmp_path):
 ])
 def test_rejections(tmp_path, array, match):
     with pytest.raises(RandEnsembleError, match=match):
-        data.load_test_set(save(tmp_path, "x.npy", array))
+        test_sets.load_test_set(save(tmp_path, "x.npy", array))
 
 
 def test_pickled_missing_and_corrupt(tmp_path):
     obj = np.empty((2,), dtype=object)
     obj[0], obj[1] = {"a": 1}, [2]
     with pytest.raises(RandEnsembleError, match="pickled"):
-        data.load_test_set(save(tmp_path, "p.npy", obj, allow_pickle=True))
+        test_sets.load_test_set(save(tmp_path, "p.npy", obj, allow_pickle=True))
     with pytest.raises(RandEnsembleError, match="not found"):
-        data.load_test_set(str(tmp_path / "missing.npy"))
+        test_sets.load_test_set(str(tmp_path / "missing.npy"))
     bad = tmp_path / "bad.npy"
     bad.write_bytes(b"this is not numpy")
     with pytest.raises(RandEnsembleError, match="cannot read"):
-        data.load_test_set(str(bad))
+        test_sets.load_test_set(str(bad))
     badgz = tmp_path / "bad.npy.gz"
     badgz.write_bytes(b"not gzip either")
     with pytest.raises(RandEnsembleError, match="cannot read"):
-        data.load_test_set(str(badgz))
+        test_sets.load_test_set(str(badgz))
 
 
 def test_params_roundtrip_and_checks(tmp_path):
     cfg = ensemble.EmbedderConfig(widths=(8, 8, 8, 8), dense=4, embedding_dim=4)
     params = ensemble.init_ensemble(jax.random.PRNGKey(0), 2, cfg)
     path = str(tmp_path / "p.npz")
-    data.save_params(path, params, cfg)
+    checkpoint.save_params(path, params, cfg)
     with np.load(path) as f:
         assert sorted(k for k in f.files if not k.startswith("meta/")) == sorted(
             ["conv0/kernel", "conv1/kernel", "conv2/kernel", "conv3/kernel", "dense/kernel",
              "embedding/kernel"])
         assert f["conv1/kernel"].shape == (2, 3, 3, 8, 8)
-    loaded, cfg2 = data.load_params(path)
+    loaded, cfg2 = checkpoint.load_params(path)
     assert cfg2 == cfg
     for name in params:
         np.testing.assert_array_equal(loaded[name]["kernel"], np.asarray(params[name]["kernel"]))
     with pytest.raises(RandEnsembleError, match="shape"):
-        data.load_params(path, ensemble.EmbedderConfig())
+        checkpoint.load_params(path, ensemble.EmbedderConfig())
     arrays = {f"{k}/kernel": np.asarray(v["kernel"]) for k, v in params.items()}
     del arrays["dense/kernel"]
     np.savez(tmp_path / "missing.npz", **arrays)
     with pytest.raises(RandEnsembleError, match="missing"):
-        data.load_params(str(tmp_path / "missing.npz"), cfg)
+        checkpoint.load_params(str(tmp_path / "missing.npz"), cfg)
     obj = np.empty((1,), object)
     np.savez(tmp_path / "obj.npz", **{"conv0/kernel": obj})
     with pytest.raises(RandEnsembleError, match="cannot read"):
-        data.load_params(str(tmp_path / "obj.npz"), cfg)
+        checkpoint.load_params(str(tmp_path / "obj.npz"), cfg)

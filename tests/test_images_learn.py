@@ -7,11 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rand_ensemble import ensemble, nn
-from rand_ensemble.embedder import EmbedderConfig, init_embedder
+from rand_ensemble.model import ensemble, nn
+from rand_ensemble.model.embedder import EmbedderConfig, init_embedder
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.images import learn, signals
-from rand_ensemble.images.pool import Pool
+from rand_ensemble.learn import trainer, signals
+from rand_ensemble.data.renders import Pool
 from rand_ensemble.pipelines import schema
 
 TINY = EmbedderConfig(widths=(4, 4, 4, 4), dense=4, embedding_dim=4, bias=True)
@@ -36,7 +36,7 @@ def tiny_pool(objects=10, views=2, seed=0):
 def cfg(**kw):
     base = dict(members=2, steps=6, batch_size=4, warmup=2, checkpoint_every=2, log_every=1,
                 min_spread=0.0)
-    return learn.LearnConfig(**{**base, **kw})
+    return trainer.LearnConfig(**{**base, **kw})
 
 
 def member(tree, m):
@@ -48,13 +48,13 @@ def member(tree, m):
 def test_ensemble_step_equals_single_member_steps(lowering):
     pool = tiny_pool()
     c = cfg(members=3, signal="oracle")
-    opt = learn.make_optimizer(c)
-    member_step = learn.make_member_step(TINY, c, opt, nn.conv_im2col)
+    opt = trainer.make_optimizer(c)
+    member_step = trainer.make_member_step(TINY, c, opt, nn.conv_im2col)
     params = ensemble.init_members(init_embedder, jax.random.PRNGKey(1), 3, TINY)
     states = jax.vmap(opt.init)(params)
     batches = signals.Batches("oracle", len(pool), 3, 4, 0, None, 0.0, pool.object_ids)
     images, groups = pool.images, pool.object_ids.astype(np.int32)
-    single, together = jax.jit(member_step), learn.make_ensemble_step(member_step, lowering)
+    single, together = jax.jit(member_step), ensemble.over_members(member_step, 2, lowering)
     singles = [(member(params, m), member(states, m)) for m in range(3)]
     vm_params, vm_states = params, states
     for i in (1, 2):                            # two steps: the optimizer state carries over
@@ -99,12 +99,12 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, signal):
     pool = tiny_pool()
     c = cfg(signal=signal, remine_every=2)
     kw = dict(progress=False, log=None, embedder=TINY)
-    whole, _, _ = learn.train_embedder(pool, c, checkpoint=str(tmp_path / "a.npz"), **kw)
+    whole, _, _ = trainer.train_embedder(pool, c, checkpoint=str(tmp_path / "a.npz"), **kw)
     state = str(tmp_path / "b.npz")
     with pytest.raises(Killed):                 # killed during step 5, after the step-4 save
-        learn.train_embedder(pool, c, checkpoint=state, score_fn=killer(5), **kw)
+        trainer.train_embedder(pool, c, checkpoint=state, score_fn=killer(5), **kw)
     scored = []
-    resumed, _, report = learn.train_embedder(pool, c, checkpoint=state, resume=True,
+    resumed, _, report = trainer.train_embedder(pool, c, checkpoint=state, resume=True,
                                               score_fn=lambda p: scored.append(1) or {}, **kw)
     assert len(scored) == 2                      # steps 5 and 6 ran; 1-4 came from the save
     assert [r["step"] for r in report["history"]] == [1, 2, 3, 4, 5, 6]
@@ -114,7 +114,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, signal):
                 np.asarray(resumed[name][leaf]).tobytes(), (name, leaf)
     # Another recipe refuses the checkpoint instead of silently mixing runs.
     with pytest.raises(RandEnsembleError, match="other settings"):
-        learn.train_embedder(pool, cfg(signal=signal, remine_every=2, temperature=0.5),
+        trainer.train_embedder(pool, cfg(signal=signal, remine_every=2, temperature=0.5),
                              checkpoint=state, resume=True, **kw)
 
 
@@ -123,17 +123,17 @@ def test_collapse_is_detected_on_a_constant_net():
     params = ensemble.init_members(init_embedder, jax.random.PRNGKey(0), 2, TINY)
     constant = jax.tree.map(np.zeros_like, params)
     constant["embedding"]["bias"] = np.ones_like(constant["embedding"]["bias"])  # same output
-    row = learn.embedding_spread(constant, pool.images, TINY)
+    row = trainer.embedding_spread(constant, pool.images, TINY)
     assert row["spread"] == pytest.approx(0.0, abs=1e-7)
     assert row["mean_cos"] == pytest.approx(1.0, abs=1e-6)
     # A random net: the spread is the numpy std of its embeddings.
     emb = ensemble.embed(params, pool.images, TINY)                 # (2, N, E)
     want = min(float(np.std(np.asarray(e, np.float64), axis=0).mean()) for e in emb)
-    assert learn.embedding_spread(params, pool.images, TINY)["spread"] == pytest.approx(
+    assert trainer.embedding_spread(params, pool.images, TINY)["spread"] == pytest.approx(
         want, rel=1e-4)
     # The trainer stops with a clear message when the spread falls below min_spread.
     with pytest.raises(RandEnsembleError, match="collapsed"):
-        learn.train_embedder(pool, cfg(steps=2, min_spread=1.5), progress=False, log=None,
+        trainer.train_embedder(pool, cfg(steps=2, min_spread=1.5), progress=False, log=None,
                              embedder=TINY)
 
 
@@ -187,14 +187,14 @@ def test_weak_signals_train_on_pairs_and_check_their_input():
     pool = tiny_pool()
     pairs = np.asarray([[2 * k, 2 * k + 1] for k in range(6)])    # true same-object pairs
     kw = dict(progress=False, log=None, embedder=TINY)
-    params, _, report = learn.train_embedder(pool, cfg(signal="weak+augment", steps=2,
+    params, _, report = trainer.train_embedder(pool, cfg(signal="weak+augment", steps=2,
                                                        pair_fraction=0.5), pairs, **kw)
     assert report["pair_precision"] == 1.0 and report["num_pairs"] == 6
     assert all(np.isfinite(r["train_loss"]) for r in report["history"])
     # Un-augmented pairs with the batch-hard loss: at step 1 the loss is the numpy batch-hard
     # loss of the initial members on the raw pair images.
     c = cfg(signal="weak", loss="batch_hard", steps=1, members=1)
-    _, _, report = learn.train_embedder(pool, c, pairs, **kw)
+    _, _, report = trainer.train_embedder(pool, c, pairs, **kw)
     init = ensemble.init_members(init_embedder, jax.random.PRNGKey(c.seed), 1, TINY)
     _, _, anchors, positives = signals.Batches("weak", len(pool), 1, 4, c.seed, pairs)[1]
     za = ensemble.embed(init, pool.images[anchors[0]], TINY)[0].astype(np.float64)
@@ -207,8 +207,8 @@ def test_weak_signals_train_on_pairs_and_check_their_input():
                   + np.maximum(0, c.margin - np.diag(s) + hard_cols).mean())
     assert report["history"][0]["train_loss"] == pytest.approx(want, rel=1e-4, abs=1e-6)
     with pytest.raises(RandEnsembleError, match="needs weak-label pairs"):
-        learn.train_embedder(pool, cfg(signal="weak"), None, **kw)
+        trainer.train_embedder(pool, cfg(signal="weak"), None, **kw)
     with pytest.raises(RandEnsembleError, match="weak signals only"):
-        learn.train_embedder(pool, cfg(), pairs, **kw)
+        trainer.train_embedder(pool, cfg(), pairs, **kw)
     with pytest.raises(RandEnsembleError, match="fewer than"):
-        learn.train_embedder(pool, cfg(signal="weak", batch_size=8), pairs[:3], **kw)
+        trainer.train_embedder(pool, cfg(signal="weak", batch_size=8), pairs[:3], **kw)

@@ -1,4 +1,4 @@
-"""Tests for rand_ensemble.images.render and .scene: determinism in any order or process, colours,
+"""Tests for rand_ensemble.data.render and .scene: determinism in any order or process, colours,
 framing, the scene-building steps, and the fast path against the legacy one."""
 import colorsys
 import json
@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-render = pytest.importorskip("rand_ensemble.images.render")
-scene = pytest.importorskip("rand_ensemble.images.scene")
+render = pytest.importorskip("rand_ensemble.data.render")
+scene = pytest.importorskip("rand_ensemble.data.scene")
 import pybullet as p  # noqa: E402
 
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
@@ -69,7 +69,7 @@ def test_same_key_identical_across_instances_and_orders(renderer):
 @pytest.mark.slow
 def test_same_key_identical_in_fresh_process(renderer, tmp_path):
     out = tmp_path / "images.npy"
-    code = ("import sys, numpy as np; from rand_ensemble.images.render import Renderer\n"
+    code = ("import sys, numpy as np; from rand_ensemble.data.render import Renderer\n"
             f"r = Renderer(hw={HW})\n"
             f"np.save(sys.argv[1], np.stack([r.render_view(*k)[0] for k in {KEYS[::-1]!r}][::-1]))")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rand_ensemble import losses
+from rand_ensemble.learn import losses
 from rand_ensemble.errors import RandEnsembleError
 
 # v1 = identity, so scores = v1 @ v2.T = v2.T; row i of the scores is anchor i:

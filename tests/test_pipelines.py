@@ -8,8 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from rand_ensemble import cli, ensemble, weak_labels
-from rand_ensemble.images.render import Renderer
+from rand_ensemble import cli
+from rand_ensemble.model import ensemble
+from rand_ensemble.evaluate import weak_labels
+from rand_ensemble.data.render import Renderer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -241,8 +243,8 @@ def test_ctrl_c_exits_130_without_traceback_or_temp_files(tmp_path):
 @pytest.mark.slow
 def test_weak_labels_with_a_trained_checkpoint(pool, tmp_path, capsys):
     """--checkpoint mines with saved (here: biased, 2-member) params, equal to the library."""
-    from rand_ensemble.embedder import EmbedderConfig
-    from rand_ensemble.images import learn
+    from rand_ensemble.model.embedder import EmbedderConfig
+    from rand_ensemble.learn import trainer
 
     config = EmbedderConfig(bias=True)
     params = ensemble.init_ensemble(jax.random.PRNGKey(5), 2, config)
@@ -250,7 +252,7 @@ def test_weak_labels_with_a_trained_checkpoint(pool, tmp_path, capsys):
     params = jax.tree_util.tree_map(                       # non-zero biases, so they matter
         lambda a: a + rng.normal(0, 0.05, a.shape).astype(np.float32), params)
     ckpt = str(tmp_path / "trained.npz")
-    learn.save_checkpoint(ckpt, params, config, {"signal": "test"})
+    checkpoint.save_params(ckpt, params, config, {"signal": "test"})
     out = str(tmp_path / "labels")
     assert cli.main(["weak-labels", "--renders", pool, "--checkpoint", ckpt, "--out", out,
                      "--top-k", "1", "--direct_num_workers", "1"]) == 0

@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from rand_ensemble import cli, ensemble, weak_labels
+from rand_ensemble import cli
+from rand_ensemble.model import ensemble
+from rand_ensemble.evaluate import weak_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

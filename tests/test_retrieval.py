@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from rand_ensemble import retrieval
+from rand_ensemble.evaluate import retrieval
 from rand_ensemble.errors import RandEnsembleError
 
 

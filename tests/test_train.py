@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from rand_ensemble import train
+from rand_ensemble.learn import loop
 from rand_ensemble.errors import RandEnsembleError
 
 
@@ -17,13 +17,13 @@ def test_fit_lowers_a_quadratic_and_keeps_the_best_snapshot():
     target = jnp.asarray([1.0, -2.0])
     loss = lambda p, x: jnp.sum((p["w"] - target * x) ** 2)  # noqa: E731
     batches = itertools.repeat((jnp.asarray(1.0),))
-    params, history = train.fit(loss, {"w": jnp.zeros(2)}, batches, steps=200, optimizer=0.05,
+    params, history = loop.fit(loss, {"w": jnp.zeros(2)}, batches, steps=200, optimizer=0.05,
                                 eval_every=50, progress=False, log=None)
     np.testing.assert_allclose(np.asarray(params["w"]), target, atol=1e-2)
     assert [r["step"] for r in history] == [50, 100, 150, 200]
     # select picks the best logged snapshot: here, the one at step 50 by a scripted score.
     scores = iter([3.0, 1.0, 2.0, 0.0])
-    best, history = train.fit(loss, {"w": jnp.zeros(2)}, itertools.repeat((jnp.asarray(1.0),)),
+    best, history = loop.fit(loss, {"w": jnp.zeros(2)}, itertools.repeat((jnp.asarray(1.0),)),
                               steps=200, optimizer=0.05, eval_every=50,
                               score_fn=lambda p: {"s": next(scores), "w0": float(p["w"][0])},
                               select=lambda row: row["s"], progress=False, log=None)
@@ -47,31 +47,31 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     loss, batches = _noisy_problem(3)
     init = {"w": jnp.zeros(3), "b": jnp.zeros(())}
     opt = optax.adamw(0.05)
-    whole, hist_whole = train.fit(loss, init, batches(), 30, opt, eval_every=10,
+    whole, hist_whole = loop.fit(loss, init, batches(), 30, opt, eval_every=10,
                                   select=lambda r: -r["train_loss"], progress=False, log=None)
-    ck = train.Checkpointing(str(tmp_path / "run.npz"), every=10, resume=True, meta={"lr": 0.05})
+    ck = loop.Checkpointing(str(tmp_path / "run.npz"), every=10, resume=True, meta={"lr": 0.05})
     # The "killed" run: stopped after 20 of 30 steps (its last checkpoint is step 20).
-    train.fit(loss, init, batches(), 20, opt, eval_every=10, checkpoint=ck,
+    loop.fit(loss, init, batches(), 20, opt, eval_every=10, checkpoint=ck,
               select=lambda r: -r["train_loss"], progress=False, log=None)
-    resumed, hist = train.fit(loss, init, batches(), 30, opt, eval_every=10, checkpoint=ck,
+    resumed, hist = loop.fit(loss, init, batches(), 30, opt, eval_every=10, checkpoint=ck,
                               select=lambda r: -r["train_loss"], progress=False, log=None)
     for k in whole:
         assert np.asarray(whole[k]).tobytes() == np.asarray(resumed[k]).tobytes()
     assert hist == hist_whole
     # Other settings are refused rather than silently mixed.
-    other = train.Checkpointing(ck.path, every=10, resume=True, meta={"lr": 0.1})
+    other = loop.Checkpointing(ck.path, every=10, resume=True, meta={"lr": 0.1})
     with pytest.raises(RandEnsembleError, match="other settings"):
-        train.fit(loss, init, batches(), 30, opt, checkpoint=other, progress=False, log=None)
+        loop.fit(loss, init, batches(), 30, opt, checkpoint=other, progress=False, log=None)
 
 
 def test_vmapped_step_over_members_equals_member_loop():
     loss, batches = _noisy_problem(1)
     opt = optax.sgd(0.1)
     members = {"w": jnp.stack([jnp.zeros(3), jnp.ones(3)]), "b": jnp.zeros(2)}
-    one = train.make_step(loss, opt)
+    one = loop.make_step(loss, opt)
     step = jax.jit(jax.vmap(one))
     stacked = lambda: ((jnp.stack([x, x + 1]), jnp.stack([y, y])) for x, y in batches())  # noqa
-    got, _ = train.fit(None, members, stacked(), 5, opt, step_fn=step, progress=False, log=None)
+    got, _ = loop.fit(None, members, stacked(), 5, opt, step_fn=step, progress=False, log=None)
     for m in range(2):
         p = {"w": members["w"][m], "b": members["b"][m]}
         state = opt.init(p)

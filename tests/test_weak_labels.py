@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rand_ensemble import weak_labels as wl
+from rand_ensemble.evaluate import weak_labels as wl
 from rand_ensemble.errors import RandEnsembleError
 
 

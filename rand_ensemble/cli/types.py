@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import inspect
 import math
 
 from rand_ensemble.errors import RandEnsembleError
@@ -77,15 +79,21 @@ CHECKS = {
 
 
 def config_flags(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None:
-    """Add one `--field-name` flag per field of the dataclass `cls` that has a CLI check,
-    with the field's default and help (the config stays the one source of truth)."""
+    """Add one `--field-name` flag per `options.option` field of the dataclass `cls` that has a
+    CLI check, a list of choices or a bool default (`--flag` / `--no-flag`), with the field's
+    default and help (the config stays the one source of truth)."""
     for field in dataclasses.fields(cls):
-        check = field.metadata.get("check")
-        if check is None or field.name in skip:
+        check, choices = field.metadata.get("check"), field.metadata.get("choices")
+        if field.name in skip or "help" not in field.metadata:
             continue
         flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=CHECKS[check](flag), default=field.default,
-                            help=field.metadata["help"])
+        common = {"default": field.default, "help": field.metadata["help"]}
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        elif choices is not None:
+            parser.add_argument(flag, choices=choices, **common)
+        elif check is not None:
+            parser.add_argument(flag, type=CHECKS[check](flag), **common)
 
 
 def config_from_args(cls, args: argparse.Namespace, **fixed):
@@ -93,3 +101,19 @@ def config_from_args(cls, args: argparse.Namespace, **fixed):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
               if hasattr(args, f.name)}
     return cls(**{**values, **fixed})
+
+
+def runner(module: str, name: str, **configs):
+    """A handler that calls the stage function `module.name` (a `run_*`) with the parsed
+    arguments its parameters name (`beam_args`: the arguments argparse did not know;
+    `configs`: parameter -> config dataclass, built from its flags by `config_from_args`).
+
+    The stage module is imported when the command runs, not when the parser is built: the
+    stages import JAX, and `rand-ensemble --help` (or a Ctrl-C during start-up) stays quick.
+    """
+    def handler(args: argparse.Namespace, extra: list) -> None:
+        run = getattr(importlib.import_module(module), name)
+        given = {**vars(args), "beam_args": extra,
+                 **{p: config_from_args(cls, args) for p, cls in configs.items()}}
+        run(**{p: given[p] for p in inspect.signature(run).parameters if p in given})
+    return handler

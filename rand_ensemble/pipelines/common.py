@@ -13,13 +13,19 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import threading
 import uuid
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineState
 
+from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.pipelines.schema import failure_line
 
 OK, FAILURE = "ok", "failure"
 
@@ -61,7 +67,6 @@ def ok(value):
 
 def failure(record, stage, error):
     """A dead-letter record: the input, where it failed, and the error, as one JSON line."""
-    from rand_ensemble.pipelines.schema import failure_line
     return (FAILURE, failure_line(record, stage, error))
 
 
@@ -75,7 +80,6 @@ def split(pcoll, label):
 def write_atomically(path, write):
     """Write a file through `write(fileobj)` under a temp name, then rename it onto `path`."""
     if "://" not in path:
-        from rand_ensemble import fileio
         with fileio.atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 write(f)
@@ -155,8 +159,6 @@ def remove_temporaries(folder, prefixes):
 @contextlib.contextmanager
 def sigint_noted():
     """Record Ctrl-C while a job runs: runners re-wrap KeyboardInterrupt (e.g. RuntimeError)."""
-    import signal
-    import threading
     noted = []
     if threading.current_thread() is not threading.main_thread():
         yield noted
@@ -178,7 +180,6 @@ def sigint_noted():
 
 def run_pipeline(pipeline, out, prefixes):
     """Run to completion; on Ctrl-C cancel the job, remove temp files, raise KeyboardInterrupt."""
-    from apache_beam.runners.runner import PipelineState
     result = state = None
     with sigint_noted() as interrupted:
         try:
@@ -203,7 +204,6 @@ def run_pipeline(pipeline, out, prefixes):
 
 def count_parquet_rows(pattern):
     """Total rows over Parquet files matching `pattern` (reads footers only)."""
-    import pyarrow.parquet as pq
     total = 0
     for path in matching(pattern):
         with FileSystems.open(path) as f:

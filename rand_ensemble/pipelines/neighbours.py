@@ -12,7 +12,7 @@ blocks (2 * B * D floats), one (B, B) tile and a (B, k) accumulator, whatever N 
 import apache_beam as beam
 import numpy as np
 
-from rand_ensemble import weak_labels
+from rand_ensemble.evaluate import weak_labels
 from rand_ensemble.pipelines import common
 
 ENSEMBLE = "ens"                    # channel of the ensemble top-k; members are channels 0..M-1
@@ -31,8 +31,8 @@ class EmbedBlock(beam.DoFn):
 
     def setup(self):
         import jax
-        from rand_ensemble import ensemble
-        from rand_ensemble.embedder import EmbedderConfig
+        from rand_ensemble.model import ensemble
+        from rand_ensemble.model.embedder import EmbedderConfig
         if self.trained is None:
             self.config = ensemble.DEFAULT_CONFIG
             self.params = ensemble.init_ensemble(jax.random.PRNGKey(self.seed), self.num_models)

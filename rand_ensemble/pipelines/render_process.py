@@ -26,7 +26,7 @@ def _serve(conn, hw, colour):
     """Child loop: (object_id, view, seed) -> ("ok", image, camera) or ("error", type, message)."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)        # Ctrl-C is the parent's to handle
-    from rand_ensemble.images.render import Renderer
+    from rand_ensemble.data.render import Renderer
     with Renderer(hw, colour) as renderer:
         conn.send(("ready",))
         while True:

@@ -27,7 +27,7 @@ def glob_images(pattern):
     """Sorted (path, image_id) for a recursive glob; id = path relative to the static prefix
     (local globs: `images.files.glob_local`)."""
     if "://" not in pattern:
-        from rand_ensemble.images.files import glob_local
+        from rand_ensemble.data.files import glob_local
         return glob_local(pattern)
     static = pattern.split("*")[0].split("?")[0].split("[")[0]
     base = static if static.endswith("/") else static.rsplit("/", 1)[0] + "/"
@@ -48,7 +48,7 @@ def parquet_rows(path):
 
 def decode_encoded(data, hw):
     """PNG/JPEG bytes -> uint8 (hw, hw, 3) (see `images.files.decode_image`)."""
-    from rand_ensemble.images.files import decode_image
+    from rand_ensemble.data.files import decode_image
     return decode_image(data, hw)
 
 

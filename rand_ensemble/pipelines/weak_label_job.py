@@ -120,7 +120,7 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     trained: None for M random members from PRNGKey(seed), else (params (M, ...), config dict,
     checkpoint path) of a trained ensemble (`rand-ensemble train`).
     """
-    from rand_ensemble.ensemble import DEFAULT_CONFIG
+    from rand_ensemble.model.ensemble import DEFAULT_CONFIG
     hw = DEFAULT_CONFIG.input_hw if trained is None else trained[1]["input_hw"]
     records = sources.images_pcoll(pipeline, renders, images, labels, hw)
     inputs, read_failures = common.split(records, "Read")
@@ -200,9 +200,9 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         raise RandEnsembleError(f"labels file not found: {labels}")
     trained = None
     if checkpoint is not None:
-        from rand_ensemble import ensemble
-        from rand_ensemble.images import data
-        params, config = data.load_params(checkpoint)
+        from rand_ensemble.model import checkpoint, ensemble
+        from rand_ensemble.data import test_sets
+        params, config = checkpoint.load_params(checkpoint)
         trained, num_models = (params, config.to_dict(), checkpoint), ensemble.num_models(params)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)

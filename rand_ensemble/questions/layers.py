@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.nn import l2_normalize
+from rand_ensemble.model.nn import l2_normalize
 from rand_ensemble.questions.text import PAD_ID
 
 

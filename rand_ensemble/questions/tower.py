@@ -13,9 +13,10 @@ import os
 import jax
 import jax.numpy as jnp
 
-from rand_ensemble import ensemble, fileio
+from rand_ensemble.model import ensemble
+from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.losses import triplet_loss
+from rand_ensemble.learn.losses import triplet_loss
 from rand_ensemble.questions import layers, text
 from rand_ensemble.questions.config import TowerConfig
 

@@ -1,4 +1,4 @@
-"""Training the question tower with the project's one loop (`train.fit`): split by pair, build
+"""Training the question tower with the project's one loop (`loop.fit`): split by pair, build
 the vocabulary from the training side, duplicate batches with in-batch negatives, keep the
 best validation snapshot."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Callable
 
 import jax
 
-from rand_ensemble import train
+from rand_ensemble.learn import loop
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.questions import evaluate, text, tower
 from rand_ensemble.questions.config import TowerConfig, TrainConfig
@@ -41,7 +41,7 @@ def train_tower(pairs: text.QuestionPairs, tc: TrainConfig = TrainConfig(),
                                      cfg.max_len)
     valid_batches, score_fn, select = _validation(valid_pairs, vocab, cfg, tc, batch_size)
     params = tower.init_params(jax.random.key(tc.seed), cfg)
-    params, history = train.fit(tower.pair_loss(cfg), params, batches, tc.steps, tc.lr,
+    params, history = loop.fit(tower.pair_loss(cfg), params, batches, tc.steps, tc.lr,
                                 valid_batches=valid_batches, eval_every=tc.eval_every,
                                 score_fn=score_fn, select=select, progress=progress, log=log)
     report = {"history": history, "num_train_pairs": len(train_pairs),

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rand_ensemble import fileio  # noqa: E402
-from rand_ensemble.ensemble import as_float_images  # noqa: E402
+from rand_ensemble.model.ensemble import as_float_images  # noqa: E402
 
 
 def _save(fig, path):

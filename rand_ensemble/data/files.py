@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.images.pool import Pool
+from rand_ensemble.data.renders import Pool
 
 
 def glob_local(pattern: str) -> list[tuple[str, str]]:

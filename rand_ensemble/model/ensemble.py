@@ -3,7 +3,7 @@
 Single-model code (`embedder.py`, `questions/tower.py`, `nn.py`) never mentions M. This module
 is the one place that adds it: `init_members` (vmap over keys, used by both towers),
 `FORWARDS` (vmap over params; `im2col` is the same maths lowered for XLA:CPU) and `embed`
-(the one chunked, padded, streaming embedding path). `DEFAULT_FORWARDS` is the one place the
+(the one chunked, padded, streaming embedding path). `LOWERINGS` is the one place the
 lowering is chosen per backend (measured in README, "Performance").
 """
 from __future__ import annotations
@@ -15,11 +15,16 @@ import jax
 import numpy as np
 from jax import lax
 
-from rand_ensemble import nn
-from rand_ensemble.embedder import (DEFAULT_CONFIG, EmbedderConfig, apply_embedder,
-                                    init_embedder)
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
+from rand_ensemble.model import nn
+from rand_ensemble.model.embedder import (
+    DEFAULT_CONFIG,
+    EmbedderConfig,
+    apply_embedder,
+    init_embedder,
+)
+
 
 def init_members(init_fn: Callable, key: jax.Array, num_models: int, *static):
     """M independent members of any single-model init: every leaf gains a leading M.
@@ -79,15 +84,49 @@ def forward_im2col(params, images, config):
                    params)                                        # (M, B, E)
 
 
-# The lowering choice, made here only: per backend, measured by scripts/bench_forward.py
-# (README, "Performance"); the losing lowerings live in that script.
 FORWARDS = {"vmap": forward_vmap, "im2col": forward_im2col}
-DEFAULT_FORWARDS = {"cpu": "im2col"}          # any other backend: the plain vmap
+
+# THE table of lowerings per backend, measured by scripts/bench_forward.py (the forward pass)
+# and scripts/bench_train.py (the M-member training step; README, "Performance"); the losing
+# lowerings live in those scripts. A backend not listed gets the plain vmap for both.
+LOWERINGS = {"cpu": {"forward": "im2col", "step": "map"}}
+
+
+def lowering(kind: str) -> str:
+    """This backend's lowering of `kind` ("forward": im2col | vmap, "step": map | vmap)."""
+    return LOWERINGS.get(jax.default_backend(), {}).get(kind, "vmap")
 
 
 def default_forward() -> str:
-    """The lowering used when none is named: im2col on CPU, vmap elsewhere."""
-    return DEFAULT_FORWARDS.get(jax.default_backend(), "vmap")
+    """The forward lowering used when none is named: im2col on CPU, vmap elsewhere."""
+    return lowering("forward")
+
+
+def member_conv():
+    """The conv that single-member code should use on this backend (im2col's matmuls on CPU)."""
+    return nn.conv_im2col if default_forward() == "im2col" else nn.conv
+
+
+def over_members(fn: Callable, num_shared: int = 0, how: str | None = None) -> Callable:
+    """jit of `fn` (written for ONE member) over M members: every argument but the last
+    `num_shared` carries a leading M, and so does every output.
+
+    how "vmap": jit(vmap(fn)), the plain formulation (batched GEMMs; the GPU choice); "map":
+    lax.map over members inside the one jit, the same maths one member at a time, faster on
+    XLA:CPU where per-member GEMMs stay in cache. Default: `lowering("step")`.
+    """
+    how = how or lowering("step")
+    if how == "vmap":
+        return jax.jit(lambda *a: jax.vmap(
+            fn, in_axes=(0,) * (len(a) - num_shared) + (None,) * num_shared)(*a))
+    if how != "map":
+        raise RandEnsembleError(f"lowering must be 'vmap' or 'map', got {how!r}")
+
+    def mapped(*args):
+        split = len(args) - num_shared
+        shared = args[split:]
+        return lax.map(lambda a: fn(*a, *shared), args[:split])
+    return jax.jit(mapped)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))

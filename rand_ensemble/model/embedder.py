@@ -10,8 +10,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rand_ensemble import nn
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.model import nn
 
 POOLS = ("none", "mean")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.images.signals import SIGNALS
+from rand_ensemble.learn.signals import SIGNALS
 from rand_ensemble.options import option
 
 LOSSES = ("ntxent", "batch_hard")
@@ -21,7 +21,7 @@ LOSSES = ("ntxent", "batch_hard")
 class LearnConfig:
     """Every training hyperparameter, with the best label-free recipe as defaults (measured in
     the README, "Training an embedder"); `rand-ensemble train` builds its flags from these."""
-    signal: str = option("augment", "training signal: " + ", ".join(SIGNALS))
+    signal: str = option("augment", "training signal", choices=SIGNALS)
     members: int = option(4, "M members trained together in one jitted step (each its own "
                                  "init, batch order and augmentation)", "positive_int")
     steps: int = option(1000, "optimizer steps", "steps")
@@ -31,7 +31,8 @@ class LearnConfig:
     weight_decay: float = option(1e-4, "AdamW weight decay", "non_negative_float")
     warmup: int = option(100, "linear warm-up steps (at most half the steps), then cosine "
                               "decay to lr / 100", "non_negative_int")
-    loss: str = option("ntxent", "loss: ntxent (NT-Xent) or batch_hard (batch-hard triplet)")
+    loss: str = option("ntxent", "loss: ntxent (NT-Xent) or batch_hard (batch-hard triplet)",
+                       choices=LOSSES)
     temperature: float = option(0.2, "NT-Xent temperature", "positive_float")
     margin: float = option(0.25, "batch-hard triplet margin", "margin")
     crop_scale_min: float = option(0.2, "smallest area fraction kept by the random resized "

@@ -11,6 +11,7 @@ import glob
 import os
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
@@ -35,7 +36,6 @@ class Pool:
 
 def read_columns(paths: list, columns: list) -> dict:
     """Parquet files -> {column: list of values}, concatenated in the order of `paths`."""
-    import pyarrow.parquet as pq
 
     out = {c: [] for c in columns}
     for path in paths:

@@ -8,17 +8,19 @@ is vmapped over params, optimizer states and batches (see STYLE.md, "the model a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 import optax
+from tqdm import tqdm
 
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
 
-CHECKPOINT_FORMAT = "rand_ensemble.train/1"
+CHECKPOINT_FORMAT = "rand_ensemble.learn.loop/1"
 
 
 def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
@@ -82,7 +84,6 @@ def fit(loss_fn: Callable | None, params: Any, batches: Iterator[tuple], steps: 
       (params, history): history is the list of logged rows, each {"step": i, "train_loss":
       ..., "valid_loss"?: ..., **score_fn(params)}.
     """
-    from tqdm import tqdm  # only the training loop needs it
 
     if isinstance(steps, bool) or int(steps) < 1:
         raise RandEnsembleError(f"steps must be >= 1, got {steps}")
@@ -173,5 +174,4 @@ def _load_state(checkpoint, fresh):
 
 def _json_round_trip(obj):
     """What `obj` reads back as from JSON (tuples become lists)."""
-    import json
     return json.loads(json.dumps(obj))

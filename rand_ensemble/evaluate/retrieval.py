@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.metrics import bootstrap_interval
+from rand_ensemble.evaluate.one_of_ten import bootstrap_interval
+from rand_ensemble.model import ensemble
 
 DEFAULT_KS = (1, 2, 4, 8)
 _QUERY_CHUNK = 1024          # rows of the similarity matrix sorted at a time
@@ -162,20 +163,13 @@ def evaluate_pool(params: dict, config, pool, num_resamples: int = 2000, seed: i
     """Embed a pool with every member and score retrieval by object id.
 
     Args:
-      params: member params with a leading M (`init_ensemble`, `images.data.load_params`).
+      params: member params with a leading M (`init_ensemble`, `model.checkpoint.load_params`).
       config: their EmbedderConfig.
-      pool: `images.pool.Pool` (rows in sorted image_id order).
+      pool: `data.renders.Pool` (rows in sorted image_id order).
       num_resamples, seed: bootstrap settings; ks: the K of Recall@K.
     Returns:
-      (report dict of `retrieval_metrics` plus "embed_seconds", embeddings float32 (M, N, E)).
+      (report dict of `retrieval_metrics`, embeddings float32 (M, N, E)); no timings, so the
+      report's bytes depend only on the inputs and the seed.
     """
-    import time
-
-    from rand_ensemble import ensemble
-
-    start = time.perf_counter()
     emb = ensemble.embed(params, pool.images, config)                     # (M, N, E)
-    seconds = time.perf_counter() - start
-    report = retrieval_metrics(emb, pool.object_ids, ks, num_resamples, seed)
-    report["embed_seconds"] = seconds
-    return report, emb
+    return retrieval_metrics(emb, pool.object_ids, ks, num_resamples, seed), emb

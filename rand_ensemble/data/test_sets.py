@@ -1,4 +1,4 @@
-"""Test-set and parameter files: loading with validation (never unpickles) and atomic saving."""
+"""1-of-10 test-set files (N, 11, H, W, 3): loading with validation (never unpickles), atomic saving."""
 import gzip
 import os
 
@@ -7,9 +7,9 @@ import numpy as np
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
-from rand_ensemble.metrics import EXAMPLE_SIZE
 
-_MAX_DIM = 1 << 16        # largest side, width or count a stored config may name
+CANDIDATES = 10                 # positive + 9 negatives
+EXAMPLE_SIZE = CANDIDATES + 1   # anchor, positive, 9 negatives: the second axis of a test set
 _VALIDATE_BYTES = 1 << 26  # values checked at a time, so memmaps stay streamed
 
 
@@ -127,58 +127,52 @@ def save_test_set(path, images, object_ids):
                               np.asarray(object_ids, np.int32))})
 
 
-def params_writer(params: dict, config):
-    """A `fileio` writer of ensemble params and their config (see save_params)."""
-    return fileio.tree_writer(params, meta=config.to_dict())
+def run_render_test_set(out: str, examples: int, seed: int = 0, hw: int = 32,
+                        colour: str = "object") -> None:
+    """`rand-ensemble render-test-set`: render N examples with pybullet -> uint8
+    (N, 11, hw, hw, 3) at `out` (.npy) and the object ids (N, 11) beside it, as one unit."""
+    from rand_ensemble.data import render  # pybullet: only when rendering
+
+    if not out.endswith(".npy"):
+        raise RandEnsembleError(f"--out must be a .npy path, got {out!r}")
+    fileio.plan_outputs([out, object_ids_path(out)])
+    check_memory(test_set_bytes(examples, hw), f"--examples {examples} at --hw {hw}")
+    images, ids = render.render_test_set(examples, seed, hw=hw, colour=colour, progress=True)
+    save_test_set(out, images, ids)
+    print(f"wrote {out} {images.shape} uint8 and {object_ids_path(out)} {ids.shape} object ids")
 
 
-def save_params(path, params: dict, config) -> None:
-    """Write ensemble params (leaves (M, kh, kw, cin, cout)) and their config as one .npz.
-
-    The project's checkpoint codec (`fileio.save_tree`): '/'-joined names, the config as JSON.
-    """
-    fileio.write_outputs({path: params_writer(params, config)})
+def test_set_bytes(examples, hw):
+    """Memory a rendered test set of N examples at hw x hw holds: images and object ids."""
+    return int(examples) * 11 * (int(hw) * int(hw) * 3 + 4)
 
 
-def load_params(path, config=None) -> tuple[dict, object]:
-    """Load ensemble params from .npz (no pickles): -> (params with leading M, EmbedderConfig).
+def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None):
+    """Render a test set once and reuse it: -> (path, uint8 (N, 11, hw, hw, 3))."""
+    from rand_ensemble.data import render  # pybullet: only when rendering
 
-    Reads both `save_params` files (random ensembles) and trained checkpoints (metadata
-    {"embedder": config, "training": ...}). The config stored in the file is used unless
-    `config` is given; names, shapes (with a leading M) and finiteness are checked against it.
-    """
-    import jax                                          # keep data.py importable without jax
-
-    from rand_ensemble.embedder import EmbedderConfig, init_embedder
-
-    path = os.fspath(path)
-    _, meta = fileio.read_tree(path)
-    if meta is not None and "embedder" in meta:   # a trained checkpoint: {"embedder", "training"}
-        meta = meta["embedder"]
-    if config is None:
+    path = cache_path(examples, seed, hw, colour, cache_dir)
+    if os.path.exists(path) and os.path.exists(object_ids_path(path)):
         try:
-            config = EmbedderConfig() if meta is None else EmbedderConfig.from_dict(
-                _checked_config(meta))
-        except (ValueError, TypeError) as e:
-            raise RandEnsembleError(f"{path}: bad stored config: {fileio.first_line(e)}") from None
-    like = jax.eval_shape(lambda k: init_embedder(k, config), jax.random.PRNGKey(0))
-    params, _ = fileio.load_tree(path, like, batch_dims=1)
-    return params, config
+            return path, load_test_set(path, mmap=False)
+        except RandEnsembleError:
+            pass                                             # a damaged cache is re-rendered
+    fileio.plan_outputs([path, object_ids_path(path)])
+    check_memory(test_set_bytes(examples, hw), f"--examples {examples}")
+    print(f"rendering {examples} examples x 11 views with pybullet (cached at {path})")
+    images, ids = render.render_test_set(examples, seed, hw=hw, colour=colour, progress=True)
+    save_test_set(path, images, ids)
+    return path, images
 
 
-def _checked_config(meta):
-    """A stored embedder config with its value types checked (whole numbers >= 1, a list of
-    widths, a pool name, a bias flag), so a NaN or 1e9 never reaches the architecture."""
-    if not isinstance(meta, dict):
-        raise RandEnsembleError("expected a JSON object")
-    for key, value in meta.items():
-        values = value if key == "widths" and isinstance(value, list) else [value]
-        if key == "pool":
-            ok = isinstance(value, str)
-        elif key == "bias":
-            ok = isinstance(value, bool)
-        else:
-            ok = bool(values) and all(type(v) is int and 1 <= v <= _MAX_DIM for v in values)
-        if not ok:
-            raise RandEnsembleError(f"{key}={value!r} is not a valid value")
-    return meta
+# Part of the cache name: bump it whenever render.py's default images change (r2: the fast path
+# with 2x oversampling), so a test set cached by an older renderer is not reused.
+RENDER_GENERATION = "r2"
+
+
+def cache_path(examples, seed, hw=32, colour="object", cache_dir=None):
+    """Where `cached_test_set` keeps a rendered test set."""
+    cache_dir = cache_dir or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rand_ensemble")
+    name = f"test_set_n{examples}_s{seed}_hw{hw}_{colour}_{RENDER_GENERATION}.npy"
+    return os.path.join(cache_dir, name)

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.images.pool import read_columns
+from rand_ensemble.data.renders import read_columns
 
 SIGNALS = ("augment", "weak", "weak+augment", "remine", "oracle")
 AUGMENTED = {"augment": True, "weak": False, "weak+augment": True, "remine": True,

@@ -16,11 +16,11 @@ import pybullet as p
 from tqdm import tqdm
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.images.scene import (NUM_OBJECTS, POOL_OBJECT_IDS, TEST_OBJECT_IDS,  # noqa: F401
+from rand_ensemble.data.scene import (NUM_OBJECTS, POOL_OBJECT_IDS, TEST_OBJECT_IDS,  # noqa: F401
                                         broken_object_ids, check_count, check_object_id,
                                         drop, load_urdf, make_shapes, reset_world, rotate,
                                         sample_scene, settle)
-from rand_ensemble.metrics import EXAMPLE_SIZE
+from rand_ensemble.evaluate.one_of_ten import EXAMPLE_SIZE
 
 COLOUR_MODES = ("object", "random")
 

@@ -1,8 +1,8 @@
 """Training image embedders without labels: M members in one jitted step, with the project's one
-loop (`train.fit`: optax, progress bar, atomic checkpoints, exact resume).
+loop (`loop.fit`: optax, progress bar, atomic checkpoints, exact resume).
 
 The step is written for ONE member (`make_member_step`) and batched over params, optimizer
-states, keys and batches in one jit (`make_ensemble_step`: vmap, or on CPU the same maths as a
+states, keys and batches in one jit (`ensemble.over_members`: vmap, or on CPU the same maths as a
 lax.map over members; STYLE.md, "the model axis"): every member has its own init, batch order
 and augmentations, and a trained ensemble of M costs at most M single nets. Which rows
 form the positive pairs is the signal's business (`signals.py`); the pool's object ids are
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import time
 from typing import Callable
 
@@ -20,15 +21,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rand_ensemble import ensemble, fileio, losses, nn, train, weak_labels
-from rand_ensemble.embedder import EmbedderConfig, apply_embedder, init_embedder
+from rand_ensemble import fileio
+from rand_ensemble.data import augment
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.images import augment, signals
-from rand_ensemble.images.learn_config import LOSSES, LearnConfig  # noqa: F401 (re-exported)
-from rand_ensemble.images.signals import SIGNALS, load_pairs  # noqa: F401 (re-exported)
+from rand_ensemble.evaluate import weak_labels
+from rand_ensemble.learn import loop, losses, signals
+from rand_ensemble.learn.config import LOSSES, LearnConfig  # noqa: F401 (re-exported)
+from rand_ensemble.learn.signals import SIGNALS, load_pairs  # noqa: F401 (re-exported)
+from rand_ensemble.model import ensemble, nn
+from rand_ensemble.model.embedder import EmbedderConfig, apply_embedder, init_embedder
 
 PROBE_SIZE = 256          # fixed pool images whose embedding spread is logged
-STEP_LOWERINGS = {"cpu": "map"}   # backend -> "vmap" | "map"; measured by scripts/bench_train.py
 
 
 def make_optimizer(cfg: LearnConfig) -> optax.GradientTransformation:
@@ -75,27 +78,6 @@ def make_member_step(config: EmbedderConfig, cfg: LearnConfig,
     return member_step
 
 
-def make_ensemble_step(member_step: Callable, lowering: str | None = None) -> Callable:
-    """One jitted step of M members: (params, opt_state, keys, anchors, positives with a leading
-    M; images and groups shared) -> (params, opt_state, loss (M,)).
-
-    lowering "vmap": jit(vmap(member_step)), the plain formulation (batched GEMMs; the GPU
-    choice); "map": lax.map over members inside the one jit, the same maths one member at a
-    time, faster on XLA:CPU where per-member GEMMs stay in cache (scripts/bench_train.py).
-    Default: `STEP_LOWERINGS` for this backend.
-    """
-    lowering = lowering or STEP_LOWERINGS.get(jax.default_backend(), "vmap")
-    if lowering == "vmap":
-        return jax.jit(jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None, None)))
-    if lowering != "map":
-        raise RandEnsembleError(f"lowering must be 'vmap' or 'map', got {lowering!r}")
-
-    def mapped(params, opt_state, keys, anchors, positives, images, groups):
-        one = lambda a: member_step(*a, images, groups)  # noqa: E731
-        return jax.lax.map(one, (params, opt_state, keys, anchors, positives))
-    return jax.jit(mapped)
-
-
 # Fields the compiled step does not depend on: reset before caching, so runs that differ only
 # in them (other seeds, pair filters, checkpoint cadence) share one compiled step.
 _NOT_IN_STEP = ("members", "seed", "checkpoint_every", "log_every", "min_spread", "mutual",
@@ -104,9 +86,10 @@ _NOT_IN_STEP = ("members", "seed", "checkpoint_every", "log_every", "min_spread"
 
 @functools.lru_cache(maxsize=8)
 def compiled_step(config: EmbedderConfig, cfg: LearnConfig, conv: Callable = nn.conv):
-    """make_ensemble_step(make_member_step(...)) for (config, cfg), built once per recipe."""
+    """The M-member step (`ensemble.over_members` of `make_member_step`), built once per recipe."""
     cfg = dataclasses.replace(cfg, **{f: getattr(LearnConfig, f) for f in _NOT_IN_STEP})
-    return make_ensemble_step(make_member_step(config, cfg, make_optimizer(cfg), conv))
+    return ensemble.over_members(make_member_step(config, cfg, make_optimizer(cfg), conv),
+                                 num_shared=2)
 
 
 def embedding_spread(params: dict, images, config: EmbedderConfig) -> dict:
@@ -184,10 +167,10 @@ def train_embedder(pool, cfg: LearnConfig = LearnConfig(), pairs: np.ndarray | N
     every = cfg.checkpoint_every
     if remining is not None:   # resume must re-mine from the params the full run mined from
         every = -(-every // cfg.remine_every) * cfg.remine_every
-    ckpt = None if checkpoint is None else train.Checkpointing(
+    ckpt = None if checkpoint is None else loop.Checkpointing(
         checkpoint, every, resume, _run_meta(pool, cfg, pairs, config))
     start = time.perf_counter()
-    params, history = train.fit(None, params, iter(batches), cfg.steps, members_opt,
+    params, history = loop.fit(None, params, iter(batches), cfg.steps, members_opt,
                                 step_fn=step_fn, eval_every=cfg.log_every, score_fn=scores,
                                 checkpoint=ckpt, progress=progress, log=log)
     seconds = time.perf_counter() - start
@@ -203,8 +186,7 @@ def train_embedder(pool, cfg: LearnConfig = LearnConfig(), pairs: np.ndarray | N
 def _step_fn(pool, cfg, config, remining):
     """fit's step: (params, opt_state, i, keys, anchors, positives) -> the compiled M-member
     step on the pool (on device once), with re-mined positives for `remine`."""
-    conv = nn.conv_im2col if ensemble.default_forward() == "im2col" else nn.conv
-    step = compiled_step(config, cfg, conv)
+    step = compiled_step(config, cfg, ensemble.member_conv())
     images = jnp.asarray(pool.images)
     groups = jnp.asarray(pool.object_ids if cfg.signal == "oracle" else np.arange(len(pool)),
                          jnp.int32)
@@ -262,23 +244,8 @@ def _check_inputs(pool, cfg, pairs, config):
 
 def _run_meta(pool, cfg, pairs, config):
     """What a resumed run must share with the checkpoint: recipe, architecture and data."""
-    import hashlib
     digest = hashlib.sha256("\n".join(pool.image_ids).encode())
     digest.update(pool.images.tobytes())
     if pairs is not None:
         digest.update(np.ascontiguousarray(pairs, np.int64).tobytes())
     return {"learn": cfg.to_dict(), "embedder": config.to_dict(), "data": digest.hexdigest()}
-
-
-def save_checkpoint(path: str, params: dict, embedder_config: EmbedderConfig,
-                    training: dict) -> None:
-    """Write trained params (leaves (M, ...)) atomically, readable by `data.load_params`.
-
-    Args:
-      path: target .npz.
-      params: member params with a leading M.
-      embedder_config: their architecture.
-      training: JSON-ready record of how they were trained (recipe, data, final log row).
-    """
-    fileio.save_tree(path, params, meta={"embedder": embedder_config.to_dict(),
-                                         "training": training})

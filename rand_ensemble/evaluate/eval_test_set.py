@@ -1,0 +1,170 @@
+"""The 1-of-10 protocol behind `eval` and `demo`: one call each (`run_eval`, `run_demo`) plans
+the outputs, fits the config to the images, checks the memory, inits (or loads) an ensemble,
+embeds, reports, writes every output as a unit and prints the table.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+
+from rand_ensemble import fileio
+from rand_ensemble.data import test_sets
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate import one_of_ten
+from rand_ensemble.evaluate import report as tables
+from rand_ensemble.limits import check_memory
+from rand_ensemble.model import checkpoint, ensemble
+
+PLOTS = ("accuracy_vs_size.png", "collage.png")
+
+
+def run_eval(test_set: str, models: int = 10, seed: int = 0, params: str | None = None,
+             json: str | None = None, save_params: str | None = None,
+             save_embeddings: str | None = None, plots: str | None = None,
+             batch_size: int | None = None, bootstrap: int = 2000,
+             timings: str | None = None) -> dict:
+    """`rand-ensemble eval`: M random nets (or a params file) on a test set -> the report.
+
+    Args:
+      test_set: .npy / .npy.gz (N, 11, H, W, 3) float in [0, 1] or uint8.
+      models, seed: a fresh ensemble of M members (ignored with `params`).
+      params: a params file (`save_params`, a trained checkpoint) instead of a fresh init.
+      json, save_params, save_embeddings, plots, timings: optional outputs (a plots folder).
+      batch_size, bootstrap: images per jitted chunk, bootstrap resamples.
+    Returns:
+      the report (also `json`); every output is checked before any work and written as a unit.
+    """
+    outputs = [json, timings, save_params, save_embeddings]
+    fileio.plan_outputs([p for p in outputs if p is not None] + plot_paths(plots),
+                        inputs=[test_set, params])
+    images = test_sets.load_test_set(test_set)
+    members, config = (None, None) if params is None else checkpoint.load_params(params)
+    result = evaluate_test_set(images, models, seed, params=members, config=config,
+                               batch_size=batch_size, num_resamples=bootstrap)
+    report = result["report"]
+    report["test_set"] = os.path.abspath(test_set)
+    writers = eval_writers(result, images, save_params, save_embeddings, plots)
+    if json is not None:
+        writers[json] = fileio.json_writer(report)
+    if timings is not None:
+        writers[timings] = fileio.json_writer(result["timings"])
+    fileio.write_outputs(writers)
+    tables.print_eval(report, result["timings"], source=test_set, params=params)
+    if json is not None:
+        print(f"report: {json}")
+    return report
+
+
+def run_demo(examples: int = 100, models: int = 10, seed: int = 0, out: str = "demo-out",
+             cache_dir: str | None = None) -> dict:
+    """`rand-ensemble demo`: render (or reuse) a test set, evaluate M random nets, write
+    report.json, timings.json and the plots into `out` -> the report."""
+    start = time.perf_counter()
+    report_path, timings_path = (os.path.join(out, n) for n in ("report.json", "timings.json"))
+    fileio.check_output_dir(out, "--out folder")
+    fileio.plan_outputs([report_path, timings_path] + plot_paths(out))
+    check_eval_memory((examples, 11, 32, 32), ensemble.DEFAULT_CONFIG, models, 128, 2000)
+    path, images = test_sets.cached_test_set(examples, seed, cache_dir=cache_dir)
+    result = evaluate_test_set(images, models, seed)
+    report = result["report"]
+    report["test_set"] = path
+    writers = eval_writers(result, images, plots=out)
+    result["timings"]["total_seconds"] = time.perf_counter() - start
+    writers[report_path] = fileio.json_writer(report)
+    writers[timings_path] = fileio.json_writer(result["timings"])
+    fileio.write_outputs(writers)
+    tables.print_eval(report, result["timings"], source=path)
+    print(f"report: {report_path} (timings: {timings_path})")
+    print(f"demo finished in {time.perf_counter() - start:.1f} s. The blog's own test set: "
+          "rand-ensemble eval --test-set matpalm_test_set_array.npy.gz --models 10 (see README)")
+    return report
+
+
+def plot_paths(folder: str | None) -> list[str]:
+    """The plot files written into `folder` (none without one); the folder is checked."""
+    if folder is None:
+        return []
+    fileio.check_output_dir(folder, "--plots folder")
+    return [os.path.join(folder, name) for name in PLOTS]
+
+
+def eval_writers(result: dict, images, save_params=None, save_embeddings=None,
+                 plots=None) -> dict:
+    """{path: writer} for the optional outputs of an evaluation (written later, as a unit)."""
+    writers = {}
+    if save_params is not None:
+        writers[save_params] = checkpoint.params_writer(result["params"], result["config"])
+    if save_embeddings is not None:
+        writers[save_embeddings] = fileio.npy_writer(result["embeddings"].astype("float32"))
+    if plots is not None:
+        from rand_ensemble.evaluate import plots as plotting  # matplotlib: only when plotting
+        report = result["report"]
+        size_plot, collage = plot_paths(plots)
+        writers[size_plot] = lambda tmp: plotting.accuracy_vs_size(
+            result["curve"], report["per_model_accuracy"], one_of_ten.CHANCE, tmp)
+        writers[collage] = lambda tmp: plotting.collage(images, report["ensemble_picks"], tmp)
+        report["plots"] = [size_plot, collage]
+    return writers
+
+
+def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_size=None,
+                      num_resamples=2000) -> dict:
+    """Init (or take) an ensemble and embed the (N, 11, H, W, 3) images; writes nothing.
+
+    The sizes involved are checked against available memory before anything is allocated.
+    Returns:
+      {"report": reproducible dict, "timings": seconds (not reproducible), "embeddings":
+       (M, N, 11, E) float32, "params", "config", "curve": accuracy_vs_size}.
+    """
+    config = fit_config(config, images.shape)
+    m = num_models if params is None else ensemble.num_models(params)
+    check_eval_memory(images.shape, config, m, batch_size or 128, num_resamples)
+    if params is None:
+        params = ensemble.init_ensemble(jax.random.PRNGKey(seed), num_models, config)
+    start = time.perf_counter()
+    total = images.shape[0] * images.shape[1]
+    kwargs = {} if batch_size is None else {"batch_size": min(batch_size, total)}
+    emb = ensemble.embed(params, images, config, **kwargs)          # (M, N, 11, E)
+    seconds = time.perf_counter() - start
+    report = one_of_ten.evaluate(emb, num_resamples=num_resamples, seed=seed)
+    report.update(seed=int(seed), config=config.to_dict(),
+                  image_shape=list(images.shape[2:]), image_dtype=str(images.dtype))
+    curve = one_of_ten.accuracy_vs_size(one_of_ten.similarities(emb), seed=seed)
+    report["accuracy_vs_size"] = {str(k): v[0] for k, v in curve.items()}
+    return {"report": report, "timings": {"embed_seconds": seconds}, "embeddings": emb,
+            "params": params, "config": config, "curve": curve}
+
+
+def fit_config(config, shape):
+    """The embedder config for (N, 11, H, W, 3) images: the blog's for 32x32, mean-pooled
+    default widths for other square sizes; a given config must name the images' size."""
+    h, w = shape[2:4]
+    if config is None:
+        if h != w:
+            raise RandEnsembleError(f"test set images are {h}x{w}; square images are needed")
+        try:
+            return ensemble.DEFAULT_CONFIG if h == 32 else ensemble.EmbedderConfig(
+                input_hw=h, pool="mean")
+        except RandEnsembleError as e:
+            raise RandEnsembleError(f"test set images are {h}x{w}: {e}") from None
+    if (h, w) != (config.input_hw, config.input_hw):
+        raise RandEnsembleError(f"the params were made for {config.input_hw}x{config.input_hw} "
+                                f"images, but the test set's are {h}x{w}")
+    return config
+
+
+def check_eval_memory(shape, config, num_models, batch_size, num_resamples):
+    """Refuse, before allocating, an evaluation that cannot fit in memory (one-line error)."""
+    n, k, h, w = (int(v) for v in shape[:4])
+    m, e = int(num_models), config.embedding_dim
+    per_model = sum(math.prod(shape) for _, shape, _, _ in config.layers())
+    needed = (m * n * k * e * 4 * 2               # embeddings, and their float32 copy
+              + m * n * k * 4 * 3                 # similarities, ranks, hits
+              + int(num_resamples) * n * 16       # bootstrap indices and draws
+              + m * per_model * 4 * 2             # params (and the init's temporaries)
+              + min(batch_size, n * k) * h * w * 4 * 64)   # one chunk through the convs
+    check_memory(needed, f"evaluating {m} models on {n} examples of {h}x{w} with "
+                         f"{num_resamples} bootstrap resamples and batches of {batch_size}")

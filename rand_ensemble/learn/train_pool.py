@@ -1,0 +1,62 @@
+"""`rand-ensemble train` as one call (`run_train`): plan the outputs, read the pool (and weak
+pairs), train M members without labels (`trainer.train_embedder`), write the checkpoint (the one
+params layout, `model.checkpoint`) and the report as a unit."""
+from __future__ import annotations
+
+import os
+import sys
+
+from rand_ensemble import fileio
+from rand_ensemble.data import renders as render_pools
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.learn import trainer
+from rand_ensemble.learn.config import LearnConfig
+from rand_ensemble.model import checkpoint
+
+
+def state_path(out: str) -> str:
+    """The training-state checkpoint beside OUT: m.npz -> m.state.npz."""
+    base = out[:-4] if out.endswith(".npz") else out
+    return base + ".state.npz"
+
+
+def run_train(renders: str, out: str, learn_config: LearnConfig = LearnConfig(),
+              pairs: str | None = None, resume: bool = False, json: str | None = None,
+              quiet: bool = False) -> dict:
+    """Train `learn_config.members` embedders on a render folder -> the training report.
+
+    Args:
+      renders: folder of renders-*.parquet (object ids are used only by the oracle).
+      out: the trained params (.npz, `model.checkpoint` layout); the resumable training state
+        goes to `state_path(out)`, written every `checkpoint_every` steps.
+      learn_config: the recipe. pairs: the weak-label job's output folder (weak signals).
+      resume: continue from the state file. json: write the report. quiet: no log lines.
+    Returns:
+      the report (history, sizes); its bytes depend only on the inputs and the recipe.
+    """
+    outputs = [out, state_path(out)] + ([json] if json else [])
+    fileio.plan_outputs(outputs, inputs=[renders] + ([pairs] if pairs else []))
+    if pairs is not None and not os.path.isdir(pairs):
+        raise RandEnsembleError(f"pairs folder not found: {pairs}")
+    pool = render_pools.load_pool(renders)
+    pair_rows = None if pairs is None else trainer.pairs_for(learn_config, pairs, pool)
+    log = None if quiet else print
+    if log:
+        extra = f", {len(pair_rows)} weak pairs" if pair_rows is not None else ""
+        log(f"{len(pool)} images from {renders}{extra}; signal {learn_config.signal}, "
+            f"{learn_config.members} member(s), {learn_config.steps} steps")
+    params, embedder_config, report = trainer.train_embedder(
+        pool, learn_config, pair_rows, checkpoint=state_path(out), resume=resume,
+        progress=not quiet and sys.stderr.isatty(), log=log)
+    seconds = report.pop("seconds", None)          # timings stay out of the reproducible files
+    training = {"learn": learn_config.to_dict(), "num_images": report["num_images"],
+                "num_pairs": report["num_pairs"],
+                "final": report["history"][-1] if report["history"] else None}
+    writers = {out: checkpoint.params_writer(params, embedder_config, training)}
+    if json:
+        writers[json] = fileio.json_writer(report)
+    fileio.write_outputs(writers)
+    if log:
+        log(f"trained {learn_config.members} member(s) in {seconds or 0.0:.1f} s; "
+            f"checkpoint: {out}")
+    return report
