@@ -102,8 +102,10 @@ def test_from_array_dtype_rule():
     np.testing.assert_array_equal(decode.from_array(np.array([0.0, 0.5, 1.0])), [0, 128, 255])
     with pytest.raises(RandEnsembleError, match=r"\[0, 1\]"):
         decode.from_array(np.array([0.0, 1.5]))
-    with pytest.raises(RandEnsembleError, match="outside"):
-        decode.from_array(np.array([-1, 3]))
+    np.testing.assert_array_equal(decode.from_array(np.array([0, 7, 255], np.int64)), [0, 7, 255])
+    for wide in ([-1, 3], [0, 256]):                      # wide ints are 8-bit values, checked
+        with pytest.raises(RandEnsembleError, match="outside 0..255"):
+            decode.from_array(np.array(wide))
     with pytest.raises(RandEnsembleError, match="dtype"):
         decode.from_array(np.array(["a"]))
 

@@ -8,7 +8,7 @@ IDX: a big-endian header (0, 0, type code, ndim), ndim uint32 sizes, then the ra
 gzip stream is recognised by its magic bytes, whatever the name. A folder holds splits as
 `PREFIX-images-idx3-ubyte[.gz]` with `PREFIX-labels-idx1-ubyte[.gz]` ('.idx3' also accepted);
 prefix t10k is the split 'test'. Given one images file, its labels file is the same name with
-images-idx3 -> labels-idx1, if it exists (or `?labels=FILE`).
+images-idx3 -> labels-idx1, gzipped or not, if it exists (or `?labels=FILE`).
 """
 from __future__ import annotations
 
@@ -68,8 +68,9 @@ def idx_files(path: str, split: str | None, labels: str | None) -> tuple[str, st
     """(images file, labels file or None, split name) for an idx spec."""
     if not os.path.isdir(path):
         if labels is None:
-            guess = re.sub(r"images([-.])idx[34]", r"labels\1idx1", path)
-            labels = guess if guess != path and os.path.exists(guess) else None
+            guess = re.sub(r"images([-.])idx[34]-ubyte(\.gz)?\Z", r"labels\1idx1-ubyte", path)
+            labels = next((g for g in (guess, guess + ".gz") if g != path and
+                           os.path.exists(g)), None)
         return path, None if labels == "none" else labels, split
     found = {}
     for name in sorted(os.listdir(path)):

@@ -10,9 +10,10 @@ Decoding (Pillow), in this order:
   - alpha ('LA', 'RGBA', 'PA', ...): composited on black, c * a / 255 rounded (black is the
     padding colour too), then dropped;
   - greyscale stays 1 channel: the dataset keeps what the file holds.
-Arrays (.npy, .npz, IDX, raw Parquet columns) follow the same rules: uint8 as is, uint16 >> 8,
-float in [0, 1] -> round(x * 255) (outside [0, 1] is an error), other dtypes are errors;
-(N, H, W) is grey, C = 2 / 4 is grey / RGB plus alpha.
+Arrays (.npy, .npz, IDX, Parquet pixel lists) follow the same rules by dtype, never by value:
+uint8 as is; uint16 >> 8 (16-bit); other integer dtypes hold 8-bit values stored wide (int64
+lists, int32 arrays) and must lie in 0..255; float in [0, 1] -> round(x * 255); anything else
+is an error. (N, H, W) is grey; C = 2 / 4 is grey / RGB plus alpha, composited as above.
 
 Size rule (`fit`), the only way images of several sizes reach one array: an image no larger
 than hw x hw is padded centred with zeros (Fashion-MNIST's 28 -> 32; the odd pixel goes to the
@@ -66,7 +67,10 @@ def from_pil(im) -> np.ndarray:
     if mode == "L":
         return np.asarray(im, np.uint8)[..., None]
     if mode.startswith("I;16") or mode == "I":
-        return from_array(np.asarray(im), "grey image")[..., None]
+        values = np.asarray(im)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise RandEnsembleError("32-bit integer image with values outside 0..65535")
+        return from_array(values.astype(np.uint16), "grey image")[..., None]
     if mode == "F":
         raise RandEnsembleError("floating-point images (mode F) are not supported")
     if mode == "P" or mode == "PA":
@@ -93,10 +97,11 @@ def from_array(array: np.ndarray, what: str = "images") -> np.ndarray:
         out = array
     elif array.dtype == np.uint16:
         out = (array >> 8).astype(np.uint8)
-    elif array.dtype.kind in "iu":
-        if array.size and (array.min() < 0 or array.max() > 65535):
-            raise RandEnsembleError(f"{what}: {array.dtype} values outside 0..65535")
-        out = (array.astype(np.int64) >> 8).astype(np.uint8)
+    elif array.dtype.kind in "iu":                     # 8-bit values stored wide
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise RandEnsembleError(f"{what}: {array.dtype} values outside 0..255; store "
+                                    "uint8 (or uint16 for 16-bit pixels)")
+        out = array.astype(np.uint8)
     elif array.dtype.kind == "f":
         if array.size and not (np.all(np.isfinite(array)) and array.min() >= 0
                                and array.max() <= 1):
