@@ -1,8 +1,6 @@
 """data/spec.py: the data spec grammar and kind detection."""
 import gzip
-import os
 
-import numpy as np
 import pytest
 
 from rand_ensemble.data.spec import Source, parse_spec

@@ -144,7 +144,7 @@ def load_npy(path: str) -> Raw:
     return _positional(image_array(read_npy(lambda: open(path, "rb"), path), path), None, path)
 
 
-def _npz_key(names: set, given: str | None, defaults: list, split, what: str, where: str):
+def _npz_key(names: set, given: str | None, defaults: list, split, where: str):
     """The member to read for `what`: given, else the first default present (None if none)."""
     if given == "none":
         return None
@@ -167,9 +167,9 @@ def load_npz(path: str, split: str | None, options: dict) -> Raw:
                                 f"({first_line(e)})") from None
     with zf:
         names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
-        keys = [_npz_key(names, options.get("images"), ["images", "x"], split, "images", path),
-                _npz_key(names, options.get("labels"), ["labels", "y"], split, "labels", path),
-                _npz_key(names, options.get("ids"), ["ids"], split, "ids", path)]
+        keys = [_npz_key(names, options.get("images"), ["images", "x"], split, path),
+                _npz_key(names, options.get("labels"), ["labels", "y"], split, path),
+                _npz_key(names, options.get("ids"), ["ids"], split, path)]
         if keys[0] is None:
             raise RandEnsembleError(f"{path} has no images array (tried "
                                     f"{'x_' + split if split else 'images, x'}; it has "
