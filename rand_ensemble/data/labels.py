@@ -116,12 +116,17 @@ def code_labels(values: list, what: str = "labels",
 
 
 def read_labels_csv(path: str) -> tuple[dict, dict, list]:
-    """Parse a labels CSV -> ({id: label text}, {id: conflict reason}, failure rows)."""
+    """Parse a local labels CSV -> ({id: label text}, {id: conflict reason}, failure rows)."""
     from rand_ensemble.paths import check_input_file
     path = check_input_file(path, "labels file")
     check_memory(os.path.getsize(path) * 8, f"labels file {path}")
     with open(path, "rb") as f:
-        raw = f.read()
+        return parse_labels_csv(f.read(), path)
+
+
+def parse_labels_csv(raw: bytes, path: str) -> tuple[dict, dict, list]:
+    """Labels CSV bytes (read from `path`, local or remote) -> ({id: label text}, {id: conflict
+    reason}, failure rows of malformed rows); not UTF-8 is an error."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
