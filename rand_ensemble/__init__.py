@@ -32,7 +32,8 @@ _EXPORTS = {
     "rand_ensemble.fileio": ("load_tree", "save_tree"),
     "rand_ensemble.data.test_sets": ("load_test_set",),
     "rand_ensemble.model.checkpoint": ("load_params", "save_params"),
-    "rand_ensemble.evaluate.one_of_ten": ("accuracy", "ensemble_similarities", "evaluate", "similarities"),
+    # `evaluate` (the 1-of-10 report) is not re-exported: `rand_ensemble.evaluate` is the stage.
+    "rand_ensemble.evaluate.one_of_ten": ("accuracy", "ensemble_similarities", "similarities"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -54,7 +55,7 @@ def __dir__():
 
 __all__ = [
     "DEFAULT_CONFIG", "EmbedderConfig", "RandEnsembleError", "accuracy", "apply_embedder", "embed",
-    "embed_batch", "ensemble_similarities", "evaluate", "init_embedder", "init_ensemble",
+    "embed_batch", "ensemble_similarities", "init_embedder", "init_ensemble",
     "init_members", "load_params", "load_test_set", "load_tree", "num_models", "save_params",
     "save_tree", "similarities",
 ]
