@@ -46,12 +46,15 @@ def test_eval_json_and_predict(files, capsys):
     for key in ("accuracy", "auc", "threshold", "num_pairs", "best_threshold"):
         assert key in result
     assert result["num_pairs"] == 120 and result["threshold"] == 0.7
-    assert 0.0 <= result["accuracy"] <= 1.0
-    # Scores recomputed through the library agree with the reported accuracy.
+    # Scores recomputed through the library: accuracy at the threshold, and AUC by counting
+    # ordered (duplicate, non-duplicate) pairs, ties half.
     params, vocab, cfg = tower.load(files["ck"])
     pairs = text.load_quora(files["test"])
-    sims = qeval.pair_similarities(params, pairs, vocab, cfg)
+    sims = np.asarray(qeval.pair_similarities(params, pairs, vocab, cfg))
     assert result["accuracy"] == pytest.approx(np.mean((sims > 0.7) == (pairs.labels == 1)))
+    pos, neg = sims[pairs.labels == 1], sims[pairs.labels == 0]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert result["auc"] == pytest.approx(wins / (len(pos) * len(neg)))
     capsys.readouterr()
     assert cli.main(["questions", "predict", "--checkpoint", files["ck"],
                      pairs.q1[0], pairs.q2[0]]) == 0

@@ -1,8 +1,9 @@
 """`rand-ensemble` entry point: one argparse front end that turns errors into one line.
 
 Each command group lives in its own module of this package with a `register(subparsers)`
-function (images.py, questions.py, beam.py); handlers are called as `handler(args, extra_argv)`
-and import heavy dependencies (JAX, Beam, pybullet) lazily.
+function (COMMAND_MODULES: images, questions, beam, train, retrieval); every handler is
+`types.runner(module, "run_x")`, one call of a stage's run_* that imports the stage (JAX, Beam,
+pybullet) only when the command runs.
 """
 import argparse
 import contextlib

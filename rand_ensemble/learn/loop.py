@@ -1,9 +1,9 @@
 """The one training loop: an optax optimizer, a jitted step, an eval hook, the best snapshot,
 atomic checkpoints every K steps and exact resume.
 
-Used by the question tower (`questions.tower.train_tower`) and the image trainer. The loop
+Used by the question tower (`questions.trainer.train_tower`) and the image trainer. The loop
 never mentions a model axis: a caller that trains M members at once passes a `step_fn` that
-is vmapped over params, optimizer states and batches (see STYLE.md, "the model axis").
+is batched over params, optimizer states and batches (`model.ensemble.over_members`).
 """
 from __future__ import annotations
 
@@ -23,19 +23,23 @@ from rand_ensemble.errors import RandEnsembleError
 CHECKPOINT_FORMAT = "rand_ensemble.learn.loop/1"
 
 
-def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
-    """Jitted (params, opt_state, *batch) -> (params, opt_state, loss) for one model.
+def update_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """THE step builder: (params, opt_state, *batch) -> (params, opt_state, loss) for ONE model,
+    not jitted (callers jit it, or batch it over members with `ensemble.over_members`).
 
-    loss_fn(params, *batch) -> scalar; the update is `optimizer`'s.
+    loss_fn(params, *batch) -> scalar; value_and_grad, then `optimizer`'s update.
     """
-
-    @jax.jit
     def step(params, opt_state, *batch):
         loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     return step
+
+
+def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """Jitted `update_step`: (params, opt_state, *batch) -> (params, opt_state, loss)."""
+    return jax.jit(update_step(loss_fn, optimizer))
 
 
 @dataclasses.dataclass
@@ -55,8 +59,9 @@ class Checkpointing:
 
 
 def fit(loss_fn: Callable | None, params: Any, batches: Iterator[tuple], steps: int,
-        optimizer: optax.GradientTransformation | float = 1e-3, *,
-        step_fn: Callable | None = None, valid_batches: tuple = (), eval_every: int = 100,
+        optimizer: optax.GradientTransformation | float | None = 1e-3, *,
+        step_fn: Callable | None = None, opt_state: Any = None, valid_batches: tuple = (),
+        eval_every: int = 100,
         score_fn: Callable | None = None, select: Callable | None = None,
         checkpoint: Checkpointing | None = None, progress: bool = True,
         log: Callable | None = print) -> tuple[Any, list]:
@@ -68,9 +73,11 @@ def fit(loss_fn: Callable | None, params: Any, batches: Iterator[tuple], steps: 
       batches: iterator of batch tuples; batch i must depend only on i and the seed, so a
         resumed run skips the batches already used and sees the same data.
       steps: total optimizer steps >= 1 (including those of a resumed checkpoint).
-      optimizer: an optax transformation, or a float learning rate for Adam.
+      optimizer: an optax transformation, or a float learning rate for Adam (None with a
+        `step_fn` and its `opt_state`).
       step_fn: a ready (params, opt_state, *batch) -> (params, opt_state, loss) step, e.g.
-        jit(vmap(step)) over M members (loss is then (M,) and its mean is logged).
+        `ensemble.over_members(update_step(...))` (loss is then (M,) and its mean is logged).
+      opt_state: the starting optimizer state of `step_fn` (default: optimizer.init(params)).
       valid_batches: batch tuples whose mean loss is logged as valid_loss (with loss_fn).
       eval_every: steps between log rows (the last step always logs).
       score_fn: score_fn(params) -> dict of metrics added to each log row; it may raise
@@ -91,15 +98,8 @@ def fit(loss_fn: Callable | None, params: Any, batches: Iterator[tuple], steps: 
         optimizer = optax.adam(float(optimizer))
     if step_fn is None:
         step_fn = make_step(loss_fn, optimizer)
-    opt_state = optimizer.init(params)
-    state = {"params": params, "opt_state": opt_state, "best": params, "best_score": None,
-             "history": [], "step": 0}
-    if checkpoint is not None and checkpoint.resume and os.path.exists(checkpoint.path):
-        state = _load_state(checkpoint, state)
-        for _ in range(state["step"]):                            # the batches already used
-            next(batches)
-        if log is not None:
-            log(f"resumed from {checkpoint.path} at step {state['step']}")
+    state = _start(params, optimizer.init(params) if opt_state is None else opt_state,
+                   checkpoint, batches, log)
     eval_loss = jax.jit(loss_fn) if valid_batches else None
     params, opt_state, recent = state["params"], state["opt_state"], []
     bar = tqdm(range(state["step"] + 1, steps + 1), disable=not progress, desc="train",
@@ -119,6 +119,19 @@ def fit(loss_fn: Callable | None, params: Any, batches: Iterator[tuple], steps: 
             state.update(params=params, opt_state=opt_state, step=i)
             _save_state(checkpoint, state)
     return (params if select is None else state["best"]), state["history"]
+
+
+def _start(params, opt_state, checkpoint, batches, log) -> dict:
+    """The loop's state at step 0, or restored from the checkpoint (its batches skipped)."""
+    state = {"params": params, "opt_state": opt_state, "best": params, "best_score": None,
+             "history": [], "step": 0}
+    if checkpoint is not None and checkpoint.resume and os.path.exists(checkpoint.path):
+        state = _load_state(checkpoint, state)
+        for _ in range(state["step"]):                            # the batches already used
+            next(batches)
+        if log is not None:
+            log(f"resumed from {checkpoint.path} at step {state['step']}")
+    return state
 
 
 def _log_row(i, params, recent, eval_loss, valid_batches, score_fn):

@@ -3,7 +3,7 @@ loop (`loop.fit`: optax, progress bar, atomic checkpoints, exact resume).
 
 The step is written for ONE member (`make_member_step`) and batched over params, optimizer
 states, keys and batches in one jit (`ensemble.over_members`: vmap, or on CPU the same maths as a
-lax.map over members; STYLE.md, "the model axis"): every member has its own init, batch order
+lax.map over members): every member has its own init, batch order
 and augmentations, and a trained ensemble of M costs at most M single nets. Which rows
 form the positive pairs is the signal's business (`signals.py`); the pool's object ids are
 used only by the oracle (and to report the precision of weak pairs).
@@ -69,13 +69,7 @@ def make_member_step(config: EmbedderConfig, cfg: LearnConfig,
                 | (gp[:, None] == ga[None, :]) | (gp[:, None] == gp[None, :]))  # (B, B)
         return losses.nt_xent(z[:b], z[b:], cfg.temperature, negative_mask=same)
 
-    def member_step(params, opt_state, key, anchors, positives, images, groups):
-        loss, grads = jax.value_and_grad(loss_fn)(params, key, anchors, positives, images,
-                                                  groups)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return member_step
+    return loop.update_step(loss_fn, optimizer)
 
 
 # Fields the compiled step does not depend on: reset before caching, so runs that differ only
@@ -162,17 +156,16 @@ def train_embedder(pool, cfg: LearnConfig = LearnConfig(), pairs: np.ndarray | N
     scores = _score_fn(pool, cfg, config, score_fn)
     params = ensemble.init_members(init_embedder, jax.random.PRNGKey(cfg.seed), cfg.members,
                                    config)
-    members_opt = optax.GradientTransformation(jax.vmap(optimizer.init),
-                                               jax.vmap(optimizer.update))   # (M, ...) state
+    opt_state = ensemble.over_members(optimizer.init, how="vmap")(params)   # (M, ...) state
     every = cfg.checkpoint_every
     if remining is not None:   # resume must re-mine from the params the full run mined from
         every = -(-every // cfg.remine_every) * cfg.remine_every
     ckpt = None if checkpoint is None else loop.Checkpointing(
         checkpoint, every, resume, _run_meta(pool, cfg, pairs, config))
     start = time.perf_counter()
-    params, history = loop.fit(None, params, iter(batches), cfg.steps, members_opt,
-                                step_fn=step_fn, eval_every=cfg.log_every, score_fn=scores,
-                                checkpoint=ckpt, progress=progress, log=log)
+    params, history = loop.fit(None, params, iter(batches), cfg.steps, None,
+                               step_fn=step_fn, opt_state=opt_state, eval_every=cfg.log_every,
+                               score_fn=scores, checkpoint=ckpt, progress=progress, log=log)
     seconds = time.perf_counter() - start
     report = {"history": history, "signal": cfg.signal, "members": cfg.members,
               "num_images": len(pool), "num_pairs": 0 if pairs is None else len(pairs),

@@ -1,11 +1,9 @@
 import gzip
 import os
 
-import jax
 import numpy as np
 import pytest
 
-from rand_ensemble.model import checkpoint, ensemble
 from rand_ensemble.data import test_sets
 from rand_ensemble.errors import RandEnsembleError
 
@@ -57,30 +55,3 @@ def test_pickled_missing_and_corrupt(tmp_path):
     badgz.write_bytes(b"not gzip either")
     with pytest.raises(RandEnsembleError, match="cannot read"):
         test_sets.load_test_set(str(badgz))
-
-
-def test_params_roundtrip_and_checks(tmp_path):
-    cfg = ensemble.EmbedderConfig(widths=(8, 8, 8, 8), dense=4, embedding_dim=4)
-    params = ensemble.init_ensemble(jax.random.PRNGKey(0), 2, cfg)
-    path = str(tmp_path / "p.npz")
-    checkpoint.save_params(path, params, cfg)
-    with np.load(path) as f:
-        assert sorted(k for k in f.files if not k.startswith("meta/")) == sorted(
-            ["conv0/kernel", "conv1/kernel", "conv2/kernel", "conv3/kernel", "dense/kernel",
-             "embedding/kernel"])
-        assert f["conv1/kernel"].shape == (2, 3, 3, 8, 8)
-    loaded, cfg2 = checkpoint.load_params(path)
-    assert cfg2 == cfg
-    for name in params:
-        np.testing.assert_array_equal(loaded[name]["kernel"], np.asarray(params[name]["kernel"]))
-    with pytest.raises(RandEnsembleError, match="shape"):
-        checkpoint.load_params(path, ensemble.EmbedderConfig())
-    arrays = {f"{k}/kernel": np.asarray(v["kernel"]) for k, v in params.items()}
-    del arrays["dense/kernel"]
-    np.savez(tmp_path / "missing.npz", **arrays)
-    with pytest.raises(RandEnsembleError, match="missing"):
-        checkpoint.load_params(str(tmp_path / "missing.npz"), cfg)
-    obj = np.empty((1,), object)
-    np.savez(tmp_path / "obj.npz", **{"conv0/kernel": obj})
-    with pytest.raises(RandEnsembleError, match="cannot read"):
-        checkpoint.load_params(str(tmp_path / "obj.npz"), cfg)
