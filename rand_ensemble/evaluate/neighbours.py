@@ -24,7 +24,7 @@ import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
 
-DEFAULT_BLOCK = 1024            # query rows per GEMM: (block, N) float32 scores in memory
+DEFAULT_BLOCK = 256             # query rows per GEMM: (block, N) float32 scores in memory
 GROUP_WIDTH = 32                # columns per group: a row keeps its best k + SPARE_GROUPS groups
 SPARE_GROUPS = 2
 _U32, _U64 = 2.0 ** -24, 2.0 ** -53     # unit roundoffs
@@ -135,16 +135,16 @@ def _dense(q, g, nq, ng, k, err, self_cols):
 
 
 @partial(jax.jit, static_argnames=("groups", "width"))
-def _group_candidates(q, g, self_offset, n, groups, width):
-    """Best column groups per row: q (B, D), g (Np, D) -> vals (B, groups * width), group (B, groups), next (B,)."""
+def _group_candidates(q, g, groups, width):
+    """Float32 scores and each row's best column groups (group j = columns j, j + G, j + 2G, ...).
+
+    q (B, D), g (width * G, D) -> scores (B, width * G), group (B, groups), after (B,) = the
+    largest score outside those groups or above it (self and padding are not masked here).
+    """
     s = jnp.matmul(q, g.T, precision=jax.lax.Precision.HIGHEST)             # (B, Np) float32
-    col = jnp.arange(g.shape[0])[None, :]
-    row = jnp.arange(q.shape[0])[:, None] + self_offset
-    s = jnp.where((col >= n) | (col == row), -jnp.inf, s)                    # padding, self
-    s3 = s.reshape(q.shape[0], -1, width)                                     # (B, G, width)
-    top, group = jax.lax.top_k(s3.max(axis=2), groups + 1)                    # (B, groups + 1)
-    vals = jnp.take_along_axis(s3, group[:, :groups, None], axis=1)          # (B, groups, width)
-    return vals.reshape(q.shape[0], -1), group[:, :groups], top[:, groups]
+    strided = s.reshape(q.shape[0], width, -1).max(axis=1)                    # (B, G)
+    top, group = jax.lax.top_k(strided, groups + 1)                           # (B, groups + 1)
+    return s, group[:, :groups], top[:, groups]
 
 
 def _plan(n, k):
@@ -162,10 +162,15 @@ def _grouped(q, g, nq, ng, k, err, start, loo, plan, g_dev):
     block = 1 << max(rows - 1, 1).bit_length() if rows <= 256 else -(-rows // 128) * 128
     q_pad = np.zeros((block, q.shape[1]), np.float32)
     q_pad[:rows] = q
-    offset = start if loo else -2 * (block + padded)      # the column of query row 0 itself
-    vals, group, after = (np.asarray(a)[:rows] for a in _group_candidates(
-        jnp.asarray(q_pad), g_dev, offset, len(g), groups=k + SPARE_GROUPS, width=width))
-    cols = (group[:, :, None] * width + np.arange(width)).reshape(rows, -1)   # (R, C)
+    s, group, after = (np.asarray(a)[:rows] for a in _group_candidates(
+        jnp.asarray(q_pad), g_dev, groups=k + SPARE_GROUPS, width=width))
+    stride = padded // width
+    vals = np.take_along_axis(s.reshape(rows, width, stride), group[:, None, :], axis=2)
+    cols = (np.arange(width)[:, None] * stride + group[:, None, :]).reshape(rows, -1)  # (R, C)
+    vals = vals.reshape(rows, -1)
+    vals[cols >= len(g)] = -np.inf                                           # padding
+    if loo:
+        vals[cols == np.arange(start, start + rows)[:, None]] = -np.inf      # yourself
     thr = _threshold(vals, k, err)
     idx, scores = np.empty((rows, k), np.int64), np.empty((rows, k), np.float32)
     ok = after < thr                                      # the groups left out cannot compete
