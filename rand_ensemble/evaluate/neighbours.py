@@ -128,58 +128,77 @@ def _finish(q, g, nq, ng, vals, cols, k, thr):
 def _dense(q, g, nq, ng, k, err, self_cols):
     """Every column a candidate: q (R, D) -> idx, scores (R, k); self_cols (R,) or None."""
     vals = q @ g.T                                                            # (R, N)
-    if self_cols is not None:
-        vals[np.arange(len(q)), self_cols] = -np.inf
     cols = np.broadcast_to(np.arange(len(g)), vals.shape)
-    return _finish(q, g, nq, ng, vals, cols, k, _threshold(vals, k, err))
+    return _masked_finish(q, g, nq, ng, vals, cols, k, err, self_cols)
 
 
-@partial(jax.jit, static_argnames=("groups", "width"))
-def _group_candidates(q, g, groups, width):
-    """Float32 scores and each row's best column groups (group j = columns j, j + G, j + 2G, ...).
+@partial(jax.jit, static_argnames=("width",))
+def _scores_and_group_max(q, g, width):
+    """q (B, D), g (width * G, D) -> float32 scores (B, width * G), group maxima (B, G).
 
-    q (B, D), g (width * G, D) -> scores (B, width * G), group (B, groups), after (B,) = the
-    largest score outside those groups or above it (self and padding are not masked here).
+    Group j is the strided column set j, j + G, j + 2G, ... (a fast reduction); self-pairs and
+    padding are not masked here (masking the whole matrix costs a third of the GEMM).
     """
-    s = jnp.matmul(q, g.T, precision=jax.lax.Precision.HIGHEST)             # (B, Np) float32
-    strided = s.reshape(q.shape[0], width, -1).max(axis=1)                    # (B, G)
-    top, group = jax.lax.top_k(strided, groups + 1)                           # (B, groups + 1)
-    return s, group[:, :groups], top[:, groups]
+    s = jnp.matmul(q, g.T, precision=jax.lax.Precision.HIGHEST)             # (B, Np)
+    return s, s.reshape(q.shape[0], width, -1).max(axis=1)                    # (B, G)
 
 
 def _plan(n, k):
-    """Group width and padded gallery size for N rows, or None where the dense path is cheaper."""
+    """Group width (a power of two) for N gallery rows, or None where the dense path is cheaper."""
     width = 1
-    while width < GROUP_WIDTH and 2 * width * 4 * (k + SPARE_GROUPS + 1) <= n:
+    while width < GROUP_WIDTH and n >= 2 * width * 4 * (k + SPARE_GROUPS):
         width *= 2
-    padded = 1 << max(n - 1, 1).bit_length() if n <= 4096 else -(-n // width) * width
-    return (width, padded) if padded // width > k + SPARE_GROUPS else None
+    return width if -(-n // width) > k + SPARE_GROUPS else None
 
 
-def _grouped(q, g, nq, ng, k, err, start, loo, plan, g_dev):
+def _unmask_group_max(s3, gmax, n, start, loo):
+    """Recompute the group maxima that included padding (columns >= N) or a query's own column."""
+    rows, width, groups = s3.shape
+    column = np.arange(width)[:, None] * groups + np.arange(groups)           # (width, G)
+    pad = np.flatnonzero(column[-1] >= n)                                     # groups with padding
+    if len(pad):
+        gmax[:, pad] = np.where(column[:, pad] < n, s3[:, :, pad], -np.inf).max(axis=1)
+    if loo:
+        r, own = np.arange(rows), np.arange(start, start + rows)
+        j = own % groups
+        mine = np.where(column[:, j].T < n, s3[r, :, j], -np.inf)            # (R, width)
+        mine[r, own // groups] = -np.inf
+        gmax[r, j] = mine.max(axis=1)
+    return gmax
+
+
+def _grouped(q, g, nq, ng, k, err, start, loo, width, g_dev):
     """Query rows q (R, D) from row `start`, by column groups -> idx, scores (R, k)."""
-    (width, padded), rows = plan, len(q)
+    rows, n = len(q), len(g)
     block = 1 << max(rows - 1, 1).bit_length() if rows <= 256 else -(-rows // 128) * 128
     q_pad = np.zeros((block, q.shape[1]), np.float32)
     q_pad[:rows] = q
-    s, group, after = (np.asarray(a)[:rows] for a in _group_candidates(
-        jnp.asarray(q_pad), g_dev, groups=k + SPARE_GROUPS, width=width))
-    stride = padded // width
-    vals = np.take_along_axis(s.reshape(rows, width, stride), group[:, None, :], axis=2)
-    cols = (np.arange(width)[:, None] * stride + group[:, None, :]).reshape(rows, -1)  # (R, C)
-    vals = vals.reshape(rows, -1)
-    vals[cols >= len(g)] = -np.inf                                           # padding
-    if loo:
-        vals[cols == np.arange(start, start + rows)[:, None]] = -np.inf      # yourself
-    thr = _threshold(vals, k, err)
-    idx, scores = np.empty((rows, k), np.int64), np.empty((rows, k), np.float32)
-    ok = after < thr                                      # the groups left out cannot compete
-    idx[ok], scores[ok] = _finish(q[ok], g, nq[ok], ng, vals[ok], cols[ok], k, thr[ok])
-    if not ok.all():
+    s, gmax = (np.asarray(a)[:rows] for a in _scores_and_group_max(
+        jnp.asarray(q_pad), g_dev, width=width))
+    s3 = s.reshape(rows, width, -1)                                           # (R, width, G)
+    gmax = _unmask_group_max(s3, gmax.copy(), n, start, loo)
+    cap = k + SPARE_GROUPS                 # k distinct columns score >= the k-th group maximum
+    ok = (gmax >= _threshold(gmax, k, err)[:, None]).sum(axis=1) <= cap      # (R,)
+    group = np.argpartition(-gmax[ok], cap - 1, axis=1)[:, :cap]             # (R_ok, cap)
+    vals = np.take_along_axis(s3[ok], group[:, None, :], axis=2).reshape(len(group), width * cap)
+    cols = (np.arange(width)[:, None] * s3.shape[2] + group[:, None, :]).reshape(len(group), width * cap)
+    out = np.empty((rows, k), np.int64), np.empty((rows, k), np.float32)
+    out[0][ok], out[1][ok] = _masked_finish(q[ok], g, nq[ok], ng, vals, cols, k, err[ok],
+                                            np.flatnonzero(ok) + start if loo else None)
+    if not ok.all():                       # ties or zero rows: every column a candidate
         bad = np.flatnonzero(~ok)
-        idx[bad], scores[bad] = _dense(q[bad], g, nq[bad], ng, k, err[bad],
-                                       bad + start if loo else None)
-    return idx, scores
+        cols = np.broadcast_to(np.arange(s.shape[1]), (len(bad), s.shape[1]))
+        out[0][bad], out[1][bad] = _masked_finish(q[bad], g, nq[bad], ng, s[bad], cols, k,
+                                                  err[bad], bad + start if loo else None)
+    return out
+
+
+def _masked_finish(q, g, nq, ng, vals, cols, k, err, self_cols):
+    """`_finish` after masking padding (cols >= G) and, where given, each row's own column."""
+    vals = np.where(cols >= len(g), -np.inf, vals)
+    if self_cols is not None:
+        vals[cols == self_cols[:, None]] = -np.inf
+    return _finish(q, g, nq, ng, vals, cols, k, _threshold(vals, k, err))
 
 
 def top_k(queries, k, gallery=None, block_size=DEFAULT_BLOCK):
@@ -206,16 +225,16 @@ def top_k(queries, k, gallery=None, block_size=DEFAULT_BLOCK):
     k, block_size = int(k), int(block_size)
     nq, ng = _norms(q), _norms(g)
     err = _gemm_error(q.shape[1], nq, ng.max())                                # (N,)
-    plan = _plan(len(g), k)
-    g_dev = None if plan is None else jnp.asarray(np.pad(g, ((0, plan[1] - len(g)), (0, 0))))
+    width = _plan(len(g), k)
+    g_dev = None if width is None else jnp.asarray(np.pad(g, ((0, -len(g) % width), (0, 0))))
     idx, scores = np.empty((len(q), k), np.int64), np.empty((len(q), k), np.float32)
     for start in range(0, len(q), block_size):
         rows = slice(start, min(start + block_size, len(q)))
-        if plan is None:
+        if width is None:
             self_cols = np.arange(rows.start, rows.stop) if loo else None
             out = _dense(q[rows], g, nq[rows], ng, k, err[rows], self_cols)
         else:
-            out = _grouped(q[rows], g, nq[rows], ng, k, err[rows], start, loo, plan, g_dev)
+            out = _grouped(q[rows], g, nq[rows], ng, k, err[rows], start, loo, width, g_dev)
         idx[rows], scores[rows] = out
     return idx, scores
 
