@@ -24,7 +24,7 @@ import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
 
-DEFAULT_BLOCK = 256             # query rows per GEMM: (block, N) float32 scores in memory
+BLOCK_ENTRIES = 1 << 22         # default query block: about 16 MB of float32 scores (cache-friendly)
 GROUP_WIDTH = 32                # columns per group: a row keeps its best k + SPARE_GROUPS groups
 SPARE_GROUPS = 2
 _U32, _U64 = 2.0 ** -24, 2.0 ** -53     # unit roundoffs
@@ -201,14 +201,20 @@ def _masked_finish(q, g, nq, ng, vals, cols, k, err, self_cols):
     return _finish(q, g, nq, ng, vals, cols, k, _threshold(vals, k, err))
 
 
-def top_k(queries, k, gallery=None, block_size=DEFAULT_BLOCK):
+def _block_rows(n):
+    """Default query rows per block for a gallery of N: a power of two, 32..1024."""
+    return int(min(1024, max(32, 1 << (BLOCK_ENTRIES // max(n, 1)).bit_length() - 1)))
+
+
+def top_k(queries, k, gallery=None, block_size=None):
     """Exact k nearest gallery rows of each query, by `pair_scores`; ties -> lower index.
 
     Args:
       queries: (N, D) rows, or (M, N, E) member embeddings (scored by summed member cosine).
       k: neighbours per query, 1..N - 1 (leave-one-out) or 1..G.
       gallery: (G, D) or (M, G, E); None: the queries themselves, each query's own row excluded.
-      block_size: query rows scored at a time (memory O(block_size * G + N * k)).
+      block_size: query rows scored at a time (memory O(block_size * G + N * k)); None: about
+        4M scores per block. Results do not depend on it.
     Returns:
       (indices (N, k) int64 into the gallery, scores (N, k) float32), best first.
     """
@@ -220,6 +226,7 @@ def top_k(queries, k, gallery=None, block_size=DEFAULT_BLOCK):
     most = len(g) - loo
     if isinstance(k, bool) or int(k) != k or not 1 <= k <= most:
         raise RandEnsembleError(f"k must be an integer in 1..{most}, got {k!r}")
+    block_size = _block_rows(len(g)) if block_size is None else block_size
     if int(block_size) < 1:
         raise RandEnsembleError(f"block_size must be >= 1, got {block_size}")
     k, block_size = int(k), int(block_size)
@@ -239,7 +246,7 @@ def top_k(queries, k, gallery=None, block_size=DEFAULT_BLOCK):
     return idx, scores
 
 
-def member_top_k(emb, k, gallery=None, block_size=DEFAULT_BLOCK):
+def member_top_k(emb, k, gallery=None, block_size=None):
     """Each member alone: (M, N, E) [, gallery (M, G, E)] -> idx (M, N, k) int64, scores (M, N, k)."""
     emb = np.asarray(emb, np.float32)
     if emb.ndim != 3:

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rand_ensemble import ensemble, fileio, losses, nn, train, weak_labels
+from rand_ensemble import ensemble, fileio, losses, nn, train
 from rand_ensemble.embedder import EmbedderConfig, apply_embedder, init_embedder
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate import neighbours
 from rand_ensemble.images import augment, signals
 from rand_ensemble.images.learn_config import LOSSES, LearnConfig  # noqa: F401 (re-exported)
 from rand_ensemble.images.signals import SIGNALS, load_pairs  # noqa: F401 (re-exported)
@@ -133,7 +134,7 @@ class Remining:
         """(M, B) positives for `step`, re-mining first when step - 1 is a multiple of R."""
         if step > 1 and (step - 1) % self.every == 0:
             emb = ensemble.embed(params, self.images, self.config)   # (M, N, E)
-            self.table = np.stack([weak_labels.top_k_neighbours(e, 1)[0][:, 0] for e in emb])
+            self.table = neighbours.member_top_k(emb, 1)[0][:, :, 0]          # (M, N)
             if self.log is not None:
                 precision = np.mean(self.object_ids[self.table] == self.object_ids)
                 self.log(f"re-mined neighbours at step {step - 1}: rank-1 precision "
