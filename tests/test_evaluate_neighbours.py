@@ -104,7 +104,7 @@ def blocks_of(x, sizes):
     return lambda j: x[edges[j]:edges[j + 1]]
 
 
-@pytest.mark.parametrize("sizes", [[300], [100, 100, 100], [1, 1, 298], [7, 250, 43], [40] * 7 + [20]])
+@pytest.mark.parametrize("sizes", [[300], [100] * 3, [1, 1, 298], [7, 250, 43], [40] * 7 + [20]])
 @pytest.mark.parametrize("name", ["random", "duplicated", "integer"])
 def test_tiles_give_what_one_pass_gives(sizes, name):
     x = INPUTS[name]()[:300]

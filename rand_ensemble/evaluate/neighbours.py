@@ -24,7 +24,7 @@ import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
 
-BLOCK_ENTRIES = 1 << 22         # default query block: about 16 MB of float32 scores (cache-friendly)
+BLOCK_ENTRIES = 1 << 22         # default query block: about 16 MB of float32 scores
 GROUP_WIDTH = 32                # columns per group: a row keeps its best k + SPARE_GROUPS groups
 SPARE_GROUPS = 2
 _U32, _U64 = 2.0 ** -24, 2.0 ** -53     # unit roundoffs
@@ -180,8 +180,9 @@ def _grouped(q, g, nq, ng, k, err, start, loo, width, g_dev):
     cap = k + SPARE_GROUPS                 # k distinct columns score >= the k-th group maximum
     ok = (gmax >= _threshold(gmax, k, err)[:, None]).sum(axis=1) <= cap      # (R,)
     group = np.argpartition(-gmax[ok], cap - 1, axis=1)[:, :cap]             # (R_ok, cap)
-    vals = np.take_along_axis(s3[ok], group[:, None, :], axis=2).reshape(len(group), width * cap)
-    cols = (np.arange(width)[:, None] * s3.shape[2] + group[:, None, :]).reshape(len(group), width * cap)
+    shape = (len(group), width * cap)                                         # (R_ok, C)
+    vals = np.take_along_axis(s3[ok], group[:, None, :], axis=2).reshape(shape)
+    cols = (np.arange(width)[:, None] * s3.shape[2] + group[:, None, :]).reshape(shape)
     out = np.empty((rows, k), np.int64), np.empty((rows, k), np.float32)
     out[0][ok], out[1][ok] = _masked_finish(q[ok], g, nq[ok], ng, vals, cols, k, err[ok],
                                             np.flatnonzero(ok) + start if loo else None)
@@ -247,7 +248,7 @@ def top_k(queries, k, gallery=None, block_size=None):
 
 
 def member_top_k(emb, k, gallery=None, block_size=None):
-    """Each member alone: (M, N, E) [, gallery (M, G, E)] -> idx (M, N, k) int64, scores (M, N, k)."""
+    """Each member alone: (M, N, E) [, gallery (M, G, E)] -> idx, scores (M, N, k)."""
     emb = np.asarray(emb, np.float32)
     if emb.ndim != 3:
         raise RandEnsembleError(f"embeddings must be shaped (M, N, E), got {emb.shape}")
