@@ -1,13 +1,16 @@
-"""Exact top-k neighbour search: the weak-label job's tiled search vs the blocked library
-function vs faiss IndexFlatIP, time and peak RSS against N (D = M * E = 320 by default).
+"""Exact top-k neighbour search: the engine (`evaluate.neighbours.top_k`) vs faiss IndexFlatIP
+side by side, and the weak-label job's tiled search, time and peak RSS against N.
 
-Each candidate runs in a fresh process (peak RSS = that run only), single-threaded
-(OMP/BLAS threads = 1), on the same unit vectors: block j of the pool is drawn from seed j,
-so the tiled candidate regenerates blocks as it needs them and never holds all N rows, as
-a Beam worker holding two blocks would not. faiss (faiss-cpu, the `bench` extra) is optional.
+`--versus-faiss` (the default) runs ours and faiss IndexFlatIP in ONE single-threaded process
+(OMP/BLAS/XLA threads = 1), in alternating rounds on the same unit vectors (D = 320), and
+reports the min and median process CPU seconds of each and their ratio, for every N and k;
+it also checks that our neighbours equal a float64 brute force on sampled rows. The older
+per-candidate runs (tiled, blocked, faiss, each in a fresh process for its peak RSS) remain
+behind `--kinds`. faiss (faiss-cpu, the `bench` extra) is optional.
 
     python scripts/bench_neighbours.py --quick
-    python scripts/bench_neighbours.py --sizes 10000 50000 100000 200000 --json nb.json
+    python scripts/bench_neighbours.py --sizes 10000 50000 --top-k 1 10 --rounds 5 --json nb.json
+    python scripts/bench_neighbours.py --kinds tiled blocked faiss --sizes 10000 50000
 """
 import argparse
 import json
@@ -16,10 +19,14 @@ import subprocess
 import sys
 import tempfile
 
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1")
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-from rand_ensemble.evaluate import weak_labels
+from rand_ensemble.evaluate import neighbours
 kind, (n, d, k, block), out = sys.argv[1], map(int, sys.argv[2:6]), sys.argv[6]
 sizes = [min(block, n - s) for s in range(0, n, block)]
 
@@ -35,19 +42,19 @@ if kind == "tiled-row":                              # one worker's share: tiles
     state = None
     for b in range(len(sizes)):
         db = first if b == 0 else get_block(b)
-        (ia, sa), _ = weak_labels.tile_top_k(first, db, k, diagonal=b == 0)
+        (ia, sa), _ = neighbours.tile_top_k(first, db, k, diagonal=b == 0)
         part = [(ia + sum(sizes[:b]), sa)]
-        state = weak_labels.merge_top_k(part if state is None else [state] + part, k)
+        state = neighbours.merge_top_k(part if state is None else [state] + part, k)
     idx = state[0]
     tiles = len(sizes) * (len(sizes) + 1) // 2
     extra = {"tiles_run": len(sizes), "tiles_total": tiles,
              "extrapolated_total_s": round((time.process_time() - cpu_start) / len(sizes) * tiles, 1)}
 elif kind == "tiled":
-    idx, scores = weak_labels.tiled_top_k(get_block, sizes, k)
+    idx, scores = neighbours.tiled_top_k(get_block, sizes, k)
 else:
     x = np.concatenate([get_block(j) for j in range(len(sizes))])        # all N rows
     if kind == "blocked":
-        idx, scores = weak_labels.top_k_neighbours(x, k, block)
+        idx, scores = neighbours.top_k(x, k, None, block)
     else:
         import faiss
         faiss.omp_set_num_threads(1)
@@ -76,22 +83,81 @@ def run_child(kind, n, d, k, block, out):
     return json.loads(proc.stdout)
 
 
-def main(argv=None):
-    """Measure every candidate at every N; print a table, optionally write JSON."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[10000, 50000, 100000, 200000])
-    p.add_argument("--dim", type=int, default=320, help="D = M * E (10 x 32)")
-    p.add_argument("--top-k", type=int, default=1)
-    p.add_argument("--block-size", type=int, default=4096)
-    p.add_argument("--kinds", nargs="+", default=["tiled", "blocked", "faiss"])
-    p.add_argument("--max-full-n", type=int, default=50000,
-                   help="above this N: skip the all-in-memory candidates and run one worker's "
-                        "row of tiles, extrapolating the total time")
-    p.add_argument("--quick", action="store_true", help="N = 2000, 6000; block 1024")
-    p.add_argument("--json", help="write the records here")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.sizes, args.block_size, args.max_full_n = [2000, 6000], 1024, 4000
+def unit_rows(n, d, seed=0):
+    """(n, d) float32 unit rows."""
+    import numpy as np
+    x = np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def faiss_top_k(x, k):
+    """faiss IndexFlatIP over x, self dropped: (N, D) -> (N, k) indices."""
+    import faiss
+    import numpy as np
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    _, found = index.search(x, k + 1)
+    keep = np.argsort(found == np.arange(len(x))[:, None], axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(found, keep, 1)
+
+
+def exact_on_sample(x, idx, k, rows=200):
+    """Whether our neighbours of `rows` sampled queries equal a float64 brute force."""
+    import numpy as np
+    pick = np.random.default_rng(1).choice(len(x), min(rows, len(x)), replace=False)
+    sims = (x[pick].astype(np.float64) @ x.T.astype(np.float64)).astype(np.float32)
+    sims[np.arange(len(pick)), pick] = -np.inf
+    return bool((np.argsort(-sims, axis=1, kind="stable")[:, :k] == idx[pick]).all())
+
+
+def versus_faiss(n, d, k, rounds):
+    """Ours and faiss in alternating rounds in this process -> a record of CPU seconds."""
+    import time
+
+    import faiss
+    import numpy as np
+
+    from rand_ensemble.evaluate import neighbours
+    faiss.omp_set_num_threads(1)
+    x = unit_rows(n, d)
+    cpu = {"ours": [], "faiss": []}
+    for _ in range(rounds):
+        for name, search in (("ours", lambda: neighbours.top_k(x, k)[0]),
+                             ("faiss", lambda: faiss_top_k(x, k))):
+            start = time.process_time()
+            found = search()
+            cpu[name].append(time.process_time() - start)
+            if name == "ours":
+                ours = found
+    rec = {"n": n, "dim": d, "top_k": k, "rounds": rounds,
+           "exact_on_sample": exact_on_sample(x, ours, k),
+           "same_as_faiss": float(np.mean(ours == found))}
+    for name, values in cpu.items():
+        rec[f"{name}_cpu_s"] = [round(v, 3) for v in values]
+        rec[f"{name}_min_s"], rec[f"{name}_median_s"] = min(values), float(np.median(values))
+    rec["ratio_min"] = rec["ours_min_s"] / rec["faiss_min_s"]
+    rec["ratio_median"] = rec["ours_median_s"] / rec["faiss_median_s"]
+    return rec
+
+
+def run_versus_faiss(args):
+    """Every N and k, ours vs faiss; print a table -> records."""
+    print(f"{'N':>7} {'k':>3} {'ours min':>9} {'ours med':>9} {'faiss min':>9} "
+          f"{'faiss med':>9} {'ratio min':>9} {'ratio med':>9} exact faiss-agree", flush=True)
+    records = []
+    for n in args.sizes:
+        for k in args.top_k:
+            r = versus_faiss(n, args.dim, k, args.rounds)
+            print(f"{n:>7} {k:>3} {r['ours_min_s']:>9.3f} {r['ours_median_s']:>9.3f} "
+                  f"{r['faiss_min_s']:>9.3f} {r['faiss_median_s']:>9.3f} {r['ratio_min']:>9.3f} "
+                  f"{r['ratio_median']:>9.3f} {r['exact_on_sample']!s:>5} "
+                  f"{r['same_as_faiss']:.5f}", flush=True)
+            records.append(r)
+    return records
+
+
+def run_kinds(args):
+    """The per-candidate fresh-process runs (tiled, blocked, faiss) -> records."""
     records = []
     print(f"{'N':>8} {'candidate':>9} {'wall s':>8} {'CPU s':>8} {'peak RSS MB':>12} "
           f"{'base MB':>8} {'Mpairs/CPU s':>12} agree")
@@ -104,8 +170,9 @@ def main(argv=None):
                 elif kind != "tiled" and n > args.max_full_n:
                     continue
                 out = os.path.join(tmp, f"{kind}-{n}.npy")
-                rec = dict(run_child(kind, n, args.dim, args.top_k, args.block_size, out),
-                           dim=args.dim, top_k=args.top_k, block_size=args.block_size)
+                k = args.top_k[0]
+                rec = dict(run_child(kind, n, args.dim, k, args.block_size, out),
+                           dim=args.dim, top_k=k, block_size=args.block_size)
                 if "error" not in rec:
                     import numpy as np
                     idx = np.load(out)
@@ -118,6 +185,28 @@ def main(argv=None):
                 else:
                     print(f"{n:>8} {kind:>9} error: {rec['error']}", flush=True)
                 records.append(rec)
+    return records
+
+
+def main(argv=None):
+    """Ours vs faiss (default) or the per-candidate runs; print a table, optionally write JSON."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10000, 50000])
+    p.add_argument("--dim", type=int, default=320, help="D = M * E (10 x 32)")
+    p.add_argument("--top-k", type=int, nargs="+", default=[1, 10])
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds of ours vs faiss")
+    p.add_argument("--block-size", type=int, default=4096, help="tile rows of --kinds runs")
+    p.add_argument("--kinds", nargs="+", help="per-candidate fresh-process runs instead: "
+                   "tiled, blocked, faiss")
+    p.add_argument("--max-full-n", type=int, default=50000,
+                   help="--kinds above this N: skip the all-in-memory candidates and run one "
+                        "worker's row of tiles, extrapolating the total time")
+    p.add_argument("--quick", action="store_true", help="N = 2000, 6000; 3 rounds; block 1024")
+    p.add_argument("--json", help="write the records here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.rounds, args.block_size, args.max_full_n = [2000, 6000], 3, 1024, 4000
+    records = run_kinds(args) if args.kinds else run_versus_faiss(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=2)

@@ -17,8 +17,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import forward_flops, machine  # noqa: E402
 
-from rand_ensemble.model import ensemble
-from rand_ensemble import fileio, weak_labels  # noqa: E402
+from rand_ensemble import fileio  # noqa: E402
+from rand_ensemble.evaluate import neighbours  # noqa: E402
+from rand_ensemble.model import ensemble  # noqa: E402
 
 # Runs in a fresh process so its peak RSS belongs to this one measurement only.
 RSS_CHILD = r"""
@@ -98,15 +99,15 @@ def peak_rss(n_list, models):
     return rows
 
 
-def top_k_times(weak_labels, n_list, models, k, block_size):
-    """Blocked top-k of the weak-label job over (N, M*E) unit rows."""
+def top_k_times(n_list, models, k, block_size):
+    """The exact top-k engine (`evaluate.neighbours.top_k`) over (N, M*E) unit rows."""
     rng = np.random.default_rng(2)
     rows = []
     for n in n_list:
         x = rng.normal(size=(n, models * ensemble.DEFAULT_CONFIG.embedding_dim))
         x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # (N, M*E)
         start = time.perf_counter()
-        weak_labels.top_k_neighbours(x, k, block_size)
+        neighbours.top_k(x, k, None, block_size)
         s = time.perf_counter() - start
         rows.append({"n": n, "dim": x.shape[1], "k": k, "block_size": block_size, "seconds": s})
         print(f"top-{k} N={n:7d} D={x.shape[1]}: {s:7.2f} s", flush=True)
@@ -147,7 +148,7 @@ def main(argv=None):
     record("m_sweep", sweep(ints(args.models), [args.m_sweep_n], args.repeats))
     record("n_sweep", sweep([args.n_sweep_m], ints(args.images), args.repeats))
     record("memmap_peak_rss", peak_rss(ints(args.rss_images), args.rss_models))
-    record("top_k", top_k_times(weak_labels, ints(args.topk_images),
+    record("top_k", top_k_times(ints(args.topk_images),
                                 args.topk_models, args.k, args.block_size))
     if args.json:
         print(f"wrote {args.json}")

@@ -11,7 +11,7 @@ from rand_ensemble import cli
 from rand_ensemble.model import checkpoint, ensemble
 from rand_ensemble.data import test_sets
 from rand_ensemble.pipelines import schema
-from test_retrieval import _brute_force
+from test_evaluate_retrieval import _brute_force
 from fuzz_inputs import run  # the one in-process `rand-ensemble` runner
 
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]

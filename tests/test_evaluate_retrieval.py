@@ -132,3 +132,41 @@ def test_chance_is_the_mean_over_every_ordering():
 def test_bad_input(emb, labels, match):
     with pytest.raises(RandEnsembleError, match=match):
         retrieval.retrieval_metrics(emb, labels)
+
+
+def test_knn_predict_hand_worked():
+    labels = np.array([[3, 5, 5], [7, 2, 2], [4, 4, 9]])
+    cosines = np.array([[0.9, 0.5, 0.45], [0.9, 0.1, 0.1], [0.2, 0.2, 0.3]])
+    # Majority: 5, 2, 4. Weighted (T = 0.1): row 0: e^9 vs e^5 + e^4.5 -> 3; row 1: e^9 vs 2 e^1
+    # -> 7; row 2: 2 e^2 vs e^3 (14.8 vs 20.1) -> 9.
+    np.testing.assert_array_equal(retrieval.knn_predict(labels), [5, 2, 4])
+    np.testing.assert_array_equal(retrieval.knn_predict(labels, cosines, 0.1), [3, 7, 9])
+    np.testing.assert_array_equal(retrieval.knn_predict(np.array([[8, 6]])), [6])   # tie: smaller
+
+
+def test_knn_accuracy_matches_a_python_loop():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(2, 5, 6))
+    train_y, test_y = rng.integers(0, 5, 80), rng.integers(0, 5, 30)
+    train = centres[:, train_y] + rng.normal(size=(2, 80, 6))
+    test = centres[:, test_y] + rng.normal(size=(2, 30, 6))
+    train, test = (e / np.linalg.norm(e, axis=-1, keepdims=True) for e in (train, test))
+    rep = retrieval.knn_accuracy(train, train_y, test, test_y, ks=(1, 20), num_resamples=100)
+    flat_train = np.concatenate(list(train), axis=1).astype(np.float32)
+    flat_test = np.concatenate(list(test), axis=1).astype(np.float32)
+    hits = {1: 0, 20: 0}
+    for q in range(30):
+        sims = [float(np.dot(flat_test[q].astype(np.float64), flat_train[j])) for j in range(80)]
+        ranked = sorted(range(80), key=lambda j: (-sims[j], j))
+        hits[1] += train_y[ranked[0]] == test_y[q]
+        votes = {}
+        for j in ranked[:20]:
+            votes[train_y[j]] = votes.get(train_y[j], 0.0) + np.exp(sims[j] / 2 / 0.1)
+        hits[20] += max(sorted(votes), key=lambda c: votes[c]) == test_y[q]
+    assert rep["knn_1_accuracy"] == pytest.approx(hits[1] / 30)
+    assert rep["knn_20_accuracy"] == pytest.approx(hits[20] / 30)
+    assert rep["num_gallery"] == 80 and rep["num_queries"] == 30 and rep["temperature"] == 0.1
+    lo, hi = rep["knn_20_accuracy_interval"]
+    assert lo <= rep["knn_20_accuracy"] <= hi
+    with pytest.raises(RandEnsembleError, match="differ"):
+        retrieval.knn_accuracy(train[:1], train_y, test, test_y)

@@ -1,13 +1,14 @@
-"""weak_labels: blocked top-k vs brute force, filters, precision vs numpy loops."""
+"""weak_labels: pairs and filters vs brute force, precision vs numpy loops (the search: test_evaluate_neighbours)."""
 import numpy as np
 import pytest
 
 from rand_ensemble.evaluate import weak_labels as wl
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate.neighbours import concat_members
 
 
 def brute_top_k(x, k):
-    """Full (N, N) similarity, self excluded, stable sort: the reference for the blocked version."""
+    """Full (N, N) similarity, self excluded, stable sort: the reference for the pairs."""
     sims = x.astype(np.float64) @ x.T.astype(np.float64)
     np.fill_diagonal(sims, -np.inf)
     idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
@@ -19,41 +20,11 @@ def unit(rng, shape):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-@pytest.mark.parametrize("k,block", [(1, 7), (3, 16), (5, 1000), (2, 1)])
-def test_blocked_top_k_equals_brute_force(k, block):
-    x = unit(np.random.default_rng(k), (53, 12))
-    idx, scores = wl.top_k_neighbours(x, k, block_size=block)
-    ref_idx, ref_scores = brute_top_k(x, k)
-    np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-6)
-    assert idx.shape == (53, k) and scores.dtype == np.float32
-    assert not (idx == np.arange(53)[:, None]).any()
-
-
-@pytest.mark.parametrize("block", [1, 4, 100])
-def test_ties_break_to_lower_index_whatever_the_block(block):
-    # Integer-valued rows: exact arithmetic, many exact ties (duplicates and equal dot products).
-    x = np.random.default_rng(0).integers(0, 2, size=(40, 3)).astype(np.float32)
-    for k in (1, 4, 10):
-        idx, scores = wl.top_k_neighbours(x, k, block_size=block)
-        ref_idx, ref_scores = brute_top_k(x, k)
-        np.testing.assert_array_equal(idx, ref_idx)
-        np.testing.assert_array_equal(scores, ref_scores)
-
-
-def test_concat_members_dot_is_summed_member_similarity():
-    emb = unit(np.random.default_rng(1), (3, 10, 4))
-    flat = wl.concat_members(emb)
-    assert flat.shape == (10, 12)
-    summed = sum(emb[m] @ emb[m].T for m in range(3))
-    np.testing.assert_allclose(flat @ flat.T, summed, rtol=1e-5, atol=1e-6)
-
-
 def test_weak_label_pairs_filters():
     rng = np.random.default_rng(2)
     emb = unit(rng, (2, 30, 6))
     ids = np.array([f"img{i:02d}" for i in range(30)])
-    ref_idx, ref_scores = brute_top_k(wl.concat_members(emb), 3)
+    ref_idx, ref_scores = brute_top_k(concat_members(emb), 3)
     ref_scores = ref_scores / 2
 
     pairs = wl.weak_label_pairs(emb, ids, top_k=3)
@@ -93,7 +64,7 @@ def test_precision_matches_numpy_loop():
         return hits / len(e)
 
     summary = wl.summarize(emb, objects, top_k=2, min_score=0.5)
-    assert summary["precision"] == pytest.approx(loop_precision(wl.concat_members(emb)))
+    assert summary["precision"] == pytest.approx(loop_precision(concat_members(emb)))
     assert summary["per_model_precision"] == \
         pytest.approx([loop_precision(emb[m]) for m in range(3)])
     pairs = wl.weak_label_pairs(emb, np.arange(32), top_k=2, min_score=0.5)
@@ -107,58 +78,11 @@ def test_precision_matches_numpy_loop():
 
 
 def test_bad_inputs_raise():
-    x = np.zeros((4, 3), np.float32)
     with pytest.raises(RandEnsembleError, match="k must be"):
-        wl.top_k_neighbours(x, 4)
+        wl.weak_label_pairs(np.ones((1, 4, 3)), list("abcd"), top_k=4)
     with pytest.raises(RandEnsembleError, match="shaped"):
-        wl.concat_members(x)
+        wl.weak_label_pairs(np.ones((4, 3)), list("abcd"))
     with pytest.raises(RandEnsembleError, match="one entry per image"):
         wl.weak_label_pairs(np.ones((1, 4, 3)), ["a", "b"])
 
 
-def blocks_of(x, sizes):
-    edges = np.concatenate([[0], np.cumsum(sizes)])
-    return lambda j: x[edges[j]:edges[j + 1]]
-
-
-@pytest.mark.parametrize("sizes,k", [([53], 3), ([20, 20, 13], 1), ([7, 30, 16], 5),
-                                     ([1, 1, 51], 4), ([10] * 5 + [3], 2)])
-def test_tiled_top_k_equals_brute_force(sizes, k):
-    x = unit(np.random.default_rng(len(sizes) + k), (53, 12))
-    idx, scores = wl.tiled_top_k(blocks_of(x, sizes), sizes, k)
-    ref_idx, ref_scores = brute_top_k(x, k)
-    np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("sizes", [[40], [13, 13, 14], [1, 39], [5] * 8])
-def test_tiled_top_k_ties_go_to_the_lower_index(sizes):
-    x = np.random.default_rng(0).integers(0, 2, size=(40, 3)).astype(np.float32)
-    for k in (1, 4, 10):
-        idx, scores = wl.tiled_top_k(blocks_of(x, sizes), sizes, k)
-        ref_idx, ref_scores = brute_top_k(x, k)
-        np.testing.assert_array_equal(idx, ref_idx)
-        np.testing.assert_array_equal(scores, ref_scores)
-
-
-def test_merge_top_k_orders_by_score_then_key():
-    keys = [np.array([["b", "d"]]), np.array([["a", "c"]])]
-    scores = [np.array([[2.0, 1.0]], np.float32), np.array([[2.0, 1.0]], np.float32)]
-    labels = [np.array([[1, 2]]), np.array([[3, 4]])]
-    got = wl.merge_top_k(list(zip(keys, scores, labels)), 3)
-    assert got[0].tolist() == [["a", "b", "c"]] and got[2].tolist() == [[3, 1, 4]]
-
-
-def test_duplicate_float_rows_tie_exactly_whatever_the_tiles():
-    # One vector under several ids: float32 BLAS gives the copies different last bits in
-    # different tile shapes; the float64-summed similarities keep them exact ties.
-    base = unit(np.random.default_rng(5), (5, 320))
-    x = base[np.arange(25) % 5]                                  # each row 5 times
-    for sizes in ([25], [3, 7, 15], [1] * 25, [8, 8, 9]):
-        idx, scores = wl.tiled_top_k(blocks_of(x, sizes), sizes, 6)
-        ref_idx, _ = wl.top_k_neighbours(x, 6, block_size=4)
-        np.testing.assert_array_equal(idx, ref_idx)
-        copies = np.arange(25)[np.arange(25) % 5 == 0][1:]       # row 0's copies, ascending
-        assert idx[0, :4].tolist() == copies.tolist()
-    row = wl.similarities(x[3:4], x)
-    np.testing.assert_array_equal(row, wl.similarities(x, x)[3:4])

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from rand_ensemble import cli
+from rand_ensemble.evaluate import neighbours, weak_labels
 from rand_ensemble.model import ensemble
-from rand_ensemble.evaluate import weak_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,7 +117,7 @@ def test_exact_ties_across_tiles_go_to_the_smaller_id(tmp_path):
     assert cli.main(["weak-labels", "--images", str(tmp_path / "tied.parquet"), "--models", "2",
                      "--seed", "0", "--top-k", "4", "--block-size", "3", "--out", out]) == 0
     emb = ensemble.embed(ensemble.init_ensemble(jax.random.PRNGKey(0), 2), images)
-    idx, _ = weak_labels.top_k_neighbours(weak_labels.concat_members(emb), 4)   # the reference
+    idx, _ = neighbours.top_k(emb, 4)                                         # the reference
     want = sorted((ids[i], ids[j], r + 1) for i in range(12) for r, j in enumerate(idx[i]))
     rows = [r for f in sorted(glob.glob(os.path.join(out, "pairs-*.parquet")))
             for r in pq.read_table(f).to_pylist()]

@@ -10,19 +10,27 @@ similarity, and R is the number of *other* items with the query's label.
 Queries with R = 0 (a label seen once) cannot score and are excluded (and counted).
 
 Ensembles: (M, N, E) member embeddings score a pair by the sum of member cosines, i.e. the dot
-product of the concatenated unit rows. Ties in similarity are broken towards the lower item index
-(a stable sort), so results are deterministic and independent of any search library.
+product of the concatenated unit rows. The neighbours come from the one exact engine
+(`evaluate.neighbours.top_k`: exact scores rounded once to float32, ties to the lower item
+index), found once; every metric then takes the neighbours' labels (`relevance_metrics`,
+`knn_predict`), so results are deterministic and independent of any search library.
+
+k-NN classification (`knn_accuracy`) is the self-supervised benchmarks' protocol: a labelled
+gallery (the training split) votes for each test item's label, k = 1 by the nearest item's
+label, k = 200 weighted by exp(cosine / T) with T = 0.1 (InstDisc, lightly's kNN callback).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate import neighbours
 from rand_ensemble.evaluate.one_of_ten import bootstrap_interval
 from rand_ensemble.model import ensemble
 
 DEFAULT_KS = (1, 2, 4, 8)
-_QUERY_CHUNK = 1024          # rows of the similarity matrix sorted at a time
+KNN_KS = (1, 200)            # k-NN classification: the nearest label, and a weighted vote of 200
+KNN_TEMPERATURE = 0.1
 
 
 def _check(embeddings, labels):
@@ -48,16 +56,8 @@ def ranked_relevance(embeddings, labels, depth):
     Similarity is summed over members; the query itself is excluded; ties go to the lower index.
     """
     emb, labels = _check(embeddings, labels)
-    n = emb.shape[1]
-    depth = min(int(depth), n - 1)
-    out = np.empty((n, depth), bool)
-    for start in range(0, n, _QUERY_CHUNK):
-        rows = np.arange(start, min(start + _QUERY_CHUNK, n))
-        sims = np.einsum("mqe,mne->qn", emb[:, rows], emb)          # (Q, N)
-        sims[np.arange(len(rows)), rows] = -np.inf                   # the query sorts last
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :depth]  # (Q, depth)
-        out[rows] = labels[order] == labels[rows, None]
-    return out
+    idx, _ = neighbours.top_k(emb, min(int(depth), emb.shape[1] - 1))        # (N, depth)
+    return labels[idx] == labels[:, None]
 
 
 def same_label_counts(labels):
@@ -73,8 +73,14 @@ def per_query(embeddings, labels, ks=DEFAULT_KS):
     r = same_label_counts(labels)
     keep = r > 0
     depth = max(int(r.max()), max(ks), 1)
-    rel = ranked_relevance(emb, labels, depth)[keep]                  # (Q, depth)
-    r = r[keep]
+    return relevance_metrics(ranked_relevance(emb, labels, depth)[keep], r[keep], ks), keep
+
+
+def relevance_metrics(rel, r, ks=DEFAULT_KS):
+    """Per-query metrics from ranked relevance: rel bool (Q, depth >= max(R, K)), R (Q,) >= 1.
+
+    Returns {"precision_at_1", "r_precision", "map_at_r", "recall_at_K": float (Q,)}.
+    """
     width = rel.shape[1]
     within_r = np.arange(width)[None, :] < r[:, None]                 # (Q, depth): rank <= R
     hits = np.cumsum(rel, axis=1)                                     # hits within the top i
@@ -86,7 +92,7 @@ def per_query(embeddings, labels, ks=DEFAULT_KS):
     }
     for k in ks:
         scores[f"recall_at_{k}"] = np.any(rel[:, :k], axis=1).astype(np.float64)
-    return scores, keep
+    return scores
 
 
 def summarize(scores, num_resamples=2000, seed=0):
@@ -155,6 +161,56 @@ def chance_metrics(labels, ks=DEFAULT_KS) -> dict:
         for j in range(int(k)):                           # C(n-R, K)/C(n, K) as a product
             miss *= np.clip((n - r - j) / (n - j), 0.0, None)
         out[f"recall_at_{k}"] = float(np.mean(1.0 - miss))
+    return out
+
+
+def knn_predict(neighbour_labels, neighbour_scores=None, temperature=None):
+    """Vote of each query's neighbours: labels (Q, k) [, cosines (Q, k)] -> predicted labels (Q,).
+
+    temperature None: one vote each; else each neighbour weighs exp(cosine / temperature). A
+    class scores the sum of its weights; ties go to the smallest label.
+    """
+    classes, inverse = np.unique(neighbour_labels, return_inverse=True)
+    inverse = inverse.reshape(np.shape(neighbour_labels))                    # (Q, k)
+    weights = (np.ones(inverse.shape) if temperature is None else
+               np.exp(np.asarray(neighbour_scores, np.float64) / float(temperature)))
+    votes = np.zeros((len(inverse), len(classes)))                           # (Q, C)
+    np.add.at(votes, (np.arange(len(inverse))[:, None], inverse), weights)
+    return classes[np.argmax(votes, axis=1)]
+
+
+def knn_accuracy(gallery, gallery_labels, queries, query_labels, ks=KNN_KS,
+                 temperature: float = KNN_TEMPERATURE, num_resamples: int = 2000,
+                 seed: int = 0) -> dict:
+    """k-NN classification accuracy of a labelled gallery (the training split) on test items.
+
+    Args:
+      gallery: (G, E) or (M, G, E) unit rows; gallery_labels: (G,).
+      queries: (N, E) or (M, N, E) unit rows, the same M; query_labels: (N,).
+      ks: k = 1 takes the nearest item's label; larger k a vote weighted by exp(cosine / T),
+        cosine = summed member cosine / M (capped at G neighbours).
+      temperature: T; num_resamples, seed: the bootstrap over queries for the 95% intervals.
+    Returns:
+      {"knn_K_accuracy", "knn_K_accuracy_interval" for each K, "num_gallery", "num_queries",
+       "temperature"}.
+    """
+    gal, gallery_labels = _check(gallery, gallery_labels)
+    qry, query_labels = _check(queries, query_labels)
+    if gal.shape[0] != qry.shape[0] or gal.shape[2] != qry.shape[2]:
+        raise RandEnsembleError(f"gallery {gal.shape} and queries {qry.shape} differ in M or E")
+    depth = min(max(ks), gal.shape[1])
+    idx, scores = neighbours.top_k(qry, depth, gallery=gal)                   # (N, depth)
+    cosines = scores / np.float32(gal.shape[0])
+    out = {"num_gallery": int(gal.shape[1]), "num_queries": int(qry.shape[1]),
+           "temperature": float(temperature)}
+    for k in ks:
+        kk = min(int(k), depth)
+        predicted = knn_predict(gallery_labels[idx[:, :kk]], cosines[:, :kk],
+                                None if kk == 1 else temperature)
+        correct = (predicted == query_labels).astype(np.float64)
+        out[f"knn_{k}_accuracy"] = float(correct.mean())
+        out[f"knn_{k}_accuracy_interval"] = list(bootstrap_interval(correct, num_resamples,
+                                                                    seed=seed))
     return out
 
 

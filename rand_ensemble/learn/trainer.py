@@ -24,7 +24,7 @@ import optax
 from rand_ensemble import fileio
 from rand_ensemble.data import augment
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.evaluate import weak_labels
+from rand_ensemble.evaluate import neighbours
 from rand_ensemble.learn import loop, losses, signals
 from rand_ensemble.learn.config import LOSSES, LearnConfig  # noqa: F401 (re-exported)
 from rand_ensemble.learn.signals import SIGNALS, load_pairs  # noqa: F401 (re-exported)
@@ -110,7 +110,7 @@ class Remining:
         """(M, B) positives for `step`, re-mining first when step - 1 is a multiple of R."""
         if step > 1 and (step - 1) % self.every == 0:
             emb = ensemble.embed(params, self.images, self.config)   # (M, N, E)
-            self.table = np.stack([weak_labels.top_k_neighbours(e, 1)[0][:, 0] for e in emb])
+            self.table = neighbours.member_top_k(emb, 1)[0][:, :, 0]          # (M, N)
             if self.log is not None:
                 precision = np.mean(self.object_ids[self.table] == self.object_ids)
                 self.log(f"re-mined neighbours at step {step - 1}: rank-1 precision "

@@ -5,14 +5,14 @@ sorted by id, duplicates dropped); FanOut sends it to the tiles (a, b), a <= b, 
 to; TileTopK computes one tile's similarities once and yields a partial top-k for both
 blocks; MergeBlock (a CombineFn, so runners that lift combiners merge before the shuffle)
 folds the partials of a query block. Ties go to the smaller image_id, which is the lower index
-of `weak_labels.top_k_neighbours` on rows sorted by id, so results equal the brute force.
+of `evaluate.neighbours.top_k` on rows sorted by id, so results equal the brute force.
 A second pass keyed by the unordered pair marks mutual neighbours. Memory per worker: two
 blocks (2 * B * D floats), one (B, B) tile and a (B, k) accumulator, whatever N is.
 """
 import apache_beam as beam
 import numpy as np
 
-from rand_ensemble.evaluate import weak_labels
+from rand_ensemble.evaluate import neighbours as engine
 from rand_ensemble.pipelines import common
 
 ENSEMBLE = "ens"                    # channel of the ensemble top-k; members are channels 0..M-1
@@ -61,7 +61,7 @@ class EmbedBlock(beam.DoFn):
         images = np.stack([copies[i][0][2] for i in ids])                   # (n, H, W, 3)
         emb = np.asarray(self._embed(self.params, images, self.config,
                                      batch_size=self.batch_size))
-        flat = emb.transpose(1, 0, 2).reshape(len(ids), -1)                 # (n, M*E)
+        flat = engine.concat_members(emb)                                   # (n, M*E)
         kept_labels = np.empty(len(ids), object)                         # (n,) any hashable
         kept_labels[:] = [labels.get(i, copies[i][0][1]) for i in ids]
         yield common.ok((block, np.array(ids), kept_labels, flat))
@@ -83,10 +83,10 @@ class TileTopK(beam.DoFn):
 
     def channels(self, x, y, diagonal):
         """[(channel, tile_top_k result)]: the ensemble's top-k, each member's top-1."""
-        out = [(ENSEMBLE, weak_labels.tile_top_k(x, y, self.top_k, diagonal))]
+        out = [(ENSEMBLE, engine.tile_top_k(x, y, self.top_k, diagonal))]
         if self.evaluate:
             e = x.shape[1] // self.num_models
-            out += [(m, weak_labels.tile_top_k(x[:, m * e:(m + 1) * e], y[:, m * e:(m + 1) * e],
+            out += [(m, engine.tile_top_k(x[:, m * e:(m + 1) * e], y[:, m * e:(m + 1) * e],
                                                1, diagonal)) for m in range(self.num_models)]
         return out
 
@@ -124,7 +124,7 @@ class MergeBlock(beam.CombineFn):
         for channel, part in value[1].items():
             k = self.top_k if channel == ENSEMBLE else 1
             prev = acc["parts"].get(channel)
-            merged = weak_labels.merge_top_k([part] if prev is None else [prev, part], k)
+            merged = engine.merge_top_k([part] if prev is None else [prev, part], k)
             if merged is not None:
                 acc["parts"][channel] = merged
         return acc

@@ -1,0 +1,161 @@
+"""evaluate/neighbours: the exact engine against a float64 brute force, ties, tiles, rounding."""
+import numpy as np
+import pytest
+
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate import neighbours as nb
+
+
+def brute(q, k, g=None):
+    """Full float64 matrix rounded once to float32, self excluded, stable sort: the reference."""
+    loo = g is None
+    g = q if loo else g
+    sims = (q.astype(np.float64) @ g.T.astype(np.float64)).astype(np.float32)
+    if loo:
+        np.fill_diagonal(sims, -np.inf)
+    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(sims, idx, axis=1)
+
+
+def unit(rng, shape):
+    x = rng.normal(size=shape).astype(np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def assert_exact(got, want):
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[0].dtype == np.int64 and got[1].dtype == np.float32
+
+
+def duplicated(n=400, d=64, copies=20):
+    """Each of n // copies unit rows stored `copies` times (one image under several ids)."""
+    base = unit(np.random.default_rng(5), (n // copies, d))
+    return base[np.arange(n) % (n // copies)]
+
+
+def near_tied(n=300, d=48):
+    """Pairs of rows one float32 step apart: scores that differ in the last bits only."""
+    x = unit(np.random.default_rng(6), (n // 2, d))
+    y = x.copy()
+    y[:, 0] = np.nextafter(y[:, 0], np.float32(2))
+    return np.concatenate([x, y])
+
+
+def with_zeros(n=300, d=32):
+    x = unit(np.random.default_rng(7), (n, d))
+    x[::7] = 0.0
+    return x
+
+
+INPUTS = {
+    "random": lambda: unit(np.random.default_rng(1), (500, 40)),
+    "small": lambda: unit(np.random.default_rng(2), (53, 12)),
+    "duplicated": duplicated,
+    "near_tied": near_tied,
+    "zeros": with_zeros,
+    "integer": lambda: np.random.default_rng(0).integers(0, 2, size=(300, 3)).astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+@pytest.mark.parametrize("k", [1, 4, 10])
+def test_leave_one_out_equals_brute_force_whatever_the_block(name, k):
+    x = INPUTS[name]()
+    want = brute(x, k)
+    for block in (None, 1, 37, 1000):
+        assert_exact(nb.top_k(x, k, block_size=block), want)
+    assert not (want[0] == np.arange(len(x))[:, None]).any()
+
+
+@pytest.mark.parametrize("name", ["random", "duplicated", "zeros", "integer"])
+def test_query_vs_gallery_equals_brute_force(name):
+    x = INPUTS[name]()
+    q, g = x[:70], x[50:]                           # rows 50..69 are in both
+    for k in (1, 7):
+        assert_exact(nb.top_k(q, k, gallery=g, block_size=16), brute(q, k, g))
+
+
+def test_members_are_concatenated_and_searched_alone():
+    emb = unit(np.random.default_rng(3), (3, 200, 8))
+    flat = nb.concat_members(emb)
+    assert flat.shape == (200, 24)
+    np.testing.assert_allclose(flat @ flat.T, sum(e @ e.T for e in emb), rtol=1e-5, atol=1e-6)
+    assert_exact(nb.top_k(emb, 5), brute(flat, 5))
+    idx, scores = nb.member_top_k(emb, 2, block_size=64)
+    assert idx.shape == scores.shape == (3, 200, 2)
+    for m in range(3):
+        assert_exact((idx[m], scores[m]), brute(emb[m], 2))
+
+
+def test_one_image_under_two_ids_ties_to_the_lower_index():
+    x = unit(np.random.default_rng(4), (300, 320))
+    x[250] = x[17]                                  # the same image twice
+    x[100] = x[17] + 0.01 * x[100]                  # a near view of it
+    x[100] /= np.linalg.norm(x[100])
+    idx, scores = nb.top_k(x, 3, block_size=64)
+    assert idx[17, 0] == 250 and idx[250, 0] == 17
+    assert idx[100, :2].tolist() == [17, 250] and scores[100, 0] == scores[100, 1]
+    assert_exact((idx, scores), brute(x, 3))
+
+
+def blocks_of(x, sizes):
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    return lambda j: x[edges[j]:edges[j + 1]]
+
+
+@pytest.mark.parametrize("sizes", [[300], [100] * 3, [1, 1, 298], [7, 250, 43], [40] * 7 + [20]])
+@pytest.mark.parametrize("name", ["random", "duplicated", "integer"])
+def test_tiles_give_what_one_pass_gives(sizes, name):
+    x = INPUTS[name]()[:300]
+    for k in (1, 6):
+        assert_exact(nb.tiled_top_k(blocks_of(x, sizes), sizes, k), brute(x, k))
+
+
+def test_tile_top_k_contract():
+    a, b = unit(np.random.default_rng(8), (5, 6)), unit(np.random.default_rng(9), (3, 6))
+    (ia, sa), (ib, sb) = nb.tile_top_k(a, b, 4)
+    assert ia.shape == (5, 3) and ib.shape == (3, 4)
+    assert_exact((ia, sa), brute(a, 3, b))
+    assert_exact((ib, sb), brute(b, 4, a))
+    (ia, sa), (ib, sb) = nb.tile_top_k(a, a, 9, diagonal=True)
+    assert ia.shape == (5, 4) and ib.shape == (0, 0)
+    (ia, _), (ib, _) = nb.tile_top_k(a[:1], a[:1], 2, diagonal=True)
+    assert ia.shape == (1, 0)
+
+
+def test_merge_top_k_orders_by_score_then_key():
+    keys = [np.array([["b", "d"]]), np.array([["a", "c"]])]
+    scores = [np.array([[2.0, 1.0]], np.float32), np.array([[2.0, 1.0]], np.float32)]
+    labels = [np.array([[1, 2]]), np.array([[3, 4]])]
+    got = nb.merge_top_k(list(zip(keys, scores, labels)), 3)
+    assert got[0].tolist() == [["a", "b", "c"]] and got[2].tolist() == [[3, 1, 4]]
+
+
+def test_scores_are_the_exact_dot_rounded_once():
+    a = np.array([[1.0, 1.0, 1.0]], np.float32)
+    b = np.array([[1.0, 2.0 ** -24, 2.0 ** -60]], np.float32)
+    # Exact 1 + 2^-24 + 2^-60 lies just above the midpoint of 1 and 1 + 2^-23; a float64 sum
+    # lands on the midpoint and rounds (to even) down: only the exact sum rounds up.
+    assert nb.pair_scores(a, b)[0] == np.float32(1 + 2.0 ** -23)
+    assert nb.similarities(a, b)[0, 0] == np.float32(1 + 2.0 ** -23)
+    x = unit(np.random.default_rng(10), (60, 320))
+    want = (x.astype(np.float64) @ x.T.astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(nb.similarities(x, x), want)
+    np.testing.assert_array_equal(nb.similarities(x[3:4], x), nb.similarities(x, x)[3:4])
+
+
+def test_bad_inputs_raise():
+    x = np.zeros((4, 3), np.float32)
+    with pytest.raises(RandEnsembleError, match="k must be"):
+        nb.top_k(x, 4)
+    with pytest.raises(RandEnsembleError, match="k must be"):
+        nb.top_k(x, 6, gallery=np.zeros((5, 3), np.float32))
+    with pytest.raises(RandEnsembleError, match="shaped"):
+        nb.concat_members(x)
+    with pytest.raises(RandEnsembleError, match="NaN"):
+        nb.top_k(np.full((4, 3), np.nan, np.float32), 1)
+    with pytest.raises(RandEnsembleError, match="D ="):
+        nb.top_k(x, 1, gallery=np.zeros((5, 2), np.float32))
+    with pytest.raises(RandEnsembleError, match="block_size"):
+        nb.top_k(x, 1, block_size=0)
