@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import forward_flops, machine, summary, time_alternating  # noqa: E402
 
 from rand_ensemble.model import ensemble
-from rand_ensemble import fileio, nn  # noqa: E402
+from rand_ensemble import fileio  # noqa: E402
+from rand_ensemble.model import nn  # noqa: E402
 
 BLOG_SHAPE = (100, 11, 32, 32, 3)
 
