@@ -86,7 +86,7 @@ def class_names(schema, label: str | None) -> tuple | None:
         else None
 
 
-def _pixels(value, kind: str, h, w, hw: int | None) -> np.ndarray:
+def pixels(value, kind: str, h, w, hw: int | None) -> np.ndarray:
     """One cell of the image column -> uint8 (H, W, C) (fitted to hw when given)."""
     if value is None:
         raise RandEnsembleError("missing image (null)")
@@ -185,7 +185,7 @@ def _add_rows(raw: Raw, path: str, cols: dict, table: dict, kind: str, hw, first
         raw.ids.append(get("id", r) if cols["id"] is not None else first + r)
         raw.labels.append(get("label", r))
         try:
-            image = _pixels(get("image", r), kind, get("height", r), get("width", r), hw)
+            image = pixels(get("image", r), kind, get("height", r), get("width", r), hw)
         except Exception as e:                          # decode errors of every kind
             image = None
             raw.fail(len(raw.ids) - 1, "decode", e)
