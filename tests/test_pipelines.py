@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rand_ensemble import cli
-from rand_ensemble.model import ensemble
+from rand_ensemble.model import checkpoint, ensemble
 from rand_ensemble.evaluate import weak_labels
 from rand_ensemble.data.render import Renderer
 
