@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from rand_ensemble.data import arrays, decode, image_files, parquet, spec as spec_
+from rand_ensemble.data import arrays, decode, image_files, parquet
 from rand_ensemble.data.dataset import Dataset, finish
 from rand_ensemble.data.spec import SPEC_HELP, Source, parse_spec  # noqa: F401  (re-exported)
 from rand_ensemble.errors import RandEnsembleError
