@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rand_ensemble import fileio, retrieval  # noqa: E402
+from rand_ensemble import fileio  # noqa: E402
+from rand_ensemble.evaluate import retrieval  # noqa: E402
 from rand_ensemble.evaluate import one_of_ten
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
 from rand_ensemble.data import test_sets as image_data  # noqa: E402
