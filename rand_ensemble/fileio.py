@@ -80,6 +80,11 @@ def json_safe(obj):
     return obj
 
 
+def jsonl_writer(rows) -> Writer:
+    """A writer of JSON lines, one row each, keys sorted (failure rows, `--failures`)."""
+    return text_writer("".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in rows))
+
+
 def text_writer(text: str) -> Writer:
     """A writer of UTF-8 text."""
     def write(tmp):

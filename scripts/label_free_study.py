@@ -83,8 +83,8 @@ def prepare_data(folder, size, blog):
 def per_query(emb, sets):
     """Per-query scores of one embedding (M, ., E): ensemble and member mean -> {column: (Q,)}."""
     out = {"ensemble": {}, "member_mean": {}}
-    heldout, _ = retrieval.per_query(emb["heldout"], sets["heldout"].object_ids)
-    members = [retrieval.per_query(e, sets["heldout"].object_ids)[0] for e in emb["heldout"]]
+    heldout, _ = retrieval.per_query(emb["heldout"], sets["heldout"].labels)
+    members = [retrieval.per_query(e, sets["heldout"].labels)[0] for e in emb["heldout"]]
     for name in HELD_OUT:
         out["ensemble"][name] = heldout[name]
         out["member_mean"][name] = np.mean([m[name] for m in members], axis=0)
@@ -196,16 +196,17 @@ def _final(history, key):
 def save_plot(out, name, heldout_emb, sets):
     """PCA of held-out embeddings coloured by object (first 20 objects)."""
     from rand_ensemble.evaluate import plots
-    plots.embedding_pca(heldout_emb, sets["heldout"].object_ids,
+    plots.embedding_pca(heldout_emb, sets["heldout"].labels,
                         os.path.join(out, "plots", f"pca_{name}.png"),
                         title=f"held-out embeddings, {name} (PCA; first 20 objects)")
 
 
 def load_sets(paths, size):
-    """The pools and test sets in memory: {train, heldout: Pool, rendered, blog: arrays}."""
-    from rand_ensemble.data import renders
-    sets = {"train": renders.load_pool(paths["train"], hw=32),
-            "heldout": renders.load_pool(paths["heldout"], hw=32),
+    """The pools and test sets in memory: {train, heldout: Dataset (labels = object ids),
+    rendered, blog: arrays}."""
+    from rand_ensemble.data import sources
+    sets = {"train": sources.load_dataset(f"renders:{paths['train']}", hw=32, channels=3),
+            "heldout": sources.load_dataset(f"renders:{paths['heldout']}", hw=32, channels=3),
             "rendered": image_data.load_test_set(paths["test_set"], mmap=False)}
     sets["blog"] = image_data.load_test_set(paths["blog"], mmap=False) if paths["blog"] else None
     return sets
@@ -294,7 +295,7 @@ def study_info(argv, size, args, sets, paths, commands):
     return {"command": "python scripts/label_free_study.py " + " ".join(argv or sys.argv[1:]),
             "sizes": dict(size), "seeds": list(args.seeds), "data_commands": commands,
             "data": {"heldout_images": len(sets["heldout"]),
-                     "heldout_objects": len(set(sets["heldout"].object_ids.tolist())),
+                     "heldout_objects": len(set(sets["heldout"].labels.tolist())),
                      "train_images": len(sets["train"]),
                      "test_examples": len(sets["rendered"]), "blog": paths["blog"] or "none"},
             "weak_labels": {"weak_models": weak["num_models"], "precision": weak["precision"],

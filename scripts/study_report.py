@@ -30,7 +30,7 @@ def summarize_row(name, runs, kind, seeds, num_resamples=2000):
 
 def chance_row(sets):
     """The expected scores of a random ranking."""
-    ch = retrieval.chance_metrics(sets["heldout"].object_ids)
+    ch = retrieval.chance_metrics(sets["heldout"].labels)
     cols = {c: ch[c] for c in HELD_OUT}
     cols["rendered"] = one_of_ten.CHANCE
     if sets.get("blog") is not None:

@@ -138,3 +138,36 @@ def test_render_test_set_and_demo(tmp_path, capsys):
                              str(tmp_path / "demo"), "--cache-dir", str(tmp_path / "cache")],
                             capsys)
     assert code == 0 and "rendering" not in stdout and os.listdir(tmp_path / "cache") == cached
+
+
+def test_make_test_set_then_eval(tmp_path, capsys):
+    """make-test-set from class folders (10 classes of PNGs), then `eval --test-set` on it."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    for c in range(10):
+        (tmp_path / "data" / f"class{c}").mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / f"class{c}" / f"{k}.png")
+    (tmp_path / "data" / "class3" / "bad.png").write_bytes(b"not a png")
+    out, fails = tmp_path / "t.npy", tmp_path / "f.jsonl"
+    argv = ["make-test-set", "--data", f"folder:{tmp_path / 'data'}", "--out", str(out),
+            "--examples", "5", "--seed", "1", "--failures", str(fails)]
+    code, printed, err = run(argv, capsys)
+    assert code == 0, err
+    images, labels = np.load(out), np.load(test_sets.object_ids_path(str(out)))
+    assert images.shape == (5, 11, 32, 32, 3) and labels.shape == (5, 11)
+    assert np.all(labels[:, 0] == labels[:, 1])
+    assert all(len(set(row[1:])) == 10 for row in labels.tolist())
+    assert "class3/bad.png" in fails.read_text() and "1 failure row" in printed
+    first = out.read_bytes()
+    assert run(argv, capsys)[0] == 0 and out.read_bytes() == first        # same seed, same bytes
+    code, printed, err = run(["eval", "--test-set", str(out), "--models", "2",
+                              "--bootstrap", "20"], capsys)
+    assert code == 0 and "ensemble" in printed, err
+    np.savez(tmp_path / "nine.npz", images=np.zeros((18, 8, 8), np.uint8),
+             labels=np.repeat(np.arange(9), 2))
+    code, _, err = run(["make-test-set", "--data", str(tmp_path / "nine.npz"), "--out",
+                        str(tmp_path / "u.npy"), "--examples", "2"], capsys)
+    assert code == 2 and "at least 10 classes" in err and err.count("\n") == 1, err

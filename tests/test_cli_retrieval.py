@@ -1,5 +1,6 @@
 """`rand-ensemble retrieval` on a tiny synthetic render folder, checked from its saved embeddings."""
 import json
+import os
 
 import jax
 import numpy as np
@@ -76,6 +77,66 @@ def test_retrieval_matches_an_independent_recomputation(renders, tmp_path, capsy
     assert lo <= report["precision_at_1"] <= hi
 
 
+def _p_at_1(emb, labels):
+    """P@1 by explicit loops: summed member cosine, self excluded, first best on ties; queries
+    whose label has no other image are left out."""
+    m, n, _ = emb.shape
+    hits = []
+    for i in range(n):
+        if np.sum(labels == labels[i]) < 2:
+            continue
+        scores = [sum(float(emb[k, i] @ emb[k, j]) for k in range(m)) if j != i else -np.inf
+                  for j in range(n)]
+        hits.append(labels[int(np.argmax(scores))] == labels[i])
+    return float(np.mean(hits))
+
+
+def test_data_spec_on_class_folders(tmp_path, capsys):
+    """`--data folder:ROOT` (ImageFolder layout, PNGs of mixed sizes) with --models 2: P@1 and
+    the rows' labels recomputed from the saved embeddings and the folder names."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    classes = ["cat", "dog", "eel"]
+    for c, name in enumerate(classes):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for k in range(4):
+            side = 32 if k % 2 else 40                     # 40 -> resized and centre-cropped
+            img = np.full((side, side, 3), 70 * c + 20, np.uint8)
+            img = np.clip(img + rng.integers(-30, 30, img.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(tmp_path / "pets" / name / f"{k}.png")
+    out = tmp_path / "out"
+    code, printed, err = run(["retrieval", "--data", f"folder:{tmp_path / 'pets'}", "--models",
+                              "2", "--seed", "3", "--json", str(out / "r.json"),
+                              "--save-embeddings", str(out / "e.npy"), "--bootstrap", "50"],
+                             capsys)
+    assert code == 0, err
+    emb, report = np.load(out / "e.npy"), json.loads((out / "r.json").read_text())
+    assert emb.shape == (2, 12, 32)
+    labels = np.repeat(np.arange(3), 4)                     # ids cat/0.png .. eel/3.png, sorted
+    assert report["precision_at_1"] == pytest.approx(_p_at_1(emb, labels))
+    assert report["num_items"] == 12 and report["num_failures"] == 0
+    assert report["data"] == f"folder:{tmp_path / 'pets'}"
+
+
+@pytest.mark.skipif(not os.environ.get("RAND_ENSEMBLE_FASHION_MNIST"),
+                    reason="RAND_ENSEMBLE_FASHION_MNIST (the gzipped IDX folder) is not set")
+def test_fashion_mnist_slice(tmp_path, capsys):
+    """The first 60 test images of Fashion-MNIST (28x28 grey, padded to 32, repeated to RGB)."""
+    spec = f"idx:{os.environ['RAND_ENSEMBLE_FASHION_MNIST']}:test?limit=60"
+    e = tmp_path / "e.npy"
+    code, printed, err = run(["retrieval", "--data", spec, "--models", "2", "--json",
+                              str(tmp_path / "r.json"), "--save-embeddings", str(e),
+                              "--bootstrap", "20"], capsys)
+    assert code == 0, err
+    from rand_ensemble.data import arrays
+    folder = os.environ["RAND_ENSEMBLE_FASHION_MNIST"]
+    labels = arrays.read_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"))[:60]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["num_items"] == 60 and report["split"] == "test"
+    assert report["precision_at_1"] == pytest.approx(_p_at_1(np.load(e), labels))
+
+
 def test_checkpoint_gives_the_same_embeddings_as_the_init(renders, tmp_path, capsys):
     folder, _, _ = renders
     ckpt = tmp_path / "p.npz"
@@ -92,10 +153,10 @@ def test_checkpoint_gives_the_same_embeddings_as_the_init(renders, tmp_path, cap
 
 def test_bad_input_is_one_line(renders, tmp_path, capsys):
     folder, _, _ = renders
-    other = tmp_path / "o.npz"       # a 64x64 architecture cannot embed the 32x32 renders
-    checkpoint.save_params(str(other), ensemble.init_ensemble(
-        jax.random.PRNGKey(0), 1, ensemble.EmbedderConfig(input_hw=64, pool="mean")),
-        ensemble.EmbedderConfig(input_hw=64, pool="mean"))
+    other = tmp_path / "o.npz"
+    checkpoint.save_params(str(other), ensemble.init_ensemble(jax.random.PRNGKey(0), 1),
+                           ensemble.DEFAULT_CONFIG)
+    np.save(tmp_path / "unlabelled.npy", np.zeros((4, 32, 32, 3), np.uint8))
     cases = [
         (["--renders", str(tmp_path / "missing"), "--models", "2"], "not found"),
         (["--renders", str(tmp_path), "--models", "2"], "no renders"),
@@ -104,7 +165,15 @@ def test_bad_input_is_one_line(renders, tmp_path, capsys):
         (["--renders", str(folder), "--models", "0"], "positive"),
         (["--renders", str(folder), "--models", "2", "--json", "r.txt"], ".json"),
         (["--renders", str(folder), "--checkpoint", str(tmp_path / "none.npz")], "none.npz"),
-        (["--renders", str(folder), "--checkpoint", str(other)], "64x64"),
+        (["--data", str(tmp_path / "unlabelled.npy"), "--models", "2"], "no labels"),
+        (["--data", f"renders:{folder}?limit=0", "--models", "2"], "positive integer"),
+        (["--data", f"renders:{folder}", "--labels", "l.csv", "--models", "2"], "--labels"),
+        (["--data", f"renders:{folder}", "--renders", str(folder), "--models", "2"],
+         "not allowed"),
+        (["--renders", str(folder), "--models", "2", "--failures",
+          str(next(folder.glob("*.parquet")))], "overwrite the input"),
+        (["--renders", str(folder), "--models", "2", "--gallery",
+          str(tmp_path / "none")], "not found"),
     ]
     for argv, match in cases:
         code, out, err = run(["retrieval"] + argv, capsys)
@@ -153,3 +222,19 @@ def test_your_own_images_with_labels_and_failures(tmp_path, capsys, reference):
         np.testing.assert_allclose(emb[m], ref, atol=1e-4)
     assert report["precision_at_1"] == pytest.approx(
         reference.p_at_1(np.concatenate(list(emb), axis=-1), labels))
+
+
+def test_gallery_hook(renders, tmp_path, capsys):
+    """--gallery: k-NN classification by a second labelled split when the engine's
+    knn_accuracy is there; until then one line saying so."""
+    from rand_ensemble.evaluate import retrieval
+    folder, _, _ = renders
+    code, out, err = run(["retrieval", "--renders", str(folder), "--gallery", f"renders:{folder}",
+                          "--models", "2", "--json", str(tmp_path / "r.json"),
+                          "--bootstrap", "20"], capsys)
+    if not hasattr(retrieval, "knn_accuracy"):
+        assert code == 2 and "knn_accuracy" in err and err.count("\n") == 1
+        return
+    assert code == 0, err
+    gallery = json.loads((tmp_path / "r.json").read_text())["gallery"]
+    assert gallery["data"] == f"renders:{folder}" and gallery["num_gallery"] == 15

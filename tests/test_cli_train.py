@@ -74,6 +74,23 @@ def test_train_then_eval_checkpoint(renders, tmp_path, capsys, reference):
                                    atol=1e-4)
 
 
+def test_train_on_a_data_spec(tmp_path, capsys):
+    """`train --data npz` (grey 28x28, padded to 32 and repeated to RGB) for a few steps; the
+    checkpoint loads, and the oracle uses the npz's labels."""
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", images=images, labels=np.repeat(np.arange(6), 2))
+    out = tmp_path / "m.npz"
+    code, _, err = run(["train", "--data", f"npz:{tmp_path / 'd.npz'}", "--out", str(out),
+                        "--signal", "oracle", "--json", str(tmp_path / "r.json")]
+                       + TINY_RUN, capsys)
+    assert code == 0, err
+    params, cfg = checkpoint.load_params(out)
+    assert params["conv0"]["kernel"].shape == (2, 3, 3, 3, 32) and cfg.input_hw == 32
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["num_images"] == 12 and report["num_failures"] == 0
+
+
 def one_line_error(argv, capsys, match):
     code, _, err = run(argv, capsys)
     assert code == 2
@@ -97,7 +114,12 @@ def test_bad_input_is_one_line(renders, tmp_path, capsys):
                              "score": np.float32([0.9]), "rank": np.int32([1])},
                             schema=schema.PAIRS), pairs / "pairs-00000-of-00001.parquet")
     one_line_error(base + ["--signal", "weak", "--pairs", str(pairs)], capsys,
-                   "not in the renders pool")
+                   "not in the dataset")
+    np.save(tmp_path / "x.npy", np.zeros((8, 32, 32, 3), np.uint8))
+    one_line_error(["train", "--data", str(tmp_path / "x.npy"), "--out", out, "--signal",
+                    "oracle"], capsys, "needs labels")
+    one_line_error(["train", "--data", str(tmp_path / "x.npy"), "--renders", renders, "--out",
+                    out], capsys, "not allowed")
     # A state checkpoint of another architecture (no biases) is refused on --resume.
     code, _, err = run(base + TINY_RUN[:-1] + ["--steps", "1", "--no-bias", "--quiet"], capsys)
     assert code == 0, err

@@ -296,3 +296,32 @@ def test_fashion_mnist(split, prefix, n):
     np.testing.assert_array_equal(ds.labels[rows], labels[rows])
     fitted = load_dataset(f"{FASHION}:{split}", hw=32, channels=3)
     np.testing.assert_array_equal(fitted.images[rows[:5], 2:30, 2:30, 0], images[rows[:5]])
+
+
+def test_limit_keeps_the_first_rows_of_every_source(tmp_path):
+    specs = write_all(tmp_path)
+    for spec, ids in specs.items():
+        limited = spec + ("&" if "=" in spec.rsplit("?", 1)[-1] else "?") + "limit=4"
+        ds = load(limited)
+        assert list(ds.ids) == ids[:4], limited
+        np.testing.assert_array_equal(ds.images[..., 0], IMAGES[:4], err_msg=limited)
+        np.testing.assert_array_equal(ds.labels, LABELS[:4], err_msg=limited)
+        assert len(load(spec + ("&" if "=" in spec.rsplit("?", 1)[-1] else "?")
+                        + "limit=99")) == 6
+    for bad in ("0", "-1", "x", "1.5"):
+        with pytest.raises(RandEnsembleError, match="limit must be a positive integer"):
+            load(f"{tmp_path}/set.npz?limit={bad}")
+
+
+def test_input_paths_name_every_file_a_spec_reads(tmp_path):
+    from rand_ensemble.data.sources import input_paths
+    specs = write_all(tmp_path)
+    pngs = sorted(str(tmp_path / "tree" / i) for i in IDS)
+    assert sorted(input_paths(f"folder:{tmp_path}/tree")) == pngs
+    assert sorted(input_paths(f"{tmp_path}/tree/*/*.png?labels={tmp_path}/labels.csv")) == \
+        sorted(pngs + [f"{tmp_path}/labels.csv"])
+    assert input_paths(f"{tmp_path}/idx") == [f"{tmp_path}/idx/train-images-idx3-ubyte.gz",
+                                              f"{tmp_path}/idx/train-labels-idx1-ubyte"]
+    assert len(input_paths(f"{tmp_path}/renders")) == 2
+    for spec in specs:
+        assert input_paths(spec) and all(os.path.isfile(p) for p in input_paths(spec)), spec

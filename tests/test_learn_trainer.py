@@ -11,7 +11,7 @@ from rand_ensemble.model import ensemble, nn
 from rand_ensemble.model.embedder import EmbedderConfig, init_embedder
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.learn import trainer, signals
-from rand_ensemble.data.renders import Pool
+from rand_ensemble.data.dataset import Dataset
 from rand_ensemble.pipelines import schema
 
 TINY = EmbedderConfig(widths=(4, 4, 4, 4), dense=4, embedding_dim=4, bias=True)
@@ -30,7 +30,7 @@ def tiny_pool(objects=10, views=2, seed=0):
             images.append(img)
             ids.append(schema.image_id(o, v, seed))
             objs.append(o)
-    return Pool(np.asarray(ids), np.asarray(objs, np.int64), np.stack(images))
+    return Dataset(np.stack(images), np.asarray(ids), np.asarray(objs, np.int64))
 
 
 def cfg(**kw):
@@ -52,8 +52,8 @@ def test_ensemble_step_equals_single_member_steps(lowering):
     member_step = trainer.make_member_step(TINY, c, opt, nn.conv_im2col)
     params = ensemble.init_members(init_embedder, jax.random.PRNGKey(1), 3, TINY)
     states = jax.vmap(opt.init)(params)
-    batches = signals.Batches("oracle", len(pool), 3, 4, 0, None, 0.0, pool.object_ids)
-    images, groups = pool.images, pool.object_ids.astype(np.int32)
+    batches = signals.Batches("oracle", len(pool), 3, 4, 0, None, 0.0, pool.labels)
+    images, groups = pool.images, pool.labels.astype(np.int32)
     single, together = jax.jit(member_step), ensemble.over_members(member_step, 2, lowering)
     singles = [(member(params, m), member(states, m)) for m in range(3)]
     vm_params, vm_states = params, states
@@ -139,8 +139,8 @@ def test_collapse_is_detected_on_a_constant_net():
 
 def test_batches_are_index_based_epochs_without_repeats():
     pool = tiny_pool()
-    a = signals.Batches("oracle", len(pool), 2, 4, 7, None, 0.0, pool.object_ids)
-    b = signals.Batches("oracle", len(pool), 2, 4, 7, None, 0.0, pool.object_ids)
+    a = signals.Batches("oracle", len(pool), 2, 4, 7, None, 0.0, pool.labels)
+    b = signals.Batches("oracle", len(pool), 2, 4, 7, None, 0.0, pool.labels)
     for i in (1, 3, 9):
         for x, y in zip(a[i][1:], b[i][1:]):
             np.testing.assert_array_equal(x, y)
@@ -150,7 +150,7 @@ def test_batches_are_index_based_epochs_without_repeats():
         assert sorted(anchors[m].tolist()) == list(range(20))
     assert not np.array_equal(anchors[0], anchors[1])            # members: own orders
     _, _, anc, pos = a[2]
-    assert np.all(pool.object_ids[anc] == pool.object_ids[pos]) and np.all(anc != pos)
+    assert np.all(pool.labels[anc] == pool.labels[pos]) and np.all(anc != pos)
     it = iter(a)
     assert next(it)[0] == 1 and next(it)[0] == 2
 
@@ -165,7 +165,7 @@ def write_pairs(folder, rows):
 
 def test_load_pairs_filters_by_hand(tmp_path):
     pool = tiny_pool()
-    i = pool.image_ids
+    i = pool.ids
     # (0,1) mutual, score .9; (2,5) one-way .8; (3,4) mutual .5; (6,6) a self pair.
     write_pairs(tmp_path / "p", [(i[0], i[1], .9), (i[1], i[0], .9), (i[2], i[5], .8),
                                  (i[3], i[4], .5), (i[4], i[3], .5), (i[6], i[6], 1.0)])
@@ -177,7 +177,7 @@ def test_load_pairs_filters_by_hand(tmp_path):
     with pytest.raises(RandEnsembleError, match="no pairs left"):
         load(min_score=0.95)
     write_pairs(tmp_path / "q", [(i[0], "o99999_v0000_s0", .9)])
-    with pytest.raises(RandEnsembleError, match="not in the renders pool.*o99999"):
+    with pytest.raises(RandEnsembleError, match="not in the dataset.*o99999"):
         signals.load_pairs(str(tmp_path / "q"), pool)
     with pytest.raises(RandEnsembleError, match="pairs folder not found"):
         signals.load_pairs(str(tmp_path / "missing"), pool)

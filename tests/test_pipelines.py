@@ -5,6 +5,7 @@ import os
 
 import jax
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -118,21 +119,23 @@ def test_renders_byte_identical_with_one_and_two_workers(tmp_path):
 
 @pytest.mark.slow
 def test_weak_label_job_matches_library(pool, tmp_path):
-    from rand_ensemble.pipelines import render_job, weak_label_job
-    # One render at the wrong size joins the pool: it must come out as a failure, not vanish.
-    small = str(tmp_path / "small")
-    render_job.run(small, views=1, seed=0, objects="3:4", hw=16)
+    from rand_ensemble.pipelines import schema, weak_label_job
+    # One row whose bytes make no image joins the pool: it must come out as a failure, not
+    # vanish (a render of another size would be fitted by the size rule, data/decode.py).
     mixed = tmp_path / "mixed"
     mixed.mkdir()
-    for i, path in enumerate(sorted(glob.glob(os.path.join(pool, "renders-*.parquet")))
-                             + glob.glob(os.path.join(small, "renders-*.parquet"))):
+    paths = sorted(glob.glob(os.path.join(pool, "renders-*.parquet")))
+    for i, path in enumerate(paths):
         os.symlink(path, mixed / f"renders-{i:05d}.parquet")
+    bad = dict(read_table(pool, "renders")[0], image_id="o00003_v0099_s0", image=b"\0" * 100)
+    pq.write_table(pa.Table.from_pylist([bad], schema=schema.RENDERS),
+                   mixed / f"renders-{len(paths):05d}.parquet")
     out = str(tmp_path / "labels")
     # block_size 5: 25 rows hashed into 5 blocks, 15 tiles, partial lists merged per block
     summary = weak_label_job.run(str(mixed), out, num_models=3, seed=1, top_k=2, batch_size=8,
                                  beam_args=["--direct_num_workers", "1"], block_size=5)
     [failure] = read_failures(out)
-    assert failure["stage"] == "decode" and "16x16" in failure["error"]
+    assert failure["stage"] == "decode" and "do not make an image" in failure["error"]
     assert summary["num_failures"] == 1 and summary["num_images"] == 24
 
     renders = sorted(read_table(pool, "renders"), key=lambda r: r["image_id"])

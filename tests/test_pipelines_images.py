@@ -125,3 +125,29 @@ def test_exact_ties_across_tiles_go_to_the_smaller_id(tmp_path):
     # the two identical copies come first, the smaller id of the two first
     assert [b for a, b, r in sorted(want, key=lambda t: t[2]) if a == "img00"][:2] == \
         ["img04", "img08"]
+
+
+@pytest.mark.slow
+def test_data_spec_of_class_folders(photos, capsys):
+    """--data folder:ROOT: the launcher reads the folders (labels = folder names), the job
+    mines the same pairs as the library on independently decoded images; the corrupt file is
+    a failure row and the precision uses the folder labels."""
+    tmp, labels = photos
+    out = str(tmp / "data-out")
+    status = cli.main(["weak-labels", "--data", f"folder:{tmp / 'photos'}", "--models", "2",
+                       "--seed", "3", "--block-size", "4", "--out", out])
+    assert status == 0, capsys.readouterr().err
+    [failure] = [json.loads(line) for f in glob.glob(os.path.join(out, "failures-*"))
+                 for line in open(f)]
+    assert failure["stage"] == "decode" and failure["input"]["image_id"] == "obj2/broken.png"
+    ids, emb, want = reference(tmp / "photos", labels)
+    assert read_pairs(out) == sorted(zip(want["image_id_a"], want["image_id_b"]))
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    nn = dict(zip(want["image_id_a"], want["image_id_b"]))
+    assert summary["num_images"] == 6 and summary["num_failures"] == 1
+    assert summary["precision"] == pytest.approx(np.mean([labels[a] == labels[nn[a]]
+                                                          for a in ids]))
+    status = cli.main(["weak-labels", "--data", f"folder:{tmp / 'photos'}", "--labels",
+                       str(tmp / "labels.csv"), "--models", "2", "--out", out + "2"])
+    err = capsys.readouterr().err
+    assert status == 2 and "?labels=CSV" in err and err.count("\n") == 1, err

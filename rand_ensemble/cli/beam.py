@@ -6,6 +6,7 @@ only when a job runs, so `rand-ensemble --help` never imports it.
 import argparse
 
 from rand_ensemble.cli.types import float_in, int_in, positive_int, runner, seed_int
+from rand_ensemble.data.spec import SPEC_HELP
 
 MAX_HW = 4096                 # largest rendered image side
 MAX_TIMEOUT_S = 24 * 3600.0   # a render timeout must be finite: inf would fail every render
@@ -52,19 +53,27 @@ def _add_weak_labels(sub):
 
     p = sub.add_parser("weak-labels", formatter_class=fmt, epilog=BEAM_EPILOG,
                        help="Beam job: nearest-neighbour weak labels from a random ensemble",
-                       description="Embed the renders (or your own images) with an M-member "
+                       description="Embed any dataset (--data SPEC), the renders or your own "
+                                   "images with an M-member "
                                    "random ensemble and write each image's top-k neighbours, "
                                    "found by an exact tiled search, to DIR2/pairs-*.parquet, "
                                    "with DIR2/summary.json (precision from the renders' object "
-                                   "ids or --labels) and DIR2/failures-*.jsonl.")
+                                   "ids, the data's labels or --labels) and "
+                                   "DIR2/failures-*.jsonl.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--renders", metavar="DIR", help="the render job's output folder")
+    source.add_argument("--data", metavar="SPEC",
+                        help="a local dataset, read by the launcher and handed to the job "
+                             "(labels, if any, only for the precision): "
+                             + SPEC_HELP.replace("%", "%%"))
+    source.add_argument("--renders", metavar="DIR",
+                        help="the render job's output folder (local or remote, e.g. gs://)")
     source.add_argument("--images", metavar="GLOB",
                         help="your own images: a recursive glob of PNG/JPEG files (quote it: "
                              "'photos/**/*.jpg'; id = path below the glob's folder) or a "
                              ".parquet with columns image_id, image (encoded bytes)")
     p.add_argument("--labels", metavar="CSV",
-                   help="image_id,label rows, used only for the precision in summary.json")
+                   help="with --images or --renders: image_id,label rows, used only for the "
+                        "precision in summary.json")
     members = p.add_mutually_exclusive_group(required=True)
     members.add_argument("--models", type=positive_int, help="random ensemble size M")
     members.add_argument("--checkpoint", metavar="CKPT.npz",

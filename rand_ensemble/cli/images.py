@@ -1,9 +1,11 @@
-"""Test-set commands: eval, demo (evaluate/eval_test_set.py), render-test-set (data/test_sets.py).
+"""Test-set commands: eval, demo (evaluate/eval_test_set.py), render-test-set and make-test-set
+(data/test_sets.py).
 
 Each handler is one call of its stage's `run_*`, which plans every output first, computes,
 writes the outputs as one unit and prints its table.
 """
 from rand_ensemble.cli.types import int_in, positive_int, runner, seed_int
+from rand_ensemble.data.spec import SPEC_HELP
 
 MAX_HW = 4096                                   # largest rendered image side
 
@@ -12,6 +14,7 @@ def register(sub):
     """Add the image commands to the `rand-ensemble` subparsers."""
     _add_eval(sub)
     _add_render_test_set(sub)
+    _add_make_test_set(sub)
     _add_demo(sub)
 
 
@@ -59,6 +62,28 @@ def _add_render_test_set(sub):
     p.add_argument("--colour", choices=("object", "random"), default="object",
                    help="object: the URDF colour (as the blog); random: re-drawn per view")
     p.set_defaults(handler=runner("rand_ensemble.data.test_sets", "run_render_test_set"))
+
+
+def _add_make_test_set(sub):
+    p = sub.add_parser(
+        "make-test-set", help="make a 1-of-10 test set from any labelled dataset",
+        description="Draw N examples of (anchor, positive, 9 negatives) from a labelled dataset: "
+                    "anchor and positive are two distinct images of one class, the negatives "
+                    "one image each of 9 other classes (needs >= 10 classes, one with >= 2 "
+                    "images). Writes uint8 (N, 11, HW, HW, 3) to OUT and the images' label "
+                    "codes (N, 11) to OUT's .ids.npy; `eval --test-set OUT` runs the blog's "
+                    "protocol on it. The same data and seed give the same bytes.")
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help="the labelled dataset: " + SPEC_HELP.replace("%", "%%"))
+    p.add_argument("--out", required=True, metavar="PATH.npy")
+    p.add_argument("--examples", type=positive_int, required=True, metavar="N")
+    p.add_argument("--seed", type=seed_int, default=0, help="the draw (default 0)")
+    p.add_argument("--hw", type=int_in(1, MAX_HW, "image-side"), default=32,
+                   help="image side, by the size rule: pad or resize + centre-crop (default 32, "
+                        "the blog net's input)")
+    p.add_argument("--failures", metavar="F.jsonl",
+                   help="write the data's failure rows (unreadable or unlabelled items) here")
+    p.set_defaults(handler=runner("rand_ensemble.data.test_sets", "run_make_test_set"))
 
 
 def _add_demo(sub):

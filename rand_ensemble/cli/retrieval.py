@@ -1,28 +1,38 @@
-"""`rand-ensemble retrieval`: precision@1, R-precision, MAP@R and Recall@K on a rendered pool
-or on your own labelled images: one call of evaluate/eval_pool.run_retrieval."""
+"""`rand-ensemble retrieval`: precision@1, R-precision, MAP@R and Recall@K on any labelled
+dataset (`--data SPEC`; `--renders` and `--images --labels` are aliases): one call of
+evaluate/eval_pool.run_retrieval."""
 from rand_ensemble.cli.types import positive_int, runner, seed_int
+from rand_ensemble.data.spec import SPEC_HELP
 
 
 def register(sub):
     """Add `retrieval` to the `rand-ensemble` subparsers."""
     p = sub.add_parser(
-        "retrieval", help="retrieval metrics of random or trained nets on a rendered pool",
-        description="Embed every image of a render folder (`rand-ensemble render`) and rank the "
-                    "others by cosine (ensembles: summed over members): precision@1, R-precision, "
-                    "MAP@R and Recall@K by object id, per member and for the ensemble, with "
-                    "bootstrap 95%% intervals over queries. R = the number of other images of "
-                    "the query's object; objects with one image are excluded (and counted).")
+        "retrieval", help="retrieval metrics of random or trained nets on a labelled dataset",
+        description="Embed every image of a labelled dataset (any --data SPEC; a render folder; "
+                    "your own files) and rank the others by cosine (ensembles: summed over "
+                    "members): precision@1, R-precision, MAP@R and Recall@K by label, per "
+                    "member and for the ensemble, with bootstrap 95%% intervals over queries. "
+                    "R = the number of other images of the query's label; labels with one "
+                    "image are excluded (and counted). Images are fitted to the embedder's "
+                    "input (pad or resize, data/decode.py).")
     source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="SPEC",
+                        help="the dataset, with labels: " + SPEC_HELP.replace("%", "%%"))
     source.add_argument("--renders", metavar="DIR",
-                      help="folder of renders-*.parquet (e.g. held-out objects 900-999)")
+                        help="alias of --data renders:DIR (labels = object ids)")
     source.add_argument("--images", metavar="GLOB",
-                      help="your own images: a recursive glob of PNG/JPEG files (quote it: "
-                           "'photos/**/*.jpg'; id = path below the glob's folder); needs --labels")
+                        help="alias of --data 'images:GLOB?labels=CSV': a recursive glob of "
+                             "image files (quote it; id = path below the glob's folder); "
+                             "needs --labels")
     p.add_argument("--labels", metavar="CSV",
                    help="with --images: image_id,label rows (the labels are only evaluated)")
+    p.add_argument("--gallery", metavar="SPEC",
+                   help="a second labelled split (e.g. train) as the gallery for k-NN "
+                        "classification of --data's images")
     p.add_argument("--failures", metavar="F.jsonl",
-                   help="with --images: write unreadable or unlabelled files here, one JSON line "
-                        "each (always counted in the report)")
+                   help="write the data's failure rows (unreadable or unlabelled items, bad "
+                        "label rows) here, one JSON line each (always counted in the report)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="CKPT.npz",
                         help="trained checkpoint (`rand-ensemble train`) or saved params")
@@ -32,9 +42,9 @@ def register(sub):
                    help="init seed with --models; also the bootstrap seed (default 0)")
     p.add_argument("--json", metavar="J", help="write the full report as JSON")
     p.add_argument("--save-embeddings", metavar="E.npy",
-                   help="write float32 embeddings (M, N, E), rows in sorted image_id order")
+                   help="write float32 embeddings (M, N, E), rows in the dataset's id order")
     p.add_argument("--plot", metavar="P.png",
-                   help="2-D PCA of the embeddings, coloured by object (first 20 objects)")
+                   help="2-D PCA of the embeddings, coloured by label (first 20 labels)")
     p.add_argument("--bootstrap", type=positive_int, default=2000,
                    help="bootstrap resamples for the 95%% intervals (default 2000)")
     p.set_defaults(handler=runner("rand_ensemble.evaluate.eval_pool", "run_retrieval"))

@@ -86,7 +86,7 @@ def class_names(schema, label: str | None) -> tuple | None:
         else None
 
 
-def _pixels(value, kind: str, h, w, hw: int | None) -> np.ndarray:
+def pixels(value, kind: str, h, w, hw: int | None) -> np.ndarray:
     """One cell of the image column -> uint8 (H, W, C) (fitted to hw when given)."""
     if value is None:
         raise RandEnsembleError("missing image (null)")
@@ -185,7 +185,7 @@ def _add_rows(raw: Raw, path: str, cols: dict, table: dict, kind: str, hw, first
         raw.ids.append(get("id", r) if cols["id"] is not None else first + r)
         raw.labels.append(get("label", r))
         try:
-            image = _pixels(get("image", r), kind, get("height", r), get("width", r), hw)
+            image = pixels(get("image", r), kind, get("height", r), get("width", r), hw)
         except Exception as e:                          # decode errors of every kind
             image = None
             raw.fail(len(raw.ids) - 1, "decode", e)
@@ -196,12 +196,35 @@ def _add_rows(raw: Raw, path: str, cols: dict, table: dict, kind: str, hw, first
     return held
 
 
-def load_renders(path: str, split: str | None, hw: int | None) -> Raw:
-    """renders: a folder of renders-*.parquet (raw RGB, labels = object ids) -> Raw."""
-    folder = os.path.join(path, split) if split is not None else path
+def render_shards(folder: str) -> list[str]:
+    """The sorted renders-*.parquet files of a local render folder; a missing folder or one
+    without shards is a one-line error (the one render-folder check: the Beam job's launcher
+    uses it too)."""
     if not os.path.isdir(folder):
         raise RandEnsembleError(f"renders folder not found: {folder}")
     paths = sorted(glob.glob(os.path.join(glob.escape(folder), "renders-*.parquet")))
     if not paths:
         raise RandEnsembleError(f"no renders-*.parquet files in {folder}")
+    return paths
+
+
+def load_renders(path: str, split: str | None, hw: int | None) -> Raw:
+    """renders: a folder of renders-*.parquet (raw RGB, labels = object ids) -> Raw."""
+    paths = render_shards(os.path.join(path, split) if split is not None else path)
     return load_parquet(paths, {"images": "image", "labels": "object_id", "ids": "image_id"}, hw)
+
+
+def read_columns(paths: list, columns: list) -> dict:
+    """Parquet files -> {column: list of values}, concatenated in the order of `paths`; a file
+    that cannot be read or lacks a column is a one-line error (for tables that are not images,
+    e.g. the weak-label job's pairs)."""
+    import pyarrow.parquet as pq
+    out = {c: [] for c in columns}
+    for path in paths:
+        try:
+            table = pq.read_table(path, columns=columns).to_pydict()
+        except Exception as e:                          # pyarrow raises many types for damage
+            raise RandEnsembleError(f"cannot read {path}: {first_line(e)}") from None
+        for c in columns:
+            out[c] += table[c]
+    return out

@@ -17,17 +17,13 @@ RandEnsembleErrors; item problems are failure rows in `Dataset.failures`.
 from __future__ import annotations
 
 import dataclasses
+import os
 
-from rand_ensemble.data import arrays, decode, image_files, parquet, spec as spec_
+from rand_ensemble.data import arrays, decode, image_files, parquet
 from rand_ensemble.data.dataset import Dataset, finish
-from rand_ensemble.data.spec import Source, parse_spec  # noqa: F401  (re-exported)
+from rand_ensemble.data.spec import SPEC_HELP, Source, parse_spec  # noqa: F401  (re-exported)
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
-
-SPEC_HELP = ("[KIND:]PATH[:SPLIT][?NAME=VALUE&...], KIND one of " + ", ".join(spec_.KINDS)
-             + " (detected when left out); e.g. idx:/data/fashion-mnist:test, folder:pets, "
-             "'images:photos/**/*.jpg?labels=labels.csv', parquet:hf/data:train, "
-             "npz:d.npz?images=x&labels=y")
 
 
 def _read(source: Source, hw: int | None):
@@ -65,20 +61,49 @@ def load(spec: str | Source, *, hw: int | None = None) -> Dataset:
     what = source.spec or source.path
     try:
         raw, split, labels_csv = _read(source, hw)
-        return finish(raw, what, split=split, source=what, labels_csv=labels_csv, hw=hw)
+        ds = finish(raw, what, split=split, source=what, labels_csv=labels_csv, hw=hw)
     except OSError as e:
         name = f" {e.filename}" if e.filename else ""
         raise RandEnsembleError(f"cannot read {what}:{name} {e.strerror or e}") from None
     except MemoryError:
         raise RandEnsembleError(f"{what} does not fit in memory") from None
+    limit = source.option("limit")
+    return ds if limit is None or int(limit) >= len(ds) else ds.subset(range(int(limit)))
 
 
-def load_dataset(spec: str, *, hw: int | None = None, channels: int | None = None,
+def input_paths(spec: str | Source) -> list[str]:
+    """The files a spec reads (images, labels, shards), listed without reading them: what a
+    command passes to `paths.plan_outputs` so no output overwrites its data."""
+    source = spec if isinstance(spec, Source) else parse_spec(spec)
+    kind, path, split = source.kind, source.path, source.split
+    extra = [source.option("labels")] if kind in ("renders", "images", "npy") else []
+    try:
+        if kind == "renders":
+            files = parquet.render_shards(os.path.join(path, split) if split else path)
+        elif kind == "images":
+            base, ids = image_files.list_glob(os.path.join(path, split) if split else path)
+            ids = image_files.walk(base, []) if ids is None else ids
+            files = [os.path.join(base, i) for i in ids]
+        elif kind == "folder":
+            root = os.path.join(path, split) if split else path
+            files = [os.path.join(root, i) for i in image_files.walk(root, [])]
+        elif kind == "parquet":
+            files = parquet.parquet_paths(path, split)
+        elif kind == "idx":
+            files = list(arrays.idx_files(path, split, source.option("labels"))[:2])
+        else:
+            files = [path]
+    except OSError as e:
+        raise RandEnsembleError(f"cannot list {source.spec or path}: {e.strerror or e}") from None
+    return [f for f in files + extra if f and f != "none"]
+
+
+def load_dataset(spec: str | Source, *, hw: int | None = None, channels: int | None = None,
                  require_labels: bool = False) -> Dataset:
     """What `--data SPEC` does: read, fit to the embedder's input, check labels.
 
     Args:
-      spec: the data spec (see SPEC_HELP).
+      spec: the data spec (see SPEC_HELP), or a parsed Source.
       hw: the embedder's input side (size rule), or None to keep the source's size.
       channels: 3 (grey repeated) or 1 (RGB to luma), or None to keep the source's.
       require_labels: an unlabelled source is an error (evaluation needs labels).
@@ -96,3 +121,29 @@ def load_dataset(spec: str, *, hw: int | None = None, channels: int | None = Non
         check_memory(n * h * w * channels, f"{ds.source} as {channels}-channel images")
         ds = dataclasses.replace(ds, images=decode.convert_channels(ds.images, channels))
     return ds
+
+
+def source_of(data: str | None = None, renders: str | None = None, images: str | None = None,
+              labels: str | None = None) -> Source:
+    """The one Source a command reads: `--data SPEC`, or the older flags as aliases
+    (`--renders DIR` = renders:DIR, `--images GLOB [--labels CSV]` = images:GLOB?labels=CSV)."""
+    given = [f for f, v in (("--data", data), ("--renders", renders), ("--images", images)) if v]
+    if len(given) != 1:
+        raise RandEnsembleError("give exactly one of --data SPEC, --renders DIR or --images GLOB"
+                                + (f" (got {', '.join(given)})" if given else ""))
+    if labels is not None and images is None:
+        raise RandEnsembleError("--labels goes with --images; with --data name the CSV in the "
+                                "spec (?labels=CSV)")
+    if data is not None:
+        return parse_spec(data)
+    if renders is not None:
+        return Source("renders", renders, None, (), f"renders:{renders}")
+    options = (("labels", labels),) if labels is not None else ()
+    return Source("images", images, None, options,
+                  f"images:{images}" + (f"?labels={labels}" if labels else ""))
+
+
+def embedder_input(config) -> dict:
+    """load_dataset's hw and channels for an EmbedderConfig: its input side and channels
+    (`in_channels` where the config has it, else RGB)."""
+    return {"hw": config.input_hw, "channels": getattr(config, "in_channels", 3)}

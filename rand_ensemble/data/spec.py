@@ -25,7 +25,10 @@ keys x_SPLIT / y_SPLIT (Keras' mnist.npz); npy -> not allowed.
 
 Options start at the last '?' that is followed by NAME=VALUE pairs, so a glob's '?' wildcard
 stays in the path; values are percent-decoded (write '&' as %26). Allowed names per kind are
-in OPTIONS; relative paths in values are relative to the working folder, like PATH.
+in OPTIONS (plus COMMON_OPTIONS); relative paths in values are relative to the working folder, like PATH. Every kind
+takes `limit=N` (N >= 1): keep the first N rows of the dataset in its id order (row order for
+arrays and IDX, whose ids are row numbers), for quick looks and tests; the whole source is
+still read and its failure rows kept.
 """
 from __future__ import annotations
 
@@ -49,7 +52,12 @@ OPTIONS = {
             "labels, else y; 'none' for no labels)", "ids": "ids key (default ids, if present)"},
     "idx": {"labels": "the labels IDX file when PATH is an images file ('none' for no labels)"},
 }
+COMMON_OPTIONS = {"limit": "keep the first N rows in id order (row order for arrays)"}
 KINDS = tuple(OPTIONS)
+SPEC_HELP = ("[KIND:]PATH[:SPLIT][?NAME=VALUE&...], KIND one of " + ", ".join(KINDS)
+             + " (detected when left out); e.g. idx:/data/fashion-mnist:test, folder:pets, "
+             "'images:photos/**/*.jpg?labels=labels.csv', parquet:hf/data:train, "
+             "npz:d.npz?images=x&labels=y; ?limit=N keeps the first N rows")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm", ".pnm")
 IDX_NAME = re.compile(r".*-idx[1-4]-ubyte(\.gz)?\Z")
@@ -109,12 +117,16 @@ def _check_options(kind: str, options: tuple, spec: str) -> None:
     """Every option is allowed for the kind and given once."""
     names = [k for k, _ in options]
     for name in names:
-        if name not in OPTIONS[kind]:
-            allowed = ", ".join(OPTIONS[kind]) or "none"
+        if name not in OPTIONS[kind] and name not in COMMON_OPTIONS:
+            allowed = ", ".join([*OPTIONS[kind], *COMMON_OPTIONS])
             raise RandEnsembleError(f"data spec {spec!r}: unknown option {name!r} for {kind} "
                                     f"(allowed: {allowed})")
         if names.count(name) > 1:
             raise RandEnsembleError(f"data spec {spec!r}: option {name!r} given twice")
+    limit = dict(options).get("limit")
+    if limit is not None and not (limit.isascii() and limit.isdigit() and int(limit) >= 1):
+        raise RandEnsembleError(f"data spec {spec!r}: limit must be a positive integer, got "
+                                f"{limit!r}")
 
 
 def has_magic(path: str) -> bool:

@@ -1,4 +1,6 @@
-"""1-of-10 test-set files (N, 11, H, W, 3): loading with validation (never unpickles), atomic saving."""
+"""1-of-10 test-set files (N, 11, H, W, 3): loading with validation (never unpickles), atomic
+saving, and making one from any labelled dataset (`make_test_set`, `rand-ensemble
+make-test-set`) or by rendering (`run_render_test_set`)."""
 import gzip
 import os
 
@@ -122,9 +124,90 @@ def object_ids_path(test_set_path):
 
 def save_test_set(path, images, object_ids):
     """Write uint8 images (N, 11, H, W, 3) to `path` and ids (N, 11) beside it, as one unit."""
-    fileio.write_outputs({path: fileio.npy_writer(images),
-                          object_ids_path(path): fileio.npy_writer(
-                              np.asarray(object_ids, np.int32))})
+    fileio.write_outputs(test_set_writers(path, images, object_ids))
+
+
+def test_set_writers(path, images, object_ids) -> dict:
+    """{path: writer} of a test set and its ids sidecar (int32 (N, 11)), for write_outputs."""
+    ids = np.asarray(object_ids)
+    if ids.size and (ids.min() < np.iinfo(np.int32).min or ids.max() > np.iinfo(np.int32).max):
+        raise RandEnsembleError("test-set ids must fit in int32")
+    return {path: fileio.npy_writer(images),
+            object_ids_path(path): fileio.npy_writer(ids.astype(np.int32))}
+
+
+def plan_test_set(labels, examples: int, seed: int) -> np.ndarray:
+    """The rows of a 1-of-10 test set drawn from labelled rows: (N,) labels -> (N_examples, 11).
+
+    Per example: a class with at least two rows, two distinct rows of it (anchor, positive),
+    then 9 other classes, distinct, and one row of each (the negatives). Deterministic in
+    (labels, examples, seed). Fewer than 10 classes, or no class with two rows, is an error.
+    """
+    labels = np.asarray(labels)
+    if isinstance(examples, bool) or not isinstance(examples, (int, np.integer)) or examples < 1:
+        raise RandEnsembleError(f"examples must be a positive integer, got {examples!r}")
+    _, inverse = np.unique(labels, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)   # rows per class
+    if len(groups) < CANDIDATES:
+        raise RandEnsembleError(f"a 1-of-10 test set needs at least {CANDIDATES} classes (the "
+                                f"positive's and 9 negatives'), the data has {len(groups)}")
+    anchors = [k for k, g in enumerate(groups) if len(g) >= 2]
+    if not anchors:
+        raise RandEnsembleError("a 1-of-10 test set needs a class with at least 2 images "
+                                "(anchor and positive); every class has one")
+    rng = np.random.default_rng(seed)
+    rows = np.empty((examples, EXAMPLE_SIZE), np.int64)
+    for i in range(examples):
+        c = anchors[rng.integers(len(anchors))]
+        rows[i, :2] = rng.choice(groups[c], 2, replace=False)            # anchor, positive
+        others = rng.choice(len(groups) - 1, CANDIDATES - 1, replace=False)
+        others += others >= c                                            # every class but c
+        rows[i, 2:] = [groups[k][rng.integers(len(groups[k]))] for k in others]
+    return rows
+
+
+def make_test_set(dataset, examples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A blog-style 1-of-10 test set from a labelled dataset (`plan_test_set` picks the rows).
+
+    Args:
+      dataset: a labelled `data.dataset.Dataset`, images uint8 (N, H, W, 1 or 3).
+      examples: how many examples; seed: the draw.
+    Returns:
+      (images uint8 (examples, 11, H, W, 3): anchor, positive, 9 negatives, grey repeated to
+      RGB; labels int64 (examples, 11): the dataset's label codes of those images).
+    """
+    from rand_ensemble.data.decode import convert_channels
+    if dataset.labels is None:
+        raise RandEnsembleError(f"{dataset.source} has no labels; a test set needs classes")
+    rows = plan_test_set(dataset.labels, examples, seed)
+    check_memory(rows.size * int(np.prod(dataset.images.shape[1:3])) * 3,
+                 f"{examples} examples of {dataset.images.shape[1]}x{dataset.images.shape[2]}")
+    images = convert_channels(dataset.images[rows], 3)                  # (N, 11, H, W, 3)
+    return images, dataset.labels[rows]
+
+
+def run_make_test_set(data: str, out: str, examples: int, seed: int = 0, hw: int = 32,
+                      failures: str | None = None) -> None:
+    """`rand-ensemble make-test-set`: a 1-of-10 test set from any labelled dataset -> uint8
+    (N, 11, hw, hw, 3) at `out` (.npy) and the images' label codes (N, 11) beside it, as one
+    unit (`eval --test-set` reads it); `failures`: the data's failure rows (.jsonl)."""
+    from rand_ensemble.data import sources
+
+    if not out.endswith(".npy"):
+        raise RandEnsembleError(f"--out must be a .npy path, got {out!r}")
+    source = sources.parse_spec(data)
+    fileio.plan_outputs([out, object_ids_path(out)] + ([failures] if failures else []),
+                        inputs=sources.input_paths(source))
+    dataset = sources.load_dataset(source, hw=hw, channels=3, require_labels=True)
+    images, labels = make_test_set(dataset, examples, seed)
+    writers = test_set_writers(out, images, labels)
+    if failures:
+        writers[failures] = fileio.jsonl_writer(dataset.failures)
+    fileio.write_outputs(writers)
+    print(f"wrote {out} {images.shape} uint8 and {object_ids_path(out)} {labels.shape} label "
+          f"codes, from {len(dataset)} images of {dataset.source}"
+          + (f"; {len(dataset.failures)} failure row(s)" if dataset.failures else ""))
 
 
 def run_render_test_set(out: str, examples: int, seed: int = 0, hw: int = 32,

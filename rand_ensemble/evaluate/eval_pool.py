@@ -1,16 +1,15 @@
 """The retrieval protocol behind `rand-ensemble retrieval`: one call (`run_retrieval`) plans the
-outputs, loads the members and the pool, embeds, scores (evaluate/retrieval.py), writes every
-output as a unit and prints the table."""
+outputs, loads the members and the dataset (any `--data SPEC`), embeds, scores
+(evaluate/retrieval.py), writes every output as a unit and prints the table."""
 from __future__ import annotations
 
-import json as jsonlib
 import os
 
 import jax
+import numpy as np
 
 from rand_ensemble import fileio
-from rand_ensemble.data import files
-from rand_ensemble.data import renders as render_pools
+from rand_ensemble.data import sources
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate import report as tables
 from rand_ensemble.evaluate import retrieval
@@ -19,46 +18,80 @@ from rand_ensemble.model import checkpoint as checkpoints
 from rand_ensemble.model import ensemble
 
 
-def run_retrieval(renders: str | None = None, images: str | None = None,
-                  labels: str | None = None, checkpoint: str | None = None,
+def run_retrieval(data: str | None = None, renders: str | None = None,
+                  images: str | None = None, labels: str | None = None,
+                  gallery: str | None = None, checkpoint: str | None = None,
                   models: int | None = None, seed: int = 0, json: str | None = None,
                   save_embeddings: str | None = None, plot: str | None = None,
                   failures: str | None = None, bootstrap: int = 2000) -> dict:
     """`rand-ensemble retrieval`: P@1, R-precision, MAP@R, Recall@K of random or trained members.
 
     Args:
-      renders: a render folder; or `images` (a recursive glob) with a `labels` CSV.
+      data: a data spec (`data.sources.SPEC_HELP`) with labels; or the aliases `renders` (a
+        render folder) or `images` (a recursive glob) with a `labels` CSV.
+      gallery: optional labelled spec (e.g. the train split) for k-NN classification of the
+        data's rows (`_knn`).
       checkpoint: a params file; or `models`: a fresh random ensemble of M blog nets (`seed`).
-      json, save_embeddings (float32 (M, N, E)), plot (PCA .png), failures (.jsonl): outputs.
+      json, save_embeddings (float32 (M, N, E), rows in the dataset's id order), plot (PCA
+        .png), failures (.jsonl, the failure rows of data and gallery): outputs.
       bootstrap: resamples for the 95% intervals (seeded by `seed`).
     Returns:
       the report (also `json`); its bytes depend only on the inputs and the seed.
     """
-    if (images is None) != (labels is None):
-        raise RandEnsembleError("--images and --labels go together (labels name the objects)")
-    outputs = _plan([renders, labels, checkpoint], json=json, plot=plot,
-                    save_embeddings=save_embeddings, failures=failures)
+    source = sources.source_of(data, renders, images, labels)
+    gallery_source = None if gallery is None else sources.parse_spec(gallery)
+    inputs = [checkpoint, *sources.input_paths(source)]
+    if gallery_source is not None:
+        inputs += sources.input_paths(gallery_source)
+    outputs = _plan(inputs, json=json, plot=plot, save_embeddings=save_embeddings,
+                    failures=failures)
     params, config = _members(checkpoint, models, seed)
-    if renders is not None:
-        pool, failed = render_pools.load_pool(renders, hw=config.input_hw), []
-    else:
-        pool, failed = files.load_image_files(images, labels, config.input_hw)
-    m, n = ensemble.num_models(params), len(pool)
+    fit = sources.embedder_input(config)
+    ds = sources.load_dataset(source, require_labels=True, **fit)
+    gal = None if gallery_source is None else sources.load_dataset(
+        gallery_source, require_labels=True, **fit)
+    failed = ds.failures + ([] if gal is None else gal.failures)
+    m, n = ensemble.num_models(params), len(ds)
     check_memory(m * n * (config.embedding_dim * 4 + n * 8) + bootstrap * n * 16,
                  f"retrieval over {n} images with {m} members and --bootstrap {bootstrap}")
-    report, emb = retrieval.evaluate_pool(params, config, pool, bootstrap, seed)
-    report.update(renders=os.path.abspath(renders) if renders else None, images=images,
-                  num_failures=len(failed), seed=seed, config=config.to_dict(),
+    report, emb = retrieval.evaluate_pool(params, config, ds, bootstrap, seed)
+    if gal is not None:
+        report["gallery"] = _knn(params, config, ds, emb, gal, bootstrap, seed)
+    report.update(data=ds.source, split=ds.split, num_failures=len(failed), seed=seed,
+                  config=config.to_dict(),
                   source=os.path.abspath(checkpoint) if checkpoint else "random")
-    fileio.write_outputs(_writers(report, emb, pool, failed, json, save_embeddings, plot,
+    fileio.write_outputs(_writers(report, emb, ds, failed, json, save_embeddings, plot,
                                   failures))
-    tables.print_retrieval(report, renders or images)
+    tables.print_retrieval(report, ds.source)
+    if gal is not None:
+        print(f"k-NN classification by the gallery {gal.source}: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in report["gallery"].items() if k.endswith("_accuracy")))
     if failed:
-        print(f"failures: {len(failed)} file(s) or label row(s) could not be used, e.g. "
-              f"{failed[0]['error']}" + (f" (all in {failures})" if failures else ""))
+        print(f"failures: {len(failed)} item(s), file(s) or label row(s) could not be used, "
+              f"e.g. {failed[0]['error']}" + (f" (all in {failures})" if failures else ""))
     for path in outputs:
         print(f"wrote: {path}")
     return report
+
+
+def _knn(params, config, ds, emb, gal, bootstrap, seed) -> dict:
+    """k-NN classification of the data's rows by the gallery's labels (the gallery hook).
+
+    Labels are matched by name across the two datasets (their codes may differ). The metric is
+    the one k-NN engine's `evaluate.retrieval.knn_accuracy(gallery, gallery_labels, queries,
+    query_labels, num_resamples=, seed=)`; until it is merged, --gallery is a one-line error.
+    """
+    knn = getattr(retrieval, "knn_accuracy", None)
+    if knn is None:
+        raise RandEnsembleError("--gallery needs k-NN classification "
+                                "(evaluate.retrieval.knn_accuracy), not in this build yet")
+    names = sorted(set(ds.label_names()) | set(gal.label_names()))
+    code = {name: k for k, name in enumerate(names)}
+    gallery_emb = ensemble.embed(params, gal.images, config)               # (M, G, E)
+    out = knn(np.asarray(gallery_emb), np.asarray([code[x] for x in gal.label_names()]),
+              np.asarray(emb), np.asarray([code[x] for x in ds.label_names()]),
+              num_resamples=bootstrap, seed=seed)
+    return {"data": gal.source, "split": gal.split, **out}
 
 
 EXTENSIONS = {"json": ".json", "plot": ".png", "save_embeddings": ".npy", "failures": ""}
@@ -83,17 +116,16 @@ def _members(checkpoint, models, seed):
     return ensemble.init_ensemble(jax.random.PRNGKey(seed), models, config), config
 
 
-def _writers(report, emb, pool, failed, json, save_embeddings, plot, failures) -> dict:
+def _writers(report, emb, ds, failed, json, save_embeddings, plot, failures) -> dict:
     """{path: writer} of the requested outputs (written together by the caller)."""
     writers = {}
     if save_embeddings:
         writers[save_embeddings] = fileio.npy_writer(emb.astype("float32"))
     if plot:
         from rand_ensemble.evaluate import plots  # matplotlib: only when plotting
-        writers[plot] = lambda tmp: plots.embedding_pca(emb, pool.object_ids, tmp)
+        writers[plot] = lambda tmp: plots.embedding_pca(emb, ds.labels, tmp)
     if json:
         writers[json] = fileio.json_writer(report)
     if failures:
-        writers[failures] = fileio.text_writer(
-            "".join(jsonlib.dumps(f, sort_keys=True) + "\n" for f in failed))
+        writers[failures] = fileio.jsonl_writer(failed)
     return writers

@@ -216,16 +216,17 @@ def knn_accuracy(gallery, gallery_labels, queries, query_labels, ks=KNN_KS,
 
 def evaluate_pool(params: dict, config, pool, num_resamples: int = 2000, seed: int = 0,
                   ks=DEFAULT_KS) -> tuple[dict, np.ndarray]:
-    """Embed a pool with every member and score retrieval by object id.
+    """Embed a dataset with every member and score retrieval by its labels.
 
     Args:
       params: member params with a leading M (`init_ensemble`, `model.checkpoint.load_params`).
       config: their EmbedderConfig.
-      pool: `data.renders.Pool` (rows in sorted image_id order).
+      pool: a labelled `data.dataset.Dataset` (images at the config's input size; labels are
+        object ids for renders).
       num_resamples, seed: bootstrap settings; ks: the K of Recall@K.
     Returns:
       (report dict of `retrieval_metrics`, embeddings float32 (M, N, E)); no timings, so the
       report's bytes depend only on the inputs and the seed.
     """
     emb = ensemble.embed(params, pool.images, config)                     # (M, N, E)
-    return retrieval_metrics(emb, pool.object_ids, ks, num_resamples, seed), emb
+    return retrieval_metrics(emb, pool.labels, ks, num_resamples, seed), emb

@@ -1,12 +1,14 @@
-"""Training signals for the image embedder: which pool rows form the positive pairs of a batch.
+"""Training signals for the image embedder: which dataset rows form the positive pairs of a batch.
 
-Every signal yields, for batch i, member m, B (anchor, positive) row pairs of the pool:
+Every signal yields, for batch i, member m, B (anchor, positive) row pairs of the dataset
+(`data.dataset.Dataset`, rows in id order):
   augment       (i, i): two augmented views of one image (SimCLR)
   weak          (a, b): a weak-label pair from the weak-label job's Parquet, no augmentation
   weak+augment  a `pair_fraction` of the rows from weak pairs, the rest (i, i); all augmented
   remine        (i, i), and every R steps a `pair_fraction` of the rows get (i, nn_m(i)): the
                 nearest neighbour of i under member m's current net (NNCLR / self-training)
-  oracle        (i, j): j another view of i's object (true ids; an upper bound, never default)
+  oracle        (i, j): j another image of i's label (object ids for renders; an upper bound,
+                never default)
 Batch i depends only on (seed, member, i) (`Batches.__getitem__`), so a resumed run skips the
 batches it already used for free. Rows are drawn epoch by epoch without replacement, so no
 image (or pair) appears twice in one batch.
@@ -20,7 +22,7 @@ import os
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.data.renders import read_columns
+from rand_ensemble.data.parquet import read_columns
 
 SIGNALS = ("augment", "weak", "weak+augment", "remine", "oracle")
 AUGMENTED = {"augment": True, "weak": False, "weak+augment": True, "remine": True,
@@ -30,17 +32,17 @@ PAIRS_COLUMNS = ["image_id_a", "image_id_b", "score"]
 
 def load_pairs(pairs_dir: str, pool, mutual: bool = False, min_score: float | None = None,
                top_fraction: float = 1.0) -> np.ndarray:
-    """Weak-label pairs as pool rows: a folder of `pairs-*.parquet` -> (P, 2) int64, unordered
+    """Weak-label pairs as dataset rows: a folder of `pairs-*.parquet` -> (P, 2) int64, unordered
     pairs without duplicates, best score first.
 
     Args:
       pairs_dir: the weak-label job's output folder (columns image_id_a, image_id_b, score).
-      pool: the `images.pool.Pool` the pairs were mined from (its image ids map to rows).
+      pool: the `data.dataset.Dataset` the pairs were mined from (its ids map to rows).
       mutual: keep a pair only if the file holds it in both directions (mutual neighbours).
       min_score: keep pairs with score >= min_score (None: all).
       top_fraction: then keep the best-scoring fraction in (0, 1] of the pairs.
     Returns:
-      (P, 2) int64 pool rows, P >= 1.
+      (P, 2) int64 dataset rows, P >= 1.
     """
     if not os.path.isdir(pairs_dir):
         raise RandEnsembleError(f"pairs folder not found: {pairs_dir}")
@@ -58,13 +60,13 @@ def load_pairs(pairs_dir: str, pool, mutual: bool = False, min_score: float | No
 
 
 def _rows_of(pool, image_ids, where):
-    """Pool rows of image ids; ids missing from the pool are one error naming the first."""
+    """Dataset rows of image ids; ids missing from it are one error naming the first."""
     index = pool.index()
     unknown = [i for i in image_ids if i not in index]
     if unknown:
         raise RandEnsembleError(
-            f"{where}: {len(set(unknown))} image id(s) are not in the renders pool (first: "
-            f"{unknown[0]!r}); were the pairs mined from another render folder?")
+            f"{where}: {len(set(unknown))} image id(s) are not in the dataset (first: "
+            f"{unknown[0]!r}); were the pairs mined from other data?")
     return np.asarray([index[i] for i in image_ids], np.int64)
 
 

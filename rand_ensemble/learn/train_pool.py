@@ -1,17 +1,18 @@
-"""`rand-ensemble train` as one call (`run_train`): plan the outputs, read the pool (and weak
-pairs), train M members without labels (`trainer.train_embedder`), write the checkpoint (the one
-params layout, `model.checkpoint`) and the report as a unit."""
+"""`rand-ensemble train` as one call (`run_train`): plan the outputs, read the dataset (any
+`--data SPEC`) and weak pairs, train M members without labels (`trainer.train_embedder`), write
+the checkpoint (the one params layout, `model.checkpoint`) and the report as a unit."""
 from __future__ import annotations
 
 import os
 import sys
 
 from rand_ensemble import fileio
-from rand_ensemble.data import renders as render_pools
+from rand_ensemble.data import sources
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.learn import trainer
 from rand_ensemble.learn.config import LearnConfig
 from rand_ensemble.model import checkpoint
+from rand_ensemble.model.embedder import EmbedderConfig
 
 
 def state_path(out: str) -> str:
@@ -20,41 +21,50 @@ def state_path(out: str) -> str:
     return base + ".state.npz"
 
 
-def run_train(renders: str, out: str, learn_config: LearnConfig = LearnConfig(),
-              pairs: str | None = None, resume: bool = False, json: str | None = None,
+def run_train(out: str, data: str | None = None, renders: str | None = None,
+              learn_config: LearnConfig = LearnConfig(), pairs: str | None = None,
+              resume: bool = False, json: str | None = None, failures: str | None = None,
               quiet: bool = False) -> dict:
-    """Train `learn_config.members` embedders on a render folder -> the training report.
+    """Train `learn_config.members` embedders on a dataset -> the training report.
 
     Args:
-      renders: folder of renders-*.parquet (object ids are used only by the oracle).
       out: the trained params (.npz, `model.checkpoint` layout); the resumable training state
         goes to `state_path(out)`, written every `checkpoint_every` steps.
+      data: a data spec (`data.sources.SPEC_HELP`); or `renders`: a render folder (alias of
+        renders:DIR). Labels, if any, are used only by the oracle and the evaluation lines.
       learn_config: the recipe. pairs: the weak-label job's output folder (weak signals).
-      resume: continue from the state file. json: write the report. quiet: no log lines.
+      resume: continue from the state file. json: write the report. failures: write the
+        data's failure rows (.jsonl). quiet: no log lines.
     Returns:
       the report (history, sizes); its bytes depend only on the inputs and the recipe.
     """
-    outputs = [out, state_path(out)] + ([json] if json else [])
-    fileio.plan_outputs(outputs, inputs=[renders] + ([pairs] if pairs else []))
+    source = sources.source_of(data, renders)
+    outputs = [out, state_path(out)] + [p for p in (json, failures) if p]
+    fileio.plan_outputs(outputs, inputs=sources.input_paths(source) + ([pairs] if pairs else []))
     if pairs is not None and not os.path.isdir(pairs):
         raise RandEnsembleError(f"pairs folder not found: {pairs}")
-    pool = render_pools.load_pool(renders)
+    embedder = EmbedderConfig(bias=learn_config.bias)
+    pool = sources.load_dataset(source, **sources.embedder_input(embedder))
     pair_rows = None if pairs is None else trainer.pairs_for(learn_config, pairs, pool)
     log = None if quiet else print
     if log:
         extra = f", {len(pair_rows)} weak pairs" if pair_rows is not None else ""
-        log(f"{len(pool)} images from {renders}{extra}; signal {learn_config.signal}, "
-            f"{learn_config.members} member(s), {learn_config.steps} steps")
+        failed = f", {len(pool.failures)} failure row(s)" if pool.failures else ""
+        log(f"{len(pool)} images from {pool.source}{failed}{extra}; signal "
+            f"{learn_config.signal}, {learn_config.members} member(s), {learn_config.steps} steps")
     params, embedder_config, report = trainer.train_embedder(
         pool, learn_config, pair_rows, checkpoint=state_path(out), resume=resume,
-        progress=not quiet and sys.stderr.isatty(), log=log)
+        progress=not quiet and sys.stderr.isatty(), log=log, embedder=embedder)
     seconds = report.pop("seconds", None)          # timings stay out of the reproducible files
+    report["num_failures"] = len(pool.failures)
     training = {"learn": learn_config.to_dict(), "num_images": report["num_images"],
                 "num_pairs": report["num_pairs"],
                 "final": report["history"][-1] if report["history"] else None}
     writers = {out: checkpoint.params_writer(params, embedder_config, training)}
     if json:
         writers[json] = fileio.json_writer(report)
+    if failures:
+        writers[failures] = fileio.jsonl_writer(pool.failures)
     fileio.write_outputs(writers)
     if log:
         log(f"trained {learn_config.members} member(s) in {seconds or 0.0:.1f} s; "

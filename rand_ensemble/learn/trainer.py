@@ -100,8 +100,8 @@ class Remining:
     """remine: every R steps, each member's nearest pool neighbour under its current net
     becomes the positive of a `pair_fraction` of each batch's rows (before that: augmentation)."""
 
-    def __init__(self, images, object_ids, config, cfg, log):
-        self.images, self.object_ids, self.config, self.log = images, object_ids, config, log
+    def __init__(self, images, labels, config, cfg, log):
+        self.images, self.labels, self.config, self.log = images, labels, config, log
         self.every = cfg.remine_every
         self.rows = int(round(cfg.pair_fraction * cfg.batch_size))
         self.table = None                                             # (M, N) neighbour rows
@@ -111,8 +111,8 @@ class Remining:
         if step > 1 and (step - 1) % self.every == 0:
             emb = ensemble.embed(params, self.images, self.config)   # (M, N, E)
             self.table = neighbours.member_top_k(emb, 1)[0][:, :, 0]          # (M, N)
-            if self.log is not None:
-                precision = np.mean(self.object_ids[self.table] == self.object_ids)
+            if self.log is not None and self.labels is not None:
+                precision = np.mean(self.labels[self.table] == self.labels)
                 self.log(f"re-mined neighbours at step {step - 1}: rank-1 precision "
                          f"{precision:.3f} (evaluation only)")
         if self.table is None:
@@ -130,7 +130,8 @@ def train_embedder(pool, cfg: LearnConfig = LearnConfig(), pairs: np.ndarray | N
     """Train cfg.members embedders on a pool of images with cfg.signal, in one vmapped step.
 
     Args:
-      pool: `images.pool.Pool` (uint8 images (N, H, W, 3); object ids only for the oracle).
+      pool: a `data.dataset.Dataset` (uint8 images (N, H, W, C) at the embedder's input;
+        labels (object ids for renders) only for the oracle and evaluation lines).
       cfg: the recipe (signal, members, steps, optimizer, loss, augmentations, ...).
       pairs: (P, 2) int pool rows of weak pairs (`signals.load_pairs`); weak signals only.
       checkpoint: path of the training-state .npz, written atomically every
@@ -148,9 +149,9 @@ def train_embedder(pool, cfg: LearnConfig = LearnConfig(), pairs: np.ndarray | N
     config = embedder or EmbedderConfig(bias=cfg.bias)
     pairs = _check_inputs(pool, cfg, pairs, config)
     batches = signals.Batches(cfg.signal, len(pool), cfg.members, cfg.batch_size, cfg.seed,
-                              pairs, cfg.pair_fraction, pool.object_ids)
+                              pairs, cfg.pair_fraction, pool.labels)
     optimizer = make_optimizer(cfg)
-    remining = (Remining(pool.images, pool.object_ids, config, cfg, log)
+    remining = (Remining(pool.images, pool.labels, config, cfg, log)
                 if cfg.signal == "remine" else None)
     step_fn = _step_fn(pool, cfg, config, remining)
     scores = _score_fn(pool, cfg, config, score_fn)
@@ -170,9 +171,9 @@ def train_embedder(pool, cfg: LearnConfig = LearnConfig(), pairs: np.ndarray | N
     report = {"history": history, "signal": cfg.signal, "members": cfg.members,
               "num_images": len(pool), "num_pairs": 0 if pairs is None else len(pairs),
               "seconds": seconds}
-    if pairs is not None:
-        report["pair_precision"] = float(np.mean(pool.object_ids[pairs[:, 0]]
-                                                 == pool.object_ids[pairs[:, 1]]))
+    if pairs is not None and pool.labels is not None:                 # evaluation only
+        report["pair_precision"] = float(np.mean(pool.labels[pairs[:, 0]]
+                                                 == pool.labels[pairs[:, 1]]))
     return jax.device_get(params), config, report
 
 
@@ -181,7 +182,7 @@ def _step_fn(pool, cfg, config, remining):
     step on the pool (on device once), with re-mined positives for `remine`."""
     step = compiled_step(config, cfg, ensemble.member_conv())
     images = jnp.asarray(pool.images)
-    groups = jnp.asarray(pool.object_ids if cfg.signal == "oracle" else np.arange(len(pool)),
+    groups = jnp.asarray(pool.labels if cfg.signal == "oracle" else np.arange(len(pool)),
                          jnp.int32)
 
     def step_fn(params, opt_state, i, keys, anchors, positives):
@@ -220,6 +221,8 @@ def _check_inputs(pool, cfg, pairs, config):
     if (h, w) != (config.input_hw, config.input_hw):
         raise RandEnsembleError(f"pool images are {h}x{w}, the embedder needs "
                                 f"{config.input_hw}x{config.input_hw}")
+    if cfg.signal == "oracle" and pool.labels is None:
+        raise RandEnsembleError("signal oracle needs labels (object ids); the data has none")
     weak = cfg.signal in ("weak", "weak+augment")
     if weak and pairs is None:
         raise RandEnsembleError(f"signal {cfg.signal} needs weak-label pairs (--pairs DIR)")
@@ -237,7 +240,7 @@ def _check_inputs(pool, cfg, pairs, config):
 
 def _run_meta(pool, cfg, pairs, config):
     """What a resumed run must share with the checkpoint: recipe, architecture and data."""
-    digest = hashlib.sha256("\n".join(pool.image_ids).encode())
+    digest = hashlib.sha256("\n".join(pool.ids).encode())
     digest.update(pool.images.tobytes())
     if pairs is not None:
         digest.update(np.ascontiguousarray(pairs, np.int64).tobytes())

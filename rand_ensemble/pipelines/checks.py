@@ -1,6 +1,5 @@
 """Argument checks that run before Beam is imported, so bad input fails fast with one line."""
 import contextlib
-import glob
 import logging
 import os
 
@@ -25,13 +24,11 @@ def is_remote(path):
 
 
 def check_renders_dir(renders):
-    """A local renders folder must exist and hold renders-*.parquet."""
-    if is_remote(renders):
-        return
-    if not os.path.isdir(renders):
-        raise RandEnsembleError(f"renders folder not found: {renders}")
-    if not glob.glob(os.path.join(renders, "renders-*.parquet")):
-        raise RandEnsembleError(f"no renders-*.parquet files in {renders}")
+    """A local renders folder must exist and hold renders-*.parquet (the one check,
+    `data.parquet.render_shards`, which `--data renders:DIR` uses too)."""
+    if not is_remote(renders):
+        from rand_ensemble.data.parquet import render_shards
+        render_shards(renders)
 
 
 def check_manifest(manifest):

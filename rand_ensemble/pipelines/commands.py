@@ -44,8 +44,9 @@ def run_render(out: str, views: int, seed: int = 0, objects: str | None = None,
     return result
 
 
-def run_weak_labels(out: str, renders: str | None = None, images: str | None = None,
-                    labels: str | None = None, models: int | None = None,
+def run_weak_labels(out: str, data: str | None = None, renders: str | None = None,
+                    images: str | None = None, labels: str | None = None,
+                    models: int | None = None,
                     checkpoint: str | None = None, seed: int = 0, top_k: int = 1,
                     mutual: bool = False, min_score: float | None = None,
                     batch_size: int = 64, block_size: int = 4096, overwrite: bool = False,
@@ -54,8 +55,10 @@ def run_weak_labels(out: str, renders: str | None = None, images: str | None = N
     ensemble -> DIR2/pairs-*.parquet and DIR2/summary.json -> the summary.
 
     Args:
-      renders: a render folder; or images: a glob / Parquet of encoded images (labels: a CSV,
-        only for the precision in the summary).
+      data: a local data spec (any source, `data.sources.SPEC_HELP`; loaded here and handed to
+        the job); or renders: a render folder; or images: a glob / Parquet of encoded images
+        (labels: a CSV, only for the precision in the summary). renders and images may be
+        remote (gs://...).
       models, seed: a random ensemble of M blog nets; or checkpoint: trained params.
       top_k, mutual, min_score: which neighbours become pairs.
       batch_size, block_size: images per embed batch and per search block.
@@ -64,6 +67,9 @@ def run_weak_labels(out: str, renders: str | None = None, images: str | None = N
     _plan(out, beam_args)
     if renders is not None:
         checks.check_renders_dir(renders)
+    if data is not None:
+        from rand_ensemble.data import sources
+        sources.input_paths(data)            # a bad spec or missing data: one line, now
     if models is not None:                   # a checkpoint's size is checked when it is read
         check_eval_memory((batch_size, 1, 32, 32), DEFAULT_CONFIG, models, batch_size, 0)
     with checks.quiet_root_logger():
@@ -71,7 +77,7 @@ def run_weak_labels(out: str, renders: str | None = None, images: str | None = N
     s = weak_label_job.run(renders, out, models or 1, seed, top_k=top_k, mutual=mutual,
                            min_score=min_score, batch_size=batch_size, beam_args=beam_args,
                            overwrite=overwrite, images=images, labels=labels,
-                           block_size=block_size, checkpoint=checkpoint)
+                           block_size=block_size, checkpoint=checkpoint, data=data)
     precision = "n/a" if s["precision"] is None else f"{s['precision']:.3f}"
     members = s.get("mean_member_precision")
     members = "n/a" if members is None else f"{members:.3f}"

@@ -114,15 +114,15 @@ class WriteSummary(beam.DoFn):
 
 def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
           top_k=1, mutual=False, min_score=None, batch_size=DEFAULT_BATCH,
-          block_size=DEFAULT_BLOCK, evaluate=True, trained=None):
+          block_size=DEFAULT_BLOCK, evaluate=True, trained=None, dataset=None):
     """Add the weak-label stages to `pipeline` (the last one joins every writer).
 
     trained: None for M random members from PRNGKey(seed), else (params (M, ...), config dict,
-    checkpoint path) of a trained ensemble (`rand-ensemble train`).
+    checkpoint path) of a trained ensemble (`rand-ensemble train`). dataset: a loaded
+    `data.dataset.Dataset` instead of renders / images.
     """
-    from rand_ensemble.model.ensemble import DEFAULT_CONFIG
-    hw = DEFAULT_CONFIG.input_hw if trained is None else trained[1]["input_hw"]
-    records = sources.images_pcoll(pipeline, renders, images, labels, hw)
+    records = sources.images_pcoll(pipeline, renders, images, labels, input_hw(trained),
+                                   dataset)
     inputs, read_failures = common.split(records, "Read")
     embedded = (inputs
                 | "KeyBlocks" >> beam.Map(lambda r: (common.stable_hash(r[1]) % num_blocks, r))
@@ -160,9 +160,15 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     return common.finish(pipeline, [pair_stats, failed, summary])
 
 
+def input_hw(trained):
+    """The embedder's input side: the blog net's, or the trained checkpoint's."""
+    from rand_ensemble.model.ensemble import DEFAULT_CONFIG
+    return DEFAULT_CONFIG.input_hw if trained is None else trained[1]["input_hw"]
+
+
 def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, min_score=None,
         batch_size=DEFAULT_BATCH, beam_args=(), overwrite=False, images=None, labels=None,
-        block_size=DEFAULT_BLOCK, checkpoint=None):
+        block_size=DEFAULT_BLOCK, checkpoint=None, data=None):
     """Run the weak-label job to completion -> the summary dict (also in out/summary.json).
 
     Args:
@@ -173,6 +179,9 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         read here, so workers need no access to the file.
       top_k, mutual, min_score: the neighbours kept as pairs.
       images: a recursive glob of PNG/JPEG files, or a .parquet of (image_id, image bytes).
+      data: a local data spec (`data.sources.SPEC_HELP`), read here by `load_dataset` at the
+        embedder's input and handed to the job as records (its labels, if any, give the
+        precision); renders / images also read remote (gs://) paths.
       labels: optional CSV image_id,label, used only for the precision figures.
       block_size: rows per neighbour-search block (a worker holds two blocks and a tile).
     Returns:
@@ -180,8 +189,11 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     """
     if out is None:
         raise RandEnsembleError("--out is required")
-    if (renders is None) == (images is None):
-        raise RandEnsembleError("give exactly one of --renders DIR or --images GLOB")
+    if sum(x is not None for x in (renders, images, data)) != 1:
+        raise RandEnsembleError("give exactly one of --data SPEC, --renders DIR or --images GLOB")
+    if data is not None and labels is not None:
+        raise RandEnsembleError("--labels goes with --renders or --images; with --data name "
+                                "the CSV in the spec (?labels=CSV)")
     if int(num_models) < 1:
         raise RandEnsembleError(f"--models must be >= 1, got {num_models}")
     if int(top_k) < 1 or int(batch_size) < 1 or int(seed) < 0 or int(block_size) < 1:
@@ -193,8 +205,8 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         checks.check_renders_dir(renders)
         if not common.matching(common.join(renders, "renders-*.parquet")):
             raise RandEnsembleError(f"no renders-*.parquet files in {renders}")
-    elif not (common.matching(images) if images.endswith(".parquet")
-              else sources.glob_images(images)):
+    elif images is not None and not (common.matching(images) if images.endswith(".parquet")
+                                     else sources.glob_images(images)):
         raise RandEnsembleError(f"no files match --images {images}")
     if labels is not None and not common.FileSystems.exists(labels):
         raise RandEnsembleError(f"labels file not found: {labels}")
@@ -203,14 +215,20 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         from rand_ensemble.model import checkpoint as checkpoints, ensemble
         params, config = checkpoints.load_params(checkpoint)
         trained, num_models = (params, config.to_dict(), checkpoint), ensemble.num_models(params)
+    dataset = None
+    if data is not None:
+        from rand_ensemble.data import sources as data_sources
+        dataset = data_sources.load_dataset(data, hw=input_hw(trained), channels=3)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
-    num_blocks = max(1, math.ceil(sources.count_inputs(renders, images) / int(block_size)))
+    num_blocks = max(1, math.ceil(sources.count_inputs(renders, images, dataset)
+                                  / int(block_size)))
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_args))
     build(pipeline, out, int(num_models), int(seed), num_blocks, renders, images, labels,
           int(top_k), bool(mutual), None if min_score is None else float(min_score),
-          int(batch_size), int(block_size), evaluate=renders is not None or labels is not None,
-          trained=trained)
+          int(batch_size), int(block_size), trained=trained, dataset=dataset,
+          evaluate=renders is not None or labels is not None
+          or (dataset is not None and dataset.has_labels))
     common.run_pipeline(pipeline, out, prefixes)
     with common.FileSystems.open(common.join(out, SUMMARY_NAME)) as f:
         return json.loads(f.read())
