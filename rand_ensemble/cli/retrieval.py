@@ -12,7 +12,7 @@ def register(sub):
         description="Embed every image of a labelled dataset (any --data SPEC; a render folder; "
                     "your own files) and rank the others by cosine (ensembles: summed over "
                     "members): precision@1, R-precision, MAP@R and Recall@K by label, per "
-                    "member and for the ensemble, with bootstrap 95%% intervals over queries. "
+                    "member and for the ensemble, with bootstrap 95% intervals over queries. "
                     "R = the number of other images of the query's label; labels with one "
                     "image are excluded (and counted). Images are fitted to the embedder's "
                     "input (pad or resize, data/decode.py).")
