@@ -36,7 +36,7 @@ def run_retrieval(renders: str | None = None, images: str | None = None,
     """
     if (images is None) != (labels is None):
         raise RandEnsembleError("--images and --labels go together (labels name the objects)")
-    outputs = _plan([renders, labels, checkpoint], json=json, plot=plot,
+    outputs = _plan([renders, images, labels, checkpoint], json=json, plot=plot,
                     save_embeddings=save_embeddings, failures=failures)
     params, config = _members(checkpoint, models, seed)
     if renders is not None:

@@ -26,7 +26,7 @@ def run_render(out: str, views: int, seed: int = 0, objects: str | None = None,
       beam_args: options for Apache Beam (runner, workers, ...).
     """
     beam_args = list(beam_args or [])
-    _plan(out, beam_args)
+    _plan(out, beam_args, inputs=[manifest])
     ids = checks.parse_objects(objects) if objects is not None else None
     if manifest is not None:
         if not checks.is_remote(manifest):
@@ -61,7 +61,7 @@ def run_weak_labels(out: str, renders: str | None = None, images: str | None = N
       batch_size, block_size: images per embed batch and per search block.
     """
     beam_args = list(beam_args or [])
-    _plan(out, beam_args)
+    _plan(out, beam_args, inputs=[renders, images, labels, checkpoint])
     if renders is not None:
         checks.check_renders_dir(renders)
     if models is not None:                   # a checkpoint's size is checked when it is read
@@ -86,10 +86,11 @@ def _is_value(arg, argv):
     return i > 0 and argv[i - 1].startswith("--") and "=" not in argv[i - 1]
 
 
-def _plan(out, beam_args):
-    """Before Beam starts: stray arguments and the output folder (local ones only)."""
+def _plan(out, beam_args, inputs=()):
+    """Before Beam starts: stray arguments and the output folder (local ones only; it may not
+    be, or lie inside, an input)."""
     stray = [a for a in beam_args if not a.startswith("--") and not _is_value(a, beam_args)]
     if stray:
         raise RandEnsembleError(f"unexpected argument(s): {' '.join(stray)}")
     if not checks.is_remote(out):
-        fileio.check_output_dir(out, "--out folder")
+        fileio.check_output_dir(out, "--out folder", inputs=inputs)
