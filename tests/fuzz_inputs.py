@@ -252,3 +252,28 @@ def output_targets(d):
             "a dangling symlink": d / "out_dangling", "a FIFO": d / "out_fifo",
             "/dev/null": "/dev/null", "a path under a file": d / "a_file" / "x.out",
             "an empty path": "", "a NUL byte": str(d / "nul\0.out")}
+
+
+def write_render_folder(d, objects=6, views=2, hw=32, seed=0):
+    """A render folder (the render job's layout) of coloured squares: `objects` x `views`
+    images of hw x hw, one shard -> the folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rand_ensemble.pipelines import schema
+
+    os.makedirs(d, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for o in range(objects):
+        colour = rng.integers(40, 255, 3)
+        for v in range(views):
+            img = np.full((hw, hw, 3), 20, np.uint8)
+            lo = hw // 4 + v % 3
+            img[lo:lo + hw // 2, lo:lo + hw // 2] = colour
+            rows.append({"image_id": schema.image_id(o, v, 0), "object_id": o, "view": v,
+                         "seed": 0, "height": hw, "width": hw, "image": img.tobytes()})
+    cols = pa.schema([schema.RENDERS.field(n) for n in schema.RENDER_INPUT_COLUMNS])
+    pq.write_table(pa.Table.from_pylist(rows, schema=cols),
+                   os.path.join(d, "renders-00000-of-00001.parquet"))
+    return d
