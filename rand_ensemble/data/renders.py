@@ -64,12 +64,15 @@ def load_pool(renders: str, hw: int | None = None) -> Pool:
         raise RandEnsembleError(f"no renders-*.parquet files in {renders}")
     table = read_columns(paths, COLUMNS)
     ids, objects, raw = table["image_id"], table["object_id"], table["image"]
+    if not ids:
+        raise RandEnsembleError(f"{renders}: its renders-*.parquet files hold no images")
     sizes = set(zip(table["height"], table["width"]))
     if len(sizes) != 1:
         raise RandEnsembleError(f"{renders}: images of several sizes {sorted(sizes)}")
     h, w = sizes.pop()
-    if hw is not None and (h, w) != (hw, hw):
-        raise RandEnsembleError(f"{renders}: images are {h}x{w}, the embedder needs {hw}x{hw}")
+    if hw is not None:
+        from rand_ensemble.model.checkpoint import check_image_size
+        check_image_size(hw, h, w, f"the images in {renders}")
     if len(set(ids)) != len(ids):
         raise RandEnsembleError(f"{renders}: {len(ids) - len(set(ids))} duplicate image_id(s); "
                                 "a shard may be copied twice")

@@ -150,9 +150,7 @@ def fit_config(config, shape):
                 input_hw=h, pool="mean")
         except RandEnsembleError as e:
             raise RandEnsembleError(f"test set images are {h}x{w}: {e}") from None
-    if (h, w) != (config.input_hw, config.input_hw):
-        raise RandEnsembleError(f"the params were made for {config.input_hw}x{config.input_hw} "
-                                f"images, but the test set's are {h}x{w}")
+    checkpoint.check_image_size(config.input_hw, h, w, "the test set's images")
     return config
 
 

@@ -8,8 +8,10 @@ in setup) -> FanOut -> GroupTiles -> TileTopK -> MergeBlocks (CombinePerKey) -> 
 WriteSummary `summary.json`; WriteFailures `failures-SSSSS-of-NNNNN.jsonl`. The search is
 neighbours.py; only forms that every runner executes the same way are used (common.py).
 """
+import glob
 import json
 import math
+import os
 
 import apache_beam as beam
 import numpy as np
@@ -112,6 +114,18 @@ class WriteSummary(beam.DoFn):
         yield {"file": path, "rows": 1}
 
 
+def check_render_sizes(renders, input_hw):
+    """Every image size in a local render folder must fit the params (the check eval and
+    retrieval make): a 64x64 net is refused for 32x32 renders before the job starts."""
+    from rand_ensemble.data.renders import read_columns
+    from rand_ensemble.model.checkpoint import check_image_size
+    paths = sorted(glob.glob(os.path.join(renders, "renders-*.parquet")))
+    table = read_columns(paths, ["height", "width"])
+    sizes = {(h, w) for h, w in zip(table["height"], table["width"]) if h is not None and w}
+    for h, w in sorted(sizes):          # rows without a size become failure rows in the job
+        check_image_size(input_hw, h, w, f"the images in {renders}")
+
+
 def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
           top_k=1, mutual=False, min_score=None, batch_size=DEFAULT_BATCH,
           block_size=DEFAULT_BLOCK, evaluate=True, trained=None):
@@ -204,6 +218,8 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         from rand_ensemble.data import test_sets
         params, config = checkpoint.load_params(checkpoint)
         trained, num_models = (params, config.to_dict(), checkpoint), ensemble.num_models(params)
+        if renders is not None and not checks.is_remote(renders):
+            check_render_sizes(renders, config.input_hw)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
     num_blocks = max(1, math.ceil(sources.count_inputs(renders, images) / int(block_size)))
