@@ -7,6 +7,7 @@ import json as jsonlib
 import os
 
 import jax
+import numpy as np
 
 from rand_ensemble import fileio
 from rand_ensemble.data import files
@@ -43,6 +44,7 @@ def run_retrieval(renders: str | None = None, images: str | None = None,
         pool, failed = render_pools.load_pool(renders, hw=config.input_hw), []
     else:
         pool, failed = files.load_image_files(images, labels, config.input_hw)
+    check_scorable(pool.object_ids, renders or images)
     m, n = ensemble.num_models(params), len(pool)
     check_memory(m * n * (config.embedding_dim * 4 + n * 8) + bootstrap * n * 16,
                  f"retrieval over {n} images with {m} members and --bootstrap {bootstrap}")
@@ -59,6 +61,16 @@ def run_retrieval(renders: str | None = None, images: str | None = None,
     for path in outputs:
         print(f"wrote: {path}")
     return report
+
+
+def check_scorable(labels, source) -> None:
+    """A pool where no image shares its label with another has no query to score: a one-line
+    error before any embedding (never a report of nulls)."""
+    if len(labels) and not np.any(retrieval.same_label_counts(labels) > 0):
+        raise RandEnsembleError(
+            f"nothing to score in {source}: none of its {len(labels)} image(s) shares its "
+            "object id or label with another, so no query has a match; retrieval needs "
+            "objects with two or more images")
 
 
 EXTENSIONS = {"json": ".json", "plot": ".png", "save_embeddings": ".npy", "failures": ""}

@@ -59,7 +59,7 @@ def run_eval(test_set: str, models: int = 10, seed: int = 0, params: str | None 
 
 
 def run_demo(examples: int = 100, models: int = 10, seed: int = 0, out: str = "demo-out",
-             cache_dir: str | None = None) -> dict:
+             cache_dir: str | None = None, allow_long: bool = False) -> dict:
     """`rand-ensemble demo`: render (or reuse) a test set, evaluate M random nets, write
     report.json, timings.json and the plots into `out` -> the report."""
     start = time.perf_counter()
@@ -67,7 +67,8 @@ def run_demo(examples: int = 100, models: int = 10, seed: int = 0, out: str = "d
     fileio.check_output_dir(out, "--out folder")
     fileio.plan_outputs([report_path, timings_path] + plot_paths(out))
     check_eval_memory((examples, 11, 32, 32), ensemble.DEFAULT_CONFIG, models, 128, 2000)
-    path, images = test_sets.cached_test_set(examples, seed, cache_dir=cache_dir)
+    path, images = test_sets.cached_test_set(examples, seed, cache_dir=cache_dir,
+                                             allow_long=allow_long)
     result = evaluate_test_set(images, models, seed)
     report = result["report"]
     report["test_set"] = path

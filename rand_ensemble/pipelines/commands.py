@@ -6,7 +6,7 @@ from __future__ import annotations
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate.eval_test_set import check_eval_memory
-from rand_ensemble.limits import check_memory
+from rand_ensemble.limits import check_memory, check_work, render_seconds
 from rand_ensemble.model.embedder import DEFAULT_CONFIG
 from rand_ensemble.pipelines import checks
 
@@ -16,7 +16,7 @@ WORK_ITEM_BYTES = 1024        # memory per (object, view) work item created up f
 def run_render(out: str, views: int, seed: int = 0, objects: str | None = None,
                manifest: str | None = None, hw: int = 32, colour: str = "object",
                render_timeout: float = 30.0, overwrite: bool = False,
-               beam_args: list | None = None) -> dict:
+               allow_long: bool = False, beam_args: list | None = None) -> dict:
     """`rand-ensemble render`: every (object, view) -> DIR/renders-*.parquet, failures to
     DIR/failures-*.jsonl -> {"renders": count, "failures": count}.
 
@@ -34,6 +34,8 @@ def run_render(out: str, views: int, seed: int = 0, objects: str | None = None,
         checks.check_manifest(manifest)
     count = len(ids) if ids is not None else 1              # a manifest streams its lines
     check_memory(count * views * WORK_ITEM_BYTES, f"{count} object(s) x --views {views}")
+    check_work(render_seconds(count * views, hw),
+               f"rendering {count} object(s) x --views {views} at --hw {hw}", allow_long)
     with checks.quiet_root_logger():
         from rand_ensemble.pipelines import render_job  # Beam and pybullet: jobs only
     result = render_job.run(out, views, seed, objects=ids, manifest=manifest, hw=hw,
