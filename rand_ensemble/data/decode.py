@@ -105,7 +105,10 @@ def from_array(array: np.ndarray, what: str = "images") -> np.ndarray:
     elif array.dtype.kind == "f":
         if array.size and not (np.all(np.isfinite(array)) and array.min() >= 0
                                and array.max() <= 1):
-            raise RandEnsembleError(f"{what}: float pixels must lie in [0, 1]")
+            finite = array[np.isfinite(array)]
+            found = f"[{finite.min()!s}, {finite.max()!s}]" if finite.size else "no finite value"
+            raise RandEnsembleError(f"{what}: float pixels must lie in [0, 1], found {found}"
+                                    + ("" if finite.size == array.size else " and NaN/inf"))
         out = np.rint(array * 255.0).astype(np.uint8)
     else:
         raise RandEnsembleError(f"{what}: pixels of dtype {array.dtype} are not supported; "

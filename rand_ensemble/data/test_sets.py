@@ -84,10 +84,10 @@ def validate_test_set(array, name="test set"):
         if not np.all(np.isfinite(part)):
             bad = start + int(np.argwhere(~np.isfinite(part))[0][0])
             raise RandEnsembleError(f"{name} has NaN or infinite values (first in example {bad})")
-        lo, hi = float(part.min()), float(part.max())
-        if lo < 0.0 or hi > 1.0:
+        lo, hi = part.min(), part.max()
+        if lo < 0.0 or hi > 1.0:             # shown at the dtype's shortest exact digits
             raise RandEnsembleError(
-                f"{name} float values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]; "
+                f"{name} float values must lie in [0, 1], found [{lo!s}, {hi!s}]; "
                 "scale 0..255 data by 1/255 or save it as uint8")
 
 
