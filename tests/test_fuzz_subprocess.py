@@ -153,3 +153,31 @@ def test_train_killed_after_a_checkpoint_then_resumed_writes_the_same_bytes(tmp_
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_environment_errors_are_one_line(tmp_path):
+    """Issue 17: a JAX backend that is not there, an unknown XLA flag, a deleted working folder
+    and an error after pybullet has loaded (its banner) are each one line, exit 2."""
+    np.save(tmp_path / "t.npy", np.zeros((2, 11, 32, 32, 3), np.uint8))
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    argv = [sys.executable, "-m", "rand_ensemble.cli"]
+    script = ("import os, subprocess, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
+              "sys.exit(subprocess.run(sys.argv[2:]).returncode)")
+    cases = {
+        "JAX_PLATFORMS": (dict(ENV, JAX_PLATFORMS="nosuch"),
+                          argv + ["eval", "--test-set", tmp_path / "t.npy", "--models", "1"]),
+        "XLA_FLAGS": (dict(ENV, XLA_FLAGS="--xla_nosuch_flag=1"),
+                      argv + ["eval", "--test-set", tmp_path / "t.npy", "--models", "1"]),
+        "deleted cwd": (ENV, [sys.executable, "-c", script, gone] + argv
+                        + ["eval", "--test-set", tmp_path / "t.npy", "--models", "1"]),
+        "after pybullet": (ENV, argv + ["render-test-set", "--examples", "1",
+                                        "--out", tmp_path / "t.txt"]),
+    }
+    for name, (env, cmd) in cases.items():
+        proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=env,
+                              timeout=120)
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        assert proc.returncode == 2, (name, proc.returncode, proc.stderr)
+        assert len(lines) == 1 and lines[0].startswith("rand-ensemble: error:"), (name, lines)
+    assert sorted(os.listdir(tmp_path)) == ["t.npy"]
