@@ -3,3 +3,7 @@
 
 class RandEnsembleError(ValueError):
     """Bad input or configuration, with a message that says what was wrong."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the same cleanup runs (the CLI exits 143, not 130)."""

@@ -2,6 +2,7 @@
 anything is allocated, so a huge request is a one-line error instead of a MemoryError.
 
     check_memory(nbytes, "--models 100000")   # RandEnsembleError naming the need and the supply
+    check_work(render_seconds(n, hw), "--views 2000000")   # and the expected run time
 """
 from __future__ import annotations
 
@@ -48,3 +49,35 @@ def check_memory(nbytes: int, what: str) -> None:
     if int(nbytes) > budget:
         raise RandEnsembleError(f"{what} needs about {gib(int(nbytes))} of memory; "
                                 f"this machine has {gib(budget)} to spare")
+
+
+# Work, bounded like memory: a request whose estimated run time is beyond MAX_WORK_SECONDS is
+# refused before it starts, unless the command is given --allow-long.
+MAX_WORK_SECONDS = 24 * 3600
+MAX_IMAGE_SIDE = 4096          # largest rendered image side (--hw)
+# One pybullet render (fast path, 2x oversampling, one core), measured on the project's 2-core
+# machine: 0.038 s at 32x32, 0.11 s at 128x128, 1.18 s at 512x512 -> a + b * hw^2.
+RENDER_SECONDS_PER_VIEW = 0.035
+RENDER_SECONDS_PER_PIXEL = 4e-6
+
+
+def render_seconds(num_renders: int, hw: int) -> float:
+    """Estimated seconds for `num_renders` pybullet renders of hw x hw on one core."""
+    return int(num_renders) * (RENDER_SECONDS_PER_VIEW + RENDER_SECONDS_PER_PIXEL * int(hw) ** 2)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a short human string: 3.2 h, 12 min, 40 s, 5.1 days."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size or (unit == "min" and seconds >= size):
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def check_work(seconds: float, what: str, allow_long: bool = False) -> None:
+    """Raise RandEnsembleError if `what` is estimated to run beyond MAX_WORK_SECONDS, unless
+    `allow_long` (the command's --allow-long)."""
+    if seconds > MAX_WORK_SECONDS and not allow_long:
+        raise RandEnsembleError(
+            f"{what} would take about {duration(seconds)} (over the "
+            f"{duration(MAX_WORK_SECONDS)} limit); ask for less, or pass --allow-long")

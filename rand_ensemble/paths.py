@@ -13,6 +13,7 @@ interrupt the temps and the folders made for them are removed.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import stat
 import tempfile
@@ -83,9 +84,11 @@ def check_output_path(path, what: str = "output") -> str:
     return path
 
 
-def check_output_dir(path, what: str = "output folder") -> str:
-    """Check that `path` is, or can be made, a writable folder -> its absolute path."""
+def check_output_dir(path, what: str = "output folder", inputs: Sequence = ()) -> str:
+    """Check that `path` is, or can be made, a writable folder that is not, and does not lie
+    inside, one of `inputs` (see `check_not_inputs`) -> its absolute path."""
     path = _abspath(path, what)
+    check_not_inputs([path], inputs)
     if os.path.lexists(path):
         if not os.path.isdir(path):
             raise RandEnsembleError(f"{what} {path} exists and is not a folder")
@@ -99,25 +102,60 @@ def check_output_dir(path, what: str = "output folder") -> str:
 def plan_outputs(paths: Sequence, what: str = "output", inputs: Sequence = ()) -> list[str]:
     """Check every output path of one command before anything runs -> absolute paths.
 
-    Two outputs naming one file, or an output naming one of the command's `inputs` (which it
-    would destroy), are errors too.
+    Two outputs naming one file are an error, and so is an output that is, or lies inside, one
+    of the command's `inputs` (which it would destroy): a file, a folder (everything below it
+    is protected) or a glob (every file it matches). Remote inputs (gs://...) are skipped.
     """
     checked = [check_output_path(p, what) for p in paths]
     repeated = sorted({p for p in checked if checked.count(p) > 1})
     if repeated:
         raise RandEnsembleError(f"two outputs name the same file: {', '.join(repeated)}")
-    for source in (s for s in inputs if s):
-        for target in checked:
-            if _same_file(source, target):
-                raise RandEnsembleError(f"output {target} would overwrite the input {source}")
+    check_not_inputs(checked, inputs)
     return checked
+
+
+GLOB_CHARS = frozenset("*?[")
+
+
+def check_not_inputs(targets: Sequence, inputs: Sequence) -> None:
+    """Raise if any target (file or folder) is, or lies inside, one of `inputs`.
+
+    An input is a file, a folder or a glob; a glob protects each path it matches (and a path
+    that exists is taken literally even if its name holds glob characters).
+    """
+    for source in (os.fspath(s) for s in inputs if s):
+        if "://" in source:
+            continue
+        matches = ([source] if os.path.lexists(source) or not GLOB_CHARS & set(source)
+                   else glob.glob(source, recursive=True))
+        for match in matches:
+            for target in targets:
+                if _is_or_inside(target, match):
+                    shown = source if match == source else f"{match} (matched by {source})"
+                    raise RandEnsembleError(
+                        f"output {target} would overwrite the input {shown}" if
+                        _real(target) == _real(match) or _same_file(match, target) else
+                        f"output {target} lies inside the input folder {shown}; "
+                        "write it somewhere else")
 
 
 def _same_file(a, b) -> bool:
     try:
         return os.path.samefile(a, b)
     except (OSError, ValueError):
-        return os.path.abspath(a) == os.path.abspath(b)
+        return False
+
+
+def _real(path) -> str:
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+
+def _is_or_inside(target, source) -> bool:
+    """Is `target` the file `source`, or a path below the folder `source`? (links resolved)"""
+    if _same_file(source, target):
+        return True
+    t, s = _real(target), _real(source)
+    return t == s or (os.path.isdir(s) and t.startswith(s.rstrip(os.sep) + os.sep))
 
 
 @contextlib.contextmanager

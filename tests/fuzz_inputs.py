@@ -252,3 +252,59 @@ def output_targets(d):
             "a dangling symlink": d / "out_dangling", "a FIFO": d / "out_fifo",
             "/dev/null": "/dev/null", "a path under a file": d / "a_file" / "x.out",
             "an empty path": "", "a NUL byte": str(d / "nul\0.out")}
+
+
+def write_render_folder(d, objects=6, views=2, hw=32, seed=0):
+    """A render folder (the render job's layout) of coloured squares: `objects` x `views`
+    images of hw x hw, one shard -> the folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rand_ensemble.pipelines import schema
+
+    os.makedirs(d, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for o in range(objects):
+        colour = rng.integers(40, 255, 3)
+        for v in range(views):
+            img = np.full((hw, hw, 3), 20, np.uint8)
+            lo = hw // 4 + v % 3
+            img[lo:lo + hw // 2, lo:lo + hw // 2] = colour
+            rows.append({"image_id": schema.image_id(o, v, 0), "object_id": o, "view": v,
+                         "seed": 0, "height": hw, "width": hw, "image": img.tobytes()})
+    cols = pa.schema([schema.RENDERS.field(n) for n in schema.RENDER_INPUT_COLUMNS])
+    pq.write_table(pa.Table.from_pylist(rows, schema=cols),
+                   os.path.join(d, "renders-00000-of-00001.parquet"))
+    return d
+
+
+def write_image_files(d, labels_of):
+    """PNG files photos/set{k%2}/img{k}.png (label labels_of(k)) and labels.csv -> (glob, csv)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    rows = ["image_id,label"]
+    for k in range(6):
+        img = np.full((32, 32, 3), 30, np.uint8)
+        img[6:26, 6:26] = rng.integers(40, 255, 3)
+        folder = d / "photos" / f"set{k % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"img{k}.png")
+        rows.append(f"set{k % 2}/img{k}.png,{labels_of(k)}")
+    (d / "labels.csv").write_text("\n".join(rows) + "\n")
+    return str(d / "photos" / "**" / "*.png"), d / "labels.csv"
+
+
+def huge_weight_params(d, good_params_path, scale=1e38):
+    """The good params file with every non-zero weight set to +-scale (finite, but the
+    activations overflow) -> its path."""
+    import jax
+
+    from rand_ensemble.model import checkpoint
+
+    params, config = checkpoint.load_params(good_params_path)
+    huge = jax.tree_util.tree_map(
+        lambda a: np.where(np.asarray(a) != 0, np.sign(a) * scale, 0).astype(np.float32), params)
+    checkpoint.save_params(d / "huge.npz", huge, config)
+    return d / "huge.npz"

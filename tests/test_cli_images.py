@@ -166,7 +166,7 @@ def test_make_test_set_then_eval(tmp_path, capsys):
     code, printed, err = run(["eval", "--test-set", str(out), "--models", "2",
                               "--bootstrap", "20"], capsys)
     assert code == 0 and "ensemble" in printed, err
-    np.savez(tmp_path / "nine.npz", images=np.zeros((18, 8, 8), np.uint8),
+    np.savez(tmp_path / "nine.npz", images=np.zeros((18, 28, 28), np.uint8),
              labels=np.repeat(np.arange(9), 2))
     code, _, err = run(["make-test-set", "--data", str(tmp_path / "nine.npz"), "--out",
                         str(tmp_path / "u.npy"), "--examples", "2"], capsys)

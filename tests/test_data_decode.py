@@ -115,8 +115,17 @@ def test_fit_pads_centred_with_zeros():
     out = decode.fit(image, 32)
     assert out.shape == (32, 32, 1)
     assert (out[2:30, 2:30] == 7).all() and out.sum() == 7 * 28 * 28
-    odd = decode.fit(np.ones((3, 2, 1), np.uint8), 6)           # odd pixel to bottom/right
-    np.testing.assert_array_equal(np.argwhere(odd[..., 0])[[0, -1]], [[1, 2], [3, 3]])
+    odd = decode.fit(np.ones((5, 4, 1), np.uint8), 6)           # odd pixel to bottom/right
+    np.testing.assert_array_equal(np.argwhere(odd[..., 0])[[0, -1]], [[0, 1], [4, 4]])
+
+
+def test_fit_refuses_padding_into_a_mostly_blank_input():
+    """32x32 images for a net made for 64x64: padding would leave 3/4 of its input blank."""
+    with pytest.raises(RandEnsembleError, match="fill at least 75%"):
+        decode.fit(np.ones((32, 32, 3), np.uint8), 64)
+    with pytest.raises(RandEnsembleError, match="fill at least 75%"):
+        decode.to_input(np.ones((2, 20, 23, 1), np.uint8), 32, 3)
+    assert decode.to_input(np.ones((2, 24, 20, 1), np.uint8), 32, 3).shape == (2, 32, 32, 3)
 
 
 def test_fit_resizes_shorter_side_then_crops_centre():

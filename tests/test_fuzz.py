@@ -10,17 +10,19 @@ import os
 import signal
 import stat
 
+import jax
 import numpy as np
 import pytest
 
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.data import test_sets
-from rand_ensemble.model import checkpoint
+from rand_ensemble.model import checkpoint, ensemble
 from rand_ensemble.questions import text
 
-from fuzz_inputs import (HUGE, assert_promise, assert_refused, good_images, output_targets,
-                         params_files, run, special_files, bad_test_sets, write_cases)
+from fuzz_inputs import (HUGE, assert_promise, assert_refused, good_images, huge_weight_params,
+                         output_targets, params_files, run, special_files, bad_test_sets,
+                         write_cases, write_image_files, write_render_folder)
 
 
 SEEDS_OUT_OF_RANGE = [str(2 ** 63), str(2 ** 64 + 5), str(2 ** 32), "-1", "1.5", "0x10", "",
@@ -490,3 +492,107 @@ def test_train_and_retrieval_refuse_bad_input(world, render_world, tmp_path, cap
     assert len(bad) >= 100
     for argv in bad:
         assert_refused(argv, capsys, tmp_path, argv)
+
+
+def test_outputs_never_overwrite_or_lie_inside_inputs(world, tmp_path, capsys):
+    """Issue 17, inputs destroyed: no command writes onto, or inside, one of its inputs (files,
+    folders, the matches of an --images glob); every input is byte-identical afterwards."""
+    renders = write_render_folder(tmp_path / "r")
+    shard = renders / "renders-00000-of-00001.parquet"
+    photos, labels = write_image_files(tmp_path, lambda k: f"label{k % 3}")
+    match = tmp_path / "photos" / "set0" / "img0.png"
+    train = ["train", "--renders", renders, "--steps", "2", "--batch-size", "4", "--quiet"]
+    retrieval = ["retrieval", "--images", photos, "--labels", labels, "--models", "2"]
+    test_set, params = world / "good.npy", world / "good.npz"
+    (tmp_path / "ck").mkdir()
+    cases = {
+        "train --out the shard": train + ["--out", shard],
+        "train --out inside the renders": train + ["--out", renders / "m.npz"],
+        "train --json the shard": train + ["--out", tmp_path / "m.npz", "--json", shard],
+        "train state onto the shard": train + ["--out", renders / "renders-00000-of-00001"],
+        "retrieval --failures a glob match": retrieval + ["--failures", match],
+        "retrieval --failures the labels": retrieval + ["--failures", labels],
+        "retrieval --save-embeddings in renders": ["retrieval", "--renders", renders, "--models",
+                                                   "2", "--save-embeddings", renders / "e.npy"],
+        "retrieval --failures the checkpoint": ["retrieval", "--renders", tmp_path / "r",
+                                                "--checkpoint", params, "--failures", params],
+        "eval --json the test set": ["eval", "--test-set", test_set, "--json", test_set],
+        "eval --save-params the params": ["eval", "--test-set", test_set, "--params", params,
+                                          "--save-params", params],
+        "weak-labels --out the renders": ["weak-labels", "--renders", renders, "--models", "2",
+                                          "--out", renders],
+        "weak-labels --out inside the renders": ["weak-labels", "--renders", renders,
+                                                 "--models", "2", "--out", renders / "pairs"],
+        "questions eval --json the checkpoint's file": [
+            "questions", "eval", "--data", test_set, "--checkpoint", tmp_path / "ck",
+            "--json", tmp_path / "ck"],
+    }
+    lines = {name: assert_refused(argv, capsys, tmp_path, name) for name, argv in cases.items()}
+    assert all(("input" in line) or ("folder" in line) for line in lines.values()), lines
+    assert "would overwrite the input" in lines["retrieval --failures a glob match"]
+
+
+def test_degenerate_data_gets_a_one_line_error(world, tmp_path, capsys):
+    """Issue 17, silently wrong: nothing to score, an oracle without second views, a net made for
+    other sizes, finite but huge weights, an empty render folder, an out-of-range pixel."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rand_ensemble.pipelines import schema
+
+    lone = write_render_folder(tmp_path / "lone", objects=6, views=1)
+    photos, labels = write_image_files(tmp_path, lambda k: f"own{k}")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cols = pa.schema([schema.RENDERS.field(n) for n in schema.RENDER_INPUT_COLUMNS])
+    pq.write_table(pa.Table.from_pylist([], schema=cols), empty / "renders-0.parquet")
+    wide_net = tmp_path / "net64.npz"           # params made for 64x64 images
+    config64 = ensemble.EmbedderConfig(widths=(4, 4), dense=4, embedding_dim=4, input_hw=64,
+                                       pool="mean")
+    checkpoint.save_params(wide_net, jax.device_get(ensemble.init_ensemble(
+        jax.random.PRNGKey(0), 1, config64)), config64)
+    huge = huge_weight_params(tmp_path, world / "good.npz")
+    pixel = np.random.default_rng(0).random((2, 11, 32, 32, 3)).astype(np.float32) * 0.5
+    pixel[1, 3, 4, 5, 2] = np.float32(1.0000001)
+    np.save(tmp_path / "over.npy", pixel)
+    expect = {
+        "nothing to score": (["retrieval", "--renders", lone, "--models", "2"],
+                             "nothing to score"),
+        "every image its own class": (["retrieval", "--images", photos, "--labels", labels,
+                                       "--models", "2"], "nothing to score"),
+        "oracle without second views": (["train", "--renders", lone, "--signal", "oracle",
+                                         "--steps", "2", "--batch-size", "2", "--quiet",
+                                         "--out", tmp_path / "o.npz"], "oracle"),
+        "64x64 net on 32x32 renders (weak-labels)": (
+            ["weak-labels", "--renders", lone, "--checkpoint", wide_net,
+             "--out", tmp_path / "wl"], "fill at least 75%"),
+        "64x64 net on 32x32 renders (retrieval)": (
+            ["retrieval", "--renders", lone, "--checkpoint", wide_net], "fill at least 75%"),
+        "huge weights (eval)": (["eval", "--test-set", world / "good.npy", "--params", huge],
+                                "NaN or infinite"),
+        "huge weights (retrieval)": (["retrieval", "--renders", tmp_path / "lone", "--checkpoint",
+                                      huge], None),
+        "an empty render folder": (["retrieval", "--renders", empty, "--models", "2"],
+                                   "the source is empty"),
+        "a pixel of 1.0000001": (["eval", "--test-set", tmp_path / "over.npy"], "1.0000001]"),
+    }
+    for name, (argv, needle) in expect.items():
+        line = assert_refused(argv, capsys, tmp_path, name)
+        assert needle is None or needle in line, (name, line)
+
+
+def test_work_is_bounded_before_it_starts(tmp_path, capsys):
+    """Issue 17, unbounded work: renders whose estimated time is over 24 h are refused at once
+    (without --allow-long); image sides are bounded."""
+    cases = [["render", "--objects", "0:2", "--views", "2000000", "--out", tmp_path / "r"],
+             ["render", "--objects", "0:900", "--views", "30", "--hw", "1024",
+              "--out", tmp_path / "r"],
+             ["render-test-set", "--examples", "2000000", "--hw", "1", "--out",
+              tmp_path / "t.npy"],
+             ["demo", "--examples", "250000", "--models", "1", "--out", tmp_path / "d",
+              "--cache-dir", tmp_path / "c"],
+             ["render-test-set", "--examples", "1", "--hw", "4097", "--out", tmp_path / "t.npy"],
+             ["render", "--objects", "0:1", "--views", "1", "--hw", "100000",
+              "--out", tmp_path / "r"]]
+    lines = [assert_refused(argv, capsys, tmp_path, argv) for argv in cases]
+    assert all("--allow-long" in line for line in lines[:4]), lines

@@ -221,7 +221,7 @@ def _noisy_classes(seed, classes=6, per=16):
     labels = np.repeat(np.arange(classes), per)
     images = protos[labels] * 0.25 + rng.uniform(0, 1, (len(labels), 32, 32, 3)) * 0.75
     ids = np.array([f"{i:04d}" for i in range(len(labels))])
-    return Pool(ids, labels.astype(np.int64), (images * 255).round().astype(np.uint8))
+    return Dataset((images * 255).round().astype(np.uint8), ids, labels.astype(np.int64))
 
 
 def _loo_precision_at_1(emb, labels):
@@ -246,6 +246,6 @@ def test_the_image_trainer_learns():
     losses = [row["train_loss"] for row in report["history"]]
     assert losses[-1] < losses[0]
     untrained = ensemble.init_members(init_embedder, jax.random.PRNGKey(cfg.seed), 1, config)
-    before = _loo_precision_at_1(ensemble.embed(untrained, pool.images, config), pool.object_ids)
-    after = _loo_precision_at_1(ensemble.embed(params, pool.images, config), pool.object_ids)
+    before = _loo_precision_at_1(ensemble.embed(untrained, pool.images, config), pool.labels)
+    after = _loo_precision_at_1(ensemble.embed(params, pool.images, config), pool.labels)
     assert after > before + 0.1

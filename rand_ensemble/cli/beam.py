@@ -8,7 +8,8 @@ import argparse
 from rand_ensemble.cli.types import float_in, int_in, positive_int, runner, seed_int
 from rand_ensemble.data.spec import SPEC_HELP
 
-MAX_HW = 4096                 # largest rendered image side
+from rand_ensemble.limits import MAX_IMAGE_SIDE as MAX_HW
+
 MAX_TIMEOUT_S = 24 * 3600.0   # a render timeout must be finite: inf would fail every render
 
 BEAM_EPILOG = ("Any other option goes to Apache Beam, e.g. --runner DataflowRunner --project P "
@@ -45,6 +46,8 @@ def _add_render(sub):
     p.add_argument("--render-timeout", type=timeout, default=30.0, metavar="SECONDS",
                    help="a render running longer goes to failures (its process is replaced)")
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run's shards in DIR")
+    p.add_argument("--allow-long", action="store_true",
+                   help="run even if the estimated time is over 24 h (see README, Guarantees)")
     p.set_defaults(handler=runner("rand_ensemble.pipelines.commands", "run_render"), pass_through=True)
 
 

@@ -6,8 +6,7 @@ writes the outputs as one unit and prints its table.
 """
 from rand_ensemble.cli.types import int_in, positive_int, runner, seed_int
 from rand_ensemble.data.spec import SPEC_HELP
-
-MAX_HW = 4096                                   # largest rendered image side
+from rand_ensemble.limits import MAX_IMAGE_SIDE as MAX_HW
 
 
 def register(sub):
@@ -61,6 +60,8 @@ def _add_render_test_set(sub):
                    help="image side (default 32)")
     p.add_argument("--colour", choices=("object", "random"), default="object",
                    help="object: the URDF colour (as the blog); random: re-drawn per view")
+    p.add_argument("--allow-long", action="store_true",
+                   help="run even if the estimated time is over 24 h (see README, Guarantees)")
     p.set_defaults(handler=runner("rand_ensemble.data.test_sets", "run_render_test_set"))
 
 
@@ -98,4 +99,6 @@ def _add_demo(sub):
                    help="where plots and report.json go (default demo-out)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="rendered test sets are cached here (default ~/.cache/rand_ensemble)")
+    p.add_argument("--allow-long", action="store_true",
+                   help="run even if the estimated time is over 24 h (see README, Guarantees)")
     p.set_defaults(handler=runner("rand_ensemble.evaluate.eval_test_set", "run_demo"))

@@ -13,7 +13,8 @@ import signal
 import sys
 
 from rand_ensemble.cli.types import Parser, UsageError
-from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble import environment
+from rand_ensemble.errors import RandEnsembleError, Terminated
 
 PROG = "rand-ensemble"
 
@@ -42,14 +43,17 @@ def build_parser():
 
 
 def main(argv=None):
-    """Console entry point: returns the exit status (0 ok, 2 bad input, 130 interrupted).
+    """Console entry point: returns the exit status (0 ok, 2 bad input, 130 Ctrl-C, 143 SIGTERM).
 
-    Called with argv=None (the console script), an interrupt ends the process at once with
-    130 after the cleanup has run: exiting normally while XLA's threads still compute can
-    crash the interpreter's shutdown (a segfault, exit 139, instead of 130).
+    SIGTERM is raised as `errors.Terminated` (a KeyboardInterrupt), so it unwinds through the
+    same cleanup as Ctrl-C (temps removed, Beam jobs cancelled). Called with argv=None (the
+    console script), an interrupt ends the process at once after the cleanup has run: exiting
+    normally while XLA's threads still compute can crash the interpreter's shutdown (a
+    segfault, exit 139, instead of 130).
     """
     console = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
+    previous = _set_handler(signal.SIGTERM, _terminate)
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
@@ -58,6 +62,7 @@ def main(argv=None):
             return 2
         if extra and not getattr(args, "pass_through", False):
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+        environment.check_environment()
         status = args.handler(args, extra)
         return 0 if status is None else int(status)
     except RandEnsembleError as e:
@@ -66,27 +71,44 @@ def main(argv=None):
         return _fail(_describe_os_error(e))
     except MemoryError:
         return _fail("out of memory (a smaller input or option would fit)")
-    except KeyboardInterrupt:
-        return _interrupted(console)
+    except RuntimeError as e:
+        message = environment.backend_error(e)
+        if message is None:
+            raise
+        return _fail(message)
+    except KeyboardInterrupt as e:
+        return _interrupted(console, isinstance(e, Terminated))
+    finally:
+        if previous is not None:
+            _set_handler(signal.SIGTERM, previous)
 
 
-def _interrupted(console):
-    """Exit status 130 after Ctrl-C; the temps are gone already (removed while unwinding)."""
-    previous = _set_sigint(signal.SIG_IGN)            # a second Ctrl-C must not cut this short
-    print(f"{PROG}: interrupted", file=sys.stderr)
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _interrupted(console, terminated=False):
+    """Exit 130 after Ctrl-C, 143 after SIGTERM; the temps are gone already (removed while
+    unwinding)."""
+    status, word = (143, "terminated") if terminated else (130, "interrupted")
+    previous = [_set_handler(s, signal.SIG_IGN)          # a second signal must not cut this
+                for s in (signal.SIGINT, signal.SIGTERM)]  # short
+    print(f"{PROG}: {word}", file=sys.stderr)
     if console:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        os._exit(130)
-    _set_sigint(previous)
-    return 130
+        os._exit(status)
+    for s, handler in zip((signal.SIGINT, signal.SIGTERM), previous):
+        if handler is not None:
+            _set_handler(s, handler)
+    return status
 
 
-def _set_sigint(handler):
-    """Install a SIGINT handler -> the previous one (None off the main thread)."""
+def _set_handler(signum, handler):
+    """Install a signal handler -> the previous one (None off the main thread)."""
     try:
-        return signal.signal(signal.SIGINT, handler)
+        return signal.signal(signum, handler)
     except (ValueError, TypeError):
         return None
 

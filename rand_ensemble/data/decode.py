@@ -19,7 +19,10 @@ Size rule (`fit`), the only way images of several sizes reach one array: an imag
 than hw x hw is padded centred with zeros (Fashion-MNIST's 28 -> 32; the odd pixel goes to the
 bottom / right); a larger one (either side above hw) is resized, keeping its aspect, so that
 its shorter side is hw, then centre-cropped. Resizing is Pillow's BILINEAR, which is
-antialiased when shrinking (it averages over the source area).
+antialiased when shrinking (it averages over the source area). Padding is a margin, not a
+rescale: an image whose sides are both below 3/4 of hw (`MIN_PAD_FILL`, e.g. 32x32 renders
+for a net made for 64x64) is an error (`check_fits`), since most of the net's input would be
+blank and its scores meaningless; use params made for that size.
 
 Channels (`to_input`): grey -> RGB repeats the channel; RGB -> grey is ITU-R 601 luma
 (L = 0.299 R + 0.587 G + 0.114 B, Pillow's integer formula, so it equals `convert("L")`).
@@ -105,7 +108,10 @@ def from_array(array: np.ndarray, what: str = "images") -> np.ndarray:
     elif array.dtype.kind == "f":
         if array.size and not (np.all(np.isfinite(array)) and array.min() >= 0
                                and array.max() <= 1):
-            raise RandEnsembleError(f"{what}: float pixels must lie in [0, 1]")
+            finite = array[np.isfinite(array)]
+            found = f"[{finite.min()!s}, {finite.max()!s}]" if finite.size else "no finite value"
+            raise RandEnsembleError(f"{what}: float pixels must lie in [0, 1], found {found}"
+                                    + ("" if finite.size == array.size else " and NaN/inf"))
         out = np.rint(array * 255.0).astype(np.uint8)
     else:
         raise RandEnsembleError(f"{what}: pixels of dtype {array.dtype} are not supported; "
@@ -113,11 +119,24 @@ def from_array(array: np.ndarray, what: str = "images") -> np.ndarray:
     return composite(out) if out.ndim >= 3 and out.shape[-1] in (2, 4) else out
 
 
+MIN_PAD_FILL = 0.75      # a padded image must fill at least this fraction of the input's side
+
+
+def check_fits(h: int, w: int, hw: int, what: str = "the images") -> None:
+    """Refuse h x w images that the size rule would pad into mostly blank hw x hw inputs."""
+    if h <= hw and w <= hw and max(h, w) < MIN_PAD_FILL * hw:
+        raise RandEnsembleError(
+            f"the net takes {hw}x{hw} images but {what} are {h}x{w}: padding would leave most "
+            f"of its input blank (images must fill at least {MIN_PAD_FILL:.0%} of its side); "
+            "use params made for this size")
+
+
 def fit(image: np.ndarray, hw: int) -> np.ndarray:
     """uint8 (H, W, C) -> (hw, hw, C) by the size rule: pad centred, or resize then crop."""
     h, w, c = image.shape
     if (h, w) == (hw, hw):
         return image
+    check_fits(h, w, hw, "the image")
     if h <= hw and w <= hw:
         out = np.zeros((hw, hw, c), np.uint8)
         top, left = (hw - h) // 2, (hw - w) // 2
@@ -162,6 +181,7 @@ def to_input(images: np.ndarray, hw: int, channels: int = 3) -> np.ndarray:
     n, h, w, c = images.shape
     if (h, w, c) == (hw, hw, channels):
         return images
+    check_fits(h, w, hw)
     check_memory(n * hw * hw * channels, f"{n:,} images at {hw}x{hw}x{channels}")
     if h <= hw and w <= hw:                              # padding only: one slice for all
         out = np.zeros((n, hw, hw, channels), np.uint8)

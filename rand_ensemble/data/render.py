@@ -12,9 +12,9 @@ never depends on what was created or removed before it.
 import math
 
 import numpy as np
-import pybullet as p
 from tqdm import tqdm
 
+from rand_ensemble.data.bullet import p
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.data.scene import (NUM_OBJECTS, POOL_OBJECT_IDS, TEST_OBJECT_IDS,  # noqa: F401
                                         broken_object_ids, check_count, check_object_id,

@@ -11,9 +11,8 @@ import math
 import os
 
 import numpy as np
-import pybullet as p
-import pybullet_data
 
+from rand_ensemble.data.bullet import p, pybullet_data
 from rand_ensemble.errors import RandEnsembleError
 
 NUM_OBJECTS = 1000                      # ids 0..999 have URDFs

@@ -72,8 +72,10 @@ def load(spec: str | Source, *, hw: int | None = None) -> Dataset:
 
 
 def input_paths(spec: str | Source) -> list[str]:
-    """The files a spec reads (images, labels, shards), listed without reading them: what a
-    command passes to `paths.plan_outputs` so no output overwrites its data."""
+    """The files a spec reads (images, labels, shards), listed without reading them, and the
+    data folder itself for folder sources (renders, class folders, Parquet or IDX folders):
+    what a command passes to `paths.plan_outputs`, so no output overwrites its data or lands
+    inside its data folder. A glob protects the files it matches, not their folder."""
     source = spec if isinstance(spec, Source) else parse_spec(spec)
     kind, path, split = source.kind, source.path, source.split
     extra = [source.option("labels")] if kind in ("renders", "images", "npy") else []
@@ -95,7 +97,8 @@ def input_paths(spec: str | Source) -> list[str]:
             files = [path]
     except OSError as e:
         raise RandEnsembleError(f"cannot list {source.spec or path}: {e.strerror or e}") from None
-    return [f for f in files + extra if f and f != "none"]
+    folder = [path] if kind != "images" and os.path.isdir(path) else []
+    return [f for f in folder + files + extra if f and f != "none"]
 
 
 def load_dataset(spec: str | Source, *, hw: int | None = None, channels: int | None = None,

@@ -8,7 +8,7 @@ import numpy as np
 
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.limits import check_memory
+from rand_ensemble.limits import check_memory, check_work, render_seconds
 
 CANDIDATES = 10                 # positive + 9 negatives
 EXAMPLE_SIZE = CANDIDATES + 1   # anchor, positive, 9 negatives: the second axis of a test set
@@ -86,10 +86,10 @@ def validate_test_set(array, name="test set"):
         if not np.all(np.isfinite(part)):
             bad = start + int(np.argwhere(~np.isfinite(part))[0][0])
             raise RandEnsembleError(f"{name} has NaN or infinite values (first in example {bad})")
-        lo, hi = float(part.min()), float(part.max())
-        if lo < 0.0 or hi > 1.0:
+        lo, hi = part.min(), part.max()
+        if lo < 0.0 or hi > 1.0:             # shown at the dtype's shortest exact digits
             raise RandEnsembleError(
-                f"{name} float values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]; "
+                f"{name} float values must lie in [0, 1], found [{lo!s}, {hi!s}]; "
                 "scale 0..255 data by 1/255 or save it as uint8")
 
 
@@ -211,7 +211,7 @@ def run_make_test_set(data: str, out: str, examples: int, seed: int = 0, hw: int
 
 
 def run_render_test_set(out: str, examples: int, seed: int = 0, hw: int = 32,
-                        colour: str = "object") -> None:
+                        colour: str = "object", allow_long: bool = False) -> None:
     """`rand-ensemble render-test-set`: render N examples with pybullet -> uint8
     (N, 11, hw, hw, 3) at `out` (.npy) and the object ids (N, 11) beside it, as one unit."""
     from rand_ensemble.data import render  # pybullet: only when rendering
@@ -220,6 +220,8 @@ def run_render_test_set(out: str, examples: int, seed: int = 0, hw: int = 32,
         raise RandEnsembleError(f"--out must be a .npy path, got {out!r}")
     fileio.plan_outputs([out, object_ids_path(out)])
     check_memory(test_set_bytes(examples, hw), f"--examples {examples} at --hw {hw}")
+    check_work(render_seconds(examples * EXAMPLE_SIZE, hw),
+               f"rendering --examples {examples} at --hw {hw}", allow_long)
     images, ids = render.render_test_set(examples, seed, hw=hw, colour=colour, progress=True)
     save_test_set(out, images, ids)
     print(f"wrote {out} {images.shape} uint8 and {object_ids_path(out)} {ids.shape} object ids")
@@ -230,7 +232,7 @@ def test_set_bytes(examples, hw):
     return int(examples) * 11 * (int(hw) * int(hw) * 3 + 4)
 
 
-def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None):
+def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None, allow_long=False):
     """Render a test set once and reuse it: -> (path, uint8 (N, 11, hw, hw, 3))."""
     from rand_ensemble.data import render  # pybullet: only when rendering
 
@@ -242,6 +244,8 @@ def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None):
             pass                                             # a damaged cache is re-rendered
     fileio.plan_outputs([path, object_ids_path(path)])
     check_memory(test_set_bytes(examples, hw), f"--examples {examples}")
+    check_work(render_seconds(examples * EXAMPLE_SIZE, hw), f"rendering --examples {examples}",
+               allow_long)
     print(f"rendering {examples} examples x 11 views with pybullet (cached at {path})")
     images, ids = render.render_test_set(examples, seed, hw=hw, colour=colour, progress=True)
     save_test_set(path, images, ids)

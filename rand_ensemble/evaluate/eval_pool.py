@@ -50,6 +50,7 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
     ds = sources.load_dataset(source, require_labels=True, **fit)
     gal = None if gallery_source is None else sources.load_dataset(
         gallery_source, require_labels=True, **fit)
+    check_scorable(ds.labels, source.spec)
     failed = ds.failures + ([] if gal is None else gal.failures)
     m, n = ensemble.num_models(params), len(ds)
     check_memory(m * n * (config.embedding_dim * 4 + n * 8) + bootstrap * n * 16,
@@ -92,6 +93,16 @@ def _knn(params, config, ds, emb, gal, bootstrap, seed) -> dict:
               np.asarray(emb), np.asarray([code[x] for x in ds.label_names()]),
               num_resamples=bootstrap, seed=seed)
     return {"data": gal.source, "split": gal.split, **out}
+
+
+def check_scorable(labels, source) -> None:
+    """A pool where no image shares its label with another has no query to score: a one-line
+    error before any embedding (never a report of nulls)."""
+    if len(labels) and not np.any(retrieval.same_label_counts(labels) > 0):
+        raise RandEnsembleError(
+            f"nothing to score in {source}: none of its {len(labels)} image(s) shares its "
+            "object id or label with another, so no query has a match; retrieval needs "
+            "objects with two or more images")
 
 
 EXTENSIONS = {"json": ".json", "plot": ".png", "save_embeddings": ".npy", "failures": ""}

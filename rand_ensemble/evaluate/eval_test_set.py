@@ -59,7 +59,7 @@ def run_eval(test_set: str, models: int = 10, seed: int = 0, params: str | None 
 
 
 def run_demo(examples: int = 100, models: int = 10, seed: int = 0, out: str = "demo-out",
-             cache_dir: str | None = None) -> dict:
+             cache_dir: str | None = None, allow_long: bool = False) -> dict:
     """`rand-ensemble demo`: render (or reuse) a test set, evaluate M random nets, write
     report.json, timings.json and the plots into `out` -> the report."""
     start = time.perf_counter()
@@ -67,7 +67,8 @@ def run_demo(examples: int = 100, models: int = 10, seed: int = 0, out: str = "d
     fileio.check_output_dir(out, "--out folder")
     fileio.plan_outputs([report_path, timings_path] + plot_paths(out))
     check_eval_memory((examples, 11, 32, 32), ensemble.DEFAULT_CONFIG, models, 128, 2000)
-    path, images = test_sets.cached_test_set(examples, seed, cache_dir=cache_dir)
+    path, images = test_sets.cached_test_set(examples, seed, cache_dir=cache_dir,
+                                             allow_long=allow_long)
     result = evaluate_test_set(images, models, seed)
     report = result["report"]
     report["test_set"] = path
@@ -150,9 +151,7 @@ def fit_config(config, shape):
                 input_hw=h, pool="mean")
         except RandEnsembleError as e:
             raise RandEnsembleError(f"test set images are {h}x{w}: {e}") from None
-    if (h, w) != (config.input_hw, config.input_hw):
-        raise RandEnsembleError(f"the params were made for {config.input_hw}x{config.input_hw} "
-                                f"images, but the test set's are {h}x{w}")
+    checkpoint.check_image_size(config.input_hw, h, w, "the test set's images")
     return config
 
 

@@ -101,7 +101,9 @@ def fit(loss_fn: Callable | None, params: Any, batches: Iterator[tuple], steps: 
     state = _start(params, optimizer.init(params) if opt_state is None else opt_state,
                    checkpoint, batches, log)
     eval_loss = jax.jit(loss_fn) if valid_batches else None
-    params, opt_state, recent = state["params"], state["opt_state"], []
+    # recent: the losses since the last log row (saved with the state, so a run resumed inside
+    # a log window logs the same mean as an uninterrupted one)
+    params, opt_state, recent = state["params"], state["opt_state"], list(state["recent"])
     bar = tqdm(range(state["step"] + 1, steps + 1), disable=not progress, desc="train",
                unit="step", dynamic_ncols=True, initial=state["step"], total=steps)
     for i in bar:
@@ -116,7 +118,7 @@ def fit(loss_fn: Callable | None, params: Any, batches: Iterator[tuple], steps: 
             state["history"].append(row)
             _show_row(bar, row, progress, log)
         if checkpoint is not None and (i % checkpoint.every == 0 or i == steps):
-            state.update(params=params, opt_state=opt_state, step=i)
+            state.update(params=params, opt_state=opt_state, step=i, recent=recent)
             _save_state(checkpoint, state)
     return (params if select is None else state["best"]), state["history"]
 
@@ -124,7 +126,7 @@ def fit(loss_fn: Callable | None, params: Any, batches: Iterator[tuple], steps: 
 def _start(params, opt_state, checkpoint, batches, log) -> dict:
     """The loop's state at step 0, or restored from the checkpoint (its batches skipped)."""
     state = {"params": params, "opt_state": opt_state, "best": params, "best_score": None,
-             "history": [], "step": 0}
+             "history": [], "step": 0, "recent": []}
     if checkpoint is not None and checkpoint.resume and os.path.exists(checkpoint.path):
         state = _load_state(checkpoint, state)
         for _ in range(state["step"]):                            # the batches already used
@@ -160,8 +162,11 @@ def _save_state(checkpoint, state):
     tree = {"params": jax.device_get(state["params"]),
             "best": jax.device_get(state["best"]),
             "opt_state": {f"{k:05d}": np.asarray(v) for k, v in enumerate(leaves)}}
+    recent = [np.asarray(jax.device_get(v)) for v in state["recent"]]
     meta = {"format": CHECKPOINT_FORMAT, "step": state["step"], "history": state["history"],
-            "best_score": state["best_score"], "run": checkpoint.meta}
+            "best_score": state["best_score"], "run": checkpoint.meta,
+            "recent_losses": [v.tolist() for v in recent],
+            "recent_dtype": str(recent[0].dtype) if recent else None}
     fileio.save_tree(checkpoint.path, tree, meta)
 
 
@@ -182,7 +187,17 @@ def _load_state(checkpoint, fresh):
     return {"params": tree["params"], "best": tree["best"],
             "opt_state": jax.tree_util.tree_unflatten(treedef, restored),
             "best_score": tuple(best_score) if isinstance(best_score, list) else best_score,
-            "history": meta["history"], "step": int(meta["step"])}
+            "history": meta["history"], "step": int(meta["step"]),
+            "recent": _recent_losses(checkpoint.path, meta)}
+
+
+def _recent_losses(path, meta) -> list:
+    """The stored losses since the last log row, as the arrays the step returned."""
+    losses, dtype = meta.get("recent_losses", []), meta.get("recent_dtype")
+    try:
+        return [np.asarray(v, dtype=np.dtype(dtype)) for v in losses] if losses else []
+    except (TypeError, ValueError):
+        raise RandEnsembleError(f"{path}: its stored recent losses are malformed") from None
 
 
 def _json_round_trip(obj):

@@ -118,6 +118,10 @@ class Batches:
                                                                 batch_size, seed)
         self.pairs, self.object_ids = pairs, object_ids
         self.groups = object_groups(object_ids) if signal == "oracle" else None
+        if self.groups is not None and not any(len(g) > 1 for g in self.groups.values()):
+            raise RandEnsembleError(
+                f"--signal oracle needs objects with two or more images, but none of the "
+                f"{num_rows} images shares its object id with another")
         self.num_pair_rows = {"weak": batch_size, "weak+augment":
                               int(round(pair_fraction * batch_size))}.get(signal, 0)
         if self.num_pair_rows and len(pairs) < self.num_pair_rows:

@@ -41,6 +41,14 @@ def save_params(path, params: dict, embedder_config: EmbedderConfig,
     fileio.write_outputs({path: params_writer(params, embedder_config, training)})
 
 
+def check_image_size(input_hw: int, h: int, w: int, what: str) -> None:
+    """The one check that params fit the images: a net made for input_hw x input_hw refuses
+    h x w images (`what` names them), rather than scoring them wrong or failing every item."""
+    if (int(h), int(w)) != (int(input_hw), int(input_hw)):
+        raise RandEnsembleError(f"the params were made for {input_hw}x{input_hw} images, but "
+                                f"{what} are {h}x{w}")
+
+
 def load_params(path, embedder_config: EmbedderConfig | None = None
                 ) -> tuple[dict, EmbedderConfig]:
     """Load member params from .npz: -> (params with leading M, EmbedderConfig).

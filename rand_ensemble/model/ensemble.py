@@ -182,7 +182,31 @@ def embed(params: dict, images, config: EmbedderConfig | None = None, batch_size
         pending = (result, start, n)
     if pending is not None:
         _store(out, *pending)
+    check_embeddings(out, flat, params)
     return out.reshape((m,) + lead + (config.embedding_dim,))
+
+
+def check_embeddings(emb, images, params) -> None:
+    """Refuse embeddings that say nothing: (M, N, E) with a NaN/inf, or a member whose every
+    row is zero although some image is not blank (e.g. finite but huge weights overflow)."""
+    finite = np.isfinite(emb).all(axis=(1, 2))                    # (M,)
+    zero = ~np.any(emb, axis=(1, 2))                              # (M,)
+    bad = np.flatnonzero(~finite | zero)
+    if not bad.size or (finite.all() and not _any_image_drawn(images)):
+        return
+    k = int(bad[0])
+    what = "NaN or infinite" if not finite[k] else "zero for every image"
+    largest = max(float(np.max(np.abs(np.asarray(leaf[k], np.float64))))
+                  for leaf in jax.tree_util.tree_leaves(params))
+    raise RandEnsembleError(
+        f"member {k}'s embeddings are {what} ({len(bad)} of {emb.shape[0]} member(s) so); "
+        f"the params are unusable (largest |weight| {largest:.3g}): a corrupt or diverged "
+        "checkpoint")
+
+
+def _any_image_drawn(images) -> bool:
+    """Does any image hold a non-zero pixel? (blank images embed to zero rows)"""
+    return any(np.any(images[i:i + 4096]) for i in range(0, images.shape[0], 4096))
 
 
 def _store(out, result, start, n):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate.eval_test_set import check_eval_memory
-from rand_ensemble.limits import check_memory
+from rand_ensemble.limits import check_memory, check_work, render_seconds
 from rand_ensemble.model.embedder import DEFAULT_CONFIG
 from rand_ensemble.pipelines import checks
 
@@ -16,7 +16,7 @@ WORK_ITEM_BYTES = 1024        # memory per (object, view) work item created up f
 def run_render(out: str, views: int, seed: int = 0, objects: str | None = None,
                manifest: str | None = None, hw: int = 32, colour: str = "object",
                render_timeout: float = 30.0, overwrite: bool = False,
-               beam_args: list | None = None) -> dict:
+               allow_long: bool = False, beam_args: list | None = None) -> dict:
     """`rand-ensemble render`: every (object, view) -> DIR/renders-*.parquet, failures to
     DIR/failures-*.jsonl -> {"renders": count, "failures": count}.
 
@@ -26,7 +26,7 @@ def run_render(out: str, views: int, seed: int = 0, objects: str | None = None,
       beam_args: options for Apache Beam (runner, workers, ...).
     """
     beam_args = list(beam_args or [])
-    _plan(out, beam_args)
+    _plan(out, beam_args, inputs=[manifest])
     ids = checks.parse_objects(objects) if objects is not None else None
     if manifest is not None:
         if not checks.is_remote(manifest):
@@ -34,6 +34,8 @@ def run_render(out: str, views: int, seed: int = 0, objects: str | None = None,
         checks.check_manifest(manifest)
     count = len(ids) if ids is not None else 1              # a manifest streams its lines
     check_memory(count * views * WORK_ITEM_BYTES, f"{count} object(s) x --views {views}")
+    check_work(render_seconds(count * views, hw),
+               f"rendering {count} object(s) x --views {views} at --hw {hw}", allow_long)
     with checks.quiet_root_logger():
         from rand_ensemble.pipelines import render_job  # Beam and pybullet: jobs only
     result = render_job.run(out, views, seed, objects=ids, manifest=manifest, hw=hw,
@@ -64,7 +66,7 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
       batch_size, block_size: images per embed batch and per search block.
     """
     beam_args = list(beam_args or [])
-    _plan(out, beam_args)
+    _plan(out, beam_args, inputs=[renders, images, labels, checkpoint])
     if renders is not None:
         checks.check_renders_dir(renders)
     if data is not None:
@@ -92,10 +94,11 @@ def _is_value(arg, argv):
     return i > 0 and argv[i - 1].startswith("--") and "=" not in argv[i - 1]
 
 
-def _plan(out, beam_args):
-    """Before Beam starts: stray arguments and the output folder (local ones only)."""
+def _plan(out, beam_args, inputs=()):
+    """Before Beam starts: stray arguments and the output folder (local ones only; it may not
+    be, or lie inside, an input)."""
     stray = [a for a in beam_args if not a.startswith("--") and not _is_value(a, beam_args)]
     if stray:
         raise RandEnsembleError(f"unexpected argument(s): {' '.join(stray)}")
     if not checks.is_remote(out):
-        fileio.check_output_dir(out, "--out folder")
+        fileio.check_output_dir(out, "--out folder", inputs=inputs)

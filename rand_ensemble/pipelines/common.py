@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineState
 
 from rand_ensemble import fileio
-from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.errors import RandEnsembleError, Terminated
 from rand_ensemble.pipelines.schema import failure_line
 
 OK, FAILURE = "ok", "failure"
@@ -158,7 +158,8 @@ def remove_temporaries(folder, prefixes):
 
 @contextlib.contextmanager
 def sigint_noted():
-    """Record Ctrl-C while a job runs: runners re-wrap KeyboardInterrupt (e.g. RuntimeError)."""
+    """Record Ctrl-C and SIGTERM while a job runs (runners re-wrap KeyboardInterrupt, e.g. as a
+    RuntimeError) -> the list of signals seen."""
     noted = []
     if threading.current_thread() is not threading.main_thread():
         yield noted
@@ -167,19 +168,21 @@ def sigint_noted():
     def handler(signum, frame):
         noted.append(signum)
         logging.disable(logging.CRITICAL)       # the runner logs the interrupt as an error
-        raise KeyboardInterrupt
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield noted
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
         if noted:
             logging.disable(logging.NOTSET)
 
 
 def run_pipeline(pipeline, out, prefixes):
-    """Run to completion; on Ctrl-C cancel the job, remove temp files, raise KeyboardInterrupt."""
+    """Run to completion; on Ctrl-C or SIGTERM cancel the job, remove temp files, raise
+    KeyboardInterrupt (errors.Terminated for SIGTERM)."""
     result = state = None
     with sigint_noted() as interrupted:
         try:
@@ -192,7 +195,8 @@ def run_pipeline(pipeline, out, prefixes):
                 with contextlib.suppress(Exception):
                     result.cancel()
             remove_temporaries(out, prefixes)
-            raise KeyboardInterrupt from None
+            raise (Terminated() if signal.SIGTERM in interrupted else KeyboardInterrupt()) \
+                from None
         finally:
             client = getattr(result, "client", None)      # the DaskRunner leaves its open
             if client is not None:

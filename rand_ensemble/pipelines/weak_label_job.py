@@ -8,8 +8,10 @@ in setup) -> FanOut -> GroupTiles -> TileTopK -> MergeBlocks (CombinePerKey) -> 
 WriteSummary `summary.json`; WriteFailures `failures-SSSSS-of-NNNNN.jsonl`. The search is
 neighbours.py; only forms that every runner executes the same way are used (common.py).
 """
+import glob
 import json
 import math
+import os
 
 import apache_beam as beam
 import numpy as np
@@ -110,6 +112,17 @@ class WriteSummary(beam.DoFn):
         path = common.join(self.out, SUMMARY_NAME)
         common.write_atomically(path, lambda f: f.write(common.dumps(summary).encode()))
         yield {"file": path, "rows": 1}
+
+
+def check_render_sizes(renders, input_hw):
+    """Every image size in a local render folder must fit the params by the size rule
+    (`decode.check_fits`, as in every other command): a 64x64 net is refused for 32x32
+    renders before the job starts."""
+    from rand_ensemble.data import decode, parquet
+    table = parquet.read_columns(parquet.render_shards(renders), ["height", "width"])
+    sizes = {(h, w) for h, w in zip(table["height"], table["width"]) if h is not None and w}
+    for h, w in sorted(sizes):          # rows without a size become failure rows in the job
+        decode.check_fits(h, w, input_hw, f"the images in {renders}")
 
 
 def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
@@ -215,6 +228,8 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         from rand_ensemble.model import checkpoint as checkpoints, ensemble
         params, config = checkpoints.load_params(checkpoint)
         trained, num_models = (params, config.to_dict(), checkpoint), ensemble.num_models(params)
+        if renders is not None and not checks.is_remote(renders):
+            check_render_sizes(renders, config.input_hw)
     dataset = None
     if data is not None:
         from rand_ensemble.data import sources as data_sources

@@ -68,7 +68,7 @@ def run_eval(data: str, checkpoint: str | None = None, models: int | None = None
              d_model: int = TowerConfig.d_model) -> dict:
     """Accuracy / AUC over every pair of a file, for a checkpoint or M random towers -> result."""
     if json is not None:
-        fileio.plan_outputs([json], inputs=[data])
+        fileio.plan_outputs([json], inputs=[data, checkpoint])
     pairs = text.load_quora(data)
     if models is None:
         params, vocab, cfg = tower.load(checkpoint)
