@@ -41,7 +41,7 @@ def make_optimizer(cfg: LearnConfig) -> optax.GradientTransformation:
 def make_member_step(config: EmbedderConfig, cfg: LearnConfig,
                      optimizer: optax.GradientTransformation, conv: Callable = nn.conv):
     """The update of ONE member: (params, opt_state, key (2,), anchors (B,), positives (B,),
-    images (N, H, W, 3) uint8, groups (N,)) -> (params, opt_state, loss).
+    images (N, H, W, C) uint8, groups (N,)) -> (params, opt_state, loss).
 
     Views of anchors[i] and positives[i] form pair i (augmented unless the signal is `weak`);
     two pairs whose rows share a group (the same image, or for the oracle the same object)
@@ -51,7 +51,7 @@ def make_member_step(config: EmbedderConfig, cfg: LearnConfig,
     options = cfg.augment_options()
 
     def views(key, images, rows):
-        x = images[rows].astype(jnp.float32) / 255.0                  # (B, H, W, 3)
+        x = images[rows].astype(jnp.float32) / 255.0                  # (B, H, W, C)
         return augment.augment_batch(key, x, **options) if augmented else x
 
     def loss_fn(params, key, anchors, positives, images, groups):
@@ -110,7 +110,7 @@ def compiled_step(config: EmbedderConfig, cfg: LearnConfig, conv: Callable = nn.
 
 
 def embedding_spread(params: dict, images, config: EmbedderConfig) -> dict:
-    """Collapse check on a probe batch: (N, H, W, 3) -> {"spread": min over members of the
+    """Collapse check on a probe batch: (N, H, W, C) -> {"spread": min over members of the
     mean coordinate std across images, "mean_cos": mean pairwise cosine, over members}."""
     emb = ensemble.embed(params, images, config)                      # (M, N, E)
     spread = emb.std(axis=1).mean(axis=1)                             # (M,)
@@ -153,7 +153,7 @@ def train_embedder(pool, cfg: LearnConfig = LearnConfig(), pairs: np.ndarray | N
     """Train cfg.members embedders on a pool of images with cfg.signal, in one vmapped step.
 
     Args:
-      pool: `images.pool.Pool` (uint8 images (N, H, W, 3); object ids only for the oracle).
+      pool: `images.pool.Pool` (uint8 images (N, H, W, C); object ids only for the oracle).
       cfg: the recipe (signal, members, steps, optimizer, loss, augmentations, ...).
       pairs: (P, 2) int pool rows of weak pairs (`signals.load_pairs`); weak signals only.
       checkpoint: path of the training-state .npz, written atomically every
@@ -241,10 +241,10 @@ def pairs_for(cfg: LearnConfig, pairs_dir: str, pool) -> np.ndarray:
 
 def _check_inputs(pool, cfg, pairs, config):
     """Validate the pool size against the architecture and pairs against the signal."""
-    h, w = pool.images.shape[1:3]
-    if (h, w) != (config.input_hw, config.input_hw):
-        raise RandEnsembleError(f"pool images are {h}x{w}, the embedder needs "
-                                f"{config.input_hw}x{config.input_hw}")
+    h, w, c = pool.images.shape[1:4]
+    if (h, w, c) != (config.input_hw, config.input_hw, config.in_channels):
+        raise RandEnsembleError(f"pool images are {h}x{w}x{c}, the embedder needs "
+                                f"{config.input_hw}x{config.input_hw}x{config.in_channels}")
     weak = cfg.signal in ("weak", "weak+augment")
     if weak and pairs is None:
         raise RandEnsembleError(f"signal {cfg.signal} needs weak-label pairs (--pairs DIR)")

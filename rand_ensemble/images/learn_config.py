@@ -76,7 +76,27 @@ class LearnConfig:
         """JSON-ready form (stored in checkpoints)."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def recipe(cls, name: str, **overrides) -> "LearnConfig":
+        """The named recipe `RECIPES[name]` with fields replaced by `overrides`; its embedder
+        family is `RECIPE_FAMILIES[name]`."""
+        if name not in RECIPES:
+            raise RandEnsembleError(f"unknown recipe {name!r}; one of {sorted(RECIPES)}")
+        return cls(**{**RECIPES[name], **overrides})
+
     def augment_options(self) -> dict:
         """Keyword arguments of `augment.augment`."""
         return {"crop_scale": (self.crop_scale_min, 1.0), "flip": self.flip,
                 "colour_jitter": self.colour_jitter}
+
+
+# Named recipes per dataset: LearnConfig field values (the rest at their defaults) and the
+# embedder family (`embedder.FAMILIES`) they were measured with. `LearnConfig.recipe(name)`.
+RECIPES = {
+    # The renders (README, "Learning from the weak labels"): the field defaults, the blog net.
+    "renders": {},
+    # Fashion-MNIST (scripts/fashion_recipe.py; README, "Real data: Fashion-MNIST").
+    "fashion-mnist": dict(signal="augment", members=1, steps=1000, batch_size=128,
+                          crop_scale_min=0.5, flip=True),
+}
+RECIPE_FAMILIES = {"renders": "blog", "fashion-mnist": "vgg"}
