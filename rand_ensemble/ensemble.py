@@ -108,7 +108,8 @@ def embed(params: dict, images, config: EmbedderConfig | None = None, batch_size
 
     Args:
       params: member params with a leading M on every leaf (`init_ensemble`).
-      images: (..., H, W, C) (C = config.in_channels, 3 for the blog net) uint8 (divided by 255) or float in [0, 1] (used as is).
+      images: (..., H, W, C) with C = config.in_channels (3 for the blog net): uint8 (divided
+        by 255) or float in [0, 1] (used as is).
       config: the architecture the params belong to (default: the blog's).
       batch_size: images per jitted chunk, >= 1.
       forward: a key of FORWARDS; default `default_forward()` for this backend.

@@ -3,12 +3,12 @@
     python scripts/fashion_recipe.py --data DIR [--quick] [--family vgg] [--runs raw,augment,...]
         [--train N] [--test N] [--steps S] [--seeds 0,1] [--out results.jsonl]
 
-DIR holds the gzipped IDX files (`train-images-idx3-ubyte.gz`, ...; default $FASHION_MNIST or
-../shared/data/fashion-mnist). The training pool is the first --train training images as an
-`images.pool.Pool` (object ids = classes, used only by the `oracle` run and to report the
+DIR holds the gzipped IDX files (`train-images-idx3-ubyte.gz`, ...; default
+$RAND_ENSEMBLE_FASHION_MNIST or ../shared/data/fashion-mnist). The training pool is the first
+--train training images as an `images.pool.Pool` (object ids = classes, used only by the `oracle` run and to report the
 precision of weak pairs); the score is P@1 over the first --test test images (labels = classes,
-evaluation only). Families: `blog` (images padded 28 -> 32 and repeated to 3 channels) and any
-other name of `embedder.FAMILIES` (28 x 28 x 1). Runs:
+evaluation only). Families (--family, default the recipe's): `blog` (images padded 28 -> 32 and
+repeated to 3 channels) and any other name of `embedder.FAMILIES` (28 x 28 x 1). Runs:
   raw            cosine on raw pixels
   random1/10/32  a random ensemble of M members of the family (random1: one net)
   <signal>       train one member with `learn.train_embedder` (augment, weak, weak+augment,
@@ -38,7 +38,8 @@ import jax.numpy as jnp  # noqa: E402
 from rand_ensemble import ensemble  # noqa: E402
 from rand_ensemble.embedder import EmbedderConfig  # noqa: E402
 from rand_ensemble.images import learn  # noqa: E402
-from rand_ensemble.images.learn_config import LearnConfig, RECIPES  # noqa: E402
+from rand_ensemble.images.learn_config import (RECIPE_FAMILIES, RECIPES,  # noqa: E402
+                                                LearnConfig)
 from rand_ensemble.images.pool import Pool  # noqa: E402
 
 SIGNALS = ("augment", "weak", "weak+augment", "remine", "oracle")
@@ -122,9 +123,9 @@ def mutual_pairs(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("FASHION_MNIST",
+    ap.add_argument("--data", default=os.environ.get("RAND_ENSEMBLE_FASHION_MNIST",
                                                      "../shared/data/fashion-mnist"))
-    ap.add_argument("--family", default="vgg")
+    ap.add_argument("--family", default=None, help="default: the recipe's RECIPE_FAMILIES")
     ap.add_argument("--recipe", default="fashion-mnist")
     ap.add_argument("--runs", default="raw,random1,random10,recipe")
     ap.add_argument("--train", type=int, default=60000)
@@ -141,6 +142,7 @@ def main(argv=None):
     if args.quick:
         args.train, args.test, args.steps = 2000, 1000, 30
 
+    args.family = args.family or RECIPE_FAMILIES[args.recipe]
     config = family_config(args.family)
     train_images, train_labels = load_split(args.data, "train", args.train)
     test_images, test_labels = load_split(args.data, "t10k", args.test)

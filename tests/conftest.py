@@ -1,7 +1,8 @@
 """Shared test helpers, offered as fixtures (pytest finds this file; nothing edits sys.path).
 
     reference       independent float64 numpy implementations of the blog net (with and
-                    without biases), of any EmbedderConfig (SAME, pools, GroupNorm), the 1-of-10 accuracy and precision@1 (explicit loops), and
+                    without biases), of any EmbedderConfig (SAME, pools, GroupNorm), the 1-of-10
+                    accuracy and precision@1 (explicit loops), and
                     a plain pyarrow reader of render folders
     question_pairs  scripts/make_question_pairs.py: templated Quora-format pairs
     notebook        execute colab/<name> headless with small sizes -> the printed text

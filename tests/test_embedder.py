@@ -1,7 +1,7 @@
 """The single-model embedder: configs and their checks, the architecture fields (SAME, strides,
-pools, GroupNorm, channels; the named families) against a numpy reference, EmbedderConfig(bias=...) (old configs
-unchanged, zero-init biases, the biased net against a numpy reference in both lowerings), and
-trained checkpoints read back by load_params."""
+pools, GroupNorm, channels; the named families) against a numpy reference in both lowerings and
+by eval_shape, EmbedderConfig(bias=...) (old configs unchanged, zero-init biases, the biased net
+against a numpy reference in both lowerings), and trained checkpoints read back by load_params."""
 import jax
 import numpy as np
 import pytest

@@ -212,3 +212,24 @@ def test_weak_signals_train_on_pairs_and_check_their_input():
         learn.train_embedder(pool, cfg(), pairs, **kw)
     with pytest.raises(RandEnsembleError, match="fewer than"):
         learn.train_embedder(pool, cfg(signal="weak", batch_size=8), pairs[:3], **kw)
+
+
+def test_named_recipes_and_a_greyscale_family_trains():
+    from rand_ensemble.embedder import FAMILIES
+    from rand_ensemble.images.learn_config import RECIPE_FAMILIES, RECIPES
+    for name in RECIPES:
+        assert learn.LearnConfig.recipe(name) == learn.LearnConfig(**RECIPES[name])
+        assert RECIPE_FAMILIES[name] in FAMILIES
+    assert learn.LearnConfig.recipe("fashion-mnist", steps=7).steps == 7
+    with pytest.raises(RandEnsembleError, match="unknown recipe"):
+        learn.LearnConfig.recipe("imagenet")
+    colour = tiny_pool()
+    grey = Pool(colour.image_ids, colour.object_ids, colour.images[..., :1].copy())
+    small = EmbedderConfig.preset("vgg", input_hw=32, in_channels=1, widths=(4, 8, 8, 8),
+                                  norm_groups=4, embedding_dim=8)
+    params, config, report = learn.train_embedder(grey, cfg(members=1), progress=False, log=None,
+                                                  embedder=small)
+    assert config == small and params["norm0"]["scale"].shape == (1, 4)
+    assert np.isfinite(report["history"][-1]["train_loss"])
+    with pytest.raises(RandEnsembleError, match="32x32x3, the embedder needs 32x32x1"):
+        learn.train_embedder(colour, cfg(members=1), progress=False, log=None, embedder=small)
