@@ -103,7 +103,8 @@ RECIPES = {
     # neighbours of a random 8-member `vgg` ensemble on the training pool (precision 0.895 on
     # 20,000 images; measured, never used), both sides augmented; crops keep 50-100% of the
     # area (clothes fill the frame), flips on. At 20,000 / 5,000 images and 500 steps it
-    # scored P@1 0.743 (pair_fraction 0.25: 0.736; augment alone 0.718; raw pixels 0.795):
+    # scored P@1 0.743 (pair_fraction 0.25: 0.736; weak pairs without augmentation 0.750;
+    # augment alone 0.718; raw pixels 0.795):
     # pair_fraction 1.0 was picked over 0.25 by that test-set score (one seed, within noise),
     # so treat it as a starting point. 1,500 steps (~9 min at 2.7 steps/s) plus mining fit
     # the 15-minute budget on an idle 2-core machine (extrapolated, not measured).
