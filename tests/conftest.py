@@ -1,7 +1,8 @@
 """Shared test helpers, offered as fixtures (pytest finds this file; nothing edits sys.path).
 
     reference       independent float64 numpy implementations of the blog net (with and
-                    without biases), the 1-of-10 accuracy and precision@1 (explicit loops), and
+                    without biases), of any EmbedderConfig (SAME, pools, GroupNorm), the 1-of-10
+                    accuracy and precision@1 (explicit loops), and
                     a plain pyarrow reader of render folders
     question_pairs  scripts/make_question_pairs.py: templated Quora-format pairs
     notebook        execute colab/<name> headless with small sizes -> the printed text
@@ -59,6 +60,62 @@ def biased_embed(params, images):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+def conv_padded(x, kernel, stride, padding):
+    """VALID or SAME (TensorFlow's rule: output ceil(H / s), the odd pixel of padding at the
+    end) by zero-padding, then conv_valid."""
+    if padding == "SAME":
+        kh = kernel.shape[0]
+        pads = []
+        for size in x.shape[1:3]:
+            out = -(-size // stride)
+            total = max((out - 1) * stride + kh - size, 0)
+            pads.append((total // 2, total - total // 2))
+        x = np.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
+    return conv_valid(x, kernel, stride)
+
+
+def config_embed(params, images, config):
+    """Any EmbedderConfig for ONE model's named params, by loops and plain numpy:
+    (B, H, W, C) -> (B, E) float64."""
+    x = np.asarray(images, np.float64)
+    p = {name: {k: np.asarray(v, np.float64) for k, v in layer.items()}
+         for name, layer in params.items()}
+    strides = ((config.stride,) * len(config.widths) if isinstance(config.stride, int)
+               else config.stride)
+    pools = config.block_pools or ("none",) * len(config.widths)
+    for i in range(len(config.widths)):
+        layer = p[f"conv{i}"]
+        x = conv_padded(x, layer["kernel"], strides[i], config.padding)
+        x = x + layer.get("bias", 0.0)
+        if config.norm == "group":
+            b, h, w, c = x.shape
+            out = np.empty_like(x)
+            size = c // config.norm_groups
+            for n in range(b):
+                for g in range(config.norm_groups):
+                    part = x[n, :, :, g * size:(g + 1) * size]
+                    out[n, :, :, g * size:(g + 1) * size] = ((part - part.mean())
+                                                             / np.sqrt(part.var() + 1e-5))
+            x = out * p[f"norm{i}"]["scale"] + p[f"norm{i}"]["offset"]
+        x = np.maximum(x, 0)
+        if pools[i] != "none":
+            b, h, w, c = x.shape
+            out = np.empty((b, h // 2, w // 2, c))
+            for r in range(h // 2):
+                for q in range(w // 2):
+                    window = x[:, 2 * r:2 * r + 2, 2 * q:2 * q + 2, :]
+                    out[:, r, q] = (window.max(axis=(1, 2)) if pools[i] == "max"
+                                    else window.mean(axis=(1, 2)))
+            x = out
+    for name in ("dense", "embedding"):
+        if name in p:
+            x = conv_valid(x, p[name]["kernel"], 1) + p[name].get("bias", 0.0)
+            x = np.maximum(x, 0) if name == "dense" else x
+    x = x.max(axis=(1, 2)) if config.pool == "max" else x.mean(axis=(1, 2))
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.where(norm > 0, x / np.where(norm > 0, norm, 1), 0)
+
+
 def nn_accuracy(emb):
     """Per-example loop: is the anchor strictly closer to the positive than to every negative? (N, 11, E)."""
     hits = []
@@ -99,10 +156,11 @@ def p_at_1(emb, labels):
 
 @pytest.fixture(scope="session")
 def reference():
-    """The independent implementations: conv_valid, blog_embed, biased_embed, nn_accuracy,
-    p_at_1, read_renders."""
-    return types.SimpleNamespace(conv_valid=conv_valid, blog_embed=blog_embed,
-                                 biased_embed=biased_embed, nn_accuracy=nn_accuracy,
+    """The independent implementations: conv_valid, conv_padded, blog_embed, biased_embed,
+    config_embed, nn_accuracy, p_at_1, read_renders."""
+    return types.SimpleNamespace(conv_valid=conv_valid, conv_padded=conv_padded,
+                                 blog_embed=blog_embed, biased_embed=biased_embed,
+                                 config_embed=config_embed, nn_accuracy=nn_accuracy,
                                  p_at_1=p_at_1, read_renders=read_renders)
 
 

@@ -73,3 +73,13 @@ def test_batch_uses_one_key_per_image_and_jitter_stays_in_range():
     assert out.min() >= 0.0 and out.max() <= 1.0
     plain = np.asarray(augment.augment(keys[0], IMAGE))
     assert not np.allclose(out[0], plain)                       # jitter changed the colours
+
+
+def test_greyscale_images_keep_one_channel_and_match_the_loop():
+    grey = IMAGE[..., :1]                                            # (8, 12, 1)
+    view = augment.augment(jax.random.PRNGKey(5), grey, crop_scale=(0.5, 0.9), flip=False)
+    assert view.shape == grey.shape
+    box = augment._crop_box(jax.random.split(jax.random.PRNGKey(5), 3)[0], 8, 12, (0.5, 0.9),
+                            augment.DEFAULT_RATIO)
+    np.testing.assert_allclose(np.asarray(view),
+                               numpy_crop_resize(grey, *map(float, box)), atol=1e-5)

@@ -7,11 +7,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rand_ensemble.model import ensemble, nn
-from rand_ensemble.model.embedder import EmbedderConfig, init_embedder
-from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.learn import trainer, signals
 from rand_ensemble.data.dataset import Dataset
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.learn import signals, trainer
+from rand_ensemble.learn.config import RECIPE_FAMILIES, RECIPES
+from rand_ensemble.model import ensemble, nn
+from rand_ensemble.model.embedder import FAMILIES, EmbedderConfig, init_embedder
 from rand_ensemble.pipelines import schema
 
 TINY = EmbedderConfig(widths=(4, 4, 4, 4), dense=4, embedding_dim=4, bias=True)
@@ -240,8 +241,8 @@ def test_the_image_trainer_learns():
     """The loss falls and precision@1 on the labelled pool rises well above the untrained
     members' (the same init: seed and architecture as the run's)."""
     pool = _noisy_classes(0)
-    cfg = trainer.LearnConfig(signal="oracle", members=1, steps=120, batch_size=32, lr=3e-3, warmup=10,
-                      log_every=40, checkpoint_every=1000)
+    cfg = trainer.LearnConfig(signal="oracle", members=1, steps=120, batch_size=32, lr=3e-3,
+                              warmup=10, log_every=40, checkpoint_every=1000)
     params, config, report = trainer.train_embedder(pool, cfg, progress=False, log=None)
     losses = [row["train_loss"] for row in report["history"]]
     assert losses[-1] < losses[0]
@@ -249,3 +250,23 @@ def test_the_image_trainer_learns():
     before = _loo_precision_at_1(ensemble.embed(untrained, pool.images, config), pool.labels)
     after = _loo_precision_at_1(ensemble.embed(params, pool.images, config), pool.labels)
     assert after > before + 0.1
+
+
+
+def test_named_recipes_and_a_greyscale_family_trains():
+    for name in RECIPES:
+        assert trainer.LearnConfig.recipe(name) == trainer.LearnConfig(**RECIPES[name])
+        assert RECIPE_FAMILIES[name] in FAMILIES
+    assert trainer.LearnConfig.recipe("fashion-mnist", steps=7).steps == 7
+    with pytest.raises(RandEnsembleError, match="unknown recipe"):
+        trainer.LearnConfig.recipe("imagenet")
+    colour = tiny_pool()
+    grey = Dataset(colour.images[..., :1].copy(), colour.ids, colour.labels)
+    small = EmbedderConfig.preset("vgg", input_hw=32, in_channels=1, widths=(4, 8, 8, 8),
+                                  norm_groups=4, embedding_dim=8)
+    params, config, report = trainer.train_embedder(grey, cfg(members=1), progress=False, log=None,
+                                                  embedder=small)
+    assert config == small and params["norm0"]["scale"].shape == (1, 4)
+    assert np.isfinite(report["history"][-1]["train_loss"])
+    with pytest.raises(RandEnsembleError, match="32x32x3, the embedder needs 32x32x1"):
+        trainer.train_embedder(colour, cfg(members=1), progress=False, log=None, embedder=small)

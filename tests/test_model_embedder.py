@@ -1,6 +1,7 @@
-"""The single-model embedder: configs and their checks, EmbedderConfig(bias=...) (old configs
-unchanged, zero-init biases, the biased net against a numpy reference in both lowerings), and
-trained checkpoints read back by load_params."""
+"""The single-model embedder: configs and their checks, the architecture fields (SAME, strides,
+pools, GroupNorm, channels; the named families) against a numpy reference in both lowerings and
+by eval_shape, EmbedderConfig(bias=...) (old configs unchanged, zero-init biases, the biased net
+against a numpy reference in both lowerings), and trained checkpoints read back by load_params."""
 import jax
 import numpy as np
 import pytest
@@ -79,9 +80,78 @@ def test_other_configs():
 @pytest.mark.parametrize("kwargs, match", [
     ({"input_hw": 64}, "leaves 3x3"),
     ({"input_hw": 8}, "too small"),
-    ({"pool": "max"}, "pool"),
+    ({"pool": "sum"}, "pool"),
+    ({"padding": "FULL"}, "padding"),
+    ({"norm": "batch"}, "norm"),
+    ({"norm": "group", "norm_groups": 5}, "divide"),
+    ({"block_pools": ("max",)}, "block_pools"),
+    ({"stride": (2, 2)}, "one entry per conv"),
+    ({"dense": -1}, "dense >= 0"),
     ({"widths": ()}, "widths"),
 ])
 def test_bad_configs(kwargs, match):
     with pytest.raises(RandEnsembleError, match=match):
         ensemble.EmbedderConfig(**kwargs)
+
+
+NEW_FIELDS = {"in_channels", "padding", "block_pools", "norm", "norm_groups"}
+VGG28 = EmbedderConfig.preset("vgg", input_hw=28, in_channels=1)
+MIXED = EmbedderConfig(widths=(8, 8, 16), stride=(1, 2, 1), padding="SAME", kernel_size=3,
+                       block_pools=("max", "none", "mean"), norm="group", norm_groups=4,
+                       dense=12, embedding_dim=6, input_hw=15, in_channels=2, pool="max",
+                       bias=True)
+
+
+def test_new_fields_at_defaults_are_not_stored():
+    assert not NEW_FIELDS & set(EmbedderConfig().to_dict())
+    assert not NEW_FIELDS & set(EmbedderConfig(bias=True).to_dict())
+    for cfg in (VGG28, MIXED, EmbedderConfig.preset("blog")):
+        assert EmbedderConfig.from_dict(cfg.to_dict()) == cfg
+    assert EmbedderConfig.preset("blog") == EmbedderConfig()
+    assert MIXED.to_dict()["stride"] == [1, 2, 1]
+
+
+def test_blog_params_layout_is_unchanged():
+    shapes = jax.tree_util.tree_map(lambda a: a.shape, init_embedder(jax.random.PRNGKey(0)))
+    assert shapes == {"conv0": {"kernel": (3, 3, 3, 32)}, "conv1": {"kernel": (3, 3, 32, 64)},
+                      "conv2": {"kernel": (3, 3, 64, 128)}, "conv3": {"kernel": (3, 3, 128, 256)},
+                      "dense": {"kernel": (1, 1, 256, 32)}, "embedding": {"kernel": (1, 1, 32, 32)}}
+
+
+def test_family_presets():
+    assert VGG28.final_hw == 7 and VGG28.in_channels == 1
+    params = init_embedder(jax.random.PRNGKey(0), VGG28)
+    assert set(params) == {"conv0", "conv1", "conv2", "conv3", "norm0", "norm1", "norm2",
+                           "norm3", "embedding"}                      # dense=0: no dense layer
+    assert params["norm1"]["scale"].shape == (64,)
+    with pytest.raises(RandEnsembleError, match="unknown embedder family"):
+        EmbedderConfig.preset("resnet")
+
+
+@pytest.mark.parametrize("conv", [nn.conv, nn.conv_im2col])
+@pytest.mark.parametrize("cfg", [MIXED, EmbedderConfig.preset("vgg", input_hw=12, in_channels=1,
+                                                              widths=(8, 8, 16, 16))])
+def test_configured_net_matches_numpy_reference(cfg, conv, reference):
+    params = init_embedder(jax.random.PRNGKey(0), cfg)
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(                  # non-trivial biases, scales and offsets
+        lambda a: np.asarray(a) + rng.normal(0, 0.1, a.shape).astype(np.float32), params)
+    images = rng.random((3, cfg.input_hw, cfg.input_hw, cfg.in_channels)).astype(np.float32)
+    ours = np.asarray(apply_embedder(params, images, cfg, conv=conv))
+    np.testing.assert_allclose(ours, reference.config_embed(params, images, cfg), atol=1e-4)
+
+
+@pytest.mark.parametrize("cfg", [VGG28, MIXED, EmbedderConfig()])
+def test_shape_contract_and_final_side(cfg):
+    params = jax.eval_shape(lambda: init_embedder(jax.random.PRNGKey(0), cfg))
+    spec = jax.ShapeDtypeStruct((5, cfg.input_hw, cfg.input_hw, cfg.in_channels), np.float32)
+    out = jax.eval_shape(lambda p, x: apply_embedder(p, x, cfg), params, spec)
+    assert out.shape == (5, cfg.embedding_dim)
+    seen = []
+
+    def spy(p, x, stride=1, padding="VALID"):       # the input of the first 1x1 layer
+        if p["kernel"].shape[:2] == (1, 1) and not seen:
+            seen.append(x.shape)
+        return nn.conv(p, x, stride=stride, padding=padding)
+    jax.eval_shape(lambda p, x: apply_embedder(p, x, cfg, conv=spy), params, spec)
+    assert seen[0][1:3] == (cfg.final_hw, cfg.final_hw)

@@ -87,7 +87,13 @@ def test_bad_inputs(params):
 SMALL = EmbedderConfig(widths=(8, 16, 16, 16), dense=8, embedding_dim=4)
 BIG_MEAN = EmbedderConfig(widths=(4, 8, 8, 8, 8), dense=8, embedding_dim=4, input_hw=64)
 POOLED = EmbedderConfig(widths=(4, 8), dense=8, embedding_dim=4, input_hw=17, pool="mean")
-CONFIGS = {"small": SMALL, "five_convs_64": BIG_MEAN, "mean_pool": POOLED}
+SAME_POOLS = EmbedderConfig(widths=(4, 8, 8), stride=(1, 2, 1), padding="SAME",
+                            block_pools=("max", "none", "mean"), norm="group", norm_groups=2,
+                            dense=0, embedding_dim=4, input_hw=13, in_channels=1, pool="max",
+                            bias=True)
+VGG = EmbedderConfig.preset("vgg", input_hw=16, in_channels=1, widths=(8, 8, 16, 16))
+CONFIGS = {"small": SMALL, "five_convs_64": BIG_MEAN, "mean_pool": POOLED,
+           "same_pools_norm": SAME_POOLS, "vgg": VGG}
 
 
 def _loop(params, images, config):
@@ -102,7 +108,7 @@ def _loop(params, images, config):
 def test_forward_matches_member_loop(forward, name, random_images):
     config = CONFIGS[name]
     params = ensemble.init_ensemble(jax.random.PRNGKey(1), 3, config)
-    images = random_images(5, config.input_hw)
+    images = random_images(5, config.input_hw)[..., :config.in_channels]
     got = np.asarray(ensemble.embed_batch(params, images, config, forward))  # (M, B, E)
     assert got.shape == (3, 5, config.embedding_dim)
     np.testing.assert_allclose(got, _loop(params, images, config), atol=1e-5)
@@ -121,6 +127,27 @@ def test_im2col_conv_matches_numpy():
     np.testing.assert_allclose(got, ref, atol=1e-5)
     np.testing.assert_allclose(np.asarray(nn.conv({"kernel": kernel}, x, stride=2)), ref,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("size", [7, 8])
+def test_im2col_same_padding_matches_lax_and_numpy(stride, size, reference):
+    rng = np.random.default_rng(stride)
+    x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+    ref = reference.conv_padded(x.astype(np.float64), kernel.astype(np.float64), stride, "SAME")
+    assert ref.shape[1] == -(-size // stride)
+    for conv in (nn.conv, nn.conv_im2col):
+        got = np.asarray(conv({"kernel": kernel}, x, stride=stride, padding="SAME"))
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_greyscale_images_are_checked_against_in_channels():
+    params = ensemble.init_ensemble(jax.random.PRNGKey(0), 2, VGG)
+    out = ensemble.embed(params, np.zeros((3, 16, 16, 1), np.uint8) + 7, VGG)
+    assert out.shape == (2, 3, 128)
+    with pytest.raises(RandEnsembleError, match=r"\(\.\.\., H, W, 1\)"):
+        ensemble.embed(params, np.zeros((3, 16, 16, 3), np.uint8), VGG)
 
 
 def test_embed_memmap_ragged_chunks_and_uint8(tmp_path):

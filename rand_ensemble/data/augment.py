@@ -1,6 +1,6 @@
 """Image augmentations in JAX, keyed by PRNG: random resized crop, horizontal flip, colour jitter.
 
-Written for ONE float image (H, W, 3) in [0, 1]; `augment_batch` vmaps over images with one key
+Written for ONE float image (H, W, C) in [0, 1] (any C: greyscale works); `augment_batch` vmaps over images with one key
 each. The crop is a bilinear resampling expressed as two small matrices (rows and columns), so
 it is one einsum per image: cheap on CPU, differentiable, and exact at scale 1 (identity).
 Colour jitter exists for completeness but is off by default: in the project's renders the

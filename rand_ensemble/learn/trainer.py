@@ -44,7 +44,7 @@ def make_optimizer(cfg: LearnConfig) -> optax.GradientTransformation:
 def make_member_step(config: EmbedderConfig, cfg: LearnConfig,
                      optimizer: optax.GradientTransformation, conv: Callable = nn.conv):
     """The update of ONE member: (params, opt_state, key (2,), anchors (B,), positives (B,),
-    images (N, H, W, 3) uint8, groups (N,)) -> (params, opt_state, loss).
+    images (N, H, W, C) uint8, groups (N,)) -> (params, opt_state, loss).
 
     Views of anchors[i] and positives[i] form pair i (augmented unless the signal is `weak`);
     two pairs whose rows share a group (the same image, or for the oracle the same object)
@@ -54,7 +54,7 @@ def make_member_step(config: EmbedderConfig, cfg: LearnConfig,
     options = cfg.augment_options()
 
     def views(key, images, rows):
-        x = images[rows].astype(jnp.float32) / 255.0                  # (B, H, W, 3)
+        x = images[rows].astype(jnp.float32) / 255.0                  # (B, H, W, C)
         return augment.augment_batch(key, x, **options) if augmented else x
 
     def loss_fn(params, key, anchors, positives, images, groups):
@@ -87,7 +87,7 @@ def compiled_step(config: EmbedderConfig, cfg: LearnConfig, conv: Callable = nn.
 
 
 def embedding_spread(params: dict, images, config: EmbedderConfig) -> dict:
-    """Collapse check on a probe batch: (N, H, W, 3) -> {"spread": min over members of the
+    """Collapse check on a probe batch: (N, H, W, C) -> {"spread": min over members of the
     mean coordinate std across images, "mean_cos": mean pairwise cosine, over members}."""
     emb = ensemble.embed(params, images, config)                      # (M, N, E)
     spread = emb.std(axis=1).mean(axis=1)                             # (M,)
@@ -217,10 +217,10 @@ def pairs_for(cfg: LearnConfig, pairs_dir: str, pool) -> np.ndarray:
 
 def _check_inputs(pool, cfg, pairs, config):
     """Validate the pool size against the architecture and pairs against the signal."""
-    h, w = pool.images.shape[1:3]
-    if (h, w) != (config.input_hw, config.input_hw):
-        raise RandEnsembleError(f"pool images are {h}x{w}, the embedder needs "
-                                f"{config.input_hw}x{config.input_hw}")
+    h, w, c = pool.images.shape[1:4]
+    if (h, w, c) != (config.input_hw, config.input_hw, config.in_channels):
+        raise RandEnsembleError(f"pool images are {h}x{w}x{c}, the embedder needs "
+                                f"{config.input_hw}x{config.input_hw}x{config.in_channels}")
     if cfg.signal == "oracle" and pool.labels is None:
         raise RandEnsembleError("signal oracle needs labels (object ids); the data has none")
     weak = cfg.signal in ("weak", "weak+augment")

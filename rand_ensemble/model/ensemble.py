@@ -68,7 +68,7 @@ def num_models(params: dict) -> int:
 
 
 def forward_vmap(params, images, config):
-    """The plain formulation: vmap of the single-model net over members: (B, H, W, 3) -> (M, B, E).
+    """The plain formulation: vmap of the single-model net over members: (B, H, W, C) -> (M, B, E).
 
     XLA lowers it to grouped convolutions: the readable reference, and the likely GPU choice.
     """
@@ -76,7 +76,7 @@ def forward_vmap(params, images, config):
 
 
 def forward_im2col(params, images, config):
-    """One member at a time, every layer one 2-D matmul over patches: (B, H, W, 3) -> (M, B, E).
+    """One member at a time, every layer one 2-D matmul over patches: (B, H, W, C) -> (M, B, E).
 
     The same maths as forward_vmap; on XLA:CPU small per-member GEMMs keep patches in cache.
     """
@@ -131,13 +131,13 @@ def over_members(fn: Callable, num_shared: int = 0, how: str | None = None) -> C
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def embed_batch(params, images, config=DEFAULT_CONFIG, forward=None):
-    """All members in one jitted pass: (B, H, W, 3) float32 -> (M, B, E) unit rows."""
+    """All members in one jitted pass: (B, H, W, C) float32 -> (M, B, E) unit rows."""
     return FORWARDS[forward or default_forward()](params, images, config)
 
 
 def embed(params: dict, images, config: EmbedderConfig | None = None, batch_size: int = 128,
           forward: str | None = None) -> np.ndarray:
-    """Embed with every member: (..., H, W, 3) -> np.float32 (M, ..., E), unit rows.
+    """Embed with every member: (..., H, W, C) -> np.float32 (M, ..., E), unit rows.
 
     The project's one chunked-embedding path: it streams over the leading axes in equal chunks
     of at most `batch_size` images (the last padded, so one compiled shape serves all; small
@@ -147,7 +147,8 @@ def embed(params: dict, images, config: EmbedderConfig | None = None, batch_size
 
     Args:
       params: member params with a leading M on every leaf (`init_ensemble`).
-      images: (..., H, W, 3) uint8 (divided by 255) or float in [0, 1] (used as is).
+      images: (..., H, W, C) with C = config.in_channels (3 for the blog net): uint8 (divided
+        by 255) or float in [0, 1] (used as is).
       config: the architecture the params belong to (default: the blog's).
       batch_size: images per jitted chunk, >= 1.
       forward: a key of FORWARDS; default `default_forward()` for this backend.
@@ -162,7 +163,7 @@ def embed(params: dict, images, config: EmbedderConfig | None = None, batch_size
         raise RandEnsembleError(f"batch_size must be >= 1, got {batch_size}")
     images = _check_images(images, config)
     lead = images.shape[:-3]
-    flat = images.reshape((-1,) + images.shape[-3:])            # (N, H, W, 3), a view for memmaps
+    flat = images.reshape((-1,) + images.shape[-3:])            # (N, H, W, C), a view for memmaps
     total = flat.shape[0]
     m = num_models(params)
     out = np.empty((m, total, config.embedding_dim), np.float32)
@@ -214,7 +215,7 @@ def _store(out, result, start, n):
 
 
 def as_float_images(images):
-    """uint8 -> float32 / 255; float -> float32 unchanged: (..., H, W, 3)."""
+    """uint8 -> float32 / 255; float -> float32 unchanged: (..., H, W, C)."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
         return images.astype(np.float32) / np.float32(255.0)
@@ -224,9 +225,10 @@ def as_float_images(images):
 def _check_images(images, config):
     if not hasattr(images, "shape"):
         images = np.asarray(images)
-    if images.ndim < 4 or images.shape[-1] != 3:
+    c = config.in_channels
+    if images.ndim < 4 or images.shape[-1] != c:
         raise RandEnsembleError(
-            f"images must be shaped (..., H, W, 3), got {tuple(images.shape)}")
+            f"images must be shaped (..., H, W, {c}), got {tuple(images.shape)}")
     hw = images.shape[-3:-1]
     if config.pool == "none" and hw != (config.input_hw, config.input_hw):
         raise RandEnsembleError(

@@ -42,8 +42,21 @@ def conv(params, x, stride=1, padding="VALID"):
         dimension_numbers=CONV_DIMENSION_NUMBERS))
 
 
-def im2col(x, kernel_size, stride):
-    """VALID patches by strided slices: (..., H, W, C) -> (..., H', W', k*k*C), in HWIO order."""
+def same_padding(size, kernel_size, stride):
+    """XLA's SAME padding of one spatial axis: -> (before, after), output side ceil(size / s)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel_size - size, 0)
+    return total // 2, total - total // 2
+
+
+def im2col(x, kernel_size, stride, padding="VALID"):
+    """Patches by strided slices: (..., H, W, C) -> (..., H', W', k*k*C), in HWIO order; SAME
+    pads with zeros first, as lax.conv_general_dilated does."""
+    if padding == "SAME":
+        (top, bottom), (left, right) = (same_padding(n, kernel_size, stride)
+                                        for n in x.shape[-3:-1])
+        pad = [(0, 0)] * (x.ndim - 3) + [(top, bottom), (left, right), (0, 0)]
+        x = jnp.pad(x, pad)
     h, w = x.shape[-3:-1]
     ho, wo = (h - kernel_size) // stride + 1, (w - kernel_size) // stride + 1
     taps = [x[..., i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
@@ -51,17 +64,42 @@ def im2col(x, kernel_size, stride):
     return jnp.concatenate(taps, axis=-1)                         # (..., H', W', k*k*C)
 
 
-def conv_im2col(params, x, stride=1):
-    """VALID conv as `conv`, lowered to patches @ kernel: (B, H, W, Cin) -> (B, H', W', Cout).
+def conv_im2col(params, x, stride=1, padding="VALID"):
+    """The conv of `conv`, lowered to patches @ kernel: (B, H, W, Cin) -> (B, H', W', Cout).
 
     On XLA:CPU one plain 2-D matmul per layer beats the conv emitter for these small-channel,
     strided layers (see README, "Performance").
     """
     kh, kw, cin, cout = params["kernel"].shape
-    patches = im2col(x, kh, stride)                               # (B, H', W', K)
+    patches = im2col(x, kh, stride, padding)                      # (B, H', W', K)
     b, h, w, k = patches.shape
     out = patches.reshape(b * h * w, k) @ params["kernel"].reshape(k, cout)  # (B*H'*W', Cout)
     return add_bias(params, out.reshape(b, h, w, cout))
+
+
+def init_group_norm(channels):
+    """One GroupNorm: {"scale": ones (C,), "offset": zeros (C,)}."""
+    return {"scale": jnp.ones((channels,), jnp.float32),
+            "offset": jnp.zeros((channels,), jnp.float32)}
+
+
+def group_norm(params, x, groups, eps=1e-5):
+    """Per-example GroupNorm (stateless: no running statistics, so random members and vmapped
+    training need nothing else): (B, H, W, C) -> (B, H, W, C), C split in `groups` groups."""
+    b, h, w, c = x.shape
+    g = x.reshape(b, h, w, groups, c // groups)
+    mean = jnp.mean(g, axis=(1, 2, 4), keepdims=True)            # (B, 1, 1, G, 1)
+    var = jnp.mean(jnp.square(g - mean), axis=(1, 2, 4), keepdims=True)
+    g = (g - mean) * lax.rsqrt(var + eps)
+    return g.reshape(b, h, w, c) * params["scale"] + params["offset"]
+
+
+def pool2x2(x, kind):
+    """2x2 stride-2 "max" or "mean" pooling (odd sides drop the last row / column):
+    (B, H, W, C) -> (B, H // 2, W // 2, C)."""
+    b, h, w, c = x.shape
+    x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
+    return jnp.max(x, axis=(2, 4)) if kind == "max" else jnp.mean(x, axis=(2, 4))
 
 
 def l2_normalize(x, axis=-1, eps=1e-12):
