@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import machine, summary, time_alternating  # noqa: E402
 
 from rand_ensemble.model import ensemble
-from rand_ensemble.model import nn  # noqa: E402
 from rand_ensemble.model.embedder import EmbedderConfig, init_embedder  # noqa: E402
 from rand_ensemble.learn import trainer
 from rand_ensemble.learn import signals  # noqa: E402

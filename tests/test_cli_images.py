@@ -65,49 +65,6 @@ def test_same_seed_same_bytes(small_set, tmp_path, capsys):
     assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
 
 
-def bad_inputs(tmp_path):
-    np.save(tmp_path / "shape.npy", np.zeros((2, 10, 32, 32, 3), np.float32))
-    nan = np.zeros((2, 11, 32, 32, 3), np.float32)
-    nan[0, 0, 0, 0, 0] = np.nan
-    np.save(tmp_path / "nan.npy", nan)
-    obj = np.empty(3, object)
-    np.save(tmp_path / "obj.npy", obj, allow_pickle=True)
-    (tmp_path / "corrupt.npy").write_bytes(b"\x93NUMPYgarbage")
-    np.save(tmp_path / "ok.npy", np.zeros((2, 11, 32, 32, 3), np.uint8))
-    ok = str(tmp_path / "ok.npy")
-    return [
-        (["eval", "--test-set", str(tmp_path / "missing.npy")], "not found"),
-        (["eval", "--test-set", str(tmp_path / "shape.npy")], "11 images"),
-        (["eval", "--test-set", str(tmp_path / "nan.npy")], "NaN"),
-        (["eval", "--test-set", str(tmp_path / "obj.npy")], "pickled"),
-        (["eval", "--test-set", str(tmp_path / "corrupt.npy")], "cannot read"),
-        (["eval", "--test-set", ok, "--models", "0"], "positive integer"),
-        (["eval", "--test-set", ok, "--models", "ten"], "positive integer"),
-        (["eval", "--test-set", ok, "--params", str(tmp_path / "nope.npz")], "not found"),
-        (["eval"], "required"),
-        (["eval", "--test-set", ok, "--bogus"], "unrecognized"),
-        (["render-test-set", "--examples", "1", "--out", str(tmp_path / "x.png")], ".npy"),
-        (["no-such-command"], "invalid choice"),
-    ]
-
-
-def test_bad_input_gives_one_line_error(tmp_path, capsys):
-    for argv, match in bad_inputs(tmp_path):
-        code, out, err = run(argv, capsys)
-        assert code == 2, argv
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("rand-ensemble: error:"), (argv, err)
-        assert match in lines[0], (argv, lines[0])
-
-
-def test_console_script_error_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "rand_ensemble.cli", "eval", "--test-set",
-                           str(tmp_path / "missing.npy")], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("rand-ensemble: error:")
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-
-
 def test_help_lists_commands():
     proc = subprocess.run([sys.executable, "-m", "rand_ensemble.cli", "--help"],
                           capture_output=True, text=True)

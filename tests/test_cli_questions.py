@@ -2,8 +2,6 @@
 the vmapped random-tower ensemble against a loop over members."""
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -88,51 +86,6 @@ def test_models_eval_reports_members_and_matches_a_loop(files):
             np.mean((alone > 0.7) == (pairs.labels == 1)), abs=1e-9)
     assert result["ensemble"]["auc"] == pytest.approx(
         qeval.roc_auc(vmapped.mean(0), pairs.labels), abs=1e-6)
-
-
-def run_cli(*args):
-    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", "rand_ensemble.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
-def assert_one_line_error(stderr, fragment):
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("rand-ensemble: error:") and fragment in lines[0]
-    assert "Traceback" not in stderr
-
-
-def test_bad_input_subprocess_exit_2_one_line(tmp_path):
-    bad = tmp_path / "bad.csv"
-    bad.write_text("id,qid1,qid2,question1,question2,is_duplicate\n0,1,2,a,b,1\n1,3,4,c,d,yes\n")
-    r = run_cli("questions", "train", "--data", str(bad), "--out", str(tmp_path / "o"))
-    assert r.returncode == 2
-    assert_one_line_error(r.stderr, "line 3")
-    r = run_cli("questions", "eval", "--data", str(bad), "--checkpoint", str(tmp_path / "x"),
-                "--models", "2")
-    assert r.returncode == 2
-    assert_one_line_error(r.stderr, "not allowed with argument")
-
-
-@pytest.mark.parametrize("argv, fragment", [
-    (["questions", "train", "--data", "{train}", "--out", "{dir}/o", "--steps", "0"],
-     "step-count integer"),
-    (["questions", "train", "--data", "{dir}/missing.tsv", "--out", "{dir}/o"], "not found"),
-    (["questions", "train", "--data", "{train}", "--out", "{dir}/o", "--lr", "-1"], "--lr"),
-    (["questions", "eval", "--data", "{test}", "--checkpoint", "{dir}/nope"], "not found"),
-    (["questions", "eval", "--data", "{test}"], "one of the arguments"),
-    (["questions", "eval", "--data", "{test}", "--checkpoint", "{ck}", "--threshold", "2"],
-     "--threshold"),
-    (["questions", "predict", "--checkpoint", "{ck}", "  ", "How?"], "no words"),
-    (["questions", "predict", "--checkpoint", "{ck}", "only one"], "required"),
-    (["questions"], "needs a subcommand"),
-])
-def test_bad_input_exit_2_one_line(files, capsys, argv, fragment):
-    argv = [a.format(dir=files["dir"], train=files["train"], test=files["test"], ck=files["ck"])
-            for a in argv]
-    assert cli.main(argv) == 2
-    assert_one_line_error(capsys.readouterr().err, fragment)
 
 
 def test_single_label_file_writes_null_auc(files, tmp_path):

@@ -10,7 +10,6 @@ import pytest
 
 from rand_ensemble import cli
 from rand_ensemble.model import checkpoint, ensemble
-from rand_ensemble.data import test_sets
 from rand_ensemble.pipelines import schema
 from test_evaluate_retrieval import _brute_force
 from fuzz_inputs import run  # the one in-process `rand-ensemble` runner
@@ -149,37 +148,6 @@ def test_checkpoint_gives_the_same_embeddings_as_the_init(renders, tmp_path, cap
                         "--save-embeddings", str(tmp_path / "b.npy"), "--bootstrap", "50"], capsys)
     assert code == 0, err
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
-
-
-def test_bad_input_is_one_line(renders, tmp_path, capsys):
-    folder, _, _ = renders
-    other = tmp_path / "o.npz"
-    checkpoint.save_params(str(other), ensemble.init_ensemble(jax.random.PRNGKey(0), 1),
-                           ensemble.DEFAULT_CONFIG)
-    np.save(tmp_path / "unlabelled.npy", np.zeros((4, 32, 32, 3), np.uint8))
-    cases = [
-        (["--renders", str(tmp_path / "missing"), "--models", "2"], "not found"),
-        (["--renders", str(tmp_path), "--models", "2"], "no renders"),
-        (["--renders", str(folder)], "required"),
-        (["--renders", str(folder), "--models", "2", "--checkpoint", str(other)], "not allowed"),
-        (["--renders", str(folder), "--models", "0"], "positive"),
-        (["--renders", str(folder), "--models", "2", "--json", "r.txt"], ".json"),
-        (["--renders", str(folder), "--checkpoint", str(tmp_path / "none.npz")], "none.npz"),
-        (["--data", str(tmp_path / "unlabelled.npy"), "--models", "2"], "no labels"),
-        (["--data", f"renders:{folder}?limit=0", "--models", "2"], "positive integer"),
-        (["--data", f"renders:{folder}", "--labels", "l.csv", "--models", "2"], "--labels"),
-        (["--data", f"renders:{folder}", "--renders", str(folder), "--models", "2"],
-         "not allowed"),
-        (["--renders", str(folder), "--models", "2", "--failures",
-          str(next(folder.glob("*.parquet")))], "overwrite the input"),
-        (["--renders", str(folder), "--models", "2", "--gallery",
-          str(tmp_path / "none")], "not found"),
-    ]
-    for argv, match in cases:
-        code, out, err = run(["retrieval"] + argv, capsys)
-        assert code == 2, argv
-        assert err.startswith("rand-ensemble: error:") and match in err, (argv, err)
-        assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_your_own_images_with_labels_and_failures(tmp_path, capsys, reference):

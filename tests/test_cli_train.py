@@ -7,7 +7,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rand_ensemble.data import test_sets
 from rand_ensemble.model import checkpoint
 from rand_ensemble.pipelines import schema
 from fuzz_inputs import run  # the one in-process `rand-ensemble` runner
@@ -89,38 +88,3 @@ def test_train_on_a_data_spec(tmp_path, capsys):
     assert params["conv0"]["kernel"].shape == (2, 3, 3, 3, 32) and cfg.input_hw == 32
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["num_images"] == 12 and report["num_failures"] == 0
-
-
-def one_line_error(argv, capsys, match):
-    code, _, err = run(argv, capsys)
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rand-ensemble: error:"), err
-    assert match in lines[0], lines[0]
-
-
-def test_bad_input_is_one_line(renders, tmp_path, capsys):
-    out = str(tmp_path / "m.npz")
-    base = ["train", "--renders", renders, "--out", out]
-    one_line_error(base + ["--steps", "0"], capsys, "--steps")
-    one_line_error(base + ["--signal", "weak", "--pairs", str(tmp_path / "nope")], capsys,
-                   "pairs folder not found")
-    one_line_error(base + ["--signal", "weak"], capsys, "needs weak-label pairs")
-    one_line_error(["train", "--renders", str(tmp_path / "none"), "--out", out], capsys,
-                   "renders folder not found")
-    pairs = tmp_path / "pairs"
-    pairs.mkdir()
-    pq.write_table(pa.table({"image_id_a": ["o00000_v0000_s0"], "image_id_b": ["o07777_v0000_s0"],
-                             "score": np.float32([0.9]), "rank": np.int32([1])},
-                            schema=schema.PAIRS), pairs / "pairs-00000-of-00001.parquet")
-    one_line_error(base + ["--signal", "weak", "--pairs", str(pairs)], capsys,
-                   "not in the dataset")
-    np.save(tmp_path / "x.npy", np.zeros((8, 32, 32, 3), np.uint8))
-    one_line_error(["train", "--data", str(tmp_path / "x.npy"), "--out", out, "--signal",
-                    "oracle"], capsys, "needs labels")
-    one_line_error(["train", "--data", str(tmp_path / "x.npy"), "--renders", renders, "--out",
-                    out], capsys, "not allowed")
-    # A state checkpoint of another architecture (no biases) is refused on --resume.
-    code, _, err = run(base + TINY_RUN[:-1] + ["--steps", "1", "--no-bias", "--quiet"], capsys)
-    assert code == 0, err
-    one_line_error(base + TINY_RUN + ["--resume"], capsys, "do not match the architecture")

@@ -2,7 +2,6 @@
 make_test_set: examples drawn from a labelled dataset, checked example by example against the
 dataset itself (labels of the rows each image came from)."""
 import gzip
-import os
 
 import numpy as np
 import pytest

@@ -9,8 +9,6 @@ import pytest
 from rand_ensemble.model import checkpoint, ensemble, nn
 from rand_ensemble.model.embedder import EmbedderConfig, apply_embedder, init_embedder
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.data import test_sets
-from rand_ensemble.learn import trainer
 
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
 

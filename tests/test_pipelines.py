@@ -246,7 +246,6 @@ def test_ctrl_c_exits_130_without_traceback_or_temp_files(tmp_path):
 @pytest.mark.slow
 def test_weak_labels_with_a_trained_checkpoint(pool, tmp_path, capsys):
     """--checkpoint mines with saved (here: biased, 2-member) params, equal to the library."""
-    from rand_ensemble.model import checkpoint
     from rand_ensemble.model.embedder import EmbedderConfig
 
     config = EmbedderConfig(bias=True)

@@ -4,7 +4,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rand_ensemble.model import nn
 from rand_ensemble.questions import layers
 
 

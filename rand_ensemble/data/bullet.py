@@ -28,5 +28,5 @@ def _stderr_silenced():
 
 
 with _stderr_silenced():
-    import pybullet as p  # noqa: E402
+    import pybullet as p  # noqa: E402,F401 (re-exported: render.py and scene.py import it from here)
     import pybullet_data  # noqa: E402,F401

@@ -98,7 +98,7 @@ def input_paths(spec: str | Source) -> list[str]:
     except OSError as e:
         raise RandEnsembleError(f"cannot list {source.spec or path}: {e.strerror or e}") from None
     folder = [path] if kind != "images" and os.path.isdir(path) else []
-    return [f for f in folder + files + extra if f and f != "none"]
+    return [f for f in files + extra + folder if f and f != "none"]
 
 
 def load_dataset(spec: str | Source, *, hw: int | None = None, channels: int | None = None,

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rand_ensemble import fileio
 from rand_ensemble.data import augment
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate import neighbours

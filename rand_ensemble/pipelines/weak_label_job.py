@@ -8,10 +8,8 @@ in setup) -> FanOut -> GroupTiles -> TileTopK -> MergeBlocks (CombinePerKey) -> 
 WriteSummary `summary.json`; WriteFailures `failures-SSSSS-of-NNNNN.jsonl`. The search is
 neighbours.py; only forms that every runner executes the same way are used (common.py).
 """
-import glob
 import json
 import math
-import os
 
 import apache_beam as beam
 import numpy as np
