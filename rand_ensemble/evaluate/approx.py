@@ -90,21 +90,24 @@ def assign(rows: np.ndarray, centroids: np.ndarray, nprobe: int) -> np.ndarray:
 def list_top_k(queries, query_keys, base, base_keys, k):
     """One list: exact top-k of each query among the list's rows, a query's own key excluded.
 
-    queries (Q, D), base (L, D); keys (Q,), (L,) sort like the global order (indices or ids).
-    Returns (keys (Q, k), scores (Q, k) float32), score descending then key ascending; a query
-    with fewer than k candidates is padded with score -inf (and its own key).
+    queries (Q, D), base (L, D); keys (Q,), (L,): base_keys ascending, sorting like the global
+    order (indices or ids). Returns (keys (Q, k), scores (Q, k) float32), score descending then
+    key ascending (the exact engine's `dense_top_k`); a query with fewer than k candidates is
+    padded with its own key and score -inf.
     """
-    scores = engine.similarities(queries, base)                               # (Q, L) exact
-    scores[np.asarray(query_keys)[:, None] == np.asarray(base_keys)[None, :]] = -np.inf
-    order = np.lexsort((np.broadcast_to(np.arange(len(base)), scores.shape), -scores),
-                       axis=1)[:, :k]                        # keys sort like their positions
-    keys = np.asarray(base_keys)[order] if len(base) else np.empty((len(queries), 0))
-    vals = np.take_along_axis(scores, order, axis=1)
-    if vals.shape[1] < k:
-        pad = k - vals.shape[1]
-        keys = np.concatenate([keys, np.repeat(np.asarray(query_keys)[:, None], pad, 1)], 1)
-        vals = np.concatenate([vals, np.full((len(queries), pad), -np.inf, np.float32)], 1)
-    return keys, vals.astype(np.float32)
+    query_keys, base_keys = np.asarray(query_keys), np.asarray(base_keys)
+    pos = np.searchsorted(base_keys, query_keys).clip(0, max(len(base_keys) - 1, 0))
+    own = (base_keys[pos] == query_keys) if len(base_keys) else np.zeros(len(query_keys), bool)
+    keys = np.repeat(query_keys[:, None], k, 1)
+    vals = np.full((len(queries), k), -np.inf, np.float32)
+    exclude = np.where(own, pos, -1)
+    groups = [own, ~own] if len(base_keys) <= k else [np.ones(len(own), bool)]
+    for rows in groups:                  # a short list: queries in it have one candidate less
+        kk = min(int(k), len(base_keys) - int(own[rows].any()))
+        if kk > 0 and rows.any():
+            idx, scores = engine.dense_top_k(queries[rows], base, kk, exclude[rows])
+            keys[rows, :kk], vals[rows, :kk] = base_keys[idx], scores
+    return keys, vals
 
 
 @dataclass
