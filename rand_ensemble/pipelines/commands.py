@@ -49,7 +49,8 @@ def run_weak_labels(out: str, renders: str | None = None, images: str | None = N
                     checkpoint: str | None = None, seed: int = 0, top_k: int = 1,
                     mutual: bool = False, min_score: float | None = None,
                     batch_size: int = 64, block_size: int = 4096, overwrite: bool = False,
-                    beam_args: list | None = None) -> dict:
+                    beam_args: list | None = None, index: str = "exact",
+                    nprobe: int | None = None, recall_sample: int = 0) -> dict:
     """`rand-ensemble weak-labels`: each image's top-k neighbours under a random (or trained)
     ensemble -> DIR2/pairs-*.parquet and DIR2/summary.json -> the summary.
 
@@ -59,6 +60,7 @@ def run_weak_labels(out: str, renders: str | None = None, images: str | None = N
       models, seed: a random ensemble of M blog nets; or checkpoint: trained params.
       top_k, mutual, min_score: which neighbours become pairs.
       batch_size, block_size: images per embed batch and per search block.
+      index, nprobe, recall_sample: exact tiles or approximate IVF lists (weak_label_job.run).
     """
     beam_args = list(beam_args or [])
     _plan(out, beam_args)
@@ -71,7 +73,8 @@ def run_weak_labels(out: str, renders: str | None = None, images: str | None = N
     s = weak_label_job.run(renders, out, models or 1, seed, top_k=top_k, mutual=mutual,
                            min_score=min_score, batch_size=batch_size, beam_args=beam_args,
                            overwrite=overwrite, images=images, labels=labels,
-                           block_size=block_size, checkpoint=checkpoint)
+                           block_size=block_size, checkpoint=checkpoint, index=index,
+                           nprobe=nprobe, recall_sample=recall_sample)
     precision = "n/a" if s["precision"] is None else f"{s['precision']:.3f}"
     members = s.get("mean_member_precision")
     members = "n/a" if members is None else f"{members:.3f}"
