@@ -100,5 +100,5 @@ def test_approx_flags_are_checked(tmp_path, capsys):
     for args in (("exact", 100, 4, 0), ("exact", 100, None, 10), ("fast", 100, None, 0)):
         with pytest.raises(RandEnsembleError):
             approx_settings(*args)
-    assert approx_settings("approx", 10 ** 6, 8, 0) == {"nlist": 4000, "nprobe": 8,
-                                                        "train_size": 256000}
+    assert approx_settings("approx", 10 ** 6, 8, 0) == {"nlist": 1000, "nprobe": 8,
+                                                        "train_size": 64000}

@@ -52,12 +52,12 @@ def _one_thread(faiss):
 
 
 def default_params(kind: str, n: int) -> dict:
-    """Parameters for N rows: nlist ~ 4 sqrt(N) (>= 39 training rows each), nprobe 16, ..."""
+    """Parameters for N rows: nlist ~ sqrt(N) (>= 39 training rows each), nprobe 16, ..."""
     if kind not in KINDS:
         raise RandEnsembleError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "hnsw":
         return {"m": 32, "ef_construction": 64, "ef_search": 64}
-    nlist = int(max(1, min(round(4 * math.sqrt(n)), n // POINTS_PER_LIST)))
+    nlist = int(max(1, min(round(math.sqrt(n)), n // POINTS_PER_LIST)))
     params = {"nlist": nlist, "nprobe": min(nlist, 16),
               "train_size": int(min(n, 64 * nlist))}
     if kind == "ivf_pq":
