@@ -241,9 +241,8 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         raise RandEnsembleError(f"labels file not found: {labels}")
     trained = None
     if checkpoint is not None:
-        from rand_ensemble.model import checkpoint, ensemble
-        from rand_ensemble.data import test_sets
-        params, config = checkpoint.load_params(checkpoint)
+        from rand_ensemble.model import checkpoint as checkpoints, ensemble
+        params, config = checkpoints.load_params(checkpoint)
         trained, num_models = (params, config.to_dict(), checkpoint), ensemble.num_models(params)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
