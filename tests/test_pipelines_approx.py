@@ -102,3 +102,27 @@ def test_approx_flags_are_checked(tmp_path, capsys):
             approx_settings(*args)
     assert approx_settings("approx", 10 ** 6, 8, 0) == {"nlist": 1000, "nprobe": 8,
                                                         "train_size": 64000}
+
+
+def job_outputs(out):
+    with open(os.path.join(out, "summary.json")) as f:
+        return pairs(out), json.load(f)
+
+
+@pytest.mark.slow
+def test_approx_job_equal_on_every_runner(clustered, tmp_path):
+    from rand_ensemble.pipelines import local_services
+    flags = ["--index", "approx", "--nprobe", "1", "--recall-sample", "20"]
+    weak_labels(str(tmp_path / "direct"), clustered, *flags)
+    want = job_outputs(str(tmp_path / "direct"))
+    (tmp_path / "p").mkdir()
+    (tmp_path / "d").mkdir()
+    multi = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+    weak_labels(str(tmp_path / "multi"), clustered, *flags, *multi)
+    assert job_outputs(str(tmp_path / "multi")) == want
+    with local_services.portable_services(str(tmp_path / "p")) as beam_args:
+        weak_labels(str(tmp_path / "portable"), clustered, *flags, *beam_args)
+    assert job_outputs(str(tmp_path / "portable")) == want
+    with local_services.dask_cluster(str(tmp_path / "d"), workers=2) as beam_args:
+        weak_labels(str(tmp_path / "dask"), clustered, *flags, *beam_args)
+    assert job_outputs(str(tmp_path / "dask")) == want
