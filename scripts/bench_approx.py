@@ -9,7 +9,9 @@ is built over all N rows (timed in full) and searched with the same sampled quer
 search cost is extrapolated the same way. Peak RSS from psutil / getrusage.
 
     python scripts/bench_approx.py --quick
-    python scripts/bench_approx.py --n 1000000 --kinds ivf ivf_flat --json approx.json
+    python scripts/bench_approx.py --n 1000000 --data clustered uniform --kinds ivf_flat ivf ivf_pq
+    python scripts/bench_approx.py --n 1000000 --data clustered --kinds ivf ivf_flat --nprobe 2 4 16
+    python scripts/bench_approx.py --n 200000 --kinds hnsw --ef-search 64 256
 """
 import argparse
 import json
@@ -53,7 +55,7 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(rows, kinds, sample, seed, overrides):
+def measure(rows, kinds, sample, seed, overrides, sweeps):
     """One data set: exact on the sample, then every kind -> list of records."""
     n = len(rows)
     queries = approx.training_sample(n, sample, seed + 7)
@@ -69,18 +71,23 @@ def measure(rows, kinds, sample, seed, overrides):
         index = approx.build_index(rows, kind, overrides.get(kind), seed)
         build_s = time.process_time() - cpu
         held = rss_mb() - before
-        cpu = time.process_time()
-        idx, _ = approx.search(index, rows[queries], 10, queries)
-        search_s = (time.process_time() - cpu) * n / len(queries)
-        total = build_s + search_s
-        records.append({"kind": kind, "params": index.params,
-                        "recall@1": approx.recall_at(idx, truth, 1),
-                        "recall@10": approx.recall_at(idx, truth, 10),
-                        "build_cpu_s": round(build_s, 1), "search_cpu_s_total": round(search_s, 1),
-                        "cpu_s_total": round(total, 1), "exact_over_approx": round(exact_s / total, 1),
-                        "index_rss_mb": round(held, 1), "rss_mb": round(rss_mb(), 1),
-                        "peak_rss_mb": round(peak_mb(), 1)})
-        print(json.dumps(records[-1]), flush=True)
+        knob = "ef_search" if kind == "hnsw" else "nprobe"
+        for value in sweeps.get(knob) or [index.params[knob]]:
+            index.params[knob] = value
+            cpu = time.process_time()
+            idx, _ = approx.search(index, rows[queries], 10, queries)
+            search_s = (time.process_time() - cpu) * n / len(queries)
+            total = build_s + search_s
+            records.append({"kind": kind, "params": dict(index.params),
+                            "recall@1": approx.recall_at(idx, truth, 1),
+                            "recall@10": approx.recall_at(idx, truth, 10),
+                            "build_cpu_s": round(build_s, 1),
+                            "search_cpu_s_total": round(search_s, 1),
+                            "cpu_s_total": round(total, 1),
+                            "exact_over_approx": round(exact_s / total, 1),
+                            "index_rss_mb": round(held, 1), "rss_mb": round(rss_mb(), 1),
+                            "peak_rss_mb": round(peak_mb(), 1)})
+            print(json.dumps(records[-1]), flush=True)
         del index
     return records
 
@@ -95,14 +102,17 @@ def main(argv=None):
     p.add_argument("--kinds", nargs="+", default=["ivf", "ivf_flat", "ivf_pq", "hnsw"])
     p.add_argument("--sample", type=int, default=1000, help="queries timed and checked")
     p.add_argument("--nlist", type=int, default=None)
-    p.add_argument("--nprobe", type=int, default=None)
+    p.add_argument("--nprobe", type=int, nargs="+", default=None,
+                   help="IVF lists searched per query (several: one build, each searched)")
+    p.add_argument("--ef-search", type=int, nargs="+", default=None, help="HNSW search breadth")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="N = 20,000, 200 queries")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     if a.quick:
         a.n, a.sample = 20_000, 200
-    ivf = {k: v for k, v in (("nlist", a.nlist), ("nprobe", a.nprobe)) if v is not None}
+    ivf = {"nlist": a.nlist} if a.nlist else {}
+    sweeps = {"nprobe": a.nprobe, "ef_search": a.ef_search}
     if "nlist" in ivf:
         ivf["train_size"] = min(a.n, 64 * ivf["nlist"])
     overrides = {k: ivf for k in ("ivf", "ivf_flat", "ivf_pq")}
@@ -111,7 +121,7 @@ def main(argv=None):
     for data in a.data:
         rows = unit_rows(a.n, a.dim, data, a.seed, a.clusters, a.spread)
         print(f"# {data}: N = {a.n}, D = {a.dim}", flush=True)
-        result["data"][data] = measure(rows, a.kinds, a.sample, a.seed, overrides)
+        result["data"][data] = measure(rows, a.kinds, a.sample, a.seed, overrides, sweeps)
         del rows
     if a.json:
         with open(a.json, "w") as f:
