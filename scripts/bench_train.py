@@ -30,7 +30,7 @@ from rand_ensemble.learn import trainer
 from rand_ensemble.learn import signals  # noqa: E402
 
 
-def measured_roof_gflops(size=2048, repeats=3):
+def measured_roof_gflops(size=2048, repeats=7):
     """The jitted float32 matmul's GFLOP/s (min time of a few runs)."""
     import time
     import jax.numpy as jnp
