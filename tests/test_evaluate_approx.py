@@ -80,3 +80,13 @@ def test_missing_faiss_is_one_line(monkeypatch):
     with pytest.raises(RandEnsembleError, match="install the 'approx' extra") as err:
         approx.faiss_module()
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivf_flat"])
+def test_gallery_search_with_every_list_probed_equals_the_engine(kind):
+    x, q = clustered(500), clustered(40, seed=5)
+    index = approx.build_index(x, kind, {"nlist": 6, "nprobe": 6}, seed=0)
+    idx, scores = approx.search(index, q, 4)
+    want = neighbours.top_k(q, 4, gallery=x)
+    np.testing.assert_array_equal(idx, want[0])
+    np.testing.assert_array_equal(scores, want[1])

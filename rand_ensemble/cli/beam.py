@@ -54,7 +54,8 @@ def _add_weak_labels(sub):
                        help="Beam job: nearest-neighbour weak labels from a random ensemble",
                        description="Embed the renders (or your own images) with an M-member "
                                    "random ensemble and write each image's top-k neighbours, "
-                                   "found by an exact tiled search, to DIR2/pairs-*.parquet, "
+                                   "found by an exact tiled search (or, with --index approx, "
+                                   "an IVF search), to DIR2/pairs-*.parquet, "
                                    "with DIR2/summary.json (precision from the renders' object "
                                    "ids or --labels) and DIR2/failures-*.jsonl.")
     source = p.add_mutually_exclusive_group(required=True)

@@ -7,6 +7,7 @@ in setup) -> FanOut -> GroupTiles -> TileTopK -> MergeBlocks (CombinePerKey) -> 
 -> GroupPairs -> MarkMutual -> GroupPairShards -> WritePairs `pairs-SSSSS-of-NNNNN.parquet`;
 WriteSummary `summary.json`; WriteFailures `failures-SSSSS-of-NNNNN.jsonl`. The search is
 neighbours.py; only forms that every runner executes the same way are used (common.py).
+`--index approx` swaps FanOut .. MergeBlocks for the IVF lists of approx_search.py.
 """
 import json
 import math
