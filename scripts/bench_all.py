@@ -1,6 +1,7 @@
 """`make bench`: every benchmark in its quick form, one JSON (default bench-out/bench.json).
 
-Each script runs in its own process (`--quick --json`); a failure (e.g. faiss or torch not
+Each script runs in its own process (`--quick --json`, in a temporary folder, so side files such
+as plots do not land in the checkout); a failure (e.g. faiss or torch not
 installed) is recorded with its last lines and the others still run. The full forms, which
 make the README's tables, are in each script's docstring.
 
@@ -25,7 +26,7 @@ def run_one(name, folder):
                + os.environ.get("PYTHONPATH", ""))
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, os.path.join(HERE, f"bench_{name}.py"), "--quick",
-                           "--json", out], env=env, capture_output=True, text=True)
+                           "--json", out], env=env, cwd=folder, capture_output=True, text=True)
     record = {"ok": proc.returncode == 0, "wall_s": round(time.perf_counter() - start, 1)}
     if proc.returncode == 0 and os.path.exists(out):
         with open(out) as f:
