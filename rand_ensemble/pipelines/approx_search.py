@@ -12,7 +12,8 @@ The stages replace the exact tiles (FanOut .. MergeBlocks) and feed the same Fin
 The result equals `approx.build_index(rows, "ivf")` + `approx.search` on the id-sorted rows
 with the same centroids. Memory per worker: one list's rows and the queries probing it, about
 (1 + nprobe) * N / nlist rows of D float32 on average (k-means lists are uneven: a list holds
-at most a few times the mean on clustered data), the (nlist, D) centroids, and a block; the
+at most a few times the mean on clustered data), a (1024, list rows) block of scores, the
+(nlist, D) centroids, and a block; the
 k-means sample (`train_size` rows) on one worker. Shuffle: about (2 + nprobe) * N * 4D bytes,
 linear in N (the exact tiles shuffle N^2 / B * 4D).
 
@@ -31,6 +32,7 @@ from rand_ensemble.pipelines import common
 from rand_ensemble.pipelines.neighbours import ENSEMBLE
 
 RECALL_KS = (1, 10)
+QUERY_CHUNK = 1024               # query rows per GEMM against one list
 
 
 def _first_by_hash(ids, count, salt):
@@ -79,23 +81,32 @@ def assign_block(keyed, nprobe):
                     yield int(li), (role, block_id, ids[mask], labels[mask], rows[mask])
 
 
-def search_list(keyed, k):
-    """(list, records) -> (query block, (ids (q,), (keys (q, k), scores, labels))) per block."""
+def search_list(keyed, k, chunk=QUERY_CHUNK):
+    """(list, records) -> (query block, (ids (q,), (keys (q, k), scores, labels))) per block.
+
+    A list's queries (from every block) are scored in chunks of `chunk` rows: one GEMM of
+    chunk x list rows each, whatever the block size.
+    """
     _, records = keyed
     base = [r for r in records if r[0] == "base"]
-    if not base:
+    queries = sorted((r for r in records if r[0] == "query"), key=lambda r: r[1])
+    if not base or not queries:
         return
     ids = np.concatenate([r[2] for r in base])
     order = np.argsort(ids, kind="stable")
     ids, labels = ids[order], np.concatenate([r[3] for r in base])[order]
     rows = np.concatenate([r[4] for r in base])[order]
-    for _, block, q_ids, _, q_rows in sorted((r for r in records if r[0] == "query"),
-                                             key=lambda r: r[1]):
-        keys, scores = approx.list_top_k(q_rows, q_ids, rows, ids, k)
-        pos = np.searchsorted(ids, keys).clip(0, len(ids) - 1)
-        found = np.where(np.isinf(scores), None, labels[pos])
-        found = found.astype(object)
-        yield block, (q_ids, (keys, scores, found))
+    q_block = np.concatenate([np.full(len(r[2]), r[1]) for r in queries])
+    q_ids = np.concatenate([r[2] for r in queries])
+    q_rows = np.concatenate([r[4] for r in queries])
+    found = [approx.list_top_k(q_rows[s:s + chunk], q_ids[s:s + chunk], rows, ids, k)
+             for s in range(0, len(q_ids), chunk)]
+    keys, scores = (np.concatenate(c) for c in zip(*found))                 # (Q, k)
+    pos = np.searchsorted(ids, keys).clip(0, len(ids) - 1)
+    found_labels = np.where(np.isinf(scores), None, labels[pos]).astype(object)
+    for block in np.unique(q_block):
+        mine = q_block == block
+        yield int(block), (q_ids[mine], (keys[mine], scores[mine], found_labels[mine]))
 
 
 class MergeRows(beam.CombineFn):
