@@ -181,7 +181,8 @@ def main(argv=None):
               f"min {row['min_s']:.3f} s   {row['speedup_vs_separate']:.2f}x M separate steps")
     print(f"peak {peak_gflops:.0f} GFLOP/s ({peak_source}); step ~ {step_flops / 1e6:.1f} MFLOP "
           f"per image x member (3 x forward, an estimate)")
-    record = {"peak_gflops": peak_gflops, "peak_source": peak_source, "members": a.members, "batch_size": a.batch_size, "steps_per_round": a.steps,
+    record = {"peak_gflops": peak_gflops, "peak_source": peak_source, "members": a.members,
+              "batch_size": a.batch_size, "steps_per_round": a.steps,
               "repeats": a.repeats, "machine": machine(), "results": rows}
     if a.json:
         with open(a.json, "w") as f:

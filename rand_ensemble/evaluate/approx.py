@@ -2,12 +2,13 @@
 
 Kinds (`build_index(rows, kind, params, seed)`, then `search(index, queries, k, query_ids)`):
 
-| kind | what | memory |
-|---|---|---|
-| `ivf` (the Beam job's) | k-means lists (faiss, seeded); a query's `nprobe` nearest lists are searched EXACTLY (`list_top_k`), so scores and ties are the exact engine's | the rows, plus (nlist, D) centroids |
-| `ivf_flat` | faiss `IndexIVFFlat` on the same centroids (float32 scores) | a copy of the rows |
-| `ivf_pq` | faiss `IndexIVFPQ` (m bytes a row), the top `refine` * k re-scored exactly | m bytes a row (+ the rows to re-score) |
-| `hnsw` | faiss `IndexHNSWFlat` | the rows + ~2 * m links a row |
+* `ivf` (the Beam job's): k-means lists (faiss, seeded); a query's `nprobe` nearest lists are
+  searched EXACTLY (`list_top_k`), so scores and ties are the exact engine's. Holds a reference
+  to the rows and the (nlist, D) centroids.
+* `ivf_flat`: faiss `IndexIVFFlat` on the same centroids (float32 scores). A copy of the rows.
+* `ivf_pq`: faiss `IndexIVFPQ` (m bytes a row); the top `refine` * (k + 1) are re-scored
+  exactly. m bytes a row (+ the rows, to re-score).
+* `hnsw`: faiss `IndexHNSWFlat`. The rows + ~2 m links a row.
 
 Rows are unit (or any) float32 vectors scored by inner product; order is score descending, then
 lower index. `ivf` is what `weak-labels --index approx` runs: the lists are the shards, so a
@@ -66,7 +67,7 @@ def default_params(kind: str, n: int) -> dict:
 
 
 def train_centroids(sample: np.ndarray, nlist: int, seed: int) -> np.ndarray:
-    """k-means (faiss, spherical, seeded, one thread): (S, D) rows -> (nlist, D) float32 centroids."""
+    """k-means (faiss, spherical, seeded, one thread): (S, D) rows -> (nlist, D) centroids."""
     faiss = faiss_module()
     sample = np.ascontiguousarray(sample, np.float32)
     nlist = int(min(nlist, len(sample)))
@@ -147,7 +148,8 @@ def build_index(rows: np.ndarray, kind: str = "ivf", params: dict | None = None,
     centroids = train_centroids(rows[training_sample(n, p["train_size"], seed)], p["nlist"], seed)
     p["nlist"] = len(centroids)
     if kind == "ivf":
-        return ApproxIndex(kind, p, rows, centroids=centroids, home=assign(rows, centroids, 1)[:, 0])
+        home = assign(rows, centroids, 1)[:, 0]                                 # (N,)
+        return ApproxIndex(kind, p, rows, centroids=centroids, home=home)
     faiss = faiss_module()
     quantizer = faiss.IndexFlatIP(d)
     quantizer.add(centroids)
