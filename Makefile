@@ -20,7 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[bench]"
-	$(BIN)/python scripts/bench_forward.py
+	$(BIN)/python scripts/bench_all.py --out bench-out/bench.json
 
 clean:
-	rm -rf $(VENV) demo-out build *.egg-info
+	rm -rf $(VENV) demo-out bench-out build *.egg-info

@@ -47,3 +47,26 @@ def time_alternating(candidates, repeats):
 def summary(seconds):
     """min and median of a list of timings."""
     return {"min_s": min(seconds), "median_s": statistics.median(seconds), "all_s": seconds}
+
+
+# Dense float32 peak (TFLOP/s, no tensor cores / TF32) from the vendors' datasheets, by a
+# substring of jax's device_kind; other devices use the measured jitted-matmul roof.
+PEAK_F32_TFLOPS = {"H200": 67.0, "H100": 67.0, "A100": 19.5, "L40S": 91.6, "L4": 30.3,
+                   "A10G": 31.2, "V100": 15.7, "T4": 8.1}
+
+
+def on_accelerator():
+    """True when JAX runs on a GPU/TPU (torch CPU comparisons are then left out)."""
+    import jax
+    return jax.default_backend() != "cpu"
+
+
+def device_peak_gflops(measured_roof_gflops=None):
+    """(peak GFLOP/s, where it came from) for the device JAX uses: a datasheet figure, or the
+    measured jitted float32 matmul roof."""
+    import jax
+    kind = jax.devices()[0].device_kind
+    for name, tflops in PEAK_F32_TFLOPS.items():
+        if name.lower() in kind.lower():
+            return tflops * 1e3, f"datasheet fp32 peak of {kind}"
+    return measured_roof_gflops, f"measured jitted matmul roof on {kind}"

@@ -14,7 +14,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import forward_flops, machine, summary, time_alternating  # noqa: E402
+from bench_common import (device_peak_gflops, forward_flops, machine, on_accelerator,  # noqa: E402
+                          summary, time_alternating)
 
 from rand_ensemble.model import ensemble
 from rand_ensemble import fileio  # noqa: E402
@@ -78,6 +79,9 @@ def jax_candidates(params, images, config):
 
 def torch_candidates(params, images, config):
     """The same nets in PyTorch (weights copied from params): per-model loop and torch.func vmap."""
+    if on_accelerator():
+        print("JAX runs on an accelerator: the CPU PyTorch rows are left out")
+        return {}
     try:
         import torch
         import torch.nn.functional as F
@@ -164,6 +168,7 @@ def main(argv=None):
     info = machine()
     rows = {name: summary(ts) for name, ts in times.items()}
     roof_gflops = roof_flops / rows["matmul_roof"]["min_s"] / 1e9
+    peak_gflops, peak_source = device_peak_gflops(roof_gflops)
     for name, row in rows.items():
         if name == "matmul_roof":
             row["gflops"] = roof_gflops
@@ -171,6 +176,7 @@ def main(argv=None):
         row["images_models_per_s"] = n * m / row["min_s"]
         row["gflops"] = flops / row["min_s"] / 1e9
         row["fraction_of_roof"] = row["gflops"] / roof_gflops
+        row["fraction_of_peak"] = row["gflops"] / peak_gflops
     embed_s = rows["embed"]["min_s"]
     ratios = {f"embed_speedup_vs_{name}": row["min_s"] / embed_s
               for name, row in rows.items() if name not in ("embed", "matmul_roof")}
@@ -187,11 +193,13 @@ def main(argv=None):
         print(f"{name:16s} {row['min_s']:8.3f} {row['median_s']:9.3f} "
               f"{row['images_models_per_s']:9.0f} {row['gflops']:8.1f} "
               f"{row['fraction_of_roof']:8.0%} {row['min_s'] / embed_s:8.2f}")
+    print(f"peak {peak_gflops:.0f} GFLOP/s ({peak_source}): embed at "
+          f"{rows['embed']['fraction_of_peak']:.1%} of it")
     if args.json:
         fileio.save_json(args.json, {
             "machine": info, "models": m, "images": n, "image_source": source,
             "gflop": flops / 1e9, "repeats": args.repeats, "results": rows, "ratios": ratios,
-            "roof_gflops": roof_gflops})
+            "roof_gflops": roof_gflops, "peak_gflops": peak_gflops, "peak_source": peak_source})
         print(f"wrote {args.json}")
 
 

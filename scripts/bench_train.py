@@ -20,12 +20,28 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import machine, summary, time_alternating  # noqa: E402
+from bench_common import (device_peak_gflops, forward_flops, machine, on_accelerator,  # noqa: E402
+                          summary, time_alternating)
 
 from rand_ensemble.model import ensemble
 from rand_ensemble.model.embedder import EmbedderConfig, init_embedder  # noqa: E402
 from rand_ensemble.learn import trainer
 from rand_ensemble.learn import signals  # noqa: E402
+
+
+def measured_roof_gflops(size=2048, repeats=7):
+    """The jitted float32 matmul's GFLOP/s (min time of a few runs)."""
+    import time
+    import jax.numpy as jnp
+    x = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    mm = jax.jit(lambda u: u @ u)
+    mm(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        mm(x).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best / 1e9
 
 
 def jax_candidates(m, b, steps, images):
@@ -140,8 +156,11 @@ def main(argv=None):
         a.members, a.batch_size, a.steps, a.repeats = 2, 32, 2, 2
     images = np.random.default_rng(0).integers(0, 256, (1024, 32, 32, 3), dtype=np.uint8)
     candidates = jax_candidates(a.members, a.batch_size, a.steps, images)
-    torch_run = torch_candidate(a.members, a.batch_size, a.steps, images)
-    if torch_run is None:
+    torch_run = None if on_accelerator() else \
+        torch_candidate(a.members, a.batch_size, a.steps, images)
+    if on_accelerator():
+        print("JAX runs on an accelerator: the CPU PyTorch candidate is left out")
+    elif torch_run is None:
         print("torch not importable: skipping the PyTorch candidate "
               "(pip install the bench extra to include it)")
     else:
@@ -149,12 +168,20 @@ def main(argv=None):
     times = time_alternating(candidates, a.repeats)
     work = 2 * a.batch_size * a.members * a.steps                   # images x members / round
     rows = {k: {**summary(v), "images_x_members_per_s": work / min(v)} for k, v in times.items()}
+    # a training step ~ 3 forward passes (forward + backward) of each view: an estimate
+    step_flops = 3 * forward_flops(EmbedderConfig(bias=True))
+    peak_gflops, peak_source = device_peak_gflops(measured_roof_gflops())
+    for row in rows.values():
+        row["fraction_of_peak_est"] = row["images_x_members_per_s"] * step_flops / 1e9 / peak_gflops
     separate = rows["jax_separate"]["min_s"]
     for name, row in rows.items():
         row["speedup_vs_separate"] = separate / row["min_s"]
         print(f"{name:14s} {row['images_x_members_per_s']:9.0f} images x members / s   "
               f"min {row['min_s']:.3f} s   {row['speedup_vs_separate']:.2f}x M separate steps")
-    record = {"members": a.members, "batch_size": a.batch_size, "steps_per_round": a.steps,
+    print(f"peak {peak_gflops:.0f} GFLOP/s ({peak_source}); step ~ {step_flops / 1e6:.1f} MFLOP "
+          f"per image x member (3 x forward, an estimate)")
+    record = {"peak_gflops": peak_gflops, "peak_source": peak_source, "members": a.members,
+              "batch_size": a.batch_size, "steps_per_round": a.steps,
               "repeats": a.repeats, "machine": machine(), "results": rows}
     if a.json:
         with open(a.json, "w") as f:

@@ -59,7 +59,8 @@ def _add_weak_labels(sub):
                        description="Embed any dataset (--data SPEC), the renders or your own "
                                    "images with an M-member "
                                    "random ensemble and write each image's top-k neighbours, "
-                                   "found by an exact tiled search, to DIR2/pairs-*.parquet, "
+                                   "found by an exact tiled search (or, with --index approx, "
+                                   "an IVF search), to DIR2/pairs-*.parquet, "
                                    "with DIR2/summary.json (precision from the renders' object "
                                    "ids, the data's labels or --labels) and "
                                    "DIR2/failures-*.jsonl.")
@@ -93,6 +94,14 @@ def _add_weak_labels(sub):
     p.add_argument("--block-size", type=positive_int, default=4096,
                    help="images per neighbour-search block: a worker holds two blocks and a "
                         "block x block tile of similarities")
+    p.add_argument("--index", choices=("exact", "approx"), default="exact",
+                   help="neighbour search: the exact tiles, or approximate IVF lists (faiss "
+                        "k-means; the 'approx' extra) for pools past ~10^7 images")
+    p.add_argument("--nprobe", type=positive_int, default=None,
+                   help="with --index approx: lists each query searches (default 16)")
+    p.add_argument("--recall-sample", type=int_in(0, 10 ** 7, "--recall-sample"), default=0,
+                   metavar="N", help="with --index approx: check N sampled queries against "
+                                     "the exact search; recall@1, @10 go to summary.json")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an earlier run's outputs in DIR2")
     p.set_defaults(handler=runner("rand_ensemble.pipelines.commands", "run_weak_labels"), pass_through=True)

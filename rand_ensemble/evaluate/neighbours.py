@@ -247,6 +247,18 @@ def top_k(queries, k, gallery=None, block_size=None):
     return idx, scores
 
 
+def dense_top_k(queries, gallery, k, exclude=None):
+    """Exact top-k by one numpy GEMM, no jit (many small galleries, e.g. IVF lists): -> idx, scores.
+
+    queries (Q, D), gallery (G, D) float32; k <= G - (1 if exclude is given else 0);
+    exclude: (Q,) a gallery column to leave out per query (-1: none). Same order as `top_k`.
+    """
+    q, g = _rows(queries, "queries"), _rows(gallery, "gallery")
+    nq, ng = _norms(q), _norms(g)
+    err = _gemm_error(q.shape[1], nq, ng.max() if len(g) else 0.0)
+    return _dense(q, g, nq, ng, int(k), err, exclude)
+
+
 def member_top_k(emb, k, gallery=None, block_size=None):
     """Each member alone: (M, N, E) [, gallery (M, G, E)] -> idx, scores (M, N, k)."""
     emb = np.asarray(emb, np.float32)

@@ -52,7 +52,8 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
                     checkpoint: str | None = None, seed: int = 0, top_k: int = 1,
                     mutual: bool = False, min_score: float | None = None,
                     batch_size: int = 64, block_size: int = 4096, overwrite: bool = False,
-                    beam_args: list | None = None) -> dict:
+                    beam_args: list | None = None, index: str = "exact",
+                    nprobe: int | None = None, recall_sample: int = 0) -> dict:
     """`rand-ensemble weak-labels`: each image's top-k neighbours under a random (or trained)
     ensemble -> DIR2/pairs-*.parquet and DIR2/summary.json -> the summary.
 
@@ -64,6 +65,7 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
       models, seed: a random ensemble of M blog nets; or checkpoint: trained params.
       top_k, mutual, min_score: which neighbours become pairs.
       batch_size, block_size: images per embed batch and per search block.
+      index, nprobe, recall_sample: exact tiles or approximate IVF lists (weak_label_job.run).
     """
     beam_args = list(beam_args or [])
     _plan(out, beam_args, inputs=[renders, images, labels, checkpoint])
@@ -79,7 +81,8 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
     s = weak_label_job.run(renders, out, models or 1, seed, top_k=top_k, mutual=mutual,
                            min_score=min_score, batch_size=batch_size, beam_args=beam_args,
                            overwrite=overwrite, images=images, labels=labels,
-                           block_size=block_size, checkpoint=checkpoint, data=data)
+                           block_size=block_size, checkpoint=checkpoint, data=data, index=index,
+                           nprobe=nprobe, recall_sample=recall_sample)
     precision = "n/a" if s["precision"] is None else f"{s['precision']:.3f}"
     members = s.get("mean_member_precision")
     members = "n/a" if members is None else f"{members:.3f}"

@@ -170,6 +170,8 @@ def finish_block(keyed, num_models):
                 stats["members_labelled"][m] += labelled
                 stats["members_correct"][m] += correct
         for r in range(ens[0].shape[1]):
+            if not np.isfinite(scores[i, r]):    # an approximate list shorter than k
+                continue
             other = str(ens[0][i, r])
             edge = (block, image_id, other, float(scores[i, r]), r + 1, labels[i], ens[2][i, r])
             yield ("edge", common.stable_hash("\0".join(sorted((image_id, other)))), edge)

@@ -7,6 +7,7 @@ in setup) -> FanOut -> GroupTiles -> TileTopK -> MergeBlocks (CombinePerKey) -> 
 -> GroupPairs -> MarkMutual -> GroupPairShards -> WritePairs `pairs-SSSSS-of-NNNNN.parquet`;
 WriteSummary `summary.json`; WriteFailures `failures-SSSSS-of-NNNNN.jsonl`. The search is
 neighbours.py; only forms that every runner executes the same way are used (common.py).
+`--index approx` swaps FanOut .. MergeBlocks for the IVF lists of approx_search.py.
 """
 import json
 import math
@@ -63,6 +64,8 @@ def sum_partials(partials, num_models):
         for name, value in p.items():
             if name in SUMMED:
                 total[name] += int(value)
+            elif name == "recall":
+                total[name] = value
             elif name.startswith("members_"):
                 total[name] = [x + y for x, y in zip(total[name], value)]
     return total
@@ -72,12 +75,15 @@ def ratio(num, den):
     return num / den if den else None
 
 
-def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkpoint=None):
+def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkpoint=None,
+               index="exact", index_params=None):
     """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's)."""
     n = t["images"]
     summary = {"num_images": n, "num_pairs": t["pairs"], "num_failures": t["failures"],
                "num_models": num_models, "seed": seed, "top_k": top_k, "precision": None,
                "per_model_precision": None, "block_size": block_size, "checkpoint": checkpoint}
+    if index != "exact":                    # the exact job's summary keeps its fields
+        summary.update(index=index, index_params=index_params, recall=t.get("recall"))
     if n < 2:
         return summary
     members = [ratio(c, d) for c, d in zip(t["members_correct"], t["members_labelled"])]
@@ -123,14 +129,28 @@ def check_render_sizes(renders, input_hw):
         decode.check_fits(h, w, input_hw, f"the images in {renders}")
 
 
+def exact_parts(blocks, num_blocks, top_k, num_models, evaluate):
+    """The exact tiles (neighbours.py): embedded blocks -> (block, merged top-k lists)."""
+    parts = (blocks
+             | "FanOut" >> beam.FlatMap(neighbours.fan_out, num_blocks)
+             | "GroupTiles" >> beam.GroupByKey()
+             | "TileTopK" >> beam.ParDo(neighbours.TileTopK(num_blocks, top_k, num_models,
+                                                            evaluate)))
+    markers = blocks | "BlockIds" >> beam.Map(lambda b: (b[0], ("block", b[1], b[2])))
+    return ((parts, markers) | "AllParts" >> beam.Flatten()
+            | "MergeBlocks" >> beam.CombinePerKey(neighbours.MergeBlock(top_k)))
+
+
 def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
           top_k=1, mutual=False, min_score=None, batch_size=DEFAULT_BATCH,
-          block_size=DEFAULT_BLOCK, evaluate=True, trained=None, dataset=None):
+          block_size=DEFAULT_BLOCK, evaluate=True, trained=None, dataset=None, index="exact",
+          index_params=None, recall_sample=0):
     """Add the weak-label stages to `pipeline` (the last one joins every writer).
 
     trained: None for M random members from PRNGKey(seed), else (params (M, ...), config dict,
     checkpoint path) of a trained ensemble (`rand-ensemble train`). dataset: a loaded
-    `data.dataset.Dataset` instead of renders / images.
+    `data.dataset.Dataset` instead of renders / images. index: "exact" (tiles) or "approx"
+    (IVF lists, `approx_search.py`, with index_params and `recall_sample` queries).
     """
     records = sources.images_pcoll(pipeline, renders, images, labels, input_hw(trained),
                                    dataset)
@@ -141,15 +161,14 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
                 | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(
                     seed, num_models, batch_size, None if trained is None else trained[:2])))
     blocks, embed_failures = common.split(embedded, "Embed")
-    parts = (blocks
-             | "FanOut" >> beam.FlatMap(neighbours.fan_out, num_blocks)
-             | "GroupTiles" >> beam.GroupByKey()
-             | "TileTopK" >> beam.ParDo(neighbours.TileTopK(num_blocks, top_k, num_models,
-                                                            evaluate)))
-    markers = blocks | "BlockIds" >> beam.Map(lambda b: (b[0], ("block", b[1], b[2])))
-    finished = ((parts, markers) | "AllParts" >> beam.Flatten()
-                | "MergeBlocks" >> beam.CombinePerKey(neighbours.MergeBlock(top_k))
-                | "FinishBlocks" >> beam.FlatMap(neighbours.finish_block, num_models))
+    recall = None
+    if index == "approx":
+        from rand_ensemble.pipelines import approx_search
+        parts, recall = approx_search.search(pipeline, blocks, num_blocks, top_k, index_params,
+                                             seed, recall_sample)
+    else:
+        parts = exact_parts(blocks, num_blocks, top_k, num_models, evaluate)
+    finished = parts | "FinishBlocks" >> beam.FlatMap(neighbours.finish_block, num_models)
     block_stats = finished | "BlockStats" >> beam.FlatMap(
         lambda r: [r[1]] if r[0] == "summary" else [])
     pair_stats = (finished
@@ -162,8 +181,10 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     failed = common.write_failures(failures, out, max(1, num_blocks // 16))
     settings = {"num_models": num_models, "seed": None if trained else seed, "top_k": top_k,
                 "mutual": mutual, "min_score": min_score, "block_size": block_size,
-                "checkpoint": trained[2] if trained else None}
-    summary = ((pipeline | "SummarySeed" >> beam.Create([{}]), block_stats, pair_stats, failed)
+                "checkpoint": trained[2] if trained else None, "index": index,
+                "index_params": index_params}
+    stats = [block_stats, pair_stats, failed] + ([recall] if recall is not None else [])
+    summary = ((pipeline | "SummarySeed" >> beam.Create([{}]), *stats)
                | "AllStats" >> beam.Flatten()
                | "KeyStats" >> beam.Map(lambda p: (0, p))
                | "GroupStats" >> beam.GroupByKey()
@@ -177,9 +198,28 @@ def input_hw(trained):
     return DEFAULT_CONFIG.input_hw if trained is None else trained[1]["input_hw"]
 
 
+def approx_settings(index, num_inputs, nprobe, recall_sample):
+    """Check --index / --nprobe / --recall-sample -> the approximate index's params, or None."""
+    if index not in ("exact", "approx"):
+        raise RandEnsembleError(f"--index must be exact or approx, got {index!r}")
+    if int(recall_sample) < 0 or (nprobe is not None and int(nprobe) < 1):
+        raise RandEnsembleError("--recall-sample must be >= 0 and --nprobe >= 1")
+    if index == "exact":
+        if recall_sample or nprobe is not None:
+            raise RandEnsembleError("--recall-sample and --nprobe need --index approx")
+        return None
+    from rand_ensemble.evaluate import approx
+    approx.faiss_module()                           # one line if the extra is missing
+    params = approx.default_params("ivf", max(2, num_inputs))
+    if nprobe is not None:
+        params["nprobe"] = int(nprobe)
+    return params
+
+
 def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, min_score=None,
         batch_size=DEFAULT_BATCH, beam_args=(), overwrite=False, images=None, labels=None,
-        block_size=DEFAULT_BLOCK, checkpoint=None, data=None):
+        block_size=DEFAULT_BLOCK, checkpoint=None, data=None, index="exact", recall_sample=0,
+        nprobe=None):
     """Run the weak-label job to completion -> the summary dict (also in out/summary.json).
 
     Args:
@@ -195,6 +235,9 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         precision); renders / images also read remote (gs://) paths.
       labels: optional CSV image_id,label, used only for the precision figures.
       block_size: rows per neighbour-search block (a worker holds two blocks and a tile).
+      index: "exact" (the tiled search) or "approx" (IVF lists, needs faiss: the 'approx'
+        extra); nprobe: lists a query searches (approx). recall_sample: with approx, this many
+        queries are checked against the exact search (recall@1, @10 in the summary).
     Returns:
       the summary dict.
     """
@@ -234,14 +277,16 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         dataset = data_sources.load_dataset(data, hw=input_hw(trained), channels=3)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
-    num_blocks = max(1, math.ceil(sources.count_inputs(renders, images, dataset)
-                                  / int(block_size)))
+    num_inputs = sources.count_inputs(renders, images, dataset)
+    num_blocks = max(1, math.ceil(num_inputs / int(block_size)))
+    index_params = approx_settings(index, num_inputs, nprobe, recall_sample)
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_args))
     build(pipeline, out, int(num_models), int(seed), num_blocks, renders, images, labels,
           int(top_k), bool(mutual), None if min_score is None else float(min_score),
           int(batch_size), int(block_size), trained=trained, dataset=dataset,
           evaluate=renders is not None or labels is not None
-          or (dataset is not None and dataset.has_labels))
+          or (dataset is not None and dataset.has_labels),
+          index=index, index_params=index_params, recall_sample=int(recall_sample))
     common.run_pipeline(pipeline, out, prefixes)
     with common.FileSystems.open(common.join(out, SUMMARY_NAME)) as f:
         return json.loads(f.read())
