@@ -8,14 +8,13 @@ The answer depends on nothing else: not on the query block, the gallery tile or 
 How it is fast: a float32 GEMM (a jitted XLA matmul, faster here than numpy's BLAS) scores a
 block of queries against the gallery; each row keeps the column groups holding its largest
 float32 scores; only columns whose float32 score is within a rigorous rounding bound of the
-k-th (`_gemm_error`) are re-scored exactly, and the final order uses the exact scores. A row
+k-th (`exact_scores._gemm_error`) are re-scored exactly, and the final order uses the exact scores. A row
 whose candidates cannot be proven complete (exact ties, zero vectors) takes the dense path:
 every column of that row is a candidate. Memory: O(block * N + N * k).
 
 Beam tiles: `tile_top_k` scores one (A, B) tile in both directions and `merge_top_k` folds
 partial lists; `tiled_top_k` runs that schedule in one process.
 """
-from fractions import Fraction
 from functools import partial
 
 import jax
@@ -23,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate.exact_scores import (_gemm_error, _norms,  # noqa: F401 (public here)
+                                                 pair_scores, similarities)
 
 BLOCK_ENTRIES = 1 << 22         # default query block: about 16 MB of float32 scores
 GROUP_WIDTH = 32                # columns per group: a row keeps its best k + SPARE_GROUPS groups
 SPARE_GROUPS = 2
-_U32, _U64 = 2.0 ** -24, 2.0 ** -53     # unit roundoffs
 
 
 def concat_members(emb):
@@ -48,60 +48,6 @@ def _rows(x, name):
     if not np.all(np.isfinite(x)):
         raise RandEnsembleError(f"{name} hold NaN or infinite values")
     return x
-
-
-def _norms(x):
-    """(N, D) -> (N,) float64 Euclidean norms, a hair generous (they bound rounding errors)."""
-    x = x.astype(np.float64)
-    return np.sqrt(np.einsum("nd,nd->n", x, x)) * (1 + 1e-12)
-
-
-def _exact_one(a, b):
-    """One pair's exact dot product rounded to the nearest float32 (ties to even): (D,), (D,)."""
-    exact = sum(Fraction(float(u)) * Fraction(float(v)) for u, v in zip(a, b))
-    near = np.float32(float(exact))                    # at most one float32 step off
-    steps = [np.nextafter(near, np.float32(-np.inf)), near, np.nextafter(near, np.float32(np.inf))]
-    return min(steps, key=lambda f: (abs(Fraction(float(f)) - exact), int(f.view(np.int32)) & 1))
-
-
-def _round_once(s, err, pair):
-    """float64 sums s (any shape) within err of exact -> float32, each the exact value rounded once.
-
-    When s - err and s + err round to the same float32, that is the answer; the rare rest
-    (about 1e-6 of sums, and exact zeros of non-zero rows) are summed exactly as fractions:
-    `pair(position)` gives that sum's two rows.
-    """
-    out = s.astype(np.float32)
-    for p in zip(*np.nonzero((s - err).astype(np.float32) != (s + err).astype(np.float32))):
-        out[p] = _exact_one(*pair(p))
-    return out
-
-
-def pair_scores(a, b, norms_a=None, norms_b=None):
-    """Exact dot products of row pairs, rounded once to float32: (P, D), (P, D) -> (P,).
-
-    float32 products are exact in float64, so the float64 sum is within a known bound of the
-    exact value (`_round_once` settles the few sums that bound leaves ambiguous).
-    """
-    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    s = np.einsum("pd,pd->p", a.astype(np.float64), b.astype(np.float64))     # (P,)
-    na = _norms(a) if norms_a is None else norms_a
-    nb = _norms(b) if norms_b is None else norms_b
-    return _round_once(s, 4 * (a.shape[1] + 2) * _U64 * na * nb, lambda p: (a[p[0]], b[p[0]]))
-
-
-def similarities(a, b):
-    """(A, D) x (B, D) -> float32 (A, B) exact dot products rounded once, as `pair_scores`."""
-    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    s = a.astype(np.float64) @ b.T.astype(np.float64)                         # (A, B)
-    err = 4 * (a.shape[1] + 2) * _U64 * np.outer(_norms(a), _norms(b))
-    return _round_once(s, err, lambda p: (a[p[0]], b[p[1]]))
-
-
-def _gemm_error(dim, norms_q, max_norm_g):
-    """(Q,) float64 bound on |float32 GEMM score - exact| of each query row, any summation order."""
-    gamma = (dim + 2) * _U32 / (1 - (dim + 2) * _U32)
-    return 2 * gamma * norms_q * max_norm_g + (dim + 2) * 2.0 ** -125     # + flushed denormals
 
 
 def _threshold(vals, k, err):

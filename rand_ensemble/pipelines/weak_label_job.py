@@ -216,6 +216,36 @@ def approx_settings(index, num_inputs, nprobe, recall_sample):
     return params
 
 
+def check_arguments(out, renders, images, data, labels, num_models, top_k, batch_size, seed,
+                    block_size):
+    """The job's arguments, before anything runs: one source, counts >= 1, inputs that exist
+    (local render folders by the one render-folder check, remote ones by listing)."""
+    if out is None:
+        raise RandEnsembleError("--out is required")
+    if sum(x is not None for x in (renders, images, data)) != 1:
+        raise RandEnsembleError("give exactly one of --data SPEC, --renders DIR or --images GLOB")
+    if data is not None and labels is not None:
+        raise RandEnsembleError("--labels goes with --renders or --images; with --data name "
+                                "the CSV in the spec (?labels=CSV)")
+    if int(num_models) < 1:
+        raise RandEnsembleError(f"--models must be >= 1, got {num_models}")
+    if int(top_k) < 1 or int(batch_size) < 1 or int(seed) < 0 or int(block_size) < 1:
+        raise RandEnsembleError("--top-k, --batch-size and --block-size must be >= 1, --seed >= 0")
+    for path, what in ((renders, "--renders"), (images, "--images"), (labels, "--labels")):
+        if path is not None:
+            common.check_path(path, what)
+    if renders is not None:
+        checks.check_renders_dir(renders)
+        if checks.is_remote(renders) and not common.matching(
+                common.join(renders, "renders-*.parquet")):
+            raise RandEnsembleError(f"no renders-*.parquet files in {renders}")
+    elif images is not None and not (common.matching(images) if images.endswith(".parquet")
+                                     else sources.glob_images(images)):
+        raise RandEnsembleError(f"no files match --images {images}")
+    if labels is not None and not common.FileSystems.exists(labels):
+        raise RandEnsembleError(f"labels file not found: {labels}")
+
+
 def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, min_score=None,
         batch_size=DEFAULT_BATCH, beam_args=(), overwrite=False, images=None, labels=None,
         block_size=DEFAULT_BLOCK, checkpoint=None, data=None, index="exact", recall_sample=0,
@@ -241,29 +271,8 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     Returns:
       the summary dict.
     """
-    if out is None:
-        raise RandEnsembleError("--out is required")
-    if sum(x is not None for x in (renders, images, data)) != 1:
-        raise RandEnsembleError("give exactly one of --data SPEC, --renders DIR or --images GLOB")
-    if data is not None and labels is not None:
-        raise RandEnsembleError("--labels goes with --renders or --images; with --data name "
-                                "the CSV in the spec (?labels=CSV)")
-    if int(num_models) < 1:
-        raise RandEnsembleError(f"--models must be >= 1, got {num_models}")
-    if int(top_k) < 1 or int(batch_size) < 1 or int(seed) < 0 or int(block_size) < 1:
-        raise RandEnsembleError("--top-k, --batch-size and --block-size must be >= 1, --seed >= 0")
-    for path, what in ((renders, "--renders"), (images, "--images"), (labels, "--labels")):
-        if path is not None:
-            common.check_path(path, what)
-    if renders is not None:
-        checks.check_renders_dir(renders)
-        if not common.matching(common.join(renders, "renders-*.parquet")):
-            raise RandEnsembleError(f"no renders-*.parquet files in {renders}")
-    elif images is not None and not (common.matching(images) if images.endswith(".parquet")
-                                     else sources.glob_images(images)):
-        raise RandEnsembleError(f"no files match --images {images}")
-    if labels is not None and not common.FileSystems.exists(labels):
-        raise RandEnsembleError(f"labels file not found: {labels}")
+    check_arguments(out, renders, images, data, labels, num_models, top_k, batch_size, seed,
+                    block_size)
     trained = None
     if checkpoint is not None:
         from rand_ensemble.model import checkpoint as checkpoints, ensemble
