@@ -6,17 +6,19 @@
 Shape letters used in every docstring and shape comment:
     M  models (ensemble members)       N  examples (images, pairs, test-set rows)
     B  batch (one jitted chunk)        E  embedding dimension (D for text towers)
-    H, W, C  image height, width, channels (C = 3, RGB, NHWC layout)
+    H, W, C  image height, width, channels (C = 3 RGB or 1 grey, NHWC layout)
     K  candidates or neighbours (10 in a test set: the positive + 9 negatives)
     T  time (tokens)                   V  vocabulary size
 
-Where things live:
-    core       errors, fileio, nn, embedder (one model), ensemble (the model axis),
-               metrics, losses, train (the one optax loop), weak_labels
-    images/    test-set files, pybullet renders, figures
+Where things live (one owner per stage; each command is one run_* call of its stage):
+    core       errors, fileio, paths, limits, options, environment
+    model/     nn, embedder (one model), ensemble (THE model axis), checkpoint (one params layout)
+    data/      the Dataset type and its sources (`--data SPEC`), decoding, test sets, renders
+    evaluate/  the one k-NN engine, 1-of-10 and retrieval metrics, weak labels, tables, plots
+    learn/     the one step builder and loop, losses, signals, the image trainer
     questions/ the text tower: layers, data, tower, evaluation, training
-    pipelines/ Apache Beam jobs (imported only by the CLI and the jobs)
-    cli/       the `rand-ensemble` command
+    pipelines/ Apache Beam jobs (imported only when a job runs)
+    cli/       the `rand-ensemble` command: parsers only
 """
 import importlib
 

@@ -11,5 +11,6 @@
                    make_test_set (from any labelled Dataset), the rendered-set cache
     render.py      Renderer: pybullet renders of random_urdfs scenes (imports pybullet)
     scene.py       scene contents: random draws, placement, settling (imports pybullet)
+    bullet.py      pybullet, imported with its banner kept off stderr
     augment.py     JAX augmentations keyed by PRNG: random resized crop, flip, colour jitter
 """
