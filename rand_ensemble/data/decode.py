@@ -33,6 +33,7 @@ import io
 import warnings
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
@@ -46,7 +47,6 @@ def decode_bytes(data: bytes, hw: int | None = None) -> np.ndarray:
     Raises on undecodable data, decompression bombs and unsupported modes (callers make those
     failure rows).
     """
-    from PIL import Image, ImageOps
     if not data:
         raise RandEnsembleError("empty file")
     with warnings.catch_warnings():
@@ -142,7 +142,6 @@ def fit(image: np.ndarray, hw: int) -> np.ndarray:
         top, left = (hw - h) // 2, (hw - w) // 2
         out[top:top + h, left:left + w] = image
         return out
-    from PIL import Image
     scale = hw / min(h, w)
     nh, nw = max(hw, round(h * scale)), max(hw, round(w * scale))
     im = Image.fromarray(image[..., 0] if c == 1 else image, "L" if c == 1 else "RGB")

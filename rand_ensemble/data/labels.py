@@ -32,6 +32,7 @@ import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
+from rand_ensemble.paths import check_input_file
 
 INTEGER = re.compile(r"[+-]?[0-9]+\Z")       # ASCII digits only ([0-9], not \d)
 DECIMAL = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?\Z")
@@ -117,7 +118,6 @@ def code_labels(values: list, what: str = "labels",
 
 def read_labels_csv(path: str) -> tuple[dict, dict, list]:
     """Parse a local labels CSV -> ({id: label text}, {id: conflict reason}, failure rows)."""
-    from rand_ensemble.paths import check_input_file
     path = check_input_file(path, "labels file")
     check_memory(os.path.getsize(path) * 8, f"labels file {path}")
     with open(path, "rb") as f:

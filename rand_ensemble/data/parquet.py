@@ -20,6 +20,8 @@ import json
 import os
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from rand_ensemble.data import decode
 from rand_ensemble.data.dataset import Raw
@@ -111,7 +113,6 @@ def pixels(value, kind: str, h, w, hw: int | None) -> np.ndarray:
 
 def _image_kind(field_type, raw: bool) -> str:
     """'struct', 'list', 'raw' or 'encoded' for the image column's Arrow type."""
-    import pyarrow as pa
     if pa.types.is_struct(field_type):
         if field_type.get_field_index("bytes") < 0:
             raise RandEnsembleError("the image column is a struct without a 'bytes' field")
@@ -128,7 +129,6 @@ def _image_kind(field_type, raw: bool) -> str:
 def _read_file(path: str, options: dict, failures: list):
     """(columns, {name: list}, class names, image kind) of one Parquet file, or None (with a
     failure row) when it cannot be read; a missing column is an error."""
-    import pyarrow.parquet as pq
     try:
         pf = pq.ParquetFile(path)
         schema = pf.schema_arrow
@@ -218,7 +218,6 @@ def read_columns(paths: list, columns: list) -> dict:
     """Parquet files -> {column: list of values}, concatenated in the order of `paths`; a file
     that cannot be read or lacks a column is a one-line error (for tables that are not images,
     e.g. the weak-label job's pairs)."""
-    import pyarrow.parquet as pq
     out = {c: [] for c in columns}
     for path in paths:
         try:

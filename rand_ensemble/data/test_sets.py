@@ -7,6 +7,8 @@ import os
 import numpy as np
 
 from rand_ensemble import fileio
+from rand_ensemble.data import sources
+from rand_ensemble.data.decode import convert_channels
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory, check_work, render_seconds
 
@@ -177,7 +179,6 @@ def make_test_set(dataset, examples: int, seed: int = 0) -> tuple[np.ndarray, np
       (images uint8 (examples, 11, H, W, 3): anchor, positive, 9 negatives, grey repeated to
       RGB; labels int64 (examples, 11): the dataset's label codes of those images).
     """
-    from rand_ensemble.data.decode import convert_channels
     if dataset.labels is None:
         raise RandEnsembleError(f"{dataset.source} has no labels; a test set needs classes")
     rows = plan_test_set(dataset.labels, examples, seed)
@@ -192,7 +193,6 @@ def run_make_test_set(data: str, out: str, examples: int, seed: int = 0, hw: int
     """`rand-ensemble make-test-set`: a 1-of-10 test set from any labelled dataset -> uint8
     (N, 11, hw, hw, 3) at `out` (.npy) and the images' label codes (N, 11) beside it, as one
     unit (`eval --test-set` reads it); `failures`: the data's failure rows (.jsonl)."""
-    from rand_ensemble.data import sources
 
     if not out.endswith(".npy"):
         raise RandEnsembleError(f"--out must be a .npy path, got {out!r}")

@@ -34,7 +34,7 @@ POINTS_PER_LIST = 39             # faiss's k-means warns below 39 training point
 def faiss_module():
     """The faiss module, or a one-line error naming the extra that installs it."""
     try:
-        import faiss
+        import faiss  # the optional 'approx' extra: imported only when an index is built
     except ImportError:
         raise RandEnsembleError("approximate search needs faiss: install the 'approx' extra "
                                 "(pip install 'rand_ensemble[approx]')") from None

@@ -3,6 +3,7 @@ import contextlib
 import logging
 import os
 
+from rand_ensemble.data.parquet import render_shards
 from rand_ensemble.errors import RandEnsembleError
 
 
@@ -27,7 +28,6 @@ def check_renders_dir(renders):
     """A local renders folder must exist and hold renders-*.parquet (the one check,
     `data.parquet.render_shards`, which `--data renders:DIR` uses too)."""
     if not is_remote(renders):
-        from rand_ensemble.data.parquet import render_shards
         render_shards(renders)
 
 

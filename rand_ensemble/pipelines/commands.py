@@ -4,6 +4,7 @@ only here, when a job runs) and print its summary."""
 from __future__ import annotations
 
 from rand_ensemble import fileio
+from rand_ensemble.data import sources
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate.eval_test_set import check_eval_memory
 from rand_ensemble.limits import check_memory, check_work, render_seconds
@@ -72,7 +73,6 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
     if renders is not None:
         checks.check_renders_dir(renders)
     if data is not None:
-        from rand_ensemble.data import sources
         sources.input_paths(data)            # a bad spec or missing data: one line, now
     if models is not None:                   # a checkpoint's size is checked when it is read
         check_eval_memory((batch_size, 1, 32, 32), DEFAULT_CONFIG, models, batch_size, 0)

@@ -104,7 +104,7 @@ def dask_cluster(tmp, workers=2):
                                 "127.0.0.1", "--no-nanny", "--nthreads", "1", "--no-dashboard",
                                 "--dashboard-address", "127.0.0.1:0",
                                 "--memory-limit", "0"], log))
-        from distributed import Client
+        from distributed import Client  # Dask: only for the Dask runner's local cluster
         with Client(address, timeout=60) as client:
             client.wait_for_workers(workers, timeout=120)
         yield ["--runner", "apache_beam.runners.dask.dask_runner.DaskRunner",
@@ -116,7 +116,7 @@ def dask_cluster(tmp, workers=2):
 
 def _serve_on_loopback(module, argv):
     """Run `module` as __main__ with gRPC's add_insecure_port forced to 127.0.0.1."""
-    import grpc._server
+    import grpc._server  # only when serving a Beam job service on loopback
     original = grpc._server._Server.add_insecure_port
 
     def add_insecure_port(self, address):

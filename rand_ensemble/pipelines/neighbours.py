@@ -30,6 +30,7 @@ class EmbedBlock(beam.DoFn):
         self.trained = trained              # (params numpy tree (M, ...), config dict) or None
 
     def setup(self):
+        # On the worker, once per DoFn instance: the DoFn is pickled without JAX state.
         import jax
         from rand_ensemble.model import ensemble
         from rand_ensemble.model.embedder import EmbedderConfig

@@ -60,6 +60,7 @@ class RenderDoFn(beam.DoFn):
         self.renderer = None
 
     def setup(self):
+        # On the worker: the render process (pybullet) starts where the DoFn runs.
         from rand_ensemble.pipelines.render_process import RenderProcess
         self.renderer = RenderProcess(self.hw, self.colour, self.timeout_s)
         self.renderer.start()                             # one pybullet client per worker
@@ -85,7 +86,7 @@ class WriteRenderShard(beam.DoFn):
         self.out, self.num_shards = out, num_shards
 
     def process(self, keyed):
-        import pyarrow as pa
+        import pyarrow as pa  # on the worker (DoFns are pickled)
         import pyarrow.parquet as pq
         shard, rows = keyed
         rows = sorted(rows, key=lambda r: r["image_id"])

@@ -6,6 +6,7 @@ DoFn talks to one child process per worker and replaces it when a render overrun
 """
 import math
 import multiprocessing
+import signal
 
 from rand_ensemble.errors import RandEnsembleError
 
@@ -24,9 +25,8 @@ class RenderError(RandEnsembleError):
 
 def _serve(conn, hw, colour):
     """Child loop: (object_id, view, seed) -> ("ok", image, camera) or ("error", type, message)."""
-    import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)        # Ctrl-C is the parent's to handle
-    from rand_ensemble.data.render import Renderer
+    from rand_ensemble.data.render import Renderer  # pybullet, in the child process only
     with Renderer(hw, colour) as renderer:
         conn.send(("ready",))
         while True:

@@ -19,9 +19,11 @@ import typing
 
 import apache_beam as beam
 import numpy as np
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from rand_ensemble.data import decode, image_files, labels as labels_, parquet
+from rand_ensemble.data import decode, image_files, parquet
+from rand_ensemble.data import labels as labels_
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.pipelines import checks, common, schema
 
@@ -43,7 +45,6 @@ def glob_images(pattern):
 
 def parquet_rows(path):
     """Rows of a local or remote Parquet file, in order (raises on a corrupt file)."""
-    import pyarrow.parquet as pq
     with FileSystems.open(path) as f:
         table = pq.ParquetFile(io.BytesIO(f.read()))
     names = set(table.schema_arrow.names)

@@ -15,8 +15,14 @@ import math
 import apache_beam as beam
 import numpy as np
 
+from rand_ensemble.data import decode, parquet
+from rand_ensemble.data import sources as data_sources
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.pipelines import checks, common, neighbours, schema, sources
+from rand_ensemble.evaluate import approx
+from rand_ensemble.model import checkpoint as checkpoints
+from rand_ensemble.model import ensemble
+from rand_ensemble.model.ensemble import DEFAULT_CONFIG
+from rand_ensemble.pipelines import approx_search, checks, common, neighbours, schema, sources
 
 PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME = "pairs", "failures", "summary.json"
 DEFAULT_BATCH = 64
@@ -32,7 +38,7 @@ class WritePairShard(beam.DoFn):
         self.out, self.num_blocks, self.mutual, self.min_score = out, num_blocks, mutual, min_score
 
     def process(self, keyed):
-        import pyarrow as pa
+        import pyarrow as pa  # on the worker (DoFns are pickled)
         import pyarrow.parquet as pq
         block, edges = keyed
         threshold = None if self.min_score is None else np.float32(self.min_score)
@@ -122,7 +128,6 @@ def check_render_sizes(renders, input_hw):
     """Every image size in a local render folder must fit the params by the size rule
     (`decode.check_fits`, as in every other command): a 64x64 net is refused for 32x32
     renders before the job starts."""
-    from rand_ensemble.data import decode, parquet
     table = parquet.read_columns(parquet.render_shards(renders), ["height", "width"])
     sizes = {(h, w) for h, w in zip(table["height"], table["width"]) if h is not None and w}
     for h, w in sorted(sizes):          # rows without a size become failure rows in the job
@@ -163,7 +168,6 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     blocks, embed_failures = common.split(embedded, "Embed")
     recall = None
     if index == "approx":
-        from rand_ensemble.pipelines import approx_search
         parts, recall = approx_search.search(pipeline, blocks, num_blocks, top_k, index_params,
                                              seed, recall_sample)
     else:
@@ -194,7 +198,6 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
 
 def input_hw(trained):
     """The embedder's input side: the blog net's, or the trained checkpoint's."""
-    from rand_ensemble.model.ensemble import DEFAULT_CONFIG
     return DEFAULT_CONFIG.input_hw if trained is None else trained[1]["input_hw"]
 
 
@@ -208,7 +211,6 @@ def approx_settings(index, num_inputs, nprobe, recall_sample):
         if recall_sample or nprobe is not None:
             raise RandEnsembleError("--recall-sample and --nprobe need --index approx")
         return None
-    from rand_ensemble.evaluate import approx
     approx.faiss_module()                           # one line if the extra is missing
     params = approx.default_params("ivf", max(2, num_inputs))
     if nprobe is not None:
@@ -275,14 +277,12 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
                     block_size)
     trained = None
     if checkpoint is not None:
-        from rand_ensemble.model import checkpoint as checkpoints, ensemble
         params, config = checkpoints.load_params(checkpoint)
         trained, num_models = (params, config.to_dict(), checkpoint), ensemble.num_models(params)
         if renders is not None and not checks.is_remote(renders):
             check_render_sizes(renders, config.input_hw)
     dataset = None
     if data is not None:
-        from rand_ensemble.data import sources as data_sources
         dataset = data_sources.load_dataset(data, hw=input_hw(trained), channels=3)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
