@@ -106,11 +106,11 @@ def test_sources_fit_to_the_embedder_input(tmp_path):
     specs = write_all(tmp_path)
     first = None
     for spec in specs:
-        ds = load_dataset(spec, hw=8, channels=3, require_labels=True)
-        assert ds.images.shape == (6, 8, 8, 3), spec
+        ds = load_dataset(spec, hw=6, channels=3, require_labels=True)
+        assert ds.images.shape == (6, 6, 6, 3), spec
         first = ds.images if first is None else first
         np.testing.assert_array_equal(ds.images, first, err_msg=spec)
-    np.testing.assert_array_equal(first[:, 1:6, 2:6, 1], IMAGES)
+    np.testing.assert_array_equal(first[:, 0:5, 1:5, 1], IMAGES)         # padded, centred
 
 
 @contextlib.contextmanager
@@ -227,12 +227,12 @@ def test_hugging_face_missing_labels_and_path_only_images(tmp_path):
 
 def test_mixed_sizes_need_hw_and_mixed_channels_become_rgb(tmp_path):
     (tmp_path / "a.png").write_bytes(png(IMAGES[0]))
-    (tmp_path / "b.png").write_bytes(png(np.full((8, 8, 3), 9, np.uint8)))
+    (tmp_path / "b.png").write_bytes(png(np.full((6, 6, 3), 9, np.uint8)))
     with pytest.raises(RandEnsembleError, match="several sizes"):
         load(f"images:{tmp_path}/*.png")
-    ds = load(f"images:{tmp_path}", hw=8)
-    assert ds.images.shape == (2, 8, 8, 3)
-    np.testing.assert_array_equal(ds.images[0, 1:6, 2:6, 2], IMAGES[0])
+    ds = load(f"images:{tmp_path}", hw=6)
+    assert ds.images.shape == (2, 6, 6, 3)
+    np.testing.assert_array_equal(ds.images[0, 0:5, 1:5, 2], IMAGES[0])
 
 
 def test_array_source_errors(tmp_path):
@@ -317,11 +317,14 @@ def test_input_paths_name_every_file_a_spec_reads(tmp_path):
     from rand_ensemble.data.sources import input_paths
     specs = write_all(tmp_path)
     pngs = sorted(str(tmp_path / "tree" / i) for i in IDS)
-    assert sorted(input_paths(f"folder:{tmp_path}/tree")) == pngs
+    # Folder sources name their folder too (no output may land inside it); a glob does not.
+    assert sorted(input_paths(f"folder:{tmp_path}/tree")) == sorted(pngs + [f"{tmp_path}/tree"])
     assert sorted(input_paths(f"{tmp_path}/tree/*/*.png?labels={tmp_path}/labels.csv")) == \
         sorted(pngs + [f"{tmp_path}/labels.csv"])
     assert input_paths(f"{tmp_path}/idx") == [f"{tmp_path}/idx/train-images-idx3-ubyte.gz",
-                                              f"{tmp_path}/idx/train-labels-idx1-ubyte"]
-    assert len(input_paths(f"{tmp_path}/renders")) == 2
+                                              f"{tmp_path}/idx/train-labels-idx1-ubyte",
+                                              f"{tmp_path}/idx"]
+    assert len(input_paths(f"{tmp_path}/renders")) == 3
     for spec in specs:
-        assert input_paths(spec) and all(os.path.isfile(p) for p in input_paths(spec)), spec
+        files = [p for p in input_paths(spec) if not os.path.isdir(p)]
+        assert files and all(os.path.isfile(p) for p in files), spec
