@@ -74,12 +74,15 @@ def ratio(num, den):
     return num / den if den else None
 
 
-def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkpoint=None):
-    """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's)."""
+def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkpoint=None,
+               embedder=None):
+    """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's;
+    `embedder`: the members' config dict)."""
     n = t["images"]
     summary = {"num_images": n, "num_pairs": t["pairs"], "num_failures": t["failures"],
                "num_models": num_models, "seed": seed, "top_k": top_k, "precision": None,
-               "per_model_precision": None, "block_size": block_size, "checkpoint": checkpoint}
+               "per_model_precision": None, "block_size": block_size, "checkpoint": checkpoint,
+               "embedder": embedder}
     if n < 2:
         return summary
     members = [ratio(c, d) for c, d in zip(t["members_correct"], t["members_labelled"])]
@@ -127,21 +130,24 @@ def check_render_sizes(renders, input_hw):
 
 def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
           top_k=1, mutual=False, min_score=None, batch_size=DEFAULT_BATCH,
-          block_size=DEFAULT_BLOCK, evaluate=True, trained=None, dataset=None):
+          block_size=DEFAULT_BLOCK, evaluate=True, trained=None, dataset=None, embedder=None):
     """Add the weak-label stages to `pipeline` (the last one joins every writer).
 
-    trained: None for M random members from PRNGKey(seed), else (params (M, ...), config dict,
+    trained: None for M random members from PRNGKey(seed) of the architecture `embedder` (an
+    `EmbedderConfig.to_dict()`; None: the blog net), else (params (M, ...), config dict,
     checkpoint path) of a trained ensemble (`rand-ensemble train`). dataset: a loaded
     `data.dataset.Dataset` instead of renders / images.
     """
-    records = sources.images_pcoll(pipeline, renders, images, labels, input_hw(trained),
+    config = members_config(trained, embedder)
+    records = sources.images_pcoll(pipeline, renders, images, labels, config["input_hw"],
                                    dataset)
     inputs, read_failures = common.split(records, "Read")
     embedded = (inputs
                 | "KeyBlocks" >> beam.Map(lambda r: (common.stable_hash(r[1]) % num_blocks, r))
                 | "GroupBlocks" >> beam.GroupByKey()
                 | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(
-                    seed, num_models, batch_size, None if trained is None else trained[:2])))
+                    seed, num_models, batch_size, config,
+                    None if trained is None else trained[0])))
     blocks, embed_failures = common.split(embedded, "Embed")
     parts = (blocks
              | "FanOut" >> beam.FlatMap(neighbours.fan_out, num_blocks)
@@ -164,7 +170,7 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     failed = common.write_failures(failures, out, max(1, num_blocks // 16))
     settings = {"num_models": num_models, "seed": None if trained else seed, "top_k": top_k,
                 "mutual": mutual, "min_score": min_score, "block_size": block_size,
-                "checkpoint": trained[2] if trained else None}
+                "checkpoint": trained[2] if trained else None, "embedder": config}
     summary = ((pipeline | "SummarySeed" >> beam.Create([{}]), block_stats, pair_stats, failed)
                | "AllStats" >> beam.Flatten()
                | "KeyStats" >> beam.Map(lambda p: (0, p))
@@ -173,21 +179,26 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     return common.finish(pipeline, [pair_stats, failed, summary])
 
 
-def input_hw(trained):
-    """The embedder's input side: the blog net's, or the trained checkpoint's."""
-    from rand_ensemble.model.ensemble import DEFAULT_CONFIG
-    return DEFAULT_CONFIG.input_hw if trained is None else trained[1]["input_hw"]
+def members_config(trained, embedder=None):
+    """The members' config dict (the job's records are fitted to its input_hw): the trained
+    checkpoint's, or the random members' (`embedder`; None: the blog net)."""
+    from rand_ensemble.model.config import DEFAULT_CONFIG, EmbedderConfig
+    if trained is not None:
+        return trained[1]
+    return EmbedderConfig.from_dict(embedder).to_dict() if embedder else DEFAULT_CONFIG.to_dict()
 
 
 def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, min_score=None,
         batch_size=DEFAULT_BATCH, beam_args=(), overwrite=False, images=None, labels=None,
-        block_size=DEFAULT_BLOCK, checkpoint=None, data=None):
+        block_size=DEFAULT_BLOCK, checkpoint=None, data=None, embedder=None):
     """Run the weak-label job to completion -> the summary dict (also in out/summary.json).
 
     Args:
       renders: the render job's output folder, or None when `images` is given.
       out: output folder (local or gs://...): pairs-*.parquet, summary.json, failures-*.jsonl.
       num_models, seed: the ensemble (M members from PRNGKey(seed)).
+      embedder: the random members' architecture, an `EmbedderConfig.to_dict()` (None: the
+        blog net); built by each worker, which embeds at its input_hw and in_channels.
       checkpoint: a trained ensemble's .npz (`rand-ensemble train`) instead of random members;
         read here, so workers need no access to the file.
       top_k, mutual, min_score: the neighbours kept as pairs.
@@ -223,17 +234,21 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         raise RandEnsembleError(f"no files match --images {images}")
     if labels is not None and not common.FileSystems.exists(labels):
         raise RandEnsembleError(f"labels file not found: {labels}")
+    if checkpoint is not None and embedder is not None:
+        raise RandEnsembleError("architecture flags go with --models; the checkpoint's file "
+                                "decides the architecture")
     trained = None
     if checkpoint is not None:
         from rand_ensemble.model import checkpoint as checkpoints, ensemble
         params, config = checkpoints.load_params(checkpoint)
         trained, num_models = (params, config.to_dict(), checkpoint), ensemble.num_models(params)
-        if renders is not None and not checks.is_remote(renders):
-            check_render_sizes(renders, config.input_hw)
+    hw = members_config(trained, embedder)["input_hw"]
+    if (trained or embedder) and renders is not None and not checks.is_remote(renders):
+        check_render_sizes(renders, hw)
     dataset = None
     if data is not None:
         from rand_ensemble.data import sources as data_sources
-        dataset = data_sources.load_dataset(data, hw=input_hw(trained), channels=3)
+        dataset = data_sources.load_dataset(data, hw=hw, channels=3)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
     num_blocks = max(1, math.ceil(sources.count_inputs(renders, images, dataset)
@@ -241,7 +256,7 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_args))
     build(pipeline, out, int(num_models), int(seed), num_blocks, renders, images, labels,
           int(top_k), bool(mutual), None if min_score is None else float(min_score),
-          int(batch_size), int(block_size), trained=trained, dataset=dataset,
+          int(batch_size), int(block_size), trained=trained, dataset=dataset, embedder=embedder,
           evaluate=renders is not None or labels is not None
           or (dataset is not None and dataset.has_labels))
     common.run_pipeline(pipeline, out, prefixes)
