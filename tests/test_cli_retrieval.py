@@ -276,3 +276,6 @@ def test_architecture_flags_with_a_checkpoint_are_one_line(renders, tmp_path, ca
                         "--widths", "8,8,8,8", "--family", "vgg"], capsys)
     assert code == 2 and err.count("\n") == 1
     assert "--family, --widths: the architecture flags go with --models" in err
+    code, _, err = run(["retrieval", "--renders", folder, "--models", "4",
+                        "--widths", "100000,100000,100000,100000"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "memory" in err

@@ -131,6 +131,7 @@ def _members(checkpoint, models, seed, embedder=None):
                                     "file decides the architecture")
         return checkpoints.load_params(checkpoint)
     config = from_flags(embedder)
+    check_memory(models * config.num_params * 4 * 2, f"--models {models} of {config.widths}")
     return ensemble.init_ensemble(jax.random.PRNGKey(seed), models, config), config
 
 

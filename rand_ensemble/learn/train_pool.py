@@ -9,6 +9,7 @@ import sys
 from rand_ensemble import fileio
 from rand_ensemble.data import sources
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.limits import check_memory
 from rand_ensemble.learn import trainer
 from rand_ensemble.learn.config import LearnConfig
 from rand_ensemble.model import checkpoint
@@ -47,6 +48,8 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
     if pairs is not None and not os.path.isdir(pairs):
         raise RandEnsembleError(f"pairs folder not found: {pairs}")
     architecture = from_flags(embedder, bias=learn_config.bias)
+    check_memory(learn_config.members * architecture.num_params * 4 * 4,   # params, grads, AdamW
+                 f"--members {learn_config.members} of {architecture.widths}")
     pool = sources.load_dataset(source, **sources.embedder_input(architecture))
     pair_rows = None if pairs is None else trainer.pairs_for(learn_config, pairs, pool)
     log = None if quiet else print

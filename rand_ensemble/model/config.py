@@ -128,6 +128,14 @@ class EmbedderConfig:
         out.append(("embedding", (1, 1, cin, self.embedding_dim), 1, False))
         return out
 
+    @property
+    def num_params(self) -> int:
+        """Parameters of one member (kernels, biases, norm scales and offsets)."""
+        total = 0
+        for _, (kh, kw, cin, cout), _, _ in self.layers():
+            total += kh * kw * cin * cout + (cout if self.bias else 0)
+        return total + (2 * sum(self.widths) if self.norm == "group" else 0)
+
     def to_dict(self):
         """JSON-ready form (see from_dict); fields at the defaults of the newer fields are left
         out, so the blog net's form is the one written before they existed."""

@@ -1,4 +1,5 @@
-"""One image embedder, written for ONE model: its config, init and apply (no model axis here).
+"""One image embedder, written for ONE model: init and apply (no model axis here); its config
+(`EmbedderConfig`, `FAMILIES`) lives in model/config.py, free of JAX, and is re-exported here.
 
 The data path, every part chosen by an `EmbedderConfig` field:
 
