@@ -13,9 +13,9 @@ def register(sub):
     """Add `train` to the `rand-ensemble` subparsers."""
     p = sub.add_parser(
         "train", help="train M image embedders (one vmapped step) without human labels",
-                description="Train M embedders (the blog net, a --family or any architecture) on any "
-                    "dataset (--data SPEC "
-                    "or a render folder; images fitted to the net's input) with a label-free "
+        description="Train M embedders (the blog net, a --family or any architecture) on any "
+                    "dataset (--data SPEC or a render folder; images fitted to the net's "
+                    "input) with a label-free "
                     "signal (augment, weak, weak+augment, remine) or the oracle (true labels, "
                     "an upper bound). Checkpoints are written atomically "
                     "every --checkpoint-every steps to OUT's .state.npz; --resume continues "

@@ -120,8 +120,8 @@ def config_flags(parser: argparse.ArgumentParser, cls, skip: tuple = (),
     default and help (the config stays the one source of truth).
 
     unset: a flag not given is absent from the parsed arguments, so a preset can supply it;
-    `unset` is then the help's note on the default, with {} for the field's; prefix: of every flag's `dest` (no clash with a command's
-    own arguments)."""
+    `unset` is then the help's note on the default, with {} for the field's. prefix: of every
+    flag's `dest` (no clash with a command's own arguments)."""
     for field in dataclasses.fields(cls):
         check, choices = field.metadata.get("check"), field.metadata.get("choices")
         if field.name in skip or "help" not in field.metadata:
