@@ -128,3 +128,26 @@ def test_make_test_set_then_eval(tmp_path, capsys):
     code, _, err = run(["make-test-set", "--data", str(tmp_path / "nine.npz"), "--out",
                         str(tmp_path / "u.npy"), "--examples", "2"], capsys)
     assert code == 2 and "at least 10 classes" in err and err.count("\n") == 1, err
+
+
+def test_eval_random_members_of_any_family(tmp_path, capsys):
+    """eval --models 2 --family vgg --in-channels 1: members of that family at the test set's
+    side (28), fed the images' luma; the report names the config."""
+    import jax
+    from rand_ensemble.data import decode
+    from rand_ensemble.model import ensemble
+    from rand_ensemble.model.embedder import EmbedderConfig
+    images = np.random.default_rng(0).integers(0, 256, (3, 11, 28, 28, 3), dtype=np.uint8)
+    np.save(tmp_path / "t.npy", images)
+    j, e = tmp_path / "r.json", tmp_path / "e.npy"
+    code, _, err = run(["eval", "--test-set", tmp_path / "t.npy", "--models", "2", "--seed", "1",
+                        "--family", "vgg", "--in-channels", "1", "--widths", "8,8,8,16",
+                        "--embedding-dim", "6", "--json", j, "--save-embeddings", e,
+                        "--bootstrap", "20"], capsys)
+    assert code == 0, err
+    config = EmbedderConfig.preset("vgg", input_hw=28, in_channels=1, widths=(8, 8, 8, 16),
+                                   embedding_dim=6)
+    params = ensemble.init_ensemble(jax.random.PRNGKey(1), 2, config)
+    want = ensemble.embed(params, decode.luma(images), config)            # (M, N, 11, E)
+    np.testing.assert_allclose(np.load(e), np.asarray(want), atol=1e-5)
+    assert json.loads(j.read_text())["config"] == config.to_dict()

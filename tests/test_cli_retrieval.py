@@ -206,3 +206,44 @@ def test_gallery_hook(renders, tmp_path, capsys):
     assert code == 0, err
     gallery = json.loads((tmp_path / "r.json").read_text())["gallery"]
     assert gallery["data"] == f"renders:{folder}" and gallery["num_gallery"] == 15
+
+
+def test_random_members_of_any_family(tmp_path, capsys):
+    """--models 2 --family vgg --input-hw 28 --in-channels 1 (tiny widths) on a greyscale npz:
+    the saved embeddings are `ensemble.embed` of that config and seed on the same fitted
+    images, and the report names the config."""
+    from rand_ensemble.data import sources
+    from rand_ensemble.model.embedder import EmbedderConfig
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 3)
+    images = np.clip(labels[:, None, None] * 60 + rng.normal(0, 30, (12, 24, 24)), 0, 255)
+    np.savez(tmp_path / "grey.npz", images=images.astype(np.uint8), labels=labels)
+    spec = f"npz:{tmp_path / 'grey.npz'}"
+    j, e = tmp_path / "r.json", tmp_path / "e.npy"
+    code, _, err = run(["retrieval", "--data", spec, "--models", "2", "--seed", "3",
+                        "--family", "vgg", "--input-hw", "28", "--in-channels", "1",
+                        "--widths", "8,8,8,16", "--embedding-dim", "6", "--json", j,
+                        "--save-embeddings", e, "--bootstrap", "20"], capsys)
+    assert code == 0, err
+    config = EmbedderConfig.preset("vgg", input_hw=28, in_channels=1, widths=(8, 8, 8, 16),
+                                   embedding_dim=6)
+    ds = sources.load_dataset(spec, hw=28, channels=1)
+    assert ds.images.shape == (12, 28, 28, 1)
+    params = ensemble.init_ensemble(jax.random.PRNGKey(3), 2, config)
+    want = np.asarray(ensemble.embed(params, ds.images, config))          # (M, N, E)
+    np.testing.assert_allclose(np.load(e), want, atol=1e-5)
+    assert json.loads(j.read_text())["config"] == config.to_dict()
+
+
+def test_architecture_flags_with_a_checkpoint_are_one_line(renders, tmp_path, capsys):
+    ckpt = tmp_path / "p.npz"
+    checkpoint.save_params(str(ckpt), ensemble.init_ensemble(jax.random.PRNGKey(0), 1),
+                           ensemble.DEFAULT_CONFIG)
+    folder, _, _ = renders
+    code, _, err = run(["retrieval", "--renders", folder, "--checkpoint", ckpt,
+                        "--widths", "8,8,8,8", "--family", "vgg"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "--family, --widths: the architecture flags go with --models" in err
+    code, _, err = run(["retrieval", "--renders", folder, "--models", "4",
+                        "--widths", "100000,100000,100000,100000"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "memory" in err

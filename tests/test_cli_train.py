@@ -88,3 +88,55 @@ def test_train_on_a_data_spec(tmp_path, capsys):
     assert params["conv0"]["kernel"].shape == (2, 3, 3, 3, 32) and cfg.input_hw == 32
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["num_images"] == 12 and report["num_failures"] == 0
+
+
+def one_line_error(argv, capsys, match):
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rand-ensemble: error:"), err
+    assert match in lines[0], lines[0]
+
+
+def test_train_a_family_from_the_flags(tmp_path, capsys):
+    """`train --family vgg` with tiny widths on grey 28x28 images trains that architecture:
+    the checkpoint loads with the config the flags name (biases from --bias, on by default)."""
+    from rand_ensemble.model.embedder import EmbedderConfig
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+             labels=np.repeat(np.arange(6), 2))
+    out = tmp_path / "m.npz"
+    code, _, err = run(["train", "--data", f"npz:{tmp_path / 'd.npz'}", "--out", out,
+                        "--family", "vgg", "--input-hw", "28", "--in-channels", "1",
+                        "--widths", "8,8,8,16", "--embedding-dim", "8", "--norm-groups", "4"]
+                       + TINY_RUN, capsys)
+    assert code == 0, err
+    params, cfg = checkpoint.load_params(out)
+    assert cfg == EmbedderConfig.preset("vgg", input_hw=28, in_channels=1, widths=(8, 8, 8, 16),
+                                        embedding_dim=8, norm_groups=4, bias=True)
+    assert params["conv0"]["kernel"].shape == (2, 3, 3, 1, 8) and "norm3" in params
+    assert np.abs(params["embedding"]["bias"]).max() > 0                 # it trained
+
+
+def test_recipe_gives_defaults_and_its_family(capsys):
+    """--recipe NAME: its values and family under the flags given explicitly."""
+    from rand_ensemble.cli.main import build_parser
+    from rand_ensemble.cli.train import architecture_of, learn_config_of
+    from rand_ensemble.learn.config import LearnConfig
+    parser = build_parser()
+    base = ["train", "--data", "x.npz", "--out", "m.npz"]
+    args = parser.parse_args(base + ["--recipe", "fashion-mnist", "--steps", "7"])
+    assert learn_config_of(args) == LearnConfig.recipe("fashion-mnist", steps=7)
+    assert architecture_of(args) == {"family": "vgg"}
+    args = parser.parse_args(base + ["--recipe", "fashion-mnist", "--family", "blog",
+                                     "--dense", "0"])
+    assert architecture_of(args) == {"family": "blog", "dense": 0}
+    args = parser.parse_args(base + ["--members", "3"])
+    assert learn_config_of(args) == LearnConfig(members=3)
+    assert architecture_of(args) == {"family": "blog"}
+
+
+def test_architecture_flags_with_a_params_file_are_one_line(tmp_path, capsys):
+    one_line_error(["eval", "--test-set", tmp_path / "t.npy", "--checkpoint", tmp_path / "m.npz",
+                    "--widths", "32,64,128,256"], capsys,
+                   "--widths: the architecture flags go with --models; --params's file decides")

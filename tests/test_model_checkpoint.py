@@ -73,3 +73,17 @@ def test_unknown_record_keys_are_refused(tmp_path):
     fileio.save_tree(tmp_path / "x.npz", params, meta={"embedder": cfg.to_dict(), "extra": 1})
     with pytest.raises(RandEnsembleError, match="unknown metadata"):
         checkpoint.load_params(tmp_path / "x.npz")
+
+
+def test_every_family_round_trips(tmp_path):
+    """A params file of any family (dense=0, SAME, block pools, GroupNorm, per-conv strides)
+    loads back with its config (the stored-config check knows every field)."""
+    from rand_ensemble.model.embedder import FAMILIES, EmbedderConfig
+    for name in FAMILIES:
+        config = EmbedderConfig.preset(name, widths=(8, 8, 8, 16), stride=(1, 1, 1, 1),
+                                       pool="mean", input_hw=16, in_channels=1)
+        params = ensemble.init_ensemble(jax.random.PRNGKey(0), 2, config)
+        checkpoint.save_params(str(tmp_path / f"{name}.npz"), params, config)
+        loaded, got = checkpoint.load_params(tmp_path / f"{name}.npz")
+        assert got == config
+        assert loaded["conv0"]["kernel"].shape == (2, 3, 3, 1, 8)

@@ -153,3 +153,13 @@ def test_shape_contract_and_final_side(cfg):
         return nn.conv(p, x, stride=stride, padding=padding)
     jax.eval_shape(lambda p, x: apply_embedder(p, x, cfg, conv=spy), params, spec)
     assert seen[0][1:3] == (cfg.final_hw, cfg.final_hw)
+
+
+def test_num_params_counts_every_leaf():
+    """`EmbedderConfig.num_params` (the memory checks' count) = the leaves init_embedder makes."""
+    from rand_ensemble.model.embedder import FAMILIES
+    for name in FAMILIES:
+        for bias in (False, True):
+            config = EmbedderConfig.preset(name, bias=bias)
+            params = init_embedder(jax.random.PRNGKey(0), config)
+            assert config.num_params == sum(x.size for x in jax.tree_util.tree_leaves(params))

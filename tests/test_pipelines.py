@@ -269,3 +269,32 @@ def test_weak_labels_with_a_trained_checkpoint(pool, tmp_path, capsys):
         summary = json.load(f)
     assert summary["num_models"] == 2 and summary["checkpoint"] == ckpt
     assert summary["seed"] is None
+
+
+@pytest.mark.slow
+def test_weak_labels_random_members_of_any_family(tmp_path):
+    """--models 2 --family vgg --in-channels 1 (tiny widths) on a greyscale npz: the workers
+    build the members from the config and embed the images' own grey pixels at 28x28, so the
+    pairs equal the library's on `load_dataset(..., channels=1)`."""
+    from rand_ensemble.data import sources
+    from rand_ensemble.model.embedder import EmbedderConfig
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(5), 3)
+    images = np.clip(labels[:, None, None] * 50 + rng.normal(0, 40, (15, 28, 28)), 0, 255)
+    np.savez(tmp_path / "grey.npz", images=images.astype(np.uint8), labels=labels)
+    spec, out = f"npz:{tmp_path / 'grey.npz'}", str(tmp_path / "labels")
+    assert cli.main(["weak-labels", "--data", spec, "--models", "2", "--seed", "4",
+                     "--family", "vgg", "--input-hw", "28", "--in-channels", "1",
+                     "--widths", "8,8,8,16", "--embedding-dim", "6", "--out", out,
+                     "--top-k", "2", "--direct_num_workers", "1"]) == 0
+    config = EmbedderConfig.preset("vgg", input_hw=28, in_channels=1, widths=(8, 8, 8, 16),
+                                   embedding_dim=6)
+    ds = sources.load_dataset(spec, hw=28, channels=1)
+    params = ensemble.init_ensemble(jax.random.PRNGKey(4), 2, config)
+    want = weak_labels.weak_label_pairs(ensemble.embed(params, ds.images, config),
+                                        np.asarray(ds.ids), top_k=2)
+    pairs = read_table(out, "pairs")
+    assert sorted((p["image_id_a"], p["image_id_b"]) for p in pairs) == \
+        sorted(zip(want["image_id_a"], want["image_id_b"]))
+    with open(os.path.join(out, "summary.json")) as f:
+        assert json.load(f)["embedder"] == config.to_dict()

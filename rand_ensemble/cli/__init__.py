@@ -1,7 +1,8 @@
 """The command line, at the edge of the package: `rand-ensemble COMMAND ...`.
 
     main.py       the entry point: parser, one-line errors, exit codes (0, 2, 130)
-    types.py      argument types, flags built from config dataclasses, runner (one run_* call)
+    types.py      argument types, flags built from config dataclasses (the architecture
+                  flags: embedder_flags / embedder_from_args), runner (one run_* call)
     images.py     eval, demo (evaluate/eval_test_set.py), render-test-set (data/test_sets.py)
     train.py      train (image embedders without human labels)
     retrieval.py  retrieval (P@1, R-precision, MAP@R, Recall@K on a pool)
@@ -10,9 +11,9 @@
 """
 from rand_ensemble.cli.main import PROG, build_parser, main
 from rand_ensemble.cli.types import (Parser, UsageError, config_flags, config_from_args,
-                                     float_in, int_in, non_negative_int, positive_int, runner,
-                                     seed_int)
+                                     embedder_flags, embedder_from_args, float_in, int_in,
+                                     non_negative_int, positive_int, runner, seed_int)
 
 __all__ = ["PROG", "Parser", "UsageError", "build_parser", "config_flags", "config_from_args",
-           "float_in", "int_in", "main", "non_negative_int", "positive_int", "runner",
-           "seed_int"]
+           "embedder_flags", "embedder_from_args", "float_in", "int_in", "main",
+           "non_negative_int", "positive_int", "runner", "seed_int"]

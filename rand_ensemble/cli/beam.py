@@ -5,7 +5,8 @@ only when a job runs, so `rand-ensemble --help` never imports it.
 """
 import argparse
 
-from rand_ensemble.cli.types import float_in, int_in, positive_int, runner, seed_int
+from rand_ensemble.cli.types import (embedder_flags, embedder_from_args, float_in, int_in,
+                                     positive_int, runner, seed_int)
 from rand_ensemble.data.spec import SPEC_HELP
 
 from rand_ensemble.limits import MAX_IMAGE_SIDE as MAX_HW
@@ -79,7 +80,9 @@ def _add_weak_labels(sub):
                    help="with --images or --renders: image_id,label rows, used only for the "
                         "precision in summary.json")
     members = p.add_mutually_exclusive_group(required=True)
-    members.add_argument("--models", type=positive_int, help="random ensemble size M")
+    members.add_argument("--models", type=positive_int,
+                         help="random ensemble size M (the blog net, or the architecture "
+                              "flags' net)")
     members.add_argument("--checkpoint", metavar="CKPT.npz",
                          help="mine with a trained net or ensemble (`rand-ensemble train`) "
                               "instead of random members")
@@ -104,4 +107,7 @@ def _add_weak_labels(sub):
                                      "the exact search; recall@1, @10 go to summary.json")
     p.add_argument("--overwrite", action="store_true",
                    help="delete an earlier run's outputs in DIR2")
-    p.set_defaults(handler=runner("rand_ensemble.pipelines.commands", "run_weak_labels"), pass_through=True)
+    embedder_flags(p, note="with --models only")
+    p.set_defaults(handler=runner("rand_ensemble.pipelines.commands", "run_weak_labels",
+                                  embedder=lambda args: embedder_from_args(args, "checkpoint")),
+                   pass_through=True)

@@ -4,7 +4,8 @@
 Each handler is one call of its stage's `run_*`, which plans every output first, computes,
 writes the outputs as one unit and prints its table.
 """
-from rand_ensemble.cli.types import int_in, positive_int, runner, seed_int
+from rand_ensemble.cli.types import (embedder_flags, embedder_from_args, int_in, positive_int,
+                                     runner, seed_int)
 from rand_ensemble.data.spec import SPEC_HELP
 from rand_ensemble.limits import MAX_IMAGE_SIDE as MAX_HW
 
@@ -45,7 +46,10 @@ def _add_eval(sub):
     p.add_argument("--timings", metavar="OUT",
                    help="write the run's timings as JSON (kept apart from --json, whose bytes "
                         "depend only on the inputs and the seed)")
-    p.set_defaults(handler=runner("rand_ensemble.evaluate.eval_test_set", "run_eval"))
+    embedder_flags(p, skip=("input_hw",),
+                   note="with --models only; the input side is the test set's image side")
+    p.set_defaults(handler=runner("rand_ensemble.evaluate.eval_test_set", "run_eval",
+                                  embedder=lambda args: embedder_from_args(args, "params")))
 
 
 def _add_render_test_set(sub):

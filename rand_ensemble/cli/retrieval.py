@@ -1,7 +1,8 @@
 """`rand-ensemble retrieval`: precision@1, R-precision, MAP@R and Recall@K on any labelled
 dataset (`--data SPEC`; `--renders` and `--images --labels` are aliases): one call of
 evaluate/eval_pool.run_retrieval."""
-from rand_ensemble.cli.types import positive_int, runner, seed_int
+from rand_ensemble.cli.types import (embedder_flags, embedder_from_args, positive_int, runner,
+                                     seed_int)
 from rand_ensemble.data.spec import SPEC_HELP
 
 
@@ -37,7 +38,8 @@ def register(sub):
     source.add_argument("--checkpoint", metavar="CKPT.npz",
                         help="trained checkpoint (`rand-ensemble train`) or saved params")
     source.add_argument("--models", type=positive_int, metavar="M",
-                        help="a fresh random ensemble of M members (the blog net)")
+                        help="a fresh random ensemble of M members (the blog net, or the "
+                             "architecture flags' net)")
     p.add_argument("--seed", type=seed_int, default=0,
                    help="init seed with --models; also the bootstrap seed (default 0)")
     p.add_argument("--json", metavar="J", help="write the full report as JSON")
@@ -47,4 +49,6 @@ def register(sub):
                    help="2-D PCA of the embeddings, coloured by label (first 20 labels)")
     p.add_argument("--bootstrap", type=positive_int, default=2000,
                    help="bootstrap resamples for the 95%% intervals (default 2000)")
-    p.set_defaults(handler=runner("rand_ensemble.evaluate.eval_pool", "run_retrieval"))
+    embedder_flags(p, note="with --models only")
+    p.set_defaults(handler=runner("rand_ensemble.evaluate.eval_pool", "run_retrieval",
+                                  embedder=lambda args: embedder_from_args(args, "checkpoint")))

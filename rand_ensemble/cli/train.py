@@ -1,20 +1,21 @@
 """`rand-ensemble train`: train image embedders without labels on any dataset (`--data SPEC`,
 `--renders DIR`); one call of learn/train_pool.run_train, its recipe flags built from
-`LearnConfig`'s fields."""
+`LearnConfig`'s fields (over a named `--recipe`) and its architecture flags from
+`EmbedderConfig`'s (over the recipe's family)."""
 import argparse
 
-from rand_ensemble.cli.types import config_flags, runner
+from rand_ensemble.cli.types import config_flags, embedder_flags, embedder_from_args, runner
 from rand_ensemble.data.spec import SPEC_HELP
-from rand_ensemble.learn.config import LearnConfig
+from rand_ensemble.learn.config import RECIPE_FAMILIES, RECIPES, LearnConfig
 
 
 def register(sub):
     """Add `train` to the `rand-ensemble` subparsers."""
     p = sub.add_parser(
         "train", help="train M image embedders (one vmapped step) without human labels",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train M embedders of the blog architecture on any dataset (--data SPEC "
-                    "or a render folder; images fitted to the net's input) with a label-free "
+        description="Train M embedders (the blog net, a --family or any architecture) on any "
+                    "dataset (--data SPEC or a render folder; images fitted to the net's "
+                    "input) with a label-free "
                     "signal (augment, weak, weak+augment, remine) or the oracle (true labels, "
                     "an upper bound). Checkpoints are written atomically "
                     "every --checkpoint-every steps to OUT's .state.npz; --resume continues "
@@ -35,6 +36,24 @@ def register(sub):
     p.add_argument("--failures", metavar="F.jsonl", default=None,
                    help="write the data's failure rows (unreadable items), one JSON line each")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
-    config_flags(p, LearnConfig)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="named defaults of the recipe flags below (measured per dataset) and "
+                        "of --family; flags given explicitly override them")
+    config_flags(p, LearnConfig, unset="(default: {}, or the --recipe's)")
+    embedder_flags(p, skip=("bias",), note="--bias (above) sets the biases")
     p.set_defaults(handler=runner("rand_ensemble.learn.train_pool", "run_train",
-                                  learn_config=LearnConfig))
+                                  learn_config=learn_config_of, embedder=architecture_of))
+
+
+def learn_config_of(args: argparse.Namespace) -> LearnConfig:
+    """The recipe: `--recipe NAME`'s values (or the defaults) under the flags given."""
+    given = {name: getattr(args, name) for name in LearnConfig.__dataclass_fields__
+             if hasattr(args, name)}
+    return LearnConfig.recipe(args.recipe, **given) if args.recipe else LearnConfig(**given)
+
+
+def architecture_of(args: argparse.Namespace) -> dict:
+    """The architecture flags given, the family defaulting to the recipe's."""
+    choice = embedder_from_args(args) or {}
+    choice.setdefault("family", RECIPE_FAMILIES.get(args.recipe, "blog"))
+    return choice

@@ -9,6 +9,8 @@ import inspect
 import math
 
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.limits import MAX_IMAGE_SIDE
+from rand_ensemble.model.config import FAMILIES, POOLS, EmbedderConfig
 
 
 class UsageError(RandEnsembleError):
@@ -52,6 +54,35 @@ def float_in(lo, hi, name, lo_open=False):
     return parse
 
 
+def comma_list(item, what):
+    """argparse type factory: comma-separated values, each parsed by `item` -> a tuple ("" is
+    the empty tuple)."""
+    def parse(text):
+        parts = [p.strip() for p in text.split(",")] if text.strip() else []
+        return tuple(item(p) for p in parts)
+    parse.__name__ = what
+    return parse
+
+
+def choice_of(choices):
+    """argparse type: one of `choices` (for items of a list flag), one-line message otherwise."""
+    def parse(text):
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return text
+    return parse
+
+
+def int_or_list(item):
+    """argparse type: one integer, or a comma-separated tuple of them."""
+    def parse(text):
+        values = comma_list(item, "integers")(text)
+        if not values:
+            raise argparse.ArgumentTypeError("expected an integer or a comma-separated list")
+        return values[0] if "," not in text else values
+    return parse
+
+
 SEED_MAX = 2**32 - 1      # seeds feed jax.random.PRNGKey and numpy generators alike
 
 positive_int = int_in(1, math.inf, "positive")          # argparse type: >= 1
@@ -75,25 +106,39 @@ CHECKS = {
     "non_negative_float": lambda flag: float_in(0.0, 1e6, flag),
     "fraction": lambda flag: float_in(0.0, 1.0, flag, lo_open=True),
     "unit_interval": lambda flag: float_in(0.0, 1.0, flag),
+    "image_side": lambda flag: int_in(1, MAX_IMAGE_SIDE, "image-side"),
+    "int_list": lambda flag: comma_list(positive_int, "positive_ints"),
+    "int_or_list": lambda flag: int_or_list(positive_int),
+    "pool_list": lambda flag: comma_list(choice_of(POOLS), "pools"),
 }
 
 
-def config_flags(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None:
+def config_flags(parser: argparse.ArgumentParser, cls, skip: tuple = (),
+                 unset: str = "", prefix: str = "") -> None:
     """Add one `--field-name` flag per `options.option` field of the dataclass `cls` that has a
     CLI check, a list of choices or a bool default (`--flag` / `--no-flag`), with the field's
-    default and help (the config stays the one source of truth)."""
+    default and help (the config stays the one source of truth).
+
+    unset: a flag not given is absent from the parsed arguments, so a preset can supply it;
+    `unset` is then the help's note on the default, with {} for the field's. prefix: of every
+    flag's `dest` (no clash with a command's own arguments)."""
     for field in dataclasses.fields(cls):
         check, choices = field.metadata.get("check"), field.metadata.get("choices")
         if field.name in skip or "help" not in field.metadata:
             continue
         flag = "--" + field.name.replace("_", "-")
-        common = {"default": field.default, "help": field.metadata["help"]}
+        shown = (",".join(map(str, field.default)) or "empty") \
+            if isinstance(field.default, tuple) else field.default
+        common = {"dest": prefix + field.name,
+                  "default": argparse.SUPPRESS if unset else field.default,
+                  "help": field.metadata["help"] + (" " + unset.format(shown) if unset else "")}
         if isinstance(field.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif choices is not None:
-            parser.add_argument(flag, choices=choices, **common)
+            parser.add_argument(flag, choices=choices, type=type(choices[0]), **common)
         elif check is not None:
-            parser.add_argument(flag, type=CHECKS[check](flag), **common)
+            parser.add_argument(flag, type=CHECKS[check](flag), metavar=field.name.upper(),
+                                **common)
 
 
 def config_from_args(cls, args: argparse.Namespace, **fixed):
@@ -103,10 +148,44 @@ def config_from_args(cls, args: argparse.Namespace, **fixed):
     return cls(**{**values, **fixed})
 
 
+EMBEDDER_DEST = "embedder_"      # dest prefix of the architecture flags
+
+
+def embedder_flags(parser: argparse.ArgumentParser, skip: tuple = (), note: str = "") -> None:
+    """Add the architecture flags: `--family NAME` (a preset of `FAMILIES`) and one flag per
+    `EmbedderConfig` field, each overriding the family's value when given (`skip`: fields the
+    command decides itself)."""
+    group = parser.add_argument_group(
+        "architecture", "the embedder's architecture: a family, any field overridden by its "
+        "flag" + (f"; {note}" if note else ""))
+    group.add_argument("--family", dest=EMBEDDER_DEST + "family", choices=sorted(FAMILIES),
+                       default=argparse.SUPPRESS,
+                       help="named architecture (default: blog, the blog's 32x32 net)")
+    config_flags(group, EmbedderConfig, skip=skip, unset="(default: the family's; blog: {})",
+                 prefix=EMBEDDER_DEST)
+
+
+def embedder_from_args(args: argparse.Namespace, file_flag: str | None = None) -> dict | None:
+    """The architecture flags given: {"family": NAME, field: value, ...} (`model.config.
+    from_flags` builds the config), or None when none was given. With `file_flag` (the dest of
+    a params-file flag, e.g. "checkpoint") set too, they are a one-line error: the file decides
+    the architecture."""
+    given = {k[len(EMBEDDER_DEST):]: v for k, v in vars(args).items()
+             if k.startswith(EMBEDDER_DEST)}
+    if not given:
+        return None
+    if file_flag is not None and getattr(args, file_flag, None) is not None:
+        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
+        raise UsageError(f"{flags}: the architecture flags go with --models; "
+                         f"--{file_flag.replace('_', '-')}'s file decides the architecture")
+    return given
+
+
 def runner(module: str, name: str, **configs):
     """A handler that calls the stage function `module.name` (a `run_*`) with the parsed
     arguments its parameters name (`beam_args`: the arguments argparse did not know;
-    `configs`: parameter -> config dataclass, built from its flags by `config_from_args`).
+    `configs`: parameter -> a config dataclass, built from its flags by `config_from_args`,
+    or a function of the parsed arguments).
 
     The stage module is imported when the command runs, not when the parser is built: the
     stages import JAX, and `rand-ensemble --help` (or a Ctrl-C during start-up) stays quick.
@@ -114,6 +193,7 @@ def runner(module: str, name: str, **configs):
     def handler(args: argparse.Namespace, extra: list) -> None:
         run = getattr(importlib.import_module(module), name)
         given = {**vars(args), "beam_args": extra,
-                 **{p: config_from_args(cls, args) for p, cls in configs.items()}}
+                 **{p: config_from_args(c, args) if isinstance(c, type) else c(args)
+                    for p, c in configs.items()}}
         run(**{p: given[p] for p in inspect.signature(run).parameters if p in given})
     return handler

@@ -16,6 +16,7 @@ from rand_ensemble.evaluate import retrieval
 from rand_ensemble.limits import check_memory
 from rand_ensemble.model import checkpoint as checkpoints
 from rand_ensemble.model import ensemble
+from rand_ensemble.model.config import from_flags
 
 
 def run_retrieval(data: str | None = None, renders: str | None = None,
@@ -23,7 +24,8 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
                   gallery: str | None = None, checkpoint: str | None = None,
                   models: int | None = None, seed: int = 0, json: str | None = None,
                   save_embeddings: str | None = None, plot: str | None = None,
-                  failures: str | None = None, bootstrap: int = 2000) -> dict:
+                  failures: str | None = None, bootstrap: int = 2000,
+                  embedder: dict | None = None) -> dict:
     """`rand-ensemble retrieval`: P@1, R-precision, MAP@R, Recall@K of random or trained members.
 
     Args:
@@ -31,7 +33,9 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
         render folder) or `images` (a recursive glob) with a `labels` CSV.
       gallery: optional labelled spec (e.g. the train split) for k-NN classification of the
         data's rows (`_knn`).
-      checkpoint: a params file; or `models`: a fresh random ensemble of M blog nets (`seed`).
+      checkpoint: a params file; or `models`: a fresh random ensemble of M members (`seed`)
+        of the architecture `embedder` names ({"family": NAME, field: value, ...} as the
+        architecture flags give it, `model.config.from_flags`; None: the blog net).
       json, save_embeddings (float32 (M, N, E), rows in the dataset's id order), plot (PCA
         .png), failures (.jsonl, the failure rows of data and gallery): outputs.
       bootstrap: resamples for the 95% intervals (seeded by `seed`).
@@ -45,7 +49,7 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
         inputs += sources.input_paths(gallery_source)
     outputs = _plan(inputs, json=json, plot=plot, save_embeddings=save_embeddings,
                     failures=failures)
-    params, config = _members(checkpoint, models, seed)
+    params, config = _members(checkpoint, models, seed, embedder)
     fit = sources.embedder_input(config)
     ds = sources.load_dataset(source, require_labels=True, **fit)
     gal = None if gallery_source is None else sources.load_dataset(
@@ -119,11 +123,15 @@ def _plan(inputs: list, **outputs) -> list[str]:
     return planned
 
 
-def _members(checkpoint, models, seed):
-    """-> (params (M, ...), EmbedderConfig): a params file, or M fresh blog nets."""
+def _members(checkpoint, models, seed, embedder=None):
+    """-> (params (M, ...), EmbedderConfig): a params file, or M fresh nets of `embedder`."""
     if checkpoint:
+        if embedder:
+            raise RandEnsembleError("architecture flags go with --models; the checkpoint's "
+                                    "file decides the architecture")
         return checkpoints.load_params(checkpoint)
-    config = ensemble.DEFAULT_CONFIG
+    config = from_flags(embedder)
+    check_memory(models * config.num_params * 4 * 2, f"--models {models} of {config.widths}")
     return ensemble.init_ensemble(jax.random.PRNGKey(seed), models, config), config
 
 

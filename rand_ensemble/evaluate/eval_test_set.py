@@ -9,14 +9,16 @@ import os
 import time
 
 import jax
+import numpy as np
 
 from rand_ensemble import fileio
-from rand_ensemble.data import test_sets
+from rand_ensemble.data import decode, test_sets
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate import one_of_ten
 from rand_ensemble.evaluate import report as tables
 from rand_ensemble.limits import check_memory
 from rand_ensemble.model import checkpoint, ensemble
+from rand_ensemble.model.config import from_flags
 
 PLOTS = ("accuracy_vs_size.png", "collage.png")
 
@@ -25,13 +27,16 @@ def run_eval(test_set: str, models: int = 10, seed: int = 0, params: str | None 
              json: str | None = None, save_params: str | None = None,
              save_embeddings: str | None = None, plots: str | None = None,
              batch_size: int | None = None, bootstrap: int = 2000,
-             timings: str | None = None) -> dict:
+             timings: str | None = None, embedder: dict | None = None) -> dict:
     """`rand-ensemble eval`: M random nets (or a params file) on a test set -> the report.
 
     Args:
       test_set: .npy / .npy.gz (N, 11, H, W, 3) float in [0, 1] or uint8.
       models, seed: a fresh ensemble of M members (ignored with `params`).
       params: a params file (`save_params`, a trained checkpoint) instead of a fresh init.
+      embedder: the fresh members' architecture, {"family": NAME, field: value, ...} as the
+        architecture flags give it (`model.config.from_flags`, input_hw the test set's);
+        None: the blog net (mean-pooled at sides other than 32).
       json, save_params, save_embeddings, plots, timings: optional outputs (a plots folder).
       batch_size, bootstrap: images per jitted chunk, bootstrap resamples.
     Returns:
@@ -41,9 +46,13 @@ def run_eval(test_set: str, models: int = 10, seed: int = 0, params: str | None 
     fileio.plan_outputs([p for p in outputs if p is not None] + plot_paths(plots),
                         inputs=[test_set, params])
     images = test_sets.load_test_set(test_set)
+    if params is not None and embedder:
+        raise RandEnsembleError("architecture flags go with --models; the params file decides "
+                                "the architecture")
     members, config = (None, None) if params is None else checkpoint.load_params(params)
     result = evaluate_test_set(images, models, seed, params=members, config=config,
-                               batch_size=batch_size, num_resamples=bootstrap)
+                               batch_size=batch_size, num_resamples=bootstrap,
+                               embedder=embedder)
     report = result["report"]
     report["test_set"] = os.path.abspath(test_set)
     writers = eval_writers(result, images, save_params, save_embeddings, plots)
@@ -112,15 +121,18 @@ def eval_writers(result: dict, images, save_params=None, save_embeddings=None,
 
 
 def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_size=None,
-                      num_resamples=2000) -> dict:
+                      num_resamples=2000, embedder=None) -> dict:
     """Init (or take) an ensemble and embed the (N, 11, H, W, 3) images; writes nothing.
+
+    Fresh members are of `embedder`'s architecture (`fit_config`); a greyscale one
+    (in_channels=1) sees the images' luma.
 
     The sizes involved are checked against available memory before anything is allocated.
     Returns:
       {"report": reproducible dict, "timings": seconds (not reproducible), "embeddings":
        (M, N, 11, E) float32, "params", "config", "curve": accuracy_vs_size}.
     """
-    config = fit_config(config, images.shape)
+    config = fit_config(config, images.shape, embedder)
     m = num_models if params is None else ensemble.num_models(params)
     check_eval_memory(images.shape, config, m, batch_size or 128, num_resamples)
     if params is None:
@@ -128,7 +140,8 @@ def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_
     start = time.perf_counter()
     total = images.shape[0] * images.shape[1]
     kwargs = {} if batch_size is None else {"batch_size": min(batch_size, total)}
-    emb = ensemble.embed(params, images, config, **kwargs)          # (M, N, 11, E)
+    emb = ensemble.embed(params, to_channels(images, config.in_channels), config,
+                         **kwargs)                                  # (M, N, 11, E)
     seconds = time.perf_counter() - start
     report = one_of_ten.evaluate(emb, num_resamples=num_resamples, seed=seed)
     report.update(seed=int(seed), config=config.to_dict(),
@@ -139,20 +152,33 @@ def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_
             "params": params, "config": config, "curve": curve}
 
 
-def fit_config(config, shape):
+def fit_config(config, shape, embedder=None):
     """The embedder config for (N, 11, H, W, 3) images: the blog's for 32x32, mean-pooled
-    default widths for other square sizes; a given config must name the images' size."""
+    default widths for other square sizes, or the architecture `embedder` names at side H; a
+    given config must name the images' size."""
     h, w = shape[2:4]
     if config is None:
         if h != w:
             raise RandEnsembleError(f"test set images are {h}x{w}; square images are needed")
         try:
+            if embedder:
+                return from_flags(embedder, input_hw=h)
             return ensemble.DEFAULT_CONFIG if h == 32 else ensemble.EmbedderConfig(
                 input_hw=h, pool="mean")
         except RandEnsembleError as e:
             raise RandEnsembleError(f"test set images are {h}x{w}: {e}") from None
     checkpoint.check_image_size(config.input_hw, h, w, "the test set's images")
     return config
+
+
+def to_channels(images, channels):
+    """(..., H, W, 3) test-set images -> (..., H, W, channels): uint8 by `decode.
+    convert_channels`, float in [0, 1] by the same ITU-R 601 luma weights."""
+    if images.shape[-1] == channels:
+        return images
+    if images.dtype == np.uint8:
+        return decode.convert_channels(images, channels)
+    return images @ np.asarray([0.299, 0.587, 0.114], images.dtype)[:, None]
 
 
 def check_eval_memory(shape, config, num_models, batch_size, num_resamples):

@@ -9,10 +9,11 @@ import sys
 from rand_ensemble import fileio
 from rand_ensemble.data import sources
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.limits import check_memory
 from rand_ensemble.learn import trainer
 from rand_ensemble.learn.config import LearnConfig
 from rand_ensemble.model import checkpoint
-from rand_ensemble.model.embedder import EmbedderConfig
+from rand_ensemble.model.config import from_flags
 
 
 def state_path(out: str) -> str:
@@ -24,7 +25,7 @@ def state_path(out: str) -> str:
 def run_train(out: str, data: str | None = None, renders: str | None = None,
               learn_config: LearnConfig = LearnConfig(), pairs: str | None = None,
               resume: bool = False, json: str | None = None, failures: str | None = None,
-              quiet: bool = False) -> dict:
+              quiet: bool = False, embedder: dict | None = None) -> dict:
     """Train `learn_config.members` embedders on a dataset -> the training report.
 
     Args:
@@ -35,6 +36,9 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
       learn_config: the recipe. pairs: the weak-label job's output folder (weak signals).
       resume: continue from the state file. json: write the report. failures: write the
         data's failure rows (.jsonl). quiet: no log lines.
+      embedder: the architecture trained, {"family": NAME, field: value, ...} as the
+        architecture flags give it (`model.config.from_flags`; None: the blog net); its biases
+        are `learn_config.bias`.
     Returns:
       the report (history, sizes); its bytes depend only on the inputs and the recipe.
     """
@@ -43,8 +47,10 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
     fileio.plan_outputs(outputs, inputs=sources.input_paths(source) + ([pairs] if pairs else []))
     if pairs is not None and not os.path.isdir(pairs):
         raise RandEnsembleError(f"pairs folder not found: {pairs}")
-    embedder = EmbedderConfig(bias=learn_config.bias)
-    pool = sources.load_dataset(source, **sources.embedder_input(embedder))
+    architecture = from_flags(embedder, bias=learn_config.bias)
+    check_memory(learn_config.members * architecture.num_params * 4 * 4,   # params, grads, AdamW
+                 f"--members {learn_config.members} of {architecture.widths}")
+    pool = sources.load_dataset(source, **sources.embedder_input(architecture))
     pair_rows = None if pairs is None else trainer.pairs_for(learn_config, pairs, pool)
     log = None if quiet else print
     if log:
@@ -54,7 +60,7 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
             f"{learn_config.signal}, {learn_config.members} member(s), {learn_config.steps} steps")
     params, embedder_config, report = trainer.train_embedder(
         pool, learn_config, pair_rows, checkpoint=state_path(out), resume=resume,
-        progress=not quiet and sys.stderr.isatty(), log=log, embedder=embedder)
+        progress=not quiet and sys.stderr.isatty(), log=log, embedder=architecture)
     seconds = report.pop("seconds", None)          # timings stay out of the reproducible files
     report["num_failures"] = len(pool.failures)
     training = {"learn": learn_config.to_dict(), "num_images": report["num_images"],

@@ -1,7 +1,9 @@
 """The model stage: the image embedder, the model axis and params files.
 
     nn.py          conv layers as init/apply pairs over named dicts, l2_normalize (ONE model)
-    embedder.py    EmbedderConfig, init_embedder, apply_embedder: the image net, ONE model
+    config.py      EmbedderConfig, FAMILIES, from_flags: the architecture (no JAX: the CLI
+                   builds its architecture flags from the fields)
+    embedder.py    init_embedder, apply_embedder: the image net, ONE model
     ensemble.py    THE MODEL AXIS: init_members (vmap over keys), the forward lowerings per
                    backend, embed (the one streaming path)
     checkpoint.py  params on disk: one layout, one writer (`save_params`), one loader

@@ -75,18 +75,21 @@ def load_params(path, embedder_config: EmbedderConfig | None = None
 
 
 def _checked_config(meta):
-    """A stored embedder config with its value types checked (whole numbers >= 1, a list of
-    widths, a pool name, a bias flag), so a NaN or 1e9 never reaches the architecture."""
+    """A stored embedder config with its value types checked (whole numbers >= 1, dense >= 0,
+    lists of widths or strides, names of pools, paddings and norms, a bias flag), so a NaN or
+    1e9 never reaches the architecture (EmbedderConfig checks the names themselves)."""
     if not isinstance(meta, dict):
         raise RandEnsembleError("expected a JSON object")
     for key, value in meta.items():
-        values = value if key == "widths" and isinstance(value, list) else [value]
-        if key == "pool":
-            ok = isinstance(value, str)
+        values = value if key in ("widths", "stride", "block_pools") and isinstance(value, list) \
+            else [value]
+        if key in ("pool", "padding", "norm", "block_pools"):
+            ok = all(isinstance(v, str) for v in values)
         elif key == "bias":
             ok = isinstance(value, bool)
         else:
-            ok = bool(values) and all(type(v) is int and 1 <= v <= _MAX_DIM for v in values)
+            low = 0 if key == "dense" else 1
+            ok = bool(values) and all(type(v) is int and low <= v <= _MAX_DIM for v in values)
         if not ok:
             raise RandEnsembleError(f"{key}={value!r} is not a valid value")
     return meta

@@ -8,7 +8,7 @@ from rand_ensemble.data import sources
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate.eval_test_set import check_eval_memory
 from rand_ensemble.limits import check_memory, check_work, render_seconds
-from rand_ensemble.model.embedder import DEFAULT_CONFIG
+from rand_ensemble.model.config import from_flags
 from rand_ensemble.pipelines import checks
 
 WORK_ITEM_BYTES = 1024        # memory per (object, view) work item created up front
@@ -54,7 +54,8 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
                     mutual: bool = False, min_score: float | None = None,
                     batch_size: int = 64, block_size: int = 4096, overwrite: bool = False,
                     beam_args: list | None = None, index: str = "exact",
-                    nprobe: int | None = None, recall_sample: int = 0) -> dict:
+                    nprobe: int | None = None, recall_sample: int = 0,
+                    embedder: dict | None = None) -> dict:
     """`rand-ensemble weak-labels`: each image's top-k neighbours under a random (or trained)
     ensemble -> DIR2/pairs-*.parquet and DIR2/summary.json -> the summary.
 
@@ -63,7 +64,9 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
         the job); or renders: a render folder; or images: a glob / Parquet of encoded images
         (labels: a CSV, only for the precision in the summary). renders and images may be
         remote (gs://...).
-      models, seed: a random ensemble of M blog nets; or checkpoint: trained params.
+      models, seed: a random ensemble of M members of the architecture `embedder` names
+        ({"family": NAME, field: value, ...} as the architecture flags give it,
+        `model.config.from_flags`; None: the blog net); or checkpoint: trained params.
       top_k, mutual, min_score: which neighbours become pairs.
       batch_size, block_size: images per embed batch and per search block.
       index, nprobe, recall_sample: exact tiles or approximate IVF lists (weak_label_job.run).
@@ -74,15 +77,21 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
         checks.check_renders_dir(renders)
     if data is not None:
         sources.input_paths(data)            # a bad spec or missing data: one line, now
+    if checkpoint is not None and embedder:
+        raise RandEnsembleError("architecture flags go with --models; the checkpoint's file "
+                                "decides the architecture")
+    config = from_flags(embedder)
     if models is not None:                   # a checkpoint's size is checked when it is read
-        check_eval_memory((batch_size, 1, 32, 32), DEFAULT_CONFIG, models, batch_size, 0)
+        hw = config.input_hw
+        check_eval_memory((batch_size, 1, hw, hw), config, models, batch_size, 0)
     with checks.quiet_root_logger():
         from rand_ensemble.pipelines import weak_label_job  # Beam: jobs only
     s = weak_label_job.run(renders, out, models or 1, seed, top_k=top_k, mutual=mutual,
                            min_score=min_score, batch_size=batch_size, beam_args=beam_args,
                            overwrite=overwrite, images=images, labels=labels,
                            block_size=block_size, checkpoint=checkpoint, data=data, index=index,
-                           nprobe=nprobe, recall_sample=recall_sample)
+                           nprobe=nprobe, recall_sample=recall_sample,
+                           embedder=config.to_dict() if embedder else None)
     precision = "n/a" if s["precision"] is None else f"{s['precision']:.3f}"
     members = s.get("mean_member_precision")
     members = "n/a" if members is None else f"{members:.3f}"

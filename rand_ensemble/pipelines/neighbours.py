@@ -12,6 +12,7 @@ blocks (2 * B * D floats), one (B, B) tile and a (B, k) accumulator, whatever N 
 import apache_beam as beam
 import numpy as np
 
+from rand_ensemble.data import decode
 from rand_ensemble.evaluate import neighbours as engine
 from rand_ensemble.pipelines import common
 
@@ -21,25 +22,27 @@ ENSEMBLE = "ens"                    # channel of the ensemble top-k; members are
 class EmbedBlock(beam.DoFn):
     """(block, records) -> ok (block, ids (n,), labels (n,) object, float32 (n, M*E)) + failures.
 
+    The records' RGB images go to the members' `in_channels` here (grey: luma, which gives
+    a greyscale source's own pixels back, as `data.sources.load_dataset(channels=1)` would).
+
     The copy of a repeated image_id with the smallest source (file, row) is kept; each other
     copy is a failure row, so a duplicated shard cannot pair an image with itself.
     """
 
-    def __init__(self, seed, num_models, batch_size, trained=None):
+    def __init__(self, seed, num_models, batch_size, config, params=None):
         self.seed, self.num_models, self.batch_size = seed, num_models, batch_size
-        self.trained = trained              # (params numpy tree (M, ...), config dict) or None
+        self.config_dict = config           # EmbedderConfig.to_dict() of the members
+        self.trained = params               # trained params numpy tree (M, ...), or None:
+                                            # M random members from PRNGKey(seed)
 
     def setup(self):
         # On the worker, once per DoFn instance: the DoFn is pickled without JAX state.
         import jax
         from rand_ensemble.model import ensemble
         from rand_ensemble.model.embedder import EmbedderConfig
-        if self.trained is None:
-            self.config = ensemble.DEFAULT_CONFIG
-            self.params = ensemble.init_ensemble(jax.random.PRNGKey(self.seed), self.num_models)
-        else:
-            self.params, config = self.trained
-            self.config = EmbedderConfig.from_dict(config)
+        self.config = EmbedderConfig.from_dict(self.config_dict)
+        self.params = self.trained if self.trained is not None else ensemble.init_ensemble(
+            jax.random.PRNGKey(self.seed), self.num_models, self.config)
         self._embed = ensemble.embed
 
     def process(self, keyed):
@@ -60,6 +63,7 @@ class EmbedBlock(beam.DoFn):
         if not ids:
             return
         images = np.stack([copies[i][0][2] for i in ids])                   # (n, H, W, 3)
+        images = decode.convert_channels(images, self.config.in_channels)   # (n, H, W, C)
         emb = np.asarray(self._embed(self.params, images, self.config,
                                      batch_size=self.batch_size))
         flat = engine.concat_members(emb)                                   # (n, M*E)

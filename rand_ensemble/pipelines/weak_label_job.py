@@ -21,7 +21,7 @@ from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate import approx
 from rand_ensemble.model import checkpoint as checkpoints
 from rand_ensemble.model import ensemble
-from rand_ensemble.model.ensemble import DEFAULT_CONFIG
+from rand_ensemble.model.config import DEFAULT_CONFIG, EmbedderConfig
 from rand_ensemble.pipelines import approx_search, checks, common, neighbours, schema, sources
 
 PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME = "pairs", "failures", "summary.json"
@@ -82,12 +82,14 @@ def ratio(num, den):
 
 
 def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkpoint=None,
-               index="exact", index_params=None):
-    """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's)."""
+               index="exact", index_params=None, embedder=None):
+    """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's;
+    `embedder`: the members' config dict)."""
     n = t["images"]
     summary = {"num_images": n, "num_pairs": t["pairs"], "num_failures": t["failures"],
                "num_models": num_models, "seed": seed, "top_k": top_k, "precision": None,
-               "per_model_precision": None, "block_size": block_size, "checkpoint": checkpoint}
+               "per_model_precision": None, "block_size": block_size, "checkpoint": checkpoint,
+               "embedder": embedder}
     if index != "exact":                    # the exact job's summary keeps its fields
         summary.update(index=index, index_params=index_params, recall=t.get("recall"))
     if n < 2:
@@ -149,22 +151,25 @@ def exact_parts(blocks, num_blocks, top_k, num_models, evaluate):
 def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
           top_k=1, mutual=False, min_score=None, batch_size=DEFAULT_BATCH,
           block_size=DEFAULT_BLOCK, evaluate=True, trained=None, dataset=None, index="exact",
-          index_params=None, recall_sample=0):
+          index_params=None, recall_sample=0, embedder=None):
     """Add the weak-label stages to `pipeline` (the last one joins every writer).
 
-    trained: None for M random members from PRNGKey(seed), else (params (M, ...), config dict,
+    trained: None for M random members from PRNGKey(seed) of the architecture `embedder` (an
+    `EmbedderConfig.to_dict()`; None: the blog net), else (params (M, ...), config dict,
     checkpoint path) of a trained ensemble (`rand-ensemble train`). dataset: a loaded
     `data.dataset.Dataset` instead of renders / images. index: "exact" (tiles) or "approx"
     (IVF lists, `approx_search.py`, with index_params and `recall_sample` queries).
     """
-    records = sources.images_pcoll(pipeline, renders, images, labels, input_hw(trained),
+    config = members_config(trained, embedder)
+    records = sources.images_pcoll(pipeline, renders, images, labels, config["input_hw"],
                                    dataset)
     inputs, read_failures = common.split(records, "Read")
     embedded = (inputs
                 | "KeyBlocks" >> beam.Map(lambda r: (common.stable_hash(r[1]) % num_blocks, r))
                 | "GroupBlocks" >> beam.GroupByKey()
                 | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(
-                    seed, num_models, batch_size, None if trained is None else trained[:2])))
+                    seed, num_models, batch_size, config,
+                    None if trained is None else trained[0])))
     blocks, embed_failures = common.split(embedded, "Embed")
     recall = None
     if index == "approx":
@@ -186,7 +191,7 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     settings = {"num_models": num_models, "seed": None if trained else seed, "top_k": top_k,
                 "mutual": mutual, "min_score": min_score, "block_size": block_size,
                 "checkpoint": trained[2] if trained else None, "index": index,
-                "index_params": index_params}
+                "index_params": index_params, "embedder": config}
     stats = [block_stats, pair_stats, failed] + ([recall] if recall is not None else [])
     summary = ((pipeline | "SummarySeed" >> beam.Create([{}]), *stats)
                | "AllStats" >> beam.Flatten()
@@ -196,9 +201,12 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     return common.finish(pipeline, [pair_stats, failed, summary])
 
 
-def input_hw(trained):
-    """The embedder's input side: the blog net's, or the trained checkpoint's."""
-    return DEFAULT_CONFIG.input_hw if trained is None else trained[1]["input_hw"]
+def members_config(trained, embedder=None):
+    """The members' config dict (the job's records are fitted to its input_hw): the trained
+    checkpoint's, or the random members' (`embedder`; None: the blog net)."""
+    if trained is not None:
+        return trained[1]
+    return EmbedderConfig.from_dict(embedder).to_dict() if embedder else DEFAULT_CONFIG.to_dict()
 
 
 def approx_settings(index, num_inputs, nprobe, recall_sample):
@@ -251,13 +259,15 @@ def check_arguments(out, renders, images, data, labels, num_models, top_k, batch
 def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, min_score=None,
         batch_size=DEFAULT_BATCH, beam_args=(), overwrite=False, images=None, labels=None,
         block_size=DEFAULT_BLOCK, checkpoint=None, data=None, index="exact", recall_sample=0,
-        nprobe=None):
+        nprobe=None, embedder=None):
     """Run the weak-label job to completion -> the summary dict (also in out/summary.json).
 
     Args:
       renders: the render job's output folder, or None when `images` is given.
       out: output folder (local or gs://...): pairs-*.parquet, summary.json, failures-*.jsonl.
       num_models, seed: the ensemble (M members from PRNGKey(seed)).
+      embedder: the random members' architecture, an `EmbedderConfig.to_dict()` (None: the
+        blog net); built by each worker, which embeds at its input_hw and in_channels.
       checkpoint: a trained ensemble's .npz (`rand-ensemble train`) instead of random members;
         read here, so workers need no access to the file.
       top_k, mutual, min_score: the neighbours kept as pairs.
@@ -275,15 +285,19 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     """
     check_arguments(out, renders, images, data, labels, num_models, top_k, batch_size, seed,
                     block_size)
+    if checkpoint is not None and embedder is not None:
+        raise RandEnsembleError("architecture flags go with --models; the checkpoint's file "
+                                "decides the architecture")
     trained = None
     if checkpoint is not None:
         params, config = checkpoints.load_params(checkpoint)
         trained, num_models = (params, config.to_dict(), checkpoint), ensemble.num_models(params)
-        if renders is not None and not checks.is_remote(renders):
-            check_render_sizes(renders, config.input_hw)
+    hw = members_config(trained, embedder)["input_hw"]
+    if (trained or embedder) and renders is not None and not checks.is_remote(renders):
+        check_render_sizes(renders, hw)
     dataset = None
     if data is not None:
-        dataset = data_sources.load_dataset(data, hw=input_hw(trained), channels=3)
+        dataset = data_sources.load_dataset(data, hw=hw, channels=3)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
     num_inputs = sources.count_inputs(renders, images, dataset)
@@ -292,7 +306,7 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_args))
     build(pipeline, out, int(num_models), int(seed), num_blocks, renders, images, labels,
           int(top_k), bool(mutual), None if min_score is None else float(min_score),
-          int(batch_size), int(block_size), trained=trained, dataset=dataset,
+          int(batch_size), int(block_size), trained=trained, dataset=dataset, embedder=embedder,
           evaluate=renders is not None or labels is not None
           or (dataset is not None and dataset.has_labels),
           index=index, index_params=index_params, recall_sample=int(recall_sample))
