@@ -84,10 +84,10 @@ def embedding_pca(embeddings, labels, path, max_labels=20, title=None, names=Non
     xy = x @ vt[:2].T                                             # (n, <= 2)
     xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))               # (n, 2) even for rank < 2
     fig, ax = plt.subplots(figsize=(6, 5))
-    colours = plt.get_cmap("tab20")
+    colours = plt.get_cmap("tab10" if len(shown) <= 10 else "tab20")
     for i, label in enumerate(shown):
         sel = labels[keep] == label
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=18, color=colours(i % 20),
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=18, color=colours(i % colours.N),
                    label=str(label) if names is None else f"{label} {names[label]}")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
