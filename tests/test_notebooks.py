@@ -117,7 +117,7 @@ def test_05_fashion_mnist_notebook(notebook, tmp_path, reference):
     assert printed and printed[0] == pytest.approx(raw["precision_at_1"], abs=5e-4)
     lo, hi = raw["precision_at_1_interval"]
     assert lo <= raw["precision_at_1"] <= hi
-    # Every score is above chance (0.1); but for the mean member, each a fraction of the 300 queries.
+    # Every score beats chance (0.1); each but the mean member is a fraction of 300 queries.
     for name, row in results.items():
         for key in ("precision_at_1", "knn_1_accuracy"):
             assert 0.1 < row[key] <= 1
