@@ -68,3 +68,58 @@ def test_learning_from_weak_labels_notebook(notebook, tmp_path, reference):
     # In this small setting, training on augmentations beats a random single net on held-out P@1.
     assert (results["trained: augment"]["precision_at_1"]
             > results["random single net (mean)"]["precision_at_1"])
+
+
+def fashion_mnist_dir():
+    """The Fashion-MNIST IDX folder: $RAND_ENSEMBLE_FASHION_MNIST, else where
+    `apt-get install dataset-fashion-mnist` puts it; skip the test when neither holds it."""
+    import os
+
+    for folder in (os.environ.get("RAND_ENSEMBLE_FASHION_MNIST"),
+                   "/usr/share/datasets/fashion-mnist"):
+        if folder and os.path.exists(os.path.join(folder, "t10k-images-idx3-ubyte.gz")):
+            return folder
+    pytest.skip("Fashion-MNIST not found: set RAND_ENSEMBLE_FASHION_MNIST to the folder of its "
+                "gzipped IDX files, or apt-get install dataset-fashion-mnist")
+
+
+def read_idx(path, n):
+    """The first n records of a gzipped IDX file, parsed by hand: -> uint8 (n, ...)."""
+    import gzip
+
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)[:n]
+
+
+@pytest.mark.slow
+def test_05_fashion_mnist_notebook(notebook, tmp_path, reference):
+    folder = fashion_mnist_dir()
+    text = notebook("05_fashion_mnist.ipynb", env={"RAND_ENSEMBLE_FASHION_MNIST": folder})
+    assert "train (1000, 28, 28, 1) uint8, test (300, 28, 28, 1)" in text
+    results = json.loads((tmp_path / "fm_results.json").read_text())
+    assert set(results) == {"raw pixels", "random single net (mean)", "random ensemble M=4",
+                            "trained: weak+augment", "trained: oracle"}
+    # Raw-pixel scores recomputed by loops on the same slices, straight from the IDX files.
+    def pixels(split, n):
+        x = read_idx(f"{folder}/{split}-images-idx3-ubyte.gz", n).reshape(n, -1).astype(np.float64)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    test_x, train_x = pixels("t10k", 300), pixels("train", 1000)
+    test_y = read_idx(f"{folder}/t10k-labels-idx1-ubyte.gz", 300)
+    train_y = read_idx(f"{folder}/train-labels-idx1-ubyte.gz", 1000)
+    raw = results["raw pixels"]
+    assert raw["precision_at_1"] == pytest.approx(reference.p_at_1(test_x, test_y))
+    nearest = [max(range(len(train_x)), key=lambda j: (float(train_x[j] @ q), -j)) for q in test_x]
+    assert raw["knn_1_accuracy"] == pytest.approx(np.mean(train_y[nearest] == test_y))
+    printed = numbers(r"raw pixels: P@1 ([0-9.]+)", text)
+    assert printed and printed[0] == pytest.approx(raw["precision_at_1"], abs=5e-4)
+    lo, hi = raw["precision_at_1_interval"]
+    assert lo <= raw["precision_at_1"] <= hi
+    # Every score beats chance (0.1); each but the mean member is a fraction of 300 queries.
+    for name, row in results.items():
+        for key in ("precision_at_1", "knn_1_accuracy"):
+            assert 0.1 < row[key] <= 1
+            assert "mean" in name or abs(row[key] * 300 - round(row[key] * 300)) < 1e-6
+    assert "mutual rank-1 pairs" in text and "neighbours of the query's class" in text

@@ -66,10 +66,12 @@ def collage(images, picks, path, max_examples=8):
     _save(fig, path)
 
 
-def embedding_pca(embeddings, labels, path, max_labels=20, title=None):
+def embedding_pca(embeddings, labels, path, max_labels=20, title=None, names=None,
+                  legend_title="object"):
     """2-D PCA of (N, E) or (M, N, E) embeddings (members concatenated), coloured by label.
 
-    Only the items of the first `max_labels` labels (in sorted order) are projected and drawn.
+    Only the items of the first `max_labels` labels (in sorted order) are projected and drawn;
+    `names` maps a label to its legend entry (e.g. a list of class names indexed by label).
     """
     emb = np.asarray(embeddings, np.float64)
     if emb.ndim == 3:
@@ -82,14 +84,16 @@ def embedding_pca(embeddings, labels, path, max_labels=20, title=None):
     xy = x @ vt[:2].T                                             # (n, <= 2)
     xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))               # (n, 2) even for rank < 2
     fig, ax = plt.subplots(figsize=(6, 5))
-    colours = plt.get_cmap("tab20")
+    colours = plt.get_cmap("tab10" if len(shown) <= 10 else "tab20")
     for i, label in enumerate(shown):
         sel = labels[keep] == label
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=18, color=colours(i % 20), label=str(label))
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=18, color=colours(i % colours.N),
+                   label=str(label) if names is None else f"{label} {names[label]}")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(title or f"embeddings of {len(shown)} objects (PCA), one colour per object",
                  fontsize=9)
-    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5), title="object")
+    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5),
+              title=legend_title)
     ax.grid(alpha=0.3)
     _save(fig, path)
