@@ -1,18 +1,27 @@
-"""Figures for evaluation runs (matplotlib, Agg backend; written atomically as PNG)."""
+"""Figures for evaluation runs, written atomically as PNG.
+
+Figures are `matplotlib.figure.Figure` objects drawn by the Agg canvas directly, never through
+pyplot's global backend: importing this module changes nothing for a notebook's own plots.
+"""
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from rand_ensemble import fileio
+from rand_ensemble.model.ensemble import as_float_images
 
-from rand_ensemble import fileio  # noqa: E402
-from rand_ensemble.model.ensemble import as_float_images  # noqa: E402
+
+def _figure(nrows=1, ncols=1, figsize=(6, 4), squeeze=True):
+    """A Figure on its own Agg canvas and its axes (as plt.subplots, without pyplot)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def _save(fig, path):
     with fileio.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def accuracy_vs_size(curve, per_model_accuracy, chance, path):
@@ -20,7 +29,7 @@ def accuracy_vs_size(curve, per_model_accuracy, chance, path):
     sizes = sorted(curve)
     mean = np.array([curve[s][0] for s in sizes])
     std = np.array([curve[s][1] for s in sizes])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(figsize=(6, 4))
     ax.plot(sizes, mean, "o-", label="ensemble (mean over random subsets)")
     ax.fill_between(sizes, mean - std, mean + std, alpha=0.2)
     ax.scatter(np.ones(len(per_model_accuracy)), per_model_accuracy, marker="x", color="grey",
@@ -40,7 +49,7 @@ def collage(images, picks, path, max_examples=8):
     images: (N, 11, H, W, 3); picks: (N,) index among the 10 candidates (0 = positive).
     """
     n = min(len(images), max_examples)
-    fig, axes = plt.subplots(n, 11, figsize=(11 * 0.9, n * 0.95), squeeze=False)
+    fig, axes = _figure(n, 11, figsize=(11 * 0.9, n * 0.95), squeeze=False)
     for i in range(n):
         row = as_float_images(images[i])                       # (11, H, W, 3)
         for j in range(11):
@@ -83,8 +92,8 @@ def embedding_pca(embeddings, labels, path, max_labels=20, title=None, names=Non
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     xy = x @ vt[:2].T                                             # (n, <= 2)
     xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))               # (n, 2) even for rank < 2
-    fig, ax = plt.subplots(figsize=(6, 5))
-    colours = plt.get_cmap("tab10" if len(shown) <= 10 else "tab20")
+    fig, ax = _figure(figsize=(6, 5))
+    colours = matplotlib.colormaps["tab10" if len(shown) <= 10 else "tab20"]
     for i, label in enumerate(shown):
         sel = labels[keep] == label
         ax.scatter(xy[sel, 0], xy[sel, 1], s=18, color=colours(i % colours.N),
