@@ -225,7 +225,7 @@ def params_files(d, good_params):
         "metadata huge widths": with_meta(widths=[2 ** 40, 4]),
         "metadata negative kernel": with_meta(kernel_size=-3),
         "metadata unknown key": with_meta(colour="red"),
-        "metadata unknown pool": with_meta(pool="max"),
+        "metadata unknown pool": with_meta(pool="median"),
         "metadata a list": npz_bytes({**members, meta_name: npy_bytes(
             np.frombuffer(b"[1, 2]", np.uint8))}),
         "metadata not UTF-8": npz_bytes({**members, meta_name: npy_bytes(

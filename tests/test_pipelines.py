@@ -187,7 +187,7 @@ def test_weak_label_filters_and_two_workers(pool, tmp_path):
      "manifest not found"),
     (["weak-labels", "--renders", "{tmp}/missing", "--models", "2", "--out", "{tmp}/w"],
      "renders folder not found"),
-    (["weak-labels", "--renders", "{tmp}", "--models", "2", "--out", "{tmp}/w"],
+    (["weak-labels", "--renders", "{tmp}/empty", "--models", "2", "--out", "{tmp}/w"],
      "no renders-*.parquet"),
     (["weak-labels", "--renders", "{tmp}", "--models", "0", "--out", "{tmp}/w"], "--models"),
     (["render", "--objects", "0:3", "--views", "1", "--out", "{tmp}/r", "--render-timeout", "0"],
@@ -198,6 +198,7 @@ def test_weak_label_filters_and_two_workers(pool, tmp_path):
       "high"], "expected a number for --min-score"),
 ])
 def test_cli_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()                      # a folder with no shards
     status = cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1
