@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from rand_ensemble.data.dataset import Raw
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.fileio import first_line
 from rand_ensemble.limits import check_memory
+
+
+_HF_SHARD = re.compile(r"(.+)-[0-9]+-of-[0-9]+\.parquet\Z")   # Hugging Face: train-00000-of-00002
 
 
 def parquet_paths(path: str, split: str | None) -> list[str]:
@@ -46,6 +50,10 @@ def parquet_paths(path: str, split: str | None) -> list[str]:
     if not paths:
         raise RandEnsembleError(f"no Parquet files in {path}"
                                 f"{f' for split {split!r}' if split else ''}")
+    splits = sorted({m.group(1) for m in map(_HF_SHARD.match, map(os.path.basename, paths)) if m})
+    if split is None and len(splits) > 1 and os.path.isdir(path):
+        raise RandEnsembleError(f"{path} holds the splits {', '.join(splits)}; name one "
+                                f"(e.g. parquet:{path}:{splits[0]}) rather than mixing them")
     return sorted(paths)
 
 
