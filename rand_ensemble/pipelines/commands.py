@@ -66,12 +66,13 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
       batch_size, block_size: images per embed batch and per search block.
     """
     beam_args = list(beam_args or [])
-    _plan(out, beam_args, inputs=[renders, images, labels, checkpoint])
+    data_inputs = []
+    if data is not None:                     # a bad spec or missing data: one line, now
+        from rand_ensemble.data import sources
+        data_inputs = sources.input_paths(data)
+    _plan(out, beam_args, inputs=[renders, images, labels, checkpoint, *data_inputs])
     if renders is not None:
         checks.check_renders_dir(renders)
-    if data is not None:
-        from rand_ensemble.data import sources
-        sources.input_paths(data)            # a bad spec or missing data: one line, now
     if models is not None:                   # a checkpoint's size is checked when it is read
         check_eval_memory((batch_size, 1, 32, 32), DEFAULT_CONFIG, models, batch_size, 0)
     with checks.quiet_root_logger():
