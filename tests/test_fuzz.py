@@ -649,6 +649,15 @@ def test_second_fuzz_cases(tmp_path, capsys):
                          .encode())
     ids, failures = read_manifest(str(manifest), 1, 0)
     assert ids == [900] and len(failures) == 4, (ids, failures)
+    from PIL import Image
+    from rand_ensemble.data import sources
+    (tmp_path / "pets" / "cat").mkdir(parents=True)
+    for k in range(2):
+        Image.fromarray(images[k]).save(tmp_path / "pets" / "cat" / f"{k}.png")
+    os.symlink("0.png", tmp_path / "pets" / "cat" / "copy.png")
+    for spec in (f"folder:{tmp_path}/pets", f"images:{tmp_path}/pets/**/*.png"):
+        ds = sources.load(spec)               # a link is a failure row, not a second image
+        assert len(ds) == 2 and "same file" in ds.failures[0]["error"], (spec, ds.failures)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         chance = retrieval.chance_metrics(np.array([0, 0, 1]))
