@@ -596,3 +596,69 @@ def test_work_is_bounded_before_it_starts(tmp_path, capsys):
               "--out", tmp_path / "r"]]
     lines = [assert_refused(argv, capsys, tmp_path, argv) for argv in cases]
     assert all("--allow-long" in line for line in lines[:4]), lines
+
+
+def test_second_fuzz_cases(tmp_path, capsys):
+    """The second fuzz of issue 17: a FIFO named like a shard, weak-labels --data --out inside
+    the data, a folder of two Hugging Face splits, a huge --examples, a gallery sharing no label,
+    non-ASCII digits and a BOM in manifests and CLI numbers, chance scores of a tiny pool."""
+    import warnings
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rand_ensemble.evaluate import retrieval
+    from rand_ensemble.pipelines.render_job import read_manifest
+
+    images = np.random.default_rng(0).integers(0, 255, (20, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "ints.npz", images=images, labels=np.arange(20) % 10)
+    np.savez(tmp_path / "names.npz", images=images, labels=np.array([f"c{k % 10}"
+                                                                     for k in range(20)]))
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "renders-00000-of-00001.parquet")
+    hf = tmp_path / "hf" / "data"
+    hf.mkdir(parents=True)
+    for split in ("train", "test"):
+        pq.write_table(pa.table({"image": [b"x"], "label": [0]}),
+                       hf / f"{split}-00000-of-00001.parquet")
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    ints, names = f"{tmp_path}/ints.npz", f"{tmp_path}/names.npz"
+    cases = {
+        "train on a FIFO shard": (["train", "--renders", tmp_path / "fifo", "--out",
+                                   tmp_path / "m.npz", "--steps", "2", "--quiet"], "FIFO"),
+        "weak-labels on a FIFO shard": (["weak-labels", "--data", tmp_path / "fifo", "--models",
+                                         "2", "--out", tmp_path / "w"], "FIFO"),
+        "weak-labels --out inside --data": (["weak-labels", "--data", f"{tmp_path}/hf:train",
+                                             "--models", "2", "--out", hf / "pairs"], "inside"),
+        "two Hugging Face splits": (["make-test-set", "--data", tmp_path / "hf", "--out",
+                                     tmp_path / "t.npy", "--examples", "2"], "splits"),
+        "a huge --examples": (["make-test-set", "--data", ints, "--out", tmp_path / "t.npy",
+                               "--examples", str(10 ** 9)], "memory"),
+        "a gallery with no shared label": (["retrieval", "--data", ints, "--gallery", names,
+                                            "--models", "1"], "shares no label"),
+        "an empty manifest": (["render", "--manifest", tmp_path / "empty.txt", "--views", "1",
+                               "--out", tmp_path / "r"], "no object ids"),
+        "Arabic-Indic --models": (["eval", "--models", "\u0663"], "--models"),
+        "full-width --objects": (["render", "--objects", "\uff10:5", "--views", "1", "--out",
+                                  tmp_path / "r"], "--objects"),
+    }
+    for name, (argv, words) in cases.items():
+        assert words in assert_refused(argv, capsys, tmp_path, name), name
+    manifest = tmp_path / "m.txt"
+    manifest.write_bytes("\ufeff900\n#908\n\uff19\uff10\uff11\n\u0669\u0660\u0662\n9_03\n904.0\n"
+                         .encode())
+    ids, failures = read_manifest(str(manifest), 1, 0)
+    assert ids == [900] and len(failures) == 4, (ids, failures)
+    from PIL import Image
+    from rand_ensemble.data import sources
+    (tmp_path / "pets" / "cat").mkdir(parents=True)
+    for k in range(2):
+        Image.fromarray(images[k]).save(tmp_path / "pets" / "cat" / f"{k}.png")
+    os.symlink("0.png", tmp_path / "pets" / "cat" / "copy.png")
+    for spec in (f"folder:{tmp_path}/pets", f"images:{tmp_path}/pets/**/*.png"):
+        ds = sources.load(spec)               # a link is a failure row, not a second image
+        assert len(ds) == 2 and "same file" in ds.failures[0]["error"], (spec, ds.failures)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chance = retrieval.chance_metrics(np.array([0, 0, 1]))
+    assert chance["recall_at_8"] == 1.0 and chance["precision_at_1"] == 0.5

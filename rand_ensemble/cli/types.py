@@ -28,7 +28,8 @@ def int_in(lo, hi, what):
     """argparse type factory: an integer in [lo, hi], with a one-line message otherwise."""
     def parse(text):
         try:
-            value = int(text)
+            from rand_ensemble.data.labels import parse_int
+            value = parse_int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
         if not lo <= value <= hi:

@@ -125,8 +125,24 @@ def load_images(path: str, split: str | None, hw: int | None) -> Raw:
         ids = walk(base, failures)
     raw = Raw([{"file": os.path.join(base, i), "image_id": i} for i in ids], list(ids), [],
               failures=failures)
+    mark_same_files(raw)
     decode_files(base, ids, hw, raw)
     return raw
+
+
+def mark_same_files(raw: Raw) -> None:
+    """An item that is the same file as an earlier one (a symlink, a linked folder a glob
+    followed) is a failure row, not a second copy of the image in the pool."""
+    first = {}
+    for i, item in enumerate(raw.inputs):
+        try:
+            st = os.stat(item["file"])
+        except (OSError, ValueError):
+            continue                      # decode_files reports it
+        key = (st.st_dev, st.st_ino)
+        if key in first and os.path.isfile(item["file"]):
+            raw.fail(i, "list", f"the same file as {first[key]!r} (a link)")
+        first.setdefault(key, item["image_id"])
 
 
 def load_folder(path: str, split: str | None, hw: int | None) -> Raw:
@@ -144,5 +160,6 @@ def load_folder(path: str, split: str | None, hw: int | None) -> Raw:
     for k, i in enumerate(ids):
         if os.sep not in i:
             raw.fail(k, "labels", "not inside a class folder (ROOT/CLASS/FILE)")
+    mark_same_files(raw)
     decode_files(root, ids, hw, raw)
     return raw

@@ -46,6 +46,16 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def parse_int(text: str) -> int:
+    """The one integer text rule (ids, manifests, CLI numbers): ASCII digits with an optional
+    sign, spaces around -> int; full-width or Arabic-Indic digits, '1_000' and '9.0' raise
+    ValueError (Python's int() would take all but the last)."""
+    text = str(text).strip()
+    if not INTEGER.match(text):
+        raise ValueError(f"not an integer (ASCII digits): {text!r}")
+    return int(text)
+
+
 def failure(input_: dict, stage: str, error: str) -> dict:
     """One failure row, as the project's --failures files hold them."""
     return {"input": input_, "stage": stage, "error": error}

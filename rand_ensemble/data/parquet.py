@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,10 @@ from rand_ensemble.data.dataset import Raw
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.fileio import first_line
 from rand_ensemble.limits import check_memory
+from rand_ensemble.paths import check_input_file
+
+
+_HF_SHARD = re.compile(r"(.+)-[0-9]+-of-[0-9]+\.parquet\Z")   # Hugging Face: train-00000-of-00002
 
 
 def parquet_paths(path: str, split: str | None) -> list[str]:
@@ -48,6 +53,11 @@ def parquet_paths(path: str, split: str | None) -> list[str]:
     if not paths:
         raise RandEnsembleError(f"no Parquet files in {path}"
                                 f"{f' for split {split!r}' if split else ''}")
+    paths = [check_input_file(p, "Parquet file") for p in paths]    # a FIFO: not a hang
+    splits = sorted({m.group(1) for m in map(_HF_SHARD.match, map(os.path.basename, paths)) if m})
+    if split is None and len(splits) > 1 and os.path.isdir(path):
+        raise RandEnsembleError(f"{path} holds the splits {', '.join(splits)}; name one "
+                                f"(e.g. parquet:{path}:{splits[0]}) rather than mixing them")
     return sorted(paths)
 
 
@@ -205,7 +215,7 @@ def render_shards(folder: str) -> list[str]:
     paths = sorted(glob.glob(os.path.join(glob.escape(folder), "renders-*.parquet")))
     if not paths:
         raise RandEnsembleError(f"no renders-*.parquet files in {folder}")
-    return paths
+    return [check_input_file(p, "render shard") for p in paths]   # a FIFO shard: not a hang
 
 
 def load_renders(path: str, split: str | None, hw: int | None) -> Raw:

@@ -19,7 +19,8 @@ image extension (-> images, one file).
 SPLIT is letters, digits, '_', '.', '-' after the last ':'; it is split off only when the whole
 PATH:SPLIT is not an existing path. Its meaning: idx -> the file prefix (train, or test =
 t10k); parquet -> the files named SPLIT-* or SPLIT.* or under a folder SPLIT (the Hugging Face
-layout data/train-00000-of-00001.parquet); folder, renders -> the subfolder PATH/SPLIT; images
+layout data/train-00000-of-00001.parquet; a folder of several such splits needs one, as idx
+does); folder, renders -> the subfolder PATH/SPLIT; images
 -> the subfolder PATH/SPLIT when PATH is a folder (a glob says its folders itself); npz -> the
 keys x_SPLIT / y_SPLIT (Keras' mnist.npz); npy -> not allowed.
 

@@ -181,9 +181,12 @@ def make_test_set(dataset, examples: int, seed: int = 0) -> tuple[np.ndarray, np
     """
     if dataset.labels is None:
         raise RandEnsembleError(f"{dataset.source} has no labels; a test set needs classes")
+    if isinstance(examples, (int, np.integer)) and not isinstance(examples, bool):
+        # before the draw: a huge --examples is refused, not looped over and then refused
+        pixels = int(np.prod(dataset.images.shape[1:3]))
+        check_memory(int(examples) * EXAMPLE_SIZE * (pixels * 3 + 16),
+                     f"{examples} examples of {dataset.images.shape[1]}x{dataset.images.shape[2]}")
     rows = plan_test_set(dataset.labels, examples, seed)
-    check_memory(rows.size * int(np.prod(dataset.images.shape[1:3])) * 3,
-                 f"{examples} examples of {dataset.images.shape[1]}x{dataset.images.shape[2]}")
     images = convert_channels(dataset.images[rows], 3)                  # (N, 11, H, W, 3)
     return images, dataset.labels[rows]
 

@@ -90,6 +90,10 @@ def _knn(params, config, ds, emb, gal, bootstrap, seed) -> dict:
     if knn is None:
         raise RandEnsembleError("--gallery needs k-NN classification "
                                 "(evaluate.retrieval.knn_accuracy), not in this build yet")
+    if not set(ds.label_names()) & set(gal.label_names()):
+        raise RandEnsembleError(f"the gallery {gal.source} shares no label name with "
+                                f"{ds.source} (labels are matched by name), so every query "
+                                "would be misclassified")
     names = sorted(set(ds.label_names()) | set(gal.label_names()))
     code = {name: k for k, name in enumerate(names)}
     gallery_emb = ensemble.embed(params, gal.images, config)               # (M, G, E)

@@ -158,7 +158,7 @@ def chance_metrics(labels, ks=DEFAULT_KS) -> dict:
            "map_at_r": float(np.mean(map_r))}
     for k in ks:
         miss = np.ones_like(r)
-        for j in range(int(k)):                           # C(n-R, K)/C(n, K) as a product
+        for j in range(min(int(k), int(n))):   # C(n-R, K)/C(n, K) as a product; 0 by j = n-R
             miss *= np.clip((n - r - j) / (n - j), 0.0, None)
         out[f"recall_at_{k}"] = float(np.mean(1.0 - miss))
     return out

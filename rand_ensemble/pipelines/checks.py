@@ -10,7 +10,8 @@ from rand_ensemble.errors import RandEnsembleError
 def parse_objects(text):
     """'START:STOP' -> range(START, STOP), with 0 <= START < STOP."""
     try:
-        start, stop = (int(part) for part in str(text).split(":"))
+        from rand_ensemble.data.labels import parse_int
+        start, stop = (parse_int(part) for part in str(text).split(":"))
     except ValueError:
         raise RandEnsembleError(
             f"--objects must be START:STOP (e.g. 0:200), got {text!r}") from None

@@ -72,11 +72,12 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
       index, nprobe, recall_sample: exact tiles or approximate IVF lists (weak_label_job.run).
     """
     beam_args = list(beam_args or [])
-    _plan(out, beam_args, inputs=[renders, images, labels, checkpoint])
+    data_inputs = []
+    if data is not None:                     # a bad spec or missing data: one line, now
+        data_inputs = sources.input_paths(data)
+    _plan(out, beam_args, inputs=[renders, images, labels, checkpoint, *data_inputs])
     if renders is not None:
         checks.check_renders_dir(renders)
-    if data is not None:
-        sources.input_paths(data)            # a bad spec or missing data: one line, now
     if checkpoint is not None and embedder:
         raise RandEnsembleError("architecture flags go with --models; the checkpoint's file "
                                 "decides the architecture")

@@ -13,6 +13,7 @@ import math
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from rand_ensemble.data.labels import parse_int
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.pipelines import checks, common, schema
 from rand_ensemble.pipelines.checks import parse_objects
@@ -30,6 +31,8 @@ def read_manifest(manifest, views, seed):
     """
     with FileSystems.open(manifest) as f:
         data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):            # a byte-order mark (Notepad's UTF-8)
+        data = data[3:]
     ids, first_line, failures = [], {}, []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         record = {"manifest_line": raw.decode("utf-8", "backslashreplace"), "line": number,
@@ -38,7 +41,7 @@ def read_manifest(manifest, views, seed):
             text = raw.decode("utf-8").strip()
             if not text or text.startswith("#"):
                 continue
-            object_id = int(text)
+            object_id = parse_int(text)
             if object_id < 0:
                 raise RandEnsembleError(f"object id must be >= 0, got {object_id}")
             if object_id in first_line:
@@ -141,9 +144,12 @@ def run(out, views, seed, objects=None, manifest=None, hw=32, colour="object", b
         checks.check_manifest(manifest)
         if checks.is_remote(manifest) and not FileSystems.exists(manifest):
             raise RandEnsembleError(f"manifest not found: {manifest}")
-    common.prepare_output(out, (RENDERS_PREFIX, FAILURES_PREFIX), overwrite)
     object_ids, early_failures = (list(objects), []) if manifest is None else \
         read_manifest(manifest, int(views), int(seed))
+    if not object_ids and not early_failures:
+        raise RandEnsembleError(f"manifest {manifest} names no object ids (only blank or # "
+                                "comment lines)")
+    common.prepare_output(out, (RENDERS_PREFIX, FAILURES_PREFIX), overwrite)
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_args))
     build(pipeline, out, int(views), int(seed), object_ids, early_failures, int(hw), colour,
           float(timeout_s))
