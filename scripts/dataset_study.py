@@ -35,7 +35,8 @@ from rand_ensemble.errors import RandEnsembleError  # noqa: E402
 from rand_ensemble.learn.config import RECIPE_FAMILIES, LearnConfig  # noqa: E402
 from rand_ensemble.model.embedder import EmbedderConfig  # noqa: E402
 from label_free_study import as_lists, run_cached  # noqa: E402
-from study_report import paired_differences, summarize_row, write_outputs  # noqa: E402
+from study_report import (dataset_notes, format_timings, paired_differences,  # noqa: E402
+                          summarize_row, write_outputs)
 
 SIGNALS = ("weak", "augment", "weak+augment", "remine", "oracle")
 COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "knn_1", "knn_200")
@@ -44,7 +45,8 @@ SIZES = {
     "full": dict(limit=None, random_models=(10, 32, 128), seeds=(0, 1), steps=None,
                  weak_models=8, overrides={}),
     "quick": dict(limit=(400, 200), random_models=(2,), seeds=(0,), steps=8, weak_models=2,
-                  overrides=dict(batch_size=16, log_every=4, remine_every=4, warmup=2)),
+                  overrides=dict(batch_size=16, log_every=4, remine_every=4, warmup=2,
+                                 min_spread=0.0)),         # 8 steps: no collapse check
 }
 
 
@@ -102,6 +104,12 @@ def embed_both(params, config, sets):
     return test, train, time.perf_counter() - start
 
 
+def data_tag(args):
+    """A short digest of what every run depends on (splits, family, size), in run names."""
+    key = [args.data, args.heldout, args.family, args.quick]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:8]
+
+
 def random_run(args, sets, config, m, seed, member_mean):
     """A random ensemble of m members of the family (init seed `seed`)."""
     def compute():
@@ -112,12 +120,14 @@ def random_run(args, sets, config, m, seed, member_mean):
         test, train, seconds = embed_both(params, config, sets)
         return {"scores": scores_of(test, train, sets, member_mean),
                 "timings": {"embed_seconds": seconds}}, test
-    return run_cached(args.out, f"random_m{m}_s{seed}", compute, args.report_only)
+    return run_cached(args.out, f"random_m{m}_s{seed}_{data_tag(args)}", compute,
+                      args.report_only)
 
 
 def mine_pairs(args, sets, config, seed):
     """Label-free weak pairs (P, 2) of the training split, cached in OUT/pairs: -> (pairs, info)."""
-    name = f"pairs_m{args.weak_models}_s{seed}_{args.min_score}_{args.top_fraction}"
+    name = (f"pairs_m{args.weak_models}_s{seed}_{args.min_score}_{args.top_fraction}_"
+            f"{data_tag(args)}")
     path = os.path.join(args.out, "pairs", name + ".npy")
     if not os.path.exists(path):
         import jax
@@ -136,7 +146,7 @@ def mine_pairs(args, sets, config, seed):
     labels = sets["train"].labels
     with open(path + ".seconds.json") as f:
         seconds = json.load(f)["mine_seconds"]
-    return pairs, {"num_pairs": int(len(pairs)), "mine_seconds": seconds,   # precision: evaluation only
+    return pairs, {"num_pairs": int(len(pairs)), "mine_seconds": seconds,   # evaluation only:
                    "pair_precision": float(np.mean(labels[pairs[:, 0]] == labels[pairs[:, 1]]))}
 
 
@@ -155,8 +165,8 @@ def trained_run(args, sets, config, cfg):
     everything it depends on, so identical rows (a recipe that is one signal) share one run."""
     from rand_ensemble.learn import trainer
     weak = cfg.signal in ("weak", "weak+augment")
-    key = {"learn": cfg.to_dict(), "embedder": config.to_dict(), "data": [args.data, args.heldout],
-           "quick": args.quick, "pairs": [args.weak_models, args.min_score, args.top_fraction]
+    key = {"learn": cfg.to_dict(), "embedder": config.to_dict(), "data": data_tag(args),
+           "pairs": [args.weak_models, args.min_score, args.top_fraction]
            if weak else None}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -232,34 +242,6 @@ def build_rows(done, args, size):
     return rows, missing
 
 
-def timings_table(done, args, size):
-    """OUT/timings.md: wall seconds per row and seed (machine-dependent, so apart)."""
-    lines = ["| row | seed | train s | mining s | embed s |", "|---|---:|---:|---:|---:|"]
-    for name, (variant, m), _, _ in plan(args, size):
-        for s in args.seeds:
-            t = done.get((variant, m, s), {}).get("timings")
-            if t:
-                cells = [f"{t[k]:.0f}" if k in t else "-" for k in
-                         ("train_seconds", "mine_seconds", "embed_seconds")]
-                lines.append(f"| {name} | {s} | " + " | ".join(cells) + " |")
-    fileio.save_text(os.path.join(args.out, "timings.md"), "\n".join(lines) + "\n")
-
-
-def dataset_notes(info):
-    """The lines around the dataset study's tables."""
-    d = info["data"]
-    above = [f"Training split `{d['train']}`: {d['train_images']} images; held-out split "
-             f"`{d['heldout']}`: {d['heldout_images']} images, {d['classes']} classes. Family "
-             f"`{info['family']}`, recipe `{info['recipe']}`, steps {info['steps']}.",
-             "Cells: mean over seeds [95% bootstrap interval over held-out queries of the "
-             "seed-averaged scores]; P@1, R-precision, MAP@R leave-one-out on the held-out "
-             "split; k-NN with the training split as the gallery."]
-    below = [f"Weak pairs (seed {s}): {w['num_pairs']} mutual rank-1 pairs of a random "
-             f"{info['weak_models']}-member ensemble, precision {w['pair_precision']:.3f} "
-             "(measured with the labels, used by nothing)." for s, w in info["pairs"].items()]
-    return above, below
-
-
 def parse_args(argv):
     """The study's flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -316,7 +298,9 @@ def main(argv=None):
                             if "timings" in r}, "total_seconds": time.perf_counter() - start}
         diffs = paired_differences(done, args.seeds, comparisons(size, args), columns=COLUMNS)
         write_outputs(args.out, rows, diffs, info, timings, COLUMNS, dataset_notes)
-        timings_table(done, args, size)
+        fileio.save_text(os.path.join(args.out, "timings.md"), format_timings(
+            [(name, s, done[(*key, s)].get("timings")) for name, key, _, _ in plan(args, size)
+             for s in args.seeds if (*key, s) in done]))
     print(open(os.path.join(args.out, "study.md")).read())
 
 

@@ -144,3 +144,29 @@ def renders_notes(info):
              "{num_pairs} pairs.".format(**info["weak_labels"])]
     return above, below
 
+
+
+def format_timings(entries):
+    """Markdown table of wall seconds: entries [(row, seed, timings dict or None)]."""
+    lines = ["| row | seed | train s | mining s | embed s |", "|---|---:|---:|---:|---:|"]
+    for name, seed, t in entries:
+        if t:
+            cells = [f"{t[k]:.0f}" if k in t else "-"
+                     for k in ("train_seconds", "mine_seconds", "embed_seconds")]
+            lines.append(f"| {name} | {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def dataset_notes(info):
+    """The dataset study's lines around its tables (scripts/dataset_study.py)."""
+    d = info["data"]
+    above = [f"Training split `{d['train']}`: {d['train_images']} images; held-out split "
+             f"`{d['heldout']}`: {d['heldout_images']} images, {d['classes']} classes. Family "
+             f"`{info['family']}`, recipe `{info['recipe']}`, steps {info['steps']}.",
+             "Cells: mean over seeds [95% bootstrap interval over held-out queries of the "
+             "seed-averaged scores]; P@1, R-precision, MAP@R leave-one-out on the held-out "
+             "split; k-NN with the training split as the gallery."]
+    below = [f"Weak pairs (seed {s}): {w['num_pairs']} mutual rank-1 pairs of a random "
+             f"{info['weak_models']}-member ensemble, precision {w['pair_precision']:.3f} "
+             "(measured with the labels, used by nothing)." for s, w in info["pairs"].items()]
+    return above, below
