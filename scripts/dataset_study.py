@@ -151,13 +151,17 @@ def mine_pairs(args, sets, config, seed):
 
 
 def learn_config(args, size, signal, seed):
-    """The recipe with the row's signal and one member (`recipe`: as it is), --steps, sizes."""
+    """The recipe with the row's signal and one member (`recipe`: as it is), --steps, sizes;
+    remine re-mines every min(remine_every, steps // 2) steps."""
     cfg = LearnConfig.recipe(args.recipe, seed=seed, checkpoint_every=10 ** 6,
                              **size["overrides"])
     if signal != "recipe":
         cfg = dataclasses.replace(cfg, signal=signal, members=1)
-    steps = args.steps or size["steps"]
-    return dataclasses.replace(cfg, steps=steps) if steps else cfg
+    cfg = dataclasses.replace(cfg, steps=args.steps or size["steps"] or cfg.steps)
+    if cfg.signal == "remine":              # re-mine at least once, else it is augment
+        cfg = dataclasses.replace(cfg, remine_every=min(cfg.remine_every,
+                                                        max(cfg.steps // 2, 1)))
+    return cfg
 
 
 def trained_run(args, sets, config, cfg):
