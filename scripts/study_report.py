@@ -1,5 +1,6 @@
-"""Tables of the label-free study (scripts/label_free_study.py): rows from per-query scores,
-paired differences, study.md / study.json."""
+"""Tables of the label-free studies (scripts/label_free_study.py on renders,
+scripts/dataset_study.py on any labelled dataset): rows from per-query scores, paired
+differences, study.md / study.json. Every function takes the study's columns."""
 import os
 
 import numpy as np
@@ -9,13 +10,16 @@ from rand_ensemble.evaluate import one_of_ten, retrieval
 
 HELD_OUT = ("precision_at_1", "map_at_r", "r_precision")
 COLUMNS = HELD_OUT + ("rendered", "blog")
+HEADERS = {"precision_at_1": "held-out P@1", "map_at_r": "MAP@R", "r_precision": "R-precision",
+           "rendered": "1-of-10 rendered", "blog": "1-of-10 blog", "knn_1": "k-NN k=1",
+           "knn_200": "k-NN k=200 (weighted)"}
 
 
-def summarize_row(name, runs, kind, seeds, num_resamples=2000):
+def summarize_row(name, runs, kind, seeds, num_resamples=2000, columns=COLUMNS):
     """One table row from per-query scores of runs (one per seed): mean over seeds, 95% CI over
     queries of the seed-averaged per-query scores, and each seed's value."""
     row = {"row": name, "seeds": list(seeds), "metrics": {}}
-    for column in COLUMNS:
+    for column in columns:
         values = [np.asarray(r["scores"][kind][column]) for r in runs
                   if column in r["scores"][kind]]
         if not values:
@@ -56,7 +60,7 @@ def comparison_specs(size, m_ens):
              ("random", size["random_models"][-1], "ensemble"), single)]
 
 
-def paired_differences(done, seeds, specs, num_resamples=2000):
+def paired_differences(done, seeds, specs, num_resamples=2000, columns=COLUMNS):
     """Per-query differences of seed-averaged scores (same queries, so paired), with 95%
     bootstrap intervals over queries; comparisons lacking a finished run are left out."""
     out = []
@@ -66,7 +70,7 @@ def paired_differences(done, seeds, specs, num_resamples=2000):
         if not all(sides):
             continue
         row = {"comparison": label, "seeds": [len(x) for x in sides], "metrics": {}}
-        for column in COLUMNS:
+        for column in columns:
             if all(column in r for x in sides for r in x):
                 diff = (np.mean([r[column] for r in sides[0]], axis=0)
                         - np.mean([r[column] for r in sides[1]], axis=0))   # (Q,)
@@ -77,26 +81,31 @@ def paired_differences(done, seeds, specs, num_resamples=2000):
     return out
 
 
-def format_differences(rows):
+def _head(first, columns, last=()):
+    """A markdown header and rule: the name column and the seeds, the metric columns
+    right-aligned, then `last` left-aligned."""
+    cells = [first, "seeds", *(HEADERS.get(c, c) for c in columns), *last]
+    return ["|" + "".join(f" {x} |" if x else " |" for x in cells),
+            "|---|" + "---:|" * (len(columns) + 1) + "---|" * len(last)]
+
+
+def format_differences(rows, columns=COLUMNS):
     """Markdown table of paired differences."""
-    lines = ["| difference | seeds | P@1 | MAP@R | R-precision | 1-of-10 rendered | 1-of-10 blog |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = _head("difference", [HEADERS[c].replace("held-out ", "") for c in columns])
     for row in rows:
         cells = ["{:+.3f} [{:+.3f}, {:+.3f}]".format(m["mean"], *m["interval"]) if m else "n/a"
-                 for m in (row["metrics"].get(c) for c in COLUMNS)]
+                 for m in (row["metrics"].get(c) for c in columns)]
         lines.append(f"| {row['comparison']} | {row['seeds'][0]}/{row['seeds'][1]} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def format_table(rows):
+def format_table(rows, columns=COLUMNS):
     """Markdown table: mean over seeds [95% CI over queries] per column, P@1 per seed."""
-    head = ("| | seeds | held-out P@1 | MAP@R | R-precision | 1-of-10 rendered | 1-of-10 blog "
-            "| P@1 per seed |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = _head("", columns, ["P@1 per seed"])
     for row in rows:
         cells = []
-        for column in COLUMNS:
+        for column in columns:
             m = row["metrics"].get(column)
             if m is None:
                 cells.append("n/a")
@@ -110,20 +119,54 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def write_outputs(out, rows, diffs, info, timings):
-    """study.json (timings apart) and study.md."""
+def write_outputs(out, rows, diffs, info, timings, columns=COLUMNS, notes=None):
+    """study.json (timings apart) and study.md; `notes(info)` -> (lines above the table, lines
+    below the differences), default the renders study's."""
     fileio.save_json(os.path.join(out, "study.json"), {**info, "rows": rows,
                                                        "differences": diffs, "timings": timings})
-    text = ["# Label-free study", "", f"Command: `{info['command']}`", "",
-            "Held-out pool: {heldout_images} images of {heldout_objects} objects; rendered test "
-            "set: {test_examples} examples; blog file: {blog}.".format(**info["data"]),
-            "Cells: mean over seeds [95% bootstrap interval over queries of the seed-averaged "
-            "scores]. 'mean member' rows average the members' own scores.", "",
-            format_table(rows), "",
+    above, below = (notes or renders_notes)(info)
+    text = ["# Label-free study", "", f"Command: `{info['command']}`", "", *above, "",
+            format_table(rows, columns), "",
             "Paired differences (same held-out queries / test examples; seeds averaged first; "
-            "95% bootstrap interval over queries):", "", format_differences(diffs), "",
-            "Weak labels ({weak_models} random nets, top 5): rank-1 precision {precision:.3f}, "
-            "{num_pairs} pairs.".format(**info["weak_labels"]), "",
-            "Rows not run (yet): " + (", ".join(info.get("missing_rows", [])) or "none"), ""]
+            "95% bootstrap interval over queries):", "", format_differences(diffs, columns), "",
+            *below, "", "Rows not run (yet): " + (", ".join(info.get("missing_rows", []))
+                                               or "none"), ""]
     fileio.save_text(os.path.join(out, "study.md"), "\n".join(text))
 
+
+def renders_notes(info):
+    """The renders study's lines around its tables."""
+    above = ["Held-out pool: {heldout_images} images of {heldout_objects} objects; rendered "
+             "test set: {test_examples} examples; blog file: {blog}.".format(**info["data"]),
+             "Cells: mean over seeds [95% bootstrap interval over queries of the seed-averaged "
+             "scores]. 'mean member' rows average the members' own scores."]
+    below = ["Weak labels ({weak_models} random nets, top 5): rank-1 precision {precision:.3f}, "
+             "{num_pairs} pairs.".format(**info["weak_labels"])]
+    return above, below
+
+
+
+def format_timings(entries):
+    """Markdown table of wall seconds: entries [(row, seed, timings dict or None)]."""
+    lines = ["| row | seed | train s | mining s | embed s |", "|---|---:|---:|---:|---:|"]
+    for name, seed, t in entries:
+        if t:
+            cells = [f"{t[k]:.0f}" if k in t else "-"
+                     for k in ("train_seconds", "mine_seconds", "embed_seconds")]
+            lines.append(f"| {name} | {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def dataset_notes(info):
+    """The dataset study's lines around its tables (scripts/dataset_study.py)."""
+    d = info["data"]
+    above = [f"Training split `{d['train']}`: {d['train_images']} images; held-out split "
+             f"`{d['heldout']}`: {d['heldout_images']} images, {d['classes']} classes. Family "
+             f"`{info['family']}`, recipe `{info['recipe']}`, steps {info['steps']}.",
+             "Cells: mean over seeds [95% bootstrap interval over held-out queries of the "
+             "seed-averaged scores]; P@1, R-precision, MAP@R leave-one-out on the held-out "
+             "split; k-NN with the training split as the gallery."]
+    below = [f"Weak pairs (seed {s}): {w['num_pairs']} mutual rank-1 pairs of a random "
+             f"{info['weak_models']}-member ensemble, precision {w['pair_precision']:.3f} "
+             "(measured with the labels, used by nothing)." for s, w in info["pairs"].items()]
+    return above, below

@@ -170,3 +170,21 @@ def test_knn_accuracy_matches_a_python_loop():
     assert lo <= rep["knn_20_accuracy"] <= hi
     with pytest.raises(RandEnsembleError, match="differ"):
         retrieval.knn_accuracy(train[:1], train_y, test, test_y)
+
+
+def test_knn_correct_matches_a_brute_force_vote():
+    rng = np.random.default_rng(3)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)   # noqa: E731
+    gallery, queries = unit(rng.normal(size=(2, 40, 6))), unit(rng.normal(size=(2, 15, 6)))
+    g_labels, q_labels = rng.integers(0, 3, 40), rng.integers(0, 3, 15)
+    hits = retrieval.knn_correct(gallery, g_labels, queries, q_labels, ks=(1, 5), temperature=0.1)
+    cos = np.einsum("mqe,mge->qg", queries.astype(np.float64), gallery) / 2      # (Q, G)
+    for q in range(15):
+        order = sorted(range(40), key=lambda j: (-cos[q, j], j))
+        assert hits["knn_1"][q] == float(g_labels[order[0]] == q_labels[q])
+        votes = np.zeros(3)
+        for j in order[:5]:
+            votes[g_labels[j]] += np.exp(cos[q, j] / 0.1)
+        assert hits["knn_5"][q] == float(np.argmax(votes) == q_labels[q])
+    acc = retrieval.knn_accuracy(gallery, g_labels, queries, q_labels, ks=(1, 5))
+    assert acc["knn_5_accuracy"] == pytest.approx(hits["knn_5"].mean())

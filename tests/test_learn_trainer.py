@@ -270,3 +270,15 @@ def test_named_recipes_and_a_greyscale_family_trains():
     assert np.isfinite(report["history"][-1]["train_loss"])
     with pytest.raises(RandEnsembleError, match="32x32x3, the embedder needs 32x32x1"):
         trainer.train_embedder(colour, cfg(members=1), progress=False, log=None, embedder=small)
+
+
+def test_neighbour_pairs_keeps_mutual_pairs_best_first_and_filters():
+    nearest = np.array([1, 0, 3, 2, 2])            # 0<->1 and 2<->3 mutual; 4 -> 2 is not
+    score = np.array([0.5, 0.5, 0.9, 0.9, 0.95])
+    assert signals.neighbour_pairs(nearest, score).tolist() == [[2, 3], [0, 1]]
+    assert signals.neighbour_pairs(nearest, score, mutual=False).tolist() == [[2, 4], [2, 3],
+                                                                              [0, 1]]
+    assert signals.neighbour_pairs(nearest, score, min_score=0.6).tolist() == [[2, 3]]
+    assert signals.neighbour_pairs(nearest, score, top_fraction=0.5).tolist() == [[2, 3]]
+    with pytest.raises(RandEnsembleError, match="no pairs left"):
+        signals.neighbour_pairs(nearest, score, min_score=0.99)

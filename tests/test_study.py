@@ -55,3 +55,73 @@ def test_quick_study(tmp_path, reference):
     text = (out / "study.md").read_text()
     assert "| trained: oracle |" in text and "held-out P@1" in text
     assert glob.glob(str(out / "plots" / "pca_*.png"))
+
+
+def _labelled_npz(path, n, seed):
+    """Synthetic labelled greyscale images (5 classes: a class pattern under heavy noise)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 5, n)
+    protos = np.random.default_rng(42).integers(0, 256, (5, 28, 28, 1))
+    noise = rng.integers(0, 256, (n, 28, 28, 1))
+    images = np.clip(0.15 * protos[labels] + 0.85 * noise, 0, 255).astype(np.uint8)
+    np.savez(path, images=images, labels=labels.astype(np.int64))
+    return images.reshape(n, -1).astype(np.float64), labels
+
+
+def _dataset_study(out, *args):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "dataset_study.py"),
+                    "--quick", "--out", str(out), *args], check=True, env=env, timeout=900)
+    study = json.loads((out / "study.json").read_text())
+    return study, {r["row"]: r for r in study["rows"]}
+
+
+@pytest.mark.slow
+def test_quick_dataset_study(tmp_path, reference):
+    train, train_labels = _labelled_npz(tmp_path / "train.npz", 160, 1)
+    test, labels = _labelled_npz(tmp_path / "test.npz", 80, 2)
+    out = tmp_path / "study"
+    study, rows = _dataset_study(out, "--data", f"npz:{tmp_path / 'train.npz'}",
+                                 "--heldout", f"npz:{tmp_path / 'test.npz'}")
+    assert study["missing_rows"] == []
+    for name in ("raw pixels (cosine)", "random single net (mean of 2 members)",
+                 "random ensemble M=2", "trained: weak", "trained: augment",
+                 "trained: weak+augment", "trained: remine", "trained: oracle",
+                 "recipe: fashion-mnist"):
+        assert name in rows, name
+    assert "seconds" not in json.dumps(study["rows"]) and study["timings"]["runs"]
+    assert "| trained: oracle |" in (out / "timings.md").read_text()
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)   # noqa: E731
+    raw = rows["raw pixels (cosine)"]["metrics"]
+    assert raw["precision_at_1"]["mean"] == pytest.approx(reference.p_at_1(unit(test), labels))
+    assert 0.2 < raw["precision_at_1"]["mean"] < 1.0            # neither trivial nor chance
+    nearest = np.argmax(unit(test) @ unit(train).T, axis=1)     # k = 1 against the gallery
+    assert raw["knn_1"]["mean"] == pytest.approx(np.mean(train_labels[nearest] == labels))
+    emb = np.load(glob.glob(str(out / "runs" / "augment_m1_s0_t8_*.heldout.npy"))[0])
+    assert emb.shape == (1, len(labels), 128)
+    assert rows["trained: augment"]["metrics"]["precision_at_1"]["mean"] == pytest.approx(
+        reference.p_at_1(emb[0], labels))
+    diffs = {d["comparison"]: d for d in study["differences"]}
+    assert diffs["weak - augment"]["metrics"]["knn_200"]["mean"] == pytest.approx(
+        rows["trained: weak"]["metrics"]["knn_200"]["mean"]
+        - rows["trained: augment"]["metrics"]["knn_200"]["mean"])
+    assert {"weak+augment - augment", "recipe fashion-mnist - raw pixels",
+            "oracle - recipe fashion-mnist",
+            "random ensemble M=2 - random single net"} <= set(diffs)
+    again, _ = _dataset_study(out, "--data", f"npz:{tmp_path / 'train.npz'}",   # resumes:
+                              "--heldout", f"npz:{tmp_path / 'test.npz'}")       # trains nothing
+    assert again["rows"] == study["rows"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("RAND_ENSEMBLE_FASHION_MNIST"),
+                    reason="RAND_ENSEMBLE_FASHION_MNIST (the gzipped IDX folder) is not set")
+def test_quick_dataset_study_fashion_mnist(tmp_path):
+    folder = os.environ["RAND_ENSEMBLE_FASHION_MNIST"]
+    study, rows = _dataset_study(tmp_path / "study", "--data", f"idx:{folder}:train?limit=400",
+                                 "--heldout", f"idx:{folder}:test?limit=200", "--family", "blog",
+                                 "--signals", "weak,augment")
+    assert study["data"]["train_images"] == 400 and study["data"]["heldout_images"] == 200
+    assert rows["raw pixels (cosine)"]["metrics"]["precision_at_1"]["mean"] > 0.5
+    assert {"trained: weak", "trained: augment", "recipe: fashion-mnist"} <= set(rows)

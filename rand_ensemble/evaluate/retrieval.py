@@ -179,6 +179,26 @@ def knn_predict(neighbour_labels, neighbour_scores=None, temperature=None):
     return classes[np.argmax(votes, axis=1)]
 
 
+def knn_correct(gallery, gallery_labels, queries, query_labels, ks=KNN_KS,
+                temperature: float = KNN_TEMPERATURE) -> dict:
+    """Per-query k-NN hits: -> {"knn_K": float (N,) 1.0 where the vote of the K nearest gallery
+    items is the query's label}; arguments as `knn_accuracy`'s (neighbours found once)."""
+    gal, gallery_labels = _check(gallery, gallery_labels)
+    qry, query_labels = _check(queries, query_labels)
+    if gal.shape[0] != qry.shape[0] or gal.shape[2] != qry.shape[2]:
+        raise RandEnsembleError(f"gallery {gal.shape} and queries {qry.shape} differ in M or E")
+    depth = min(max(ks), gal.shape[1])
+    idx, scores = neighbours.top_k(qry, depth, gallery=gal)                   # (N, depth)
+    cosines = scores / np.float32(gal.shape[0])
+    out = {}
+    for k in ks:
+        kk = min(int(k), depth)
+        predicted = knn_predict(gallery_labels[idx[:, :kk]], cosines[:, :kk],
+                                None if kk == 1 else temperature)
+        out[f"knn_{k}"] = (predicted == query_labels).astype(np.float64)      # (N,)
+    return out
+
+
 def knn_accuracy(gallery, gallery_labels, queries, query_labels, ks=KNN_KS,
                  temperature: float = KNN_TEMPERATURE, num_resamples: int = 2000,
                  seed: int = 0) -> dict:
@@ -194,20 +214,12 @@ def knn_accuracy(gallery, gallery_labels, queries, query_labels, ks=KNN_KS,
       {"knn_K_accuracy", "knn_K_accuracy_interval" for each K, "num_gallery", "num_queries",
        "temperature"}.
     """
-    gal, gallery_labels = _check(gallery, gallery_labels)
-    qry, query_labels = _check(queries, query_labels)
-    if gal.shape[0] != qry.shape[0] or gal.shape[2] != qry.shape[2]:
-        raise RandEnsembleError(f"gallery {gal.shape} and queries {qry.shape} differ in M or E")
-    depth = min(max(ks), gal.shape[1])
-    idx, scores = neighbours.top_k(qry, depth, gallery=gal)                   # (N, depth)
-    cosines = scores / np.float32(gal.shape[0])
-    out = {"num_gallery": int(gal.shape[1]), "num_queries": int(qry.shape[1]),
+    hits = knn_correct(gallery, gallery_labels, queries, query_labels, ks, temperature)
+    gal, qry = np.asarray(gallery), np.asarray(queries)
+    out = {"num_gallery": int(gal.shape[-2]), "num_queries": int(qry.shape[-2]),
            "temperature": float(temperature)}
     for k in ks:
-        kk = min(int(k), depth)
-        predicted = knn_predict(gallery_labels[idx[:, :kk]], cosines[:, :kk],
-                                None if kk == 1 else temperature)
-        correct = (predicted == query_labels).astype(np.float64)
+        correct = hits[f"knn_{k}"]
         out[f"knn_{k}_accuracy"] = float(correct.mean())
         out[f"knn_{k}_accuracy_interval"] = list(bootstrap_interval(correct, num_resamples,
                                                                     seed=seed))

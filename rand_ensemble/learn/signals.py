@@ -59,6 +59,16 @@ def load_pairs(pairs_dir: str, pool, mutual: bool = False, min_score: float | No
     return _filter_pairs(pairs, score, mutual, min_score, top_fraction, pairs_dir)
 
 
+def neighbour_pairs(nearest, score, mutual: bool = True, min_score: float | None = None,
+                    top_fraction: float = 1.0) -> np.ndarray:
+    """Weak pairs from a rank-1 table mined in-process (`evaluate.weak_labels.rank1_neighbours`):
+    nearest (N,) rows, score (N,) -> (P, 2) int64 rows, filtered as `load_pairs` filters."""
+    nearest = np.asarray(nearest, np.int64)
+    pairs = np.stack([np.arange(len(nearest)), nearest], axis=1)     # (N, 2) directed
+    return _filter_pairs(pairs, np.asarray(score, np.float64), mutual, min_score, top_fraction,
+                         "mined pairs")
+
+
 def _rows_of(pool, image_ids, where):
     """Dataset rows of image ids; ids missing from it are one error naming the first."""
     index = pool.index()
