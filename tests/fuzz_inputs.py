@@ -308,3 +308,12 @@ def huge_weight_params(d, good_params_path, scale=1e38):
         lambda a: np.where(np.asarray(a) != 0, np.sign(a) * scale, 0).astype(np.float32), params)
     checkpoint.save_params(d / "huge.npz", huge, config)
     return d / "huge.npz"
+
+
+def one_line_error(argv, capsys, match):
+    """The command exits 2 with one `rand-ensemble: error:` line that names `match`."""
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rand-ensemble: error:"), err
+    assert match in lines[0], lines[0]

@@ -9,7 +9,7 @@ import pytest
 
 from rand_ensemble.model import checkpoint
 from rand_ensemble.pipelines import schema
-from fuzz_inputs import run  # the one in-process `rand-ensemble` runner
+from fuzz_inputs import one_line_error, run  # the one in-process `rand-ensemble` runner
 
 INPUT_SCHEMA = pa.schema([schema.RENDERS.field(n) for n in schema.RENDER_INPUT_COLUMNS])
 
@@ -88,14 +88,6 @@ def test_train_on_a_data_spec(tmp_path, capsys):
     assert params["conv0"]["kernel"].shape == (2, 3, 3, 3, 32) and cfg.input_hw == 32
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["num_images"] == 12 and report["num_failures"] == 0
-
-
-def one_line_error(argv, capsys, match):
-    code, _, err = run(argv, capsys)
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rand-ensemble: error:"), err
-    assert match in lines[0], lines[0]
 
 
 def test_train_a_family_from_the_flags(tmp_path, capsys):

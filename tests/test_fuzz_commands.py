@@ -15,7 +15,7 @@ from rand_ensemble import cli
 from rand_ensemble.model import checkpoint, ensemble
 from rand_ensemble.pipelines import schema
 
-from fuzz_inputs import run, write_render_folder
+from fuzz_inputs import one_line_error, run, write_render_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RUN = ["--members", "2", "--steps", "3", "--batch-size", "4", "--warmup", "1",
@@ -113,14 +113,6 @@ def test_retrieval_bad_command_lines(pool, tmp_path, capsys):
         assert code == 2, argv
         assert err.startswith("rand-ensemble: error:") and match in err, (argv, err)
         assert err.count("\n") == 1 and "Traceback" not in err
-
-
-def one_line_error(argv, capsys, match):
-    code, _, err = run(argv, capsys)
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rand-ensemble: error:"), err
-    assert match in lines[0], lines[0]
 
 
 def test_train_bad_command_lines(pool, tmp_path, capsys):

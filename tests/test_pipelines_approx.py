@@ -92,7 +92,7 @@ def test_approx_job_vs_exact_and_library(clustered, tmp_path):
 
 def test_approx_flags_are_checked(tmp_path, capsys):
     from rand_ensemble.errors import RandEnsembleError
-    from rand_ensemble.pipelines.weak_label_job import approx_settings
+    from rand_ensemble.pipelines.approx_search import approx_settings
     assert cli.main(["weak-labels", "--images", str(tmp_path / "x.parquet"), "--models", "2",
                      "--out", str(tmp_path / "o"), "--recall-sample", "-1"]) == 2
     assert "--recall-sample" in capsys.readouterr().err

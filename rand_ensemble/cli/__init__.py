@@ -10,9 +10,20 @@
     beam.py       render, weak-labels (Apache Beam jobs)
 """
 from rand_ensemble.cli.main import PROG, build_parser, main
-from rand_ensemble.cli.types import (Parser, UsageError, config_flags, config_from_args,
-                                     embedder_flags, embedder_from_args, float_in, int_in,
-                                     non_negative_int, positive_int, runner, seed_int)
+from rand_ensemble.cli.types import (
+                                     Parser,
+                                     UsageError,
+                                     config_flags,
+                                     config_from_args,
+                                     embedder_flags,
+                                     embedder_from_args,
+                                     float_in,
+                                     int_in,
+                                     non_negative_int,
+                                     positive_int,
+                                     runner,
+                                     seed_int,
+)
 
 __all__ = ["PROG", "Parser", "UsageError", "build_parser", "config_flags", "config_from_args",
            "embedder_flags", "embedder_from_args", "float_in", "int_in", "main",

@@ -5,10 +5,16 @@ only when a job runs, so `rand-ensemble --help` never imports it.
 """
 import argparse
 
-from rand_ensemble.cli.types import (embedder_flags, embedder_from_args, float_in, int_in,
-                                     positive_int, runner, seed_int)
-from rand_ensemble.data.spec import SPEC_HELP
-
+from rand_ensemble.cli.types import (
+    data_flags,
+    embedder_flags,
+    embedder_from_args,
+    float_in,
+    int_in,
+    positive_int,
+    runner,
+    seed_int,
+)
 from rand_ensemble.limits import MAX_IMAGE_SIDE as MAX_HW
 
 MAX_TIMEOUT_S = 24 * 3600.0   # a render timeout must be finite: inf would fail every render
@@ -49,7 +55,8 @@ def _add_render(sub):
     p.add_argument("--overwrite", action="store_true", help="delete an earlier run's shards in DIR")
     p.add_argument("--allow-long", action="store_true",
                    help="run even if the estimated time is over 24 h (see README, Guarantees)")
-    p.set_defaults(handler=runner("rand_ensemble.pipelines.commands", "run_render"), pass_through=True)
+    p.set_defaults(handler=runner("rand_ensemble.pipelines.commands", "run_render"),
+                   pass_through=True)
 
 
 def _add_weak_labels(sub):
@@ -65,17 +72,12 @@ def _add_weak_labels(sub):
                                    "with DIR2/summary.json (precision from the renders' object "
                                    "ids, the data's labels or --labels) and "
                                    "DIR2/failures-*.jsonl.")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", metavar="SPEC",
-                        help="a local dataset, read by the launcher and handed to the job "
-                             "(labels, if any, only for the precision): "
-                             + SPEC_HELP.replace("%", "%%"))
-    source.add_argument("--renders", metavar="DIR",
-                        help="the render job's output folder (local or remote, e.g. gs://)")
-    source.add_argument("--images", metavar="GLOB",
-                        help="your own images: a recursive glob of PNG/JPEG files (quote it: "
-                             "'photos/**/*.jpg'; id = path below the glob's folder) or a "
-                             ".parquet with columns image_id, image (encoded bytes)")
+    data_flags(p, "a local dataset, read by the launcher and handed to the job (labels, if "
+                  "any, only for the precision)",
+               "the render job's output folder (local or remote, e.g. gs://)",
+               "your own images: a recursive glob of PNG/JPEG files (quote it: "
+               "'photos/**/*.jpg'; id = path below the glob's folder) or a .parquet with "
+               "columns image_id, image (encoded bytes)")
     p.add_argument("--labels", metavar="CSV",
                    help="with --images or --renders: image_id,label rows, used only for the "
                         "precision in summary.json")
@@ -88,6 +90,17 @@ def _add_weak_labels(sub):
                               "instead of random members")
     p.add_argument("--seed", type=seed_int, default=0, help="random ensemble init seed")
     p.add_argument("--out", required=True, metavar="DIR2", help="output folder")
+    _add_search_flags(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's outputs in DIR2")
+    embedder_flags(p, note="with --models only")
+    p.set_defaults(handler=runner("rand_ensemble.pipelines.commands", "run_weak_labels",
+                                  embedder=lambda args: embedder_from_args(args, "checkpoint")),
+                   pass_through=True)
+
+
+def _add_search_flags(p):
+    """weak-labels: which neighbours become pairs, and how they are searched."""
     p.add_argument("--top-k", type=positive_int, default=1, help="neighbours per image")
     p.add_argument("--mutual", action="store_true", help="keep mutual nearest neighbours only")
     p.add_argument("--min-score", type=float_in(-1.0, 1.0, "--min-score"),
@@ -105,9 +118,3 @@ def _add_weak_labels(sub):
     p.add_argument("--recall-sample", type=int_in(0, 10 ** 7, "--recall-sample"), default=0,
                    metavar="N", help="with --index approx: check N sampled queries against "
                                      "the exact search; recall@1, @10 go to summary.json")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete an earlier run's outputs in DIR2")
-    embedder_flags(p, note="with --models only")
-    p.set_defaults(handler=runner("rand_ensemble.pipelines.commands", "run_weak_labels",
-                                  embedder=lambda args: embedder_from_args(args, "checkpoint")),
-                   pass_through=True)

@@ -4,8 +4,14 @@
 Each handler is one call of its stage's `run_*`, which plans every output first, computes,
 writes the outputs as one unit and prints its table.
 """
-from rand_ensemble.cli.types import (embedder_flags, embedder_from_args, int_in, positive_int,
-                                     runner, seed_int)
+from rand_ensemble.cli.types import (
+    embedder_flags,
+    embedder_from_args,
+    int_in,
+    positive_int,
+    runner,
+    seed_int,
+)
 from rand_ensemble.data.spec import SPEC_HELP
 from rand_ensemble.limits import MAX_IMAGE_SIDE as MAX_HW
 

@@ -12,8 +12,8 @@ import os
 import signal
 import sys
 
-from rand_ensemble.cli.types import Parser, UsageError
 from rand_ensemble import environment
+from rand_ensemble.cli.types import Parser, UsageError
 from rand_ensemble.errors import RandEnsembleError, Terminated
 
 PROG = "rand-ensemble"

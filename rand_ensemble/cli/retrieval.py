@@ -1,9 +1,14 @@
 """`rand-ensemble retrieval`: precision@1, R-precision, MAP@R and Recall@K on any labelled
 dataset (`--data SPEC`; `--renders` and `--images --labels` are aliases): one call of
 evaluate/eval_pool.run_retrieval."""
-from rand_ensemble.cli.types import (embedder_flags, embedder_from_args, positive_int, runner,
-                                     seed_int)
-from rand_ensemble.data.spec import SPEC_HELP
+from rand_ensemble.cli.types import (
+    data_flags,
+    embedder_flags,
+    embedder_from_args,
+    positive_int,
+    runner,
+    seed_int,
+)
 
 
 def register(sub):
@@ -17,15 +22,9 @@ def register(sub):
                     "R = the number of other images of the query's label; labels with one "
                     "image are excluded (and counted). Images are fitted to the embedder's "
                     "input (pad or resize, data/decode.py).")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", metavar="SPEC",
-                        help="the dataset, with labels: " + SPEC_HELP.replace("%", "%%"))
-    source.add_argument("--renders", metavar="DIR",
-                        help="alias of --data renders:DIR (labels = object ids)")
-    source.add_argument("--images", metavar="GLOB",
-                        help="alias of --data 'images:GLOB?labels=CSV': a recursive glob of "
-                             "image files (quote it; id = path below the glob's folder); "
-                             "needs --labels")
+    data_flags(p, "the dataset, with labels", "alias of --data renders:DIR (labels = object ids)",
+               "alias of --data 'images:GLOB?labels=CSV': a recursive glob of image files "
+               "(quote it; id = path below the glob's folder); needs --labels")
     p.add_argument("--labels", metavar="CSV",
                    help="with --images: image_id,label rows (the labels are only evaluated)")
     p.add_argument("--gallery", metavar="SPEC",

@@ -4,8 +4,13 @@
 `EmbedderConfig`'s (over the recipe's family)."""
 import argparse
 
-from rand_ensemble.cli.types import config_flags, embedder_flags, embedder_from_args, runner
-from rand_ensemble.data.spec import SPEC_HELP
+from rand_ensemble.cli.types import (
+    config_flags,
+    data_flags,
+    embedder_flags,
+    embedder_from_args,
+    runner,
+)
 from rand_ensemble.learn.config import RECIPE_FAMILIES, RECIPES, LearnConfig
 
 
@@ -20,12 +25,8 @@ def register(sub):
                     "an upper bound). Checkpoints are written atomically "
                     "every --checkpoint-every steps to OUT's .state.npz; --resume continues "
                     "from it with the same final params as an uninterrupted run.")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", metavar="SPEC",
-                        help="the images (labels only for the oracle): "
-                             + SPEC_HELP.replace("%", "%%"))
-    source.add_argument("--renders", metavar="DIR",
-                        help="alias of --data renders:DIR (`rand-ensemble render`'s output)")
+    data_flags(p, "the images (labels only for the oracle)",
+               "alias of --data renders:DIR (`rand-ensemble render`'s output)")
     p.add_argument("--pairs", metavar="DIR", default=None,
                    help="weak-label job output (pairs-*.parquet) for the weak signals")
     p.add_argument("--out", required=True, metavar="CKPT.npz",

@@ -8,6 +8,7 @@ import importlib
 import inspect
 import math
 
+from rand_ensemble.data.spec import SPEC_HELP
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import MAX_IMAGE_SIDE
 from rand_ensemble.model.config import FAMILIES, POOLS, EmbedderConfig
@@ -198,3 +199,16 @@ def runner(module: str, name: str, **configs):
                     for p, c in configs.items()}}
         run(**{p: given[p] for p in inspect.signature(run).parameters if p in given})
     return handler
+
+
+def data_flags(parser: argparse.ArgumentParser, data_help: str, renders_help: str,
+               images_help: str | None = None) -> None:
+    """The one required choice of images: --data SPEC (any source), --renders DIR and, where a
+    command reads image globs, --images GLOB; each help says what the command uses them for."""
+
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="SPEC",
+                        help=data_help + ": " + SPEC_HELP.replace("%", "%%"))
+    source.add_argument("--renders", metavar="DIR", help=renders_help)
+    if images_help is not None:
+        source.add_argument("--images", metavar="GLOB", help=images_help)

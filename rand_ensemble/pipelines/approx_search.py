@@ -26,6 +26,7 @@ import math
 import apache_beam as beam
 import numpy as np
 
+from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate import approx
 from rand_ensemble.evaluate import neighbours as engine
 from rand_ensemble.pipelines import common
@@ -233,3 +234,20 @@ def search(pipeline, blocks, num_blocks, top_k, params, seed, recall_sample):
               | "GroupRecall" >> beam.GroupByKey()
               | "Recall" >> beam.FlatMap(recall_of, max(RECALL_KS)))
     return parts, recall
+
+
+def approx_settings(index, num_inputs, nprobe, recall_sample):
+    """Check --index / --nprobe / --recall-sample -> the approximate index's params, or None."""
+    if index not in ("exact", "approx"):
+        raise RandEnsembleError(f"--index must be exact or approx, got {index!r}")
+    if int(recall_sample) < 0 or (nprobe is not None and int(nprobe) < 1):
+        raise RandEnsembleError("--recall-sample must be >= 0 and --nprobe >= 1")
+    if index == "exact":
+        if recall_sample or nprobe is not None:
+            raise RandEnsembleError("--recall-sample and --nprobe need --index approx")
+        return None
+    approx.faiss_module()                           # one line if the extra is missing
+    params = approx.default_params("ivf", max(2, num_inputs))
+    if nprobe is not None:
+        params["nprobe"] = int(nprobe)
+    return params

@@ -18,7 +18,6 @@ import numpy as np
 from rand_ensemble.data import decode, parquet
 from rand_ensemble.data import sources as data_sources
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.evaluate import approx
 from rand_ensemble.model import checkpoint as checkpoints
 from rand_ensemble.model import ensemble
 from rand_ensemble.model.config import DEFAULT_CONFIG, EmbedderConfig
@@ -209,23 +208,6 @@ def members_config(trained, embedder=None):
     return EmbedderConfig.from_dict(embedder).to_dict() if embedder else DEFAULT_CONFIG.to_dict()
 
 
-def approx_settings(index, num_inputs, nprobe, recall_sample):
-    """Check --index / --nprobe / --recall-sample -> the approximate index's params, or None."""
-    if index not in ("exact", "approx"):
-        raise RandEnsembleError(f"--index must be exact or approx, got {index!r}")
-    if int(recall_sample) < 0 or (nprobe is not None and int(nprobe) < 1):
-        raise RandEnsembleError("--recall-sample must be >= 0 and --nprobe >= 1")
-    if index == "exact":
-        if recall_sample or nprobe is not None:
-            raise RandEnsembleError("--recall-sample and --nprobe need --index approx")
-        return None
-    approx.faiss_module()                           # one line if the extra is missing
-    params = approx.default_params("ivf", max(2, num_inputs))
-    if nprobe is not None:
-        params["nprobe"] = int(nprobe)
-    return params
-
-
 def check_arguments(out, renders, images, data, labels, num_models, top_k, batch_size, seed,
                     block_size):
     """The job's arguments, before anything runs: one source, counts >= 1, inputs that exist
@@ -302,7 +284,7 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     common.prepare_output(out, prefixes, overwrite)
     num_inputs = sources.count_inputs(renders, images, dataset)
     num_blocks = max(1, math.ceil(num_inputs / int(block_size)))
-    index_params = approx_settings(index, num_inputs, nprobe, recall_sample)
+    index_params = approx_search.approx_settings(index, num_inputs, nprobe, recall_sample)
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_args))
     build(pipeline, out, int(num_models), int(seed), num_blocks, renders, images, labels,
           int(top_k), bool(mutual), None if min_score is None else float(min_score),
