@@ -30,7 +30,7 @@ from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate import approx
 from rand_ensemble.evaluate import neighbours as engine
 from rand_ensemble.pipelines import common
-from rand_ensemble.pipelines.neighbours import ENSEMBLE
+from rand_ensemble.pipelines.neighbours import ENSEMBLE, BlockMerge
 
 RECALL_KS = (1, 10)
 QUERY_CHUNK = 1024               # query rows per GEMM against one list
@@ -110,38 +110,20 @@ def search_list(keyed, k, chunk=QUERY_CHUNK):
         yield int(block), (q_ids[mine], (keys[mine], scores[mine], found_labels[mine]))
 
 
-class MergeRows(beam.CombineFn):
-    """One query block's ("block", ids, labels) and list results -> its merged top-k per row."""
+class MergeRows(BlockMerge):
+    """One query block's ("block", ids, labels) and ("rows", (query ids, lists)) results -> its
+    merged top-k per query row (keyed by image id)."""
 
     def __init__(self, k):
         self.k = k
 
-    def create_accumulator(self):
-        return {"block": None, "rows": {}}
-
-    def add_input(self, acc, value):
-        if value[0] == "block":
-            acc["block"] = value[1:]
-            return acc
+    def parts_of(self, value):
         q_ids, part = value[1]
-        for i, image_id in enumerate(q_ids):
-            mine = tuple(col[i:i + 1] for col in part)
-            prev = acc["rows"].get(image_id)
-            acc["rows"][image_id] = mine if prev is None else \
-                engine.merge_top_k([prev, mine], self.k)
-        return acc
+        return ((image_id, tuple(col[i:i + 1] for col in part))
+                for i, image_id in enumerate(q_ids))
 
-    def merge_accumulators(self, accumulators):
-        out = self.create_accumulator()
-        for acc in accumulators:
-            if acc["block"] is not None:
-                out["block"] = acc["block"]
-            for image_id, part in acc["rows"].items():
-                self.add_input(out, ("rows", (np.array([image_id]), part)))
-        return out
-
-    def extract_output(self, acc):
-        return acc
+    def k_of(self, image_id):
+        return self.k
 
 
 def to_block_parts(keyed, top_k, k, sample_per_block, salt):
@@ -149,7 +131,7 @@ def to_block_parts(keyed, top_k, k, sample_per_block, salt):
     block, acc = keyed
     ids, labels = acc["block"]
     empty = (np.array([""]), np.full(1, -np.inf, np.float32), np.array([None], object))
-    rows = [acc["rows"].get(i, tuple(np.repeat(c[None], k, 1) for c in empty)) for i in ids]
+    rows = [acc["parts"].get(i, tuple(np.repeat(c[None], k, 1) for c in empty)) for i in ids]
     parts = tuple(np.concatenate([r[c] for r in rows]) for c in range(3))    # (A, k) each
     ens = tuple(p[:, :top_k] for p in parts)
     yield "block", (block, {"block": (ids, labels), "parts": {ENSEMBLE: ens}})

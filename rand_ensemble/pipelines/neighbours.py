@@ -38,6 +38,7 @@ class EmbedBlock(beam.DoFn):
     def setup(self):
         # On the worker, once per DoFn instance: the DoFn is pickled without JAX state.
         import jax
+
         from rand_ensemble.model import ensemble
         from rand_ensemble.model.embedder import EmbedderConfig
         self.config = EmbedderConfig.from_dict(self.config_dict)
@@ -113,11 +114,17 @@ class TileTopK(beam.DoFn):
             yield b, ("part", cols)
 
 
-class MergeBlock(beam.CombineFn):
-    """("block", ids, labels) and ("part", channels) of one query block -> merged top-k lists."""
+class BlockMerge(beam.CombineFn):
+    """A query block's ("block", ids, labels) marker and keyed partial top-k lists -> {"block":
+    (ids, labels), "parts": {key: merged top-k}}; subclasses say how a value splits into keyed
+    parts (`parts_of`) and how many neighbours a key keeps (`k_of`). Merging in any grouping
+    gives one pass's result (`engine.merge_top_k` orders by score, then key)."""
 
-    def __init__(self, top_k):
-        self.top_k = top_k
+    def parts_of(self, value):
+        raise NotImplementedError
+
+    def k_of(self, key):
+        raise NotImplementedError
 
     def create_accumulator(self):
         return {"block": None, "parts": {}}
@@ -126,25 +133,41 @@ class MergeBlock(beam.CombineFn):
         if value[0] == "block":
             acc["block"] = value[1:]
             return acc
-        for channel, part in value[1].items():
-            k = self.top_k if channel == ENSEMBLE else 1
-            prev = acc["parts"].get(channel)
-            merged = engine.merge_top_k([part] if prev is None else [prev, part], k)
-            if merged is not None:
-                acc["parts"][channel] = merged
+        for key, part in self.parts_of(value):
+            self._fold(acc, key, part)
         return acc
+
+    def _fold(self, acc, key, part):
+        prev = acc["parts"].get(key)
+        merged = engine.merge_top_k([part] if prev is None else [prev, part], self.k_of(key))
+        if merged is not None:
+            acc["parts"][key] = merged
 
     def merge_accumulators(self, accumulators):
         out = self.create_accumulator()
         for acc in accumulators:
             if acc["block"] is not None:
                 out["block"] = acc["block"]
-            for channel, part in acc["parts"].items():
-                self.add_input(out, ("part", {channel: part}))
+            for key, part in acc["parts"].items():
+                self._fold(out, key, part)
         return out
 
     def extract_output(self, acc):
         return acc
+
+
+class MergeBlock(BlockMerge):
+    """("block", ids, labels) and ("part", {channel: list}) of one query block -> merged top-k
+    lists per channel (the ensemble keeps top_k, each member its rank 1)."""
+
+    def __init__(self, top_k):
+        self.top_k = top_k
+
+    def parts_of(self, value):
+        return value[1].items()
+
+    def k_of(self, channel):
+        return self.top_k if channel == ENSEMBLE else 1
 
 
 def agree(a, b):
