@@ -6,6 +6,8 @@ from rand_ensemble.evaluate import weak_labels as wl
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate.neighbours import concat_members
 
+from test_evaluate_neighbours import unit  # seeded unit rows, one helper for both files
+
 
 def brute_top_k(x, k):
     """Full (N, N) similarity, self excluded, stable sort: the reference for the pairs."""
@@ -13,11 +15,6 @@ def brute_top_k(x, k):
     np.fill_diagonal(sims, -np.inf)
     idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     return idx, np.take_along_axis(sims, idx, axis=1)
-
-
-def unit(rng, shape):
-    x = rng.normal(size=shape).astype(np.float32)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def test_weak_label_pairs_filters():
