@@ -80,16 +80,9 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
 
 
 def _knn(params, config, ds, emb, gal, bootstrap, seed) -> dict:
-    """k-NN classification of the data's rows by the gallery's labels (the gallery hook).
-
-    Labels are matched by name across the two datasets (their codes may differ). The metric is
-    the one k-NN engine's `evaluate.retrieval.knn_accuracy(gallery, gallery_labels, queries,
-    query_labels, num_resamples=, seed=)`; until it is merged, --gallery is a one-line error.
-    """
-    knn = getattr(retrieval, "knn_accuracy", None)
-    if knn is None:
-        raise RandEnsembleError("--gallery needs k-NN classification "
-                                "(evaluate.retrieval.knn_accuracy), not in this build yet")
+    """k-NN classification of the data's rows by the gallery's labels (`retrieval.knn_accuracy`:
+    k = 1, and k = 200 weighted, with intervals). Labels are matched by name across the two
+    datasets (their codes may differ)."""
     if not set(ds.label_names()) & set(gal.label_names()):
         raise RandEnsembleError(f"the gallery {gal.source} shares no label name with "
                                 f"{ds.source} (labels are matched by name), so every query "
@@ -97,9 +90,10 @@ def _knn(params, config, ds, emb, gal, bootstrap, seed) -> dict:
     names = sorted(set(ds.label_names()) | set(gal.label_names()))
     code = {name: k for k, name in enumerate(names)}
     gallery_emb = ensemble.embed(params, gal.images, config)               # (M, G, E)
-    out = knn(np.asarray(gallery_emb), np.asarray([code[x] for x in gal.label_names()]),
-              np.asarray(emb), np.asarray([code[x] for x in ds.label_names()]),
-              num_resamples=bootstrap, seed=seed)
+    gallery_labels = np.asarray([code[x] for x in gal.label_names()])
+    query_labels = np.asarray([code[x] for x in ds.label_names()])
+    out = retrieval.knn_accuracy(np.asarray(gallery_emb), gallery_labels, np.asarray(emb),
+                                 query_labels, num_resamples=bootstrap, seed=seed)
     return {"data": gal.source, "split": gal.split, **out}
 
 
