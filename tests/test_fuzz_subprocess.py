@@ -183,3 +183,22 @@ def test_environment_errors_are_one_line(tmp_path):
         assert proc.returncode == 2, (name, proc.returncode, proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("rand-ensemble: error:"), (name, lines)
     assert sorted(os.listdir(tmp_path)) == ["t.npy"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_command_finished_keeps_its_status(signum):
+    """Ctrl-C or SIGTERM while the interpreter shuts down after a finished command (the window
+    CI hit: a loaded machine spends seconds in JAX's teardown) leaves the command's status,
+    instead of the default action's -2/-15 with no message."""
+    code = ("import os, signal, sys, time\n"
+            "from rand_ensemble.cli.main import main\n"
+            "sys.argv = ['rand-ensemble', 'make-test-set', '--help']\n"
+            "try:\n    status = main()\nexcept SystemExit as e:\n    status = e.code\n"
+            f"os.kill(os.getpid(), {int(signum)})\n"
+            "time.sleep(0.5)\n"
+            "print('after', status)\n"
+            "sys.exit(status)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=ENV)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+    assert proc.stdout.strip().endswith("after 0")

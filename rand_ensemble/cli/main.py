@@ -79,8 +79,20 @@ def main(argv=None):
     except KeyboardInterrupt as e:
         return _interrupted(console, isinstance(e, Terminated))
     finally:
-        if previous is not None:
+        if console:
+            _ignore_signals()
+        elif previous is not None:
             _set_handler(signal.SIGTERM, previous)
+
+
+def _ignore_signals():
+    """Console only: once the command has finished (its outputs written or refused), Ctrl-C
+    and SIGTERM no longer change the exit status. Without this, a signal during the
+    interpreter's shutdown (JAX and XLA teardown can take seconds on a loaded machine) kills
+    the process with the default action: status -2, no message, after a complete run.
+    Python's finalisation keeps ignored signals ignored."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        _set_handler(s, signal.SIG_IGN)
 
 
 def _terminate(signum, frame):
