@@ -30,13 +30,20 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from label_free_study import as_lists, run_cached  # noqa: E402
+from study_report import (  # noqa: E402
+    dataset_notes,
+    format_timings,
+    paired_differences,
+    summarize_row,
+    write_outputs,
+)
+
 from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
-from rand_ensemble.learn.config import RECIPE_FAMILIES, LearnConfig  # noqa: E402
+from rand_ensemble.learn.config import RECIPE_EMBEDDERS, LearnConfig  # noqa: E402
+from rand_ensemble.model.config import from_flags  # noqa: E402
 from rand_ensemble.model.embedder import EmbedderConfig  # noqa: E402
-from label_free_study import as_lists, run_cached  # noqa: E402
-from study_report import (dataset_notes, format_timings, paired_differences,  # noqa: E402
-                          summarize_row, write_outputs)
 
 SIGNALS = ("weak", "augment", "weak+augment", "remine", "oracle")
 COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "knn_1", "knn_200")
@@ -50,10 +57,12 @@ SIZES = {
 }
 
 
-def family_config(family: str, bias: bool = True) -> EmbedderConfig:
-    """The family at its input size (blog: 32x32x3 with the trainer's biases; vgg: 28x28x1)."""
-    extra = {"bias": bias} if family == "blog" else {}
-    return EmbedderConfig.preset(family, **FAMILY_INPUT[family], **extra)
+def study_embedder(args, bias: bool) -> EmbedderConfig:
+    """The architecture: --family at its input (blog: 32x32x3, vgg: 28x28x1), else the recipe's
+    (`RECIPE_EMBEDDERS`), with the recipe's biases."""
+    flags = ({"family": args.family, **FAMILY_INPUT[args.family]} if args.family
+             else RECIPE_EMBEDDERS.get(args.recipe, {"family": "blog"}))
+    return from_flags(flags, bias=bias)
 
 
 def load_sets(args, size, config):
@@ -106,7 +115,7 @@ def embed_both(params, config, sets):
 
 def data_tag(args):
     """A short digest of what every run depends on (splits, family, size), in run names."""
-    key = [args.data, args.heldout, args.family, args.quick]
+    key = [args.data, args.heldout, args.family or RECIPE_EMBEDDERS.get(args.recipe), args.quick]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:8]
 
 
@@ -124,10 +133,11 @@ def random_run(args, sets, config, m, seed, member_mean):
                       args.report_only)
 
 
-def mine_pairs(args, sets, config, seed):
-    """Label-free weak pairs (P, 2) of the training split, cached in OUT/pairs: -> (pairs, info)."""
+def mine_pairs(args, sets, config, seed, mutual):
+    """Label-free weak pairs (P, 2) of the training split (rank-1 neighbours, `mutual` ones
+    only if asked), cached in OUT/pairs: -> (pairs, info)."""
     name = (f"pairs_m{args.weak_models}_s{seed}_{args.min_score}_{args.top_fraction}_"
-            f"{data_tag(args)}")
+            f"{'mutual_' if mutual else ''}{data_tag(args)}")
     path = os.path.join(args.out, "pairs", name + ".npy")
     if not os.path.exists(path):
         import jax
@@ -139,7 +149,8 @@ def mine_pairs(args, sets, config, seed):
         params = ensemble.init_ensemble(jax.random.PRNGKey(1000 + seed), args.weak_models, config)
         emb = ensemble.embed(params, sets["train"].images, config)        # (M, N, E)
         nearest, score = weak_labels.rank1_neighbours(emb)
-        pairs = signals.neighbour_pairs(nearest, score, True, args.min_score, args.top_fraction)
+        pairs = signals.neighbour_pairs(nearest, score, mutual, args.min_score,
+                                        args.top_fraction)
         fileio.save_npy(path, pairs)
         fileio.save_json(path + ".seconds.json", {"mine_seconds": time.perf_counter() - start})
     pairs = np.load(path)
@@ -170,12 +181,13 @@ def trained_run(args, sets, config, cfg):
     from rand_ensemble.learn import trainer
     weak = cfg.signal in ("weak", "weak+augment")
     key = {"learn": cfg.to_dict(), "embedder": config.to_dict(), "data": data_tag(args),
-           "pairs": [args.weak_models, args.min_score, args.top_fraction]
+           "pairs": [args.weak_models, args.min_score, args.top_fraction, cfg.mutual]
            if weak else None}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
     def compute():
-        pairs, mined = mine_pairs(args, sets, config, cfg.seed) if weak else (None, {})
+        pairs, mined = (mine_pairs(args, sets, config, cfg.seed, cfg.mutual) if weak
+                        else (None, {}))
         params, emb_cfg, report = trainer.train_embedder(sets["train"], cfg, pairs=pairs,
                                                          embedder=config, progress=False, log=None)
         test, train, seconds = embed_both(params, emb_cfg, sets)
@@ -275,7 +287,6 @@ def parse_args(argv):
     args.seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else size["seeds"]
     args.weak_models = args.weak_models or size["weak_models"]
     args.signals = tuple(s for s in args.signals.split(",") if s)
-    args.family = args.family or RECIPE_FAMILIES.get(args.recipe, "blog")
     if set(args.signals) - set(SIGNALS) or not 0 < args.top_fraction <= 1:
         raise RandEnsembleError(f"--signals must be among {SIGNALS}, --top-fraction in (0, 1]")
     return args, size
@@ -285,11 +296,15 @@ def main(argv=None):
     """Entry point: load both splits, run everything, write study.md/json and timings.md."""
     args, size = parse_args(argv)
     start = time.perf_counter()
-    config = family_config(args.family, LearnConfig.recipe(args.recipe).bias)
+    config = study_embedder(args, LearnConfig.recipe(args.recipe).bias)
     sets = load_sets(args, size, config)
     cfg = learn_config(args, size, "recipe", args.seeds[0])
     info = {"command": "python scripts/dataset_study.py " + " ".join(argv or sys.argv[1:]),
-            "family": args.family, "recipe": args.recipe, "steps": cfg.steps,
+            "family": "{} ({}x{}x{})".format(
+                args.family or RECIPE_EMBEDDERS.get(args.recipe, {}).get("family", "blog"),
+                config.input_hw, config.input_hw, config.in_channels),
+            "embedder": config.to_dict(),
+            "recipe": args.recipe, "steps": cfg.steps,
             "weak_models": args.weak_models, "seeds": list(args.seeds),
             "data": {"train": args.data, "heldout": args.heldout,
                      "train_images": len(sets["train"]), "heldout_images": len(sets["heldout"]),

@@ -100,12 +100,13 @@ def test_train_a_family_from_the_flags(tmp_path, capsys):
     out = tmp_path / "m.npz"
     code, _, err = run(["train", "--data", f"npz:{tmp_path / 'd.npz'}", "--out", out,
                         "--family", "vgg", "--input-hw", "28", "--in-channels", "1",
-                        "--widths", "8,8,8,16", "--embedding-dim", "8", "--norm-groups", "4"]
-                       + TINY_RUN, capsys)
+                        "--widths", "8,8,8,16", "--embedding-dim", "8", "--norm", "group",
+                        "--norm-groups", "4"] + TINY_RUN, capsys)
     assert code == 0, err
     params, cfg = checkpoint.load_params(out)
     assert cfg == EmbedderConfig.preset("vgg", input_hw=28, in_channels=1, widths=(8, 8, 8, 16),
-                                        embedding_dim=8, norm_groups=4, bias=True)
+                                        embedding_dim=8, norm="group", norm_groups=4,
+                                        bias=True)
     assert params["conv0"]["kernel"].shape == (2, 3, 3, 1, 8) and "norm3" in params
     assert np.abs(params["embedding"]["bias"]).max() > 0                 # it trained
 
@@ -119,7 +120,9 @@ def test_recipe_gives_defaults_and_its_family(capsys):
     base = ["train", "--data", "x.npz", "--out", "m.npz"]
     args = parser.parse_args(base + ["--recipe", "fashion-mnist", "--steps", "7"])
     assert learn_config_of(args) == LearnConfig.recipe("fashion-mnist", steps=7)
-    assert architecture_of(args) == {"family": "vgg"}
+    assert architecture_of(args) == {"family": "blog", "in_channels": 1}
+    args = parser.parse_args(base + ["--recipe", "fashion-mnist", "--dense", "0"])
+    assert architecture_of(args) == {"family": "blog", "in_channels": 1, "dense": 0}
     args = parser.parse_args(base + ["--recipe", "fashion-mnist", "--family", "blog",
                                      "--dense", "0"])
     assert architecture_of(args) == {"family": "blog", "dense": 0}

@@ -10,8 +10,9 @@ import pytest
 from rand_ensemble.data.dataset import Dataset
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.learn import signals, trainer
-from rand_ensemble.learn.config import RECIPE_FAMILIES, RECIPES
+from rand_ensemble.learn.config import RECIPE_EMBEDDERS, RECIPES
 from rand_ensemble.model import ensemble, nn
+from rand_ensemble.model.config import from_flags
 from rand_ensemble.model.embedder import FAMILIES, EmbedderConfig, init_embedder
 from rand_ensemble.pipelines import schema
 
@@ -256,14 +257,15 @@ def test_the_image_trainer_learns():
 def test_named_recipes_and_a_greyscale_family_trains():
     for name in RECIPES:
         assert trainer.LearnConfig.recipe(name) == trainer.LearnConfig(**RECIPES[name])
-        assert RECIPE_FAMILIES[name] in FAMILIES
+        assert RECIPE_EMBEDDERS[name]["family"] in FAMILIES
+        from_flags(RECIPE_EMBEDDERS[name])                        # a valid architecture
     assert trainer.LearnConfig.recipe("fashion-mnist", steps=7).steps == 7
     with pytest.raises(RandEnsembleError, match="unknown recipe"):
         trainer.LearnConfig.recipe("imagenet")
     colour = tiny_pool()
     grey = Dataset(colour.images[..., :1].copy(), colour.ids, colour.labels)
     small = EmbedderConfig.preset("vgg", input_hw=32, in_channels=1, widths=(4, 8, 8, 8),
-                                  norm_groups=4, embedding_dim=8)
+                                  norm="group", norm_groups=4, embedding_dim=8)
     params, config, report = trainer.train_embedder(grey, cfg(members=1), progress=False, log=None,
                                                   embedder=small)
     assert config == small and params["norm0"]["scale"].shape == (1, 4)

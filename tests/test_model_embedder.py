@@ -119,9 +119,11 @@ def test_blog_params_layout_is_unchanged():
 def test_family_presets():
     assert VGG28.final_hw == 7 and VGG28.in_channels == 1
     params = init_embedder(jax.random.PRNGKey(0), VGG28)
-    assert set(params) == {"conv0", "conv1", "conv2", "conv3", "norm0", "norm1", "norm2",
-                           "norm3", "embedding"}                      # dense=0: no dense layer
-    assert params["norm1"]["scale"].shape == (64,)
+    assert set(params) == {"conv0", "conv1", "conv2", "conv3", "embedding"}  # dense=0, no norm
+    assert params["conv1"]["kernel"].shape == (3, 3, 32, 64)
+    grouped = init_embedder(jax.random.PRNGKey(0), EmbedderConfig.preset(
+        "vgg", input_hw=28, in_channels=1, norm="group"))
+    assert grouped["norm1"]["scale"].shape == (64,)
     with pytest.raises(RandEnsembleError, match="unknown embedder family"):
         EmbedderConfig.preset("resnet")
 

@@ -99,7 +99,7 @@ def test_quick_dataset_study(tmp_path, reference):
     nearest = np.argmax(unit(test) @ unit(train).T, axis=1)     # k = 1 against the gallery
     assert raw["knn_1"]["mean"] == pytest.approx(np.mean(train_labels[nearest] == labels))
     emb = np.load(glob.glob(str(out / "runs" / "augment_m1_s0_t8_*.heldout.npy"))[0])
-    assert emb.shape == (1, len(labels), 128)
+    assert emb.shape == (1, len(labels), study["embedder"]["embedding_dim"])
     assert rows["trained: augment"]["metrics"]["precision_at_1"]["mean"] == pytest.approx(
         reference.p_at_1(emb[0], labels))
     diffs = {d["comparison"]: d for d in study["differences"]}

@@ -11,7 +11,7 @@ from rand_ensemble.cli.types import (
     embedder_from_args,
     runner,
 )
-from rand_ensemble.learn.config import RECIPE_FAMILIES, RECIPES, LearnConfig
+from rand_ensemble.learn.config import RECIPE_EMBEDDERS, RECIPES, LearnConfig
 
 
 def register(sub):
@@ -54,7 +54,8 @@ def learn_config_of(args: argparse.Namespace) -> LearnConfig:
 
 
 def architecture_of(args: argparse.Namespace) -> dict:
-    """The architecture flags given, the family defaulting to the recipe's."""
+    """The architecture flags given over the recipe's (`RECIPE_EMBEDDERS`); a --family given
+    replaces the recipe's architecture as a whole."""
     choice = embedder_from_args(args) or {}
-    choice.setdefault("family", RECIPE_FAMILIES.get(args.recipe, "blog"))
-    return choice
+    recipe = RECIPE_EMBEDDERS.get(args.recipe, {"family": "blog"})
+    return choice if "family" in choice else {**recipe, **choice}

@@ -169,12 +169,13 @@ DEFAULT_CONFIG = EmbedderConfig()
 FAMILIES = {
     # The blog's net: four 3x3 stride-2 VALID convs, 1x1 dense 32, E = 32, no biases.
     "blog": {},
-    # A small VGG for real photos (Fashion-MNIST): 3x3 SAME stride-1 convs in three stages
-    # (32, 64, 128) with GroupNorm + ReLU, 2x2 max-pool after the first two stages, global
-    # mean pool, no dense layer, E = 128, biases.
+    # A small VGG for real photos (Fashion-MNIST): 3x3 SAME stride-1 convs 32, 64, 64, 128
+    # + ReLU, 2x2 max-pool after the first two, global mean pool, no dense layer, E = 128,
+    # biases. No norm: GroupNorm (`norm="group"`, still a field) cost the oracle 0.835 ->
+    # 0.858 P@1 at 500 steps on Fashion-MNIST and a third of the speed (README, "Real data").
     "vgg": dict(widths=(32, 64, 64, 128), kernel_size=3, stride=1, padding="SAME",
-                block_pools=("max", "max", "none", "none"), norm="group", norm_groups=8,
-                dense=0, embedding_dim=128, pool="mean", bias=True),
+                block_pools=("max", "max", "none", "none"), dense=0, embedding_dim=128,
+                pool="mean", bias=True),
 }
 
 
