@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rand_ensemble import fileio
 from rand_ensemble.model import checkpoint
 from rand_ensemble.pipelines import schema
 from fuzz_inputs import one_line_error, run  # the one in-process `rand-ensemble` runner
@@ -135,3 +136,56 @@ def test_architecture_flags_with_a_params_file_are_one_line(tmp_path, capsys):
     one_line_error(["eval", "--test-set", tmp_path / "t.npy", "--checkpoint", tmp_path / "m.npz",
                     "--widths", "32,64,128,256"], capsys,
                    "--widths: the architecture flags go with --models; --params's file decides")
+
+
+def _write_idx(path, array):
+    """A gzipped IDX file (MNIST layout: magic, big-endian sizes, uint8 data), written by hand."""
+    import gzip
+    import struct
+    head = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I",
+                                                                       *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(head + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.slow
+def test_fashion_mnist_path_as_the_readme_documents_it(tmp_path, capsys):
+    """README "Real data": weak-labels with the recipe's net, train --recipe fashion-mnist on its
+    pairs, retrieval --checkpoint; here on IDX files the test writes (28 x 28, 4 classes)."""
+    from rand_ensemble.learn.config import RECIPE_EMBEDDERS, LearnConfig
+    from rand_ensemble.model.config import from_flags
+    rng = np.random.default_rng(5)
+    (tmp_path / "fm").mkdir()
+    for split, n in (("train", 48), ("t10k", 24)):
+        labels = np.arange(n) % 4
+        images = rng.integers(0, 30, (n, 28, 28))
+        for i, c in enumerate(labels):                       # one bright bar per class
+            images[i, 4 + 5 * c:8 + 5 * c, 4:24] += 200
+        _write_idx(tmp_path / "fm" / f"{split}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / "fm" / f"{split}-labels-idx1-ubyte.gz", labels)
+    data = f"idx:{tmp_path / 'fm'}"
+    code, _, err = run(["weak-labels", "--data", f"{data}:train", "--models", "4",
+                        "--in-channels", "1", "--out", tmp_path / "pairs"], capsys)
+    assert code == 0, err
+    code, _, err = run(["train", "--data", f"{data}:train", "--recipe", "fashion-mnist",
+                        "--pairs", tmp_path / "pairs", "--out", tmp_path / "fm.npz",
+                        "--steps", "6", "--batch-size", "8", "--warmup", "1", "--quiet"], capsys)
+    assert code == 0, err
+    params, config = checkpoint.load_params(tmp_path / "fm.npz")
+    assert config == from_flags(RECIPE_EMBEDDERS["fashion-mnist"], bias=True)
+    assert config.input_hw == 32 and config.in_channels == 1            # padded greyscale
+    _, meta = fileio.read_tree(str(tmp_path / "fm.npz"))
+    assert meta["training"]["learn"] == LearnConfig.recipe(
+        "fashion-mnist", steps=6, batch_size=8, warmup=1).to_dict()
+    code, _, err = run(["retrieval", "--data", f"{data}:test", "--checkpoint",
+                        tmp_path / "fm.npz", "--json", tmp_path / "r.json",
+                        "--save-embeddings", tmp_path / "e.npy"], capsys)
+    assert code == 0, err
+    emb = np.load(tmp_path / "e.npy")[0].astype(np.float64)              # (24, E)
+    labels = np.arange(24) % 4
+    hits = []
+    for i in range(24):                                                  # leave-one-out loop
+        best = max((j for j in range(24) if j != i), key=lambda j: (float(emb[i] @ emb[j]), -j))
+        hits.append(labels[best] == labels[i])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["precision_at_1"] == pytest.approx(np.mean(hits))

@@ -98,7 +98,7 @@ def read_idx(path, n):
 def test_05_fashion_mnist_notebook(notebook, tmp_path, reference):
     folder = fashion_mnist_dir()
     text = notebook("05_fashion_mnist.ipynb", env={"RAND_ENSEMBLE_FASHION_MNIST": folder})
-    assert "train (1000, 28, 28, 1) uint8, test (300, 28, 28, 1)" in text
+    assert "train (1000, 32, 32, 1) uint8, test (300, 32, 32, 1)" in text   # padded: the net's input
     results = json.loads((tmp_path / "fm_results.json").read_text())
     assert set(results) == {"raw pixels", "random single net (mean)", "random ensemble M=4",
                             "trained: weak+augment", "trained: oracle"}
