@@ -16,7 +16,7 @@ labels = classes for scoring (and for the oracle) only. Label-free positives com
 Groups train as the oracle trains on classes (another row of the group is the positive, rows of
 one group are not each other's negatives). `rounds` re-mines mutual top-10 pairs with the
 trained net, adds them to the pairs and trains again from scratch. One JSON line per run
-(P@1, train seconds) is appended to --out. --quick: 2,000 / 1,000 images, 20 steps.
+(P@1, train seconds) is appended to --out. --quick: at most 2,000 / 1,000 images, 20 steps, batches of at most a quarter of the pool.
 """
 from __future__ import annotations
 
@@ -153,9 +153,11 @@ def run(name, train, test, seed, quick):
     net = from_flags(flags, bias=True)
     train, test = (ds.subset(np.arange(min(n, len(ds)))) if quick else ds
                    for ds, n in ((train, 2000), (test, 1000)))
-    cfg = LearnConfig(signal=signal, steps=20 if quick else steps, members=1, seed=seed,
-                      checkpoint_every=10 ** 6, log_every=10 ** 6, warmup=5 if quick else 100,
-                      **fields)
+    cfg = LearnConfig(signal=signal, steps=steps, members=1, seed=seed,
+                      checkpoint_every=10 ** 6, log_every=10 ** 6, **fields)
+    if quick:
+        cfg = dataclasses.replace(cfg, steps=20, warmup=5, batch_size=min(
+            cfg.batch_size, len(train) // 4), remine_every=10)
     row, pairs, true = {"run": name, "seed": seed}, None, train.labels
     if source and source.split(":")[0] in ("kmeans", "comp"):
         train = dataclasses.replace(train, labels=groups_of(source, train, seed).astype(np.int64))

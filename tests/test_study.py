@@ -125,3 +125,47 @@ def test_quick_dataset_study_fashion_mnist(tmp_path):
     assert study["data"]["train_images"] == 400 and study["data"]["heldout_images"] == 200
     assert rows["raw pixels (cosine)"]["metrics"]["precision_at_1"]["mean"] > 0.5
     assert {"trained: weak", "trained: augment", "recipe: fashion-mnist"} <= set(rows)
+
+
+def _fashion_search():
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import fashion_search
+    return fashion_search
+
+
+def test_fashion_search_helpers_on_hand_worked_cases(reference):
+    fs = _fashion_search()
+    top = np.array([[1, 2], [0, 2], [3, 0], [2, 1], [2, 3]])        # rows' top-2 neighbours
+    # mutual: 0<->1 (both list each other), 0<->2? 0 lists 2 and 2 lists 0: yes; 2<->3: yes.
+    assert fs.mutual_pairs(top).tolist() == [[0, 1], [0, 2], [2, 3]]
+    assert fs.mutual_pairs(top[:, :1]).tolist() == [[0, 1], [2, 3]]
+    emb = np.random.default_rng(0).normal(size=(30, 5))
+    labels = np.arange(30) % 3
+    assert fs.loo_p1(emb, labels) == pytest.approx(reference.p_at_1(
+        emb / np.linalg.norm(emb, axis=1, keepdims=True), labels))
+    z = np.concatenate([np.zeros((5, 2)), np.full((5, 2), 10.0)]) + np.arange(10)[:, None] * 0.01
+    ids = fs.kmeans(z.astype(np.float32), 2, seed=0)
+    assert len(set(ids[:5])) == 1 and len(set(ids[5:])) == 1 and ids[0] != ids[5]
+
+
+@pytest.mark.slow
+def test_fashion_search_quick_runs_on_idx_files(tmp_path):
+    """Two search rows (raw-pixel pairs; kNN-graph components) end to end on IDX files the test
+    writes: every row is a P@1 over the 30 test images, with the pairs' precision."""
+    from test_cli_train import _write_idx
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 60), ("t10k", 30)):
+        labels = np.arange(n) % 3
+        images = rng.integers(0, 30, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 4 + 7 * c:10 + 7 * c, 4:24] += 200
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+    out = tmp_path / "s.jsonl"
+    assert _fashion_search().main(["--quick", "--data", str(tmp_path), "--out", str(out),
+                                   "--runs", "weak-raw-500,components2-3000"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["run"] for r in rows] == ["weak-raw-500", "components2-3000"]
+    for r in rows:
+        assert r["p1"] * 30 == pytest.approx(round(r["p1"] * 30)) and r["p1"] > 1 / 3
+    assert rows[0]["pair_precision"] == 1.0                        # the bars are far apart
