@@ -25,11 +25,17 @@ def machine():
 
 
 def forward_flops(config):
-    """Multiply-adds x 2 of ONE model on ONE image, from the config's layer shapes."""
+    """Multiply-adds x 2 of ONE model on ONE image, from the config's layer shapes (VALID or
+    SAME convs, 2x2 pools after any conv; pools and norms themselves are not counted)."""
     side, total = config.input_hw, 0
-    for _, (kh, kw, cin, cout), stride, _ in config.layers():
-        side = (side - kh) // stride + 1
+    pools = config.conv_pools + ("none",) * (len(config.layers()) - len(config.widths))
+    for (name, (kh, kw, cin, cout), stride, _), pool in zip(config.layers(), pools):
+        if name.startswith("conv") and config.padding == "SAME":
+            side = -(-side // stride)
+        else:
+            side = (side - kh) // stride + 1
         total += 2 * side * side * kh * kw * cin * cout
+        side = side // 2 if pool != "none" else side
     return total
 
 

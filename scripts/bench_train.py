@@ -7,6 +7,7 @@ Throughput counts images x members per second: each step embeds 2 augmented view
 per member, so one step is 2 * B * M. Rounds alternate candidates, so load noise hits all alike.
 
     python scripts/bench_train.py --members 4 --batch-size 128 --repeats 5 --json bench_train.json
+    python scripts/bench_train.py --family vgg      # the real-data family at 28 x 28 x 1
     python scripts/bench_train.py --quick
 """
 import argparse
@@ -24,7 +25,8 @@ from bench_common import (device_peak_gflops, forward_flops, machine, on_acceler
                           summary, time_alternating)
 
 from rand_ensemble.model import ensemble
-from rand_ensemble.model.embedder import EmbedderConfig, init_embedder  # noqa: E402
+from rand_ensemble.model.config import from_flags  # noqa: E402
+from rand_ensemble.model.embedder import init_embedder  # noqa: E402
 from rand_ensemble.learn import trainer
 from rand_ensemble.learn import signals  # noqa: E402
 
@@ -44,12 +46,19 @@ def measured_roof_gflops(size=2048, repeats=7):
     return 2 * size ** 3 / best / 1e9
 
 
-def jax_candidates(m, b, steps, images):
+FAMILY_INPUT = {"blog": dict(input_hw=32, in_channels=3), "vgg": dict(input_hw=28, in_channels=1)}
+
+
+def family_config(family):
+    """The benchmarked architecture: the family at its input, with biases (as trained)."""
+    return from_flags({"family": family, **FAMILY_INPUT[family]}, bias=True)
+
+
+def jax_candidates(m, b, steps, images, config):
     """{"jax_vmapped": one jit(vmap) step of M members, "jax_lax_map": one jit of lax.map over
     members, "jax_separate": M single-member jitted steps}, each running `steps` steps;
     compiled and warmed before timing."""
     cfg = trainer.LearnConfig(members=m, batch_size=b)
-    config = EmbedderConfig(bias=True)
     conv = ensemble.member_conv()
     opt = trainer.make_optimizer(cfg)
     member_step = trainer.make_member_step(config, cfg, opt, conv)
@@ -90,7 +99,29 @@ def jax_candidates(m, b, steps, images):
     return runs
 
 
-def torch_candidate(m, b, steps, images):
+def torch_net(config):
+    """The config's net in PyTorch (VALID or stride-1 SAME convs, GroupNorm, 2x2 pools, the 1x1
+    dense and embedding layers, then the global pool), NCHW."""
+    import torch
+    nn, layers, cin = torch.nn, [], config.in_channels
+    for w, stride, pool in zip(config.widths, config.strides, config.conv_pools):
+        pad = "same" if config.padding == "SAME" else 0
+        layers.append(nn.Conv2d(cin, w, config.kernel_size, stride=stride, padding=pad))
+        if config.norm == "group":
+            layers.append(nn.GroupNorm(config.norm_groups, w))
+        layers.append(nn.ReLU())
+        if pool != "none":
+            layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
+        cin = w
+    if config.dense:
+        layers += [nn.Conv2d(cin, config.dense, 1), nn.ReLU()]
+        cin = config.dense
+    layers.append(nn.Conv2d(cin, config.embedding_dim, 1))
+    layers.append(nn.AdaptiveMaxPool2d(1) if config.pool == "max" else nn.AdaptiveAvgPool2d(1))
+    return nn.Sequential(*layers, nn.Flatten())
+
+
+def torch_candidate(m, b, steps, images, config):
     """M PyTorch nets (same architecture, biases, crop + flip by affine_grid, NT-Xent, AdamW)
     stepped one after another; None when torch is not importable."""
     try:
@@ -99,16 +130,9 @@ def torch_candidate(m, b, steps, images):
     except ImportError:
         return None
     torch.manual_seed(0)
-    config = EmbedderConfig(bias=True)
 
     def net():
-        layers, cin = [], 3
-        for w in config.widths:
-            layers += [torch.nn.Conv2d(cin, w, 3, stride=2), torch.nn.ReLU()]
-            cin = w
-        layers += [torch.nn.Conv2d(cin, config.dense, 1), torch.nn.ReLU(),
-                   torch.nn.Conv2d(config.dense, config.embedding_dim, 1), torch.nn.Flatten()]
-        return torch.nn.Sequential(*layers)
+        return torch_net(config)
 
     nets = [net() for _ in range(m)]
     opts = [torch.optim.AdamW(n.parameters(), lr=1e-3, weight_decay=1e-4) for n in nets]
@@ -150,14 +174,18 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=5, help="steps per timed round")
     ap.add_argument("--repeats", type=int, default=5, help="alternating rounds")
     ap.add_argument("--quick", action="store_true", help="M=2, B=32, 2 steps, 2 rounds")
+    ap.add_argument("--family", choices=sorted(FAMILY_INPUT), default="blog",
+                    help="architecture (with biases, at its input: blog 32x32x3, vgg 28x28x1)")
     ap.add_argument("--json", help="write the record here")
     a = ap.parse_args(argv)
+    config = family_config(a.family)
     if a.quick:
         a.members, a.batch_size, a.steps, a.repeats = 2, 32, 2, 2
-    images = np.random.default_rng(0).integers(0, 256, (1024, 32, 32, 3), dtype=np.uint8)
-    candidates = jax_candidates(a.members, a.batch_size, a.steps, images)
+    side, channels = config.input_hw, config.in_channels
+    images = np.random.default_rng(0).integers(0, 256, (1024, side, side, channels), np.uint8)
+    candidates = jax_candidates(a.members, a.batch_size, a.steps, images, config)
     torch_run = None if on_accelerator() else \
-        torch_candidate(a.members, a.batch_size, a.steps, images)
+        torch_candidate(a.members, a.batch_size, a.steps, images, config)
     if on_accelerator():
         print("JAX runs on an accelerator: the CPU PyTorch candidate is left out")
     elif torch_run is None:
@@ -169,7 +197,7 @@ def main(argv=None):
     work = 2 * a.batch_size * a.members * a.steps                   # images x members / round
     rows = {k: {**summary(v), "images_x_members_per_s": work / min(v)} for k, v in times.items()}
     # a training step ~ 3 forward passes (forward + backward) of each view: an estimate
-    step_flops = 3 * forward_flops(EmbedderConfig(bias=True))
+    step_flops = 3 * forward_flops(config)
     peak_gflops, peak_source = device_peak_gflops(measured_roof_gflops())
     for row in rows.values():
         row["fraction_of_peak_est"] = row["images_x_members_per_s"] * step_flops / 1e9 / peak_gflops
@@ -180,7 +208,8 @@ def main(argv=None):
               f"min {row['min_s']:.3f} s   {row['speedup_vs_separate']:.2f}x M separate steps")
     print(f"peak {peak_gflops:.0f} GFLOP/s ({peak_source}); step ~ {step_flops / 1e6:.1f} MFLOP "
           f"per image x member (3 x forward, an estimate)")
-    record = {"peak_gflops": peak_gflops, "peak_source": peak_source, "members": a.members,
+    record = {"family": a.family, "embedder": config.to_dict(),
+              "peak_gflops": peak_gflops, "peak_source": peak_source, "members": a.members,
               "batch_size": a.batch_size, "steps_per_round": a.steps,
               "repeats": a.repeats, "machine": machine(), "results": rows}
     if a.json:
