@@ -212,7 +212,7 @@ def search(index: ApproxIndex, queries: np.ndarray, k: int,
         keys, vals = _ivf_search(index, queries, k, ids)
         keys[np.isinf(vals)] = -1
         return keys, vals
-    faiss = faiss_module()
+    faiss_module()                                  # one line if the optional faiss is missing
     wide = k + 1 if index.kind != "ivf_pq" else (k + 1) * int(index.params["refine"])
     if index.kind == "hnsw":
         index.faiss_index.hnsw.efSearch = max(int(index.params["ef_search"]), wide)
@@ -223,7 +223,7 @@ def search(index: ApproxIndex, queries: np.ndarray, k: int,
     ok = cand >= 0
     r, c = np.nonzero(ok)
     exact = np.full(cand.shape, -np.inf, np.float32)
-    exact[r, c] = engine.pair_scores(queries[r], index.rows[cand[r, c]])
+    exact[r, c] = engine.indexed_pair_scores(queries, r, index.rows, cand[r, c])
     order = np.lexsort((np.where(ok, cand, np.iinfo(np.int64).max), -exact), axis=1)[:, :k]
     idx, vals = np.take_along_axis(cand, order, 1), np.take_along_axis(exact, order, 1)
     idx[np.isinf(vals)] = -1

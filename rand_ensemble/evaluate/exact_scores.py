@@ -10,6 +10,7 @@ from fractions import Fraction
 import numpy as np
 
 _U32, _U64 = 2.0 ** -24, 2.0 ** -53     # unit roundoffs
+GATHER_ENTRIES = 1 << 22                 # float32 values of candidate rows gathered at a time
 
 
 def _norms(x):
@@ -50,6 +51,22 @@ def pair_scores(a, b, norms_a=None, norms_b=None):
     na = _norms(a) if norms_a is None else norms_a
     nb = _norms(b) if norms_b is None else norms_b
     return _round_once(s, 4 * (a.shape[1] + 2) * _U64 * na * nb, lambda p: (a[p[0]], b[p[0]]))
+
+
+def indexed_pair_scores(a, ia, b, ib, norms_a=None, norms_b=None):
+    """`pair_scores` of the row pairs (a[ia], b[ib]): (A, D), (P,), (B, D), (P,) -> (P,).
+
+    The rows are gathered GATHER_ENTRIES values at a time, so memory stays bounded however
+    large P * D is (a leave-one-out k = 999 search over M = 128 concatenated members once
+    gathered 24 GB of candidate rows at once). The scores do not depend on the chunking.
+    """
+    ia, ib = np.asarray(ia, np.int64), np.asarray(ib, np.int64)
+    na = _norms(np.asarray(a, np.float32)) if norms_a is None else np.asarray(norms_a)
+    nb = _norms(np.asarray(b, np.float32)) if norms_b is None else np.asarray(norms_b)
+    chunk = max(1, GATHER_ENTRIES // max(np.shape(a)[1], 1))
+    parts = [pair_scores(a[ia[s:s + chunk]], b[ib[s:s + chunk]], na[ia[s:s + chunk]],
+                         nb[ib[s:s + chunk]]) for s in range(0, len(ia), chunk)]
+    return np.concatenate([np.zeros(0, np.float32)] + parts)
 
 
 def similarities(a, b):

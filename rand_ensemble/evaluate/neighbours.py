@@ -10,7 +10,8 @@ block of queries against the gallery; each row keeps the column groups holding i
 float32 scores; only columns whose float32 score is within a rigorous rounding bound of the
 k-th (`exact_scores._gemm_error`) are re-scored exactly, and the final order uses the exact scores. A row
 whose candidates cannot be proven complete (exact ties, zero vectors) takes the dense path:
-every column of that row is a candidate. Memory: O(block * N + N * k).
+every column of that row is a candidate. Memory: O(block * N + N * k); candidates are
+gathered for re-scoring in bounded chunks (`exact_scores.indexed_pair_scores`).
 
 Beam tiles: `tile_top_k` scores one (A, B) tile in both directions and `merge_top_k` folds
 partial lists; `tiled_top_k` runs that schedule in one process.
@@ -22,8 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.evaluate.exact_scores import (_gemm_error, _norms,  # noqa: F401 (public here)
-                                                 pair_scores, similarities)
+from rand_ensemble.evaluate.exact_scores import (  # noqa: F401 (public here)
+    _gemm_error,
+    _norms,
+    indexed_pair_scores,
+    pair_scores,
+    similarities,
+)
 
 BLOCK_ENTRIES = 1 << 22         # default query block: about 16 MB of float32 scores
 GROUP_WIDTH = 32                # columns per group: a row keeps its best k + SPARE_GROUPS groups
@@ -64,7 +70,7 @@ def _finish(q, g, nq, ng, vals, cols, k, thr):
     """Exact top-k from float32 candidates: vals, cols (R, C) -> idx (R, k) int64, scores (R, k)."""
     r, c = np.nonzero(vals >= thr[:, None])
     j = cols[r, c].astype(np.int64)
-    exact = pair_scores(q[r], g[j], nq[r], ng[j])                             # (P,)
+    exact = indexed_pair_scores(q, r, g, j, nq, ng)                           # (P,)
     order = np.lexsort((j, -exact, r))                          # row, score desc, index asc
     counts = np.bincount(r, minlength=len(vals))
     take = order[(np.cumsum(counts) - counts)[:, None] + np.arange(k)]       # (R, k)
