@@ -305,7 +305,7 @@ def main(argv=None):
                 config.input_hw, config.input_hw, config.in_channels),
             "embedder": config.to_dict(),
             "recipe": args.recipe, "steps": cfg.steps,
-            "weak_models": args.weak_models, "seeds": list(args.seeds),
+            "weak_models": args.weak_models, "mutual": cfg.mutual, "seeds": list(args.seeds),
             "data": {"train": args.data, "heldout": args.heldout,
                      "train_images": len(sets["train"]), "heldout_images": len(sets["heldout"]),
                      "classes": len(set(sets["heldout"].labels.tolist()))}}

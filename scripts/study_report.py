@@ -166,7 +166,8 @@ def dataset_notes(info):
              "Cells: mean over seeds [95% bootstrap interval over held-out queries of the "
              "seed-averaged scores]; P@1, R-precision, MAP@R leave-one-out on the held-out "
              "split; k-NN with the training split as the gallery."]
-    below = [f"Weak pairs (seed {s}): {w['num_pairs']} mutual rank-1 pairs of a random "
+    kind = "mutual rank-1" if info.get("mutual") else "rank-1"
+    below = [f"Weak pairs (seed {s}): {w['num_pairs']} {kind} pairs of a random "
              f"{info['weak_models']}-member ensemble, precision {w['pair_precision']:.3f} "
              "(measured with the labels, used by nothing)." for s, w in info["pairs"].items()]
     return above, below
