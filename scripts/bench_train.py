@@ -25,7 +25,7 @@ from bench_common import (device_peak_gflops, forward_flops, machine, on_acceler
                           summary, time_alternating)
 
 from rand_ensemble.model import ensemble
-from rand_ensemble.model.config import from_flags  # noqa: E402
+from rand_ensemble.model.config import FAMILY_INPUTS, from_flags  # noqa: E402
 from rand_ensemble.model.embedder import init_embedder  # noqa: E402
 from rand_ensemble.learn import trainer
 from rand_ensemble.learn import signals  # noqa: E402
@@ -46,12 +46,9 @@ def measured_roof_gflops(size=2048, repeats=7):
     return 2 * size ** 3 / best / 1e9
 
 
-FAMILY_INPUT = {"blog": dict(input_hw=32, in_channels=3), "vgg": dict(input_hw=28, in_channels=1)}
-
-
 def family_config(family):
     """The benchmarked architecture: the family at its input, with biases (as trained)."""
-    return from_flags({"family": family, **FAMILY_INPUT[family]}, bias=True)
+    return from_flags({"family": family, **FAMILY_INPUTS[family]}, bias=True)
 
 
 def jax_candidates(m, b, steps, images, config):
@@ -130,11 +127,7 @@ def torch_candidate(m, b, steps, images, config):
     except ImportError:
         return None
     torch.manual_seed(0)
-
-    def net():
-        return torch_net(config)
-
-    nets = [net() for _ in range(m)]
+    nets = [torch_net(config) for _ in range(m)]
     opts = [torch.optim.AdamW(n.parameters(), lr=1e-3, weight_decay=1e-4) for n in nets]
     pool = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
 
@@ -174,7 +167,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=5, help="steps per timed round")
     ap.add_argument("--repeats", type=int, default=5, help="alternating rounds")
     ap.add_argument("--quick", action="store_true", help="M=2, B=32, 2 steps, 2 rounds")
-    ap.add_argument("--family", choices=sorted(FAMILY_INPUT), default="blog",
+    ap.add_argument("--family", choices=sorted(FAMILY_INPUTS), default="blog",
                     help="architecture (with biases, at its input: blog 32x32x3, vgg 28x28x1)")
     ap.add_argument("--json", help="write the record here")
     a = ap.parse_args(argv)

@@ -42,12 +42,10 @@ from study_report import (  # noqa: E402
 from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
 from rand_ensemble.learn.config import RECIPE_EMBEDDERS, LearnConfig  # noqa: E402
-from rand_ensemble.model.config import from_flags  # noqa: E402
-from rand_ensemble.model.embedder import EmbedderConfig  # noqa: E402
+from rand_ensemble.model.config import FAMILY_INPUTS, from_flags  # noqa: E402
 
 SIGNALS = ("weak", "augment", "weak+augment", "remine", "oracle")
 COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "knn_1", "knn_200")
-FAMILY_INPUT = {"blog": dict(input_hw=32, in_channels=3), "vgg": dict(input_hw=28, in_channels=1)}
 SIZES = {
     "full": dict(limit=None, random_models=(10, 32, 128), seeds=(0, 1), steps=None,
                  weak_models=8, overrides={}),
@@ -57,12 +55,12 @@ SIZES = {
 }
 
 
-def study_embedder(args, bias: bool) -> EmbedderConfig:
-    """The architecture: --family at its input (blog: 32x32x3, vgg: 28x28x1), else the recipe's
-    (`RECIPE_EMBEDDERS`), with the recipe's biases."""
-    flags = ({"family": args.family, **FAMILY_INPUT[args.family]} if args.family
-             else RECIPE_EMBEDDERS.get(args.recipe, {"family": "blog"}))
-    return from_flags(flags, bias=bias)
+def study_flags(args) -> dict:
+    """The architecture flags: --family at its input (`FAMILY_INPUTS`: blog 32x32x3, vgg
+    28x28x1), else the recipe's (`RECIPE_EMBEDDERS`)."""
+    if args.family:
+        return {"family": args.family, **FAMILY_INPUTS[args.family]}
+    return RECIPE_EMBEDDERS.get(args.recipe, {"family": "blog"})
 
 
 def load_sets(args, size, config):
@@ -115,7 +113,7 @@ def embed_both(params, config, sets):
 
 def data_tag(args):
     """A short digest of what every run depends on (splits, family, size), in run names."""
-    key = [args.data, args.heldout, args.family or RECIPE_EMBEDDERS.get(args.recipe), args.quick]
+    key = [args.data, args.heldout, args.family or study_flags(args), args.quick]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:8]
 
 
@@ -264,7 +262,7 @@ def parse_args(argv):
     p.add_argument("--data", required=True, help="training split: a data spec")
     p.add_argument("--heldout", required=True, help="held-out split: a labelled data spec")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--family", choices=sorted(FAMILY_INPUT), default=None,
+    p.add_argument("--family", choices=sorted(FAMILY_INPUTS), default=None,
                    help="embedder family (default: the recipe's)")
     p.add_argument("--recipe", default="fashion-mnist", help="LearnConfig.recipe name")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1; quick 0)")
@@ -296,13 +294,13 @@ def main(argv=None):
     """Entry point: load both splits, run everything, write study.md/json and timings.md."""
     args, size = parse_args(argv)
     start = time.perf_counter()
-    config = study_embedder(args, LearnConfig.recipe(args.recipe).bias)
+    flags = study_flags(args)
+    config = from_flags(flags, bias=LearnConfig.recipe(args.recipe).bias)
     sets = load_sets(args, size, config)
     cfg = learn_config(args, size, "recipe", args.seeds[0])
     info = {"command": "python scripts/dataset_study.py " + " ".join(argv or sys.argv[1:]),
-            "family": "{} ({}x{}x{})".format(
-                args.family or RECIPE_EMBEDDERS.get(args.recipe, {}).get("family", "blog"),
-                config.input_hw, config.input_hw, config.in_channels),
+            "family": "{} ({}x{}x{})".format(flags["family"], config.input_hw, config.input_hw,
+                                             config.in_channels),
             "embedder": config.to_dict(),
             "recipe": args.recipe, "steps": cfg.steps,
             "weak_models": args.weak_models, "mutual": cfg.mutual, "seeds": list(args.seeds),

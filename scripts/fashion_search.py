@@ -16,7 +16,8 @@ labels = classes for scoring (and for the oracle) only. Label-free positives com
 Groups train as the oracle trains on classes (another row of the group is the positive, rows of
 one group are not each other's negatives). `rounds` re-mines mutual top-10 pairs with the
 trained net, adds them to the pairs and trains again from scratch. One JSON line per run
-(P@1, train seconds) is appended to --out. --quick: at most 2,000 / 1,000 images, 20 steps, batches of at most a quarter of the pool.
+(P@1, train seconds) is appended to --out. --quick: at most 2,000 / 1,000 images, 20 steps,
+batches of at most a quarter of the pool.
 """
 from __future__ import annotations
 
@@ -140,9 +141,9 @@ def pairs_of(source, train, net, seed):
     return signals.neighbour_pairs(idx[:, 0], score[:, 0], mutual=False)
 
 
-def train_and_score(train, test, net, cfg, pairs, log):
+def train_and_score(train, test, net, cfg, pairs):
     """One member trained with cfg -> (params, held-out P@1)."""
-    params, _, _ = trainer.train_embedder(train, cfg, pairs=pairs, progress=False, log=log,
+    params, _, _ = trainer.train_embedder(train, cfg, pairs=pairs, progress=False, log=None,
                                           embedder=net)
     return params, loo_p1(ensemble.embed(params, test.images, net)[0], test.labels)
 
@@ -166,13 +167,13 @@ def run(name, train, test, seed, quick):
         row.update(pairs=len(pairs), pair_precision=float(np.mean(
             true[pairs[:, 0]] == true[pairs[:, 1]])))
     start = time.perf_counter()
-    params, row["p1"] = train_and_score(train, test, net, cfg, pairs, None)
+    params, row["p1"] = train_and_score(train, test, net, cfg, pairs)
     for r in range(1, rounds):                       # re-mine with the trained net, retrain
         emb = ensemble.embed(params, train.images, net)[0]
         pairs = np.unique(np.concatenate([np.sort(pairs, 1), mutual_pairs(
             neighbours.top_k(emb, 10)[0])]), axis=0)
         row[f"p1_round{r - 1}"] = row["p1"]
-        params, row["p1"] = train_and_score(train, test, net, cfg, pairs, None)
+        params, row["p1"] = train_and_score(train, test, net, cfg, pairs)
     row["train_seconds"] = round(time.perf_counter() - start, 1)
     return row
 

@@ -178,6 +178,10 @@ FAMILIES = {
                 pool="mean", bias=True),
 }
 
+# The input each family is built for (scripts that benchmark or study a family by name alone):
+# the blog's 32x32 RGB renders, the VGG's 28x28 greyscale photos (Fashion-MNIST).
+FAMILY_INPUTS = {"blog": dict(input_hw=32, in_channels=3), "vgg": dict(input_hw=28, in_channels=1)}
+
 
 def from_flags(choice: dict | None, **fixed) -> EmbedderConfig:
     """The config the architecture flags name: {"family": NAME, field: value, ...} (None: the
