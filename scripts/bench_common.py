@@ -1,8 +1,11 @@
-"""Shared helpers of the benchmark scripts: machine description, timing, FLOP count."""
+"""Shared helpers of the benchmark scripts: machine description, timing, FLOP count, the
+PyTorch twin of an embedder config."""
 import os
 import platform
 import statistics
 import time
+
+import numpy as np
 
 
 def cpu_model():
@@ -76,3 +79,45 @@ def device_peak_gflops(measured_roof_gflops=None):
         if name.lower() in kind.lower():
             return tflops * 1e3, f"datasheet fp32 peak of {kind}"
     return measured_roof_gflops, f"measured jitted matmul roof on {kind}"
+
+
+def torch_net(config):
+    """The config's net in PyTorch (VALID or stride-1 SAME convs, GroupNorm, 2x2 pools, the 1x1
+    dense and embedding layers, then the global pool; biases when config.bias), NCHW -> (B, E),
+    not normalised."""
+    import torch
+    nn, layers, cin = torch.nn, [], config.in_channels
+    for w, stride, pool in zip(config.widths, config.strides, config.conv_pools):
+        pad = "same" if config.padding == "SAME" else 0
+        layers.append(nn.Conv2d(cin, w, config.kernel_size, stride=stride, padding=pad,
+                                bias=config.bias))
+        if config.norm == "group":
+            layers.append(nn.GroupNorm(config.norm_groups, w))
+        layers.append(nn.ReLU())
+        if pool != "none":
+            layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
+        cin = w
+    if config.dense:
+        layers += [nn.Conv2d(cin, config.dense, 1, bias=config.bias), nn.ReLU()]
+        cin = config.dense
+    layers.append(nn.Conv2d(cin, config.embedding_dim, 1, bias=config.bias))
+    layers.append(nn.AdaptiveMaxPool2d(1) if config.pool == "max" else nn.AdaptiveAvgPool2d(1))
+    return nn.Sequential(*layers, nn.Flatten())
+
+
+def torch_load(net, params, config):
+    """Copy ONE member's params (HWIO kernels, biases, GroupNorm scales and offsets) into
+    `torch_net(config)` -> net, in eval mode."""
+    import torch
+    convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in net if isinstance(m, torch.nn.GroupNorm)]
+    with torch.no_grad():
+        for conv, (name, *_) in zip(convs, config.layers()):
+            kernel = np.asarray(params[name]["kernel"]).transpose(3, 2, 0, 1)   # -> OIHW
+            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel)))
+            if conv.bias is not None:
+                conv.bias.copy_(torch.from_numpy(np.asarray(params[name]["bias"])))
+        for i, norm in enumerate(norms):
+            norm.weight.copy_(torch.from_numpy(np.asarray(params[f"norm{i}"]["scale"])))
+            norm.bias.copy_(torch.from_numpy(np.asarray(params[f"norm{i}"]["offset"])))
+    return net.eval()

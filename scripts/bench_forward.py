@@ -1,6 +1,7 @@
 """Ensemble forward pass, side by side in ONE warm process: blog vmap, lax.map, embed, torch, roof.
 
     python scripts/bench_forward.py --models 10 --repeats 7 --json bench_forward.json
+    python scripts/bench_forward.py --family vgg --models 10   # the real-data family, 28 x 28 x 1
 """
 import argparse
 import gzip
@@ -15,28 +16,32 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import (device_peak_gflops, forward_flops, machine, on_accelerator,  # noqa: E402
-                          summary, time_alternating)
+                          summary, time_alternating, torch_load, torch_net)
 
 from rand_ensemble.model import ensemble
 from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.model import nn  # noqa: E402
+from rand_ensemble.model.config import FAMILY_INPUTS, from_flags  # noqa: E402
 
 BLOG_SHAPE = (100, 11, 32, 32, 3)
 
 
-def load_images(path):
-    """The blog test set (.npy or .npy.gz) or random images of its shape: (N, 32, 32, 3)."""
+def load_images(path, config):
+    """The blog test set (.npy or .npy.gz), or as many random images of the config's input:
+    (1100, H, W, C)."""
     if path and os.path.exists(path):
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as f:
             images = np.load(f, allow_pickle=False)
         return images.reshape(-1, *images.shape[-3:]).astype(np.float32), path
     rng = np.random.default_rng(0)
-    return rng.uniform(0, 1, BLOG_SHAPE).astype(np.float32).reshape(-1, 32, 32, 3), "random"
+    shape = (int(np.prod(BLOG_SHAPE[:2])), config.input_hw, config.input_hw, config.in_channels)
+    return rng.uniform(0, 1, shape).astype(np.float32), "random"
 
 
 def forward_lax_map(params, images, config):
-    """Losing lowering kept for the record: lax.map over members, lax.conv per layer -> (M, B, E)."""
+    """lax.map over members, lax.conv on every layer -> (M, B, E): embed's choice for stride-1
+    k x k layers only (it loses on the blog's strided ones)."""
     return jax.lax.map(lambda p: ensemble.apply_embedder(p, images, config), params)
 
 
@@ -60,21 +65,35 @@ def forward_im2col_batched(params, images, config):
     return nn.l2_normalize(jnp.mean(x, axis=(2, 3)), axis=-1)     # (M, B, E)
 
 
+def forward_all_im2col(params, images, config):
+    """embed's lowering before stride-1 k x k convs went to lax.conv: every layer patches @
+    kernel, lax.map over members -> (M, B, E) (the same as embed for the blog net)."""
+    return jax.lax.map(lambda p: ensemble.apply_embedder(p, images, config, conv=nn.conv_im2col),
+                       params)
+
+
 def jax_candidates(params, images, config):
-    """name -> zero-arg callable that runs warm and blocks; each checked against embed."""
+    """name -> zero-arg callable that runs warm and blocks; each checked against embed. The
+    grouped-conv vmap runs for the blog net (its formulation) and on accelerators; the
+    M-batched matmul needs the blog's VALID, pool-free layers."""
     x = jnp.asarray(images)
-    blog = jax.jit(ensemble.forward_vmap, static_argnums=2)      # the blog's one big vmap
-    lax_map = jax.jit(forward_lax_map, static_argnums=2)
-    batched = jax.jit(forward_im2col_batched, static_argnums=2)
     chunks = [jnp.asarray(images[i:i + 128]) for i in range(0, len(images), 128)]
-    return {
-        "blog_vmap": lambda: np.asarray(blog(params, x, config)),
-        "lax_map": lambda: np.asarray(lax_map(params, x, config)),
-        "embed": lambda: ensemble.embed(params, images, config),
-        # the losing lowering over 128-image chunks, as embed streams
-        "im2col_batched": lambda: np.concatenate(
-            [np.asarray(batched(params, c, config)) for c in chunks], axis=1),
-    }
+
+    def chunked(fn):                    # over 128-image chunks, as embed streams
+        jitted = jax.jit(fn, static_argnums=2)
+        return lambda: np.concatenate([np.asarray(jitted(params, c, config)) for c in chunks], 1)
+    blog_net = config.padding == "VALID" and not config.block_pools and config.norm == "none"
+    out = {"lax_map": lambda: np.asarray(lax_map(params, x, config)),
+           "embed": lambda: ensemble.embed(params, images, config)}
+    lax_map = jax.jit(forward_lax_map, static_argnums=2)
+    if blog_net or on_accelerator():
+        blog = jax.jit(ensemble.forward_vmap, static_argnums=2)      # the blog's one big vmap
+        out["blog_vmap"] = lambda: np.asarray(blog(params, x, config))
+    if blog_net:
+        out["im2col_batched"] = chunked(forward_im2col_batched)
+    else:
+        out["embed_all_im2col"] = chunked(forward_all_im2col)
+    return out
 
 
 def torch_candidates(params, images, config):
@@ -84,33 +103,19 @@ def torch_candidates(params, images, config):
         return {}
     try:
         import torch
-        import torch.nn.functional as F
         from torch.func import functional_call, stack_module_state, vmap
     except ImportError:
         print("torch not importable: skipping the PyTorch rows (pip install torch==2.13.0)")
         return {}
+
+    class Normalize(torch.nn.Module):
+        def forward(self, z):                                    # (B, E) -> unit rows
+            return torch.nn.functional.normalize(z, dim=-1, eps=1e-12)
     torch.set_num_threads(os.cpu_count())
-    layers = config.layers()
     m = ensemble.num_models(params)
-
-    class Net(torch.nn.Module):
-        def __init__(self, kernels):  # HWIO -> OIHW
-            super().__init__()
-            self.convs = torch.nn.ModuleList()
-            for (name, (kh, kw, cin, cout), stride, _), k in zip(layers, kernels):
-                conv = torch.nn.Conv2d(cin, cout, kh, stride=stride, bias=False)
-                conv.weight.data = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1)))
-                self.convs.append(conv)
-
-        def forward(self, x):  # (B, 3, H, W) -> (B, E)
-            for conv, (_, _, _, relu) in zip(self.convs, layers):
-                x = conv(x)
-                x = F.relu(x) if relu else x
-            return F.normalize(x.mean(dim=(2, 3)), dim=-1, eps=1e-12)
-
-    nets = [Net([np.asarray(params[name]["kernel"][i]) for name, *_ in layers]).eval()
-            for i in range(m)]
-    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # (N, 3, H, W)
+    nets = [torch.nn.Sequential(torch_load(torch_net(config), jax.tree_util.tree_map(
+        lambda a: np.asarray(a)[i], params), config), Normalize()).eval() for i in range(m)]
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # (N, C, H, W)
     stacked, buffers = stack_module_state(nets)
 
     def one(p, b, xx):
@@ -139,6 +144,8 @@ def matmul_roof(size):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", type=int, default=10, help="M, ensemble members")
+    p.add_argument("--family", default="blog", choices=sorted(FAMILY_INPUTS),
+                   help="embedder family at its input (vgg: 28 x 28 x 1 random images)")
     p.add_argument("--test-set", "--images", dest="images",
                    default=os.environ.get("RAND_ENSEMBLE_BLOG_TEST_SET"),
                    help="blog test set .npy(.gz); random images of its shape when absent")
@@ -147,8 +154,8 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="write the results here (atomic)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 models, 110 images, 2 rounds")
     args = p.parse_args(argv)
-    config = ensemble.DEFAULT_CONFIG
-    images, source = load_images(args.images)
+    config = from_flags({"family": args.family, **FAMILY_INPUTS[args.family]})
+    images, source = load_images(args.images if args.family == "blog" else None, config)
     if args.quick:
         args.models, args.repeats, args.matmul_size, images = 2, 2, 512, images[:110]
     params = ensemble.init_ensemble(jax.random.PRNGKey(0), args.models, config)
@@ -197,7 +204,8 @@ def main(argv=None):
           f"{rows['embed']['fraction_of_peak']:.1%} of it")
     if args.json:
         fileio.save_json(args.json, {
-            "machine": info, "models": m, "images": n, "image_source": source,
+            "machine": info, "family": args.family, "models": m, "images": n,
+            "image_source": source,
             "gflop": flops / 1e9, "repeats": args.repeats, "results": rows, "ratios": ratios,
             "roof_gflops": roof_gflops, "peak_gflops": peak_gflops, "peak_source": peak_source})
         print(f"wrote {args.json}")

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import (device_peak_gflops, forward_flops, machine, on_accelerator,  # noqa: E402
-                          summary, time_alternating)
+                          summary, time_alternating, torch_net)
 
 from rand_ensemble.model import ensemble
 from rand_ensemble.model.config import FAMILY_INPUTS, from_flags  # noqa: E402
@@ -94,28 +94,6 @@ def jax_candidates(m, b, steps, images, config):
     for run in runs.values():                                         # compile + warm
         run()
     return runs
-
-
-def torch_net(config):
-    """The config's net in PyTorch (VALID or stride-1 SAME convs, GroupNorm, 2x2 pools, the 1x1
-    dense and embedding layers, then the global pool), NCHW."""
-    import torch
-    nn, layers, cin = torch.nn, [], config.in_channels
-    for w, stride, pool in zip(config.widths, config.strides, config.conv_pools):
-        pad = "same" if config.padding == "SAME" else 0
-        layers.append(nn.Conv2d(cin, w, config.kernel_size, stride=stride, padding=pad))
-        if config.norm == "group":
-            layers.append(nn.GroupNorm(config.norm_groups, w))
-        layers.append(nn.ReLU())
-        if pool != "none":
-            layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
-        cin = w
-    if config.dense:
-        layers += [nn.Conv2d(cin, config.dense, 1), nn.ReLU()]
-        cin = config.dense
-    layers.append(nn.Conv2d(cin, config.embedding_dim, 1))
-    layers.append(nn.AdaptiveMaxPool2d(1) if config.pool == "max" else nn.AdaptiveAvgPool2d(1))
-    return nn.Sequential(*layers, nn.Flatten())
 
 
 def torch_candidate(m, b, steps, images, config):

@@ -8,7 +8,8 @@ input: blog 32x32x3, vgg 28x28x1). Weak pairs are mined in-process, label-free: 
 rank-1 neighbours (`evaluate.weak_labels.rank1_neighbours`, the exact engine) of a random
 `--weak-models`-member ensemble of the family on the training split, filtered by `--min-score`
 and `--top-fraction`. Trained rows are the recipe `LearnConfig.recipe(--recipe)` with one
-member and the row's signal (`recipe`: the recipe as it is); `--steps` replaces its steps.
+member and the row's signal (`recipe`: the recipe as it is, scored as the ensemble of its
+members, plus a row of its members alone when it has several); `--steps` replaces its steps.
 Scores on the held-out split: leave-one-out P@1 / R-precision / MAP@R, and k-NN accuracy
 (k = 1; k = 200 weighted) with the training split as the gallery, 95% bootstrap intervals;
 paired differences as the renders study (`study_report.py`). Writes OUT/study.md,
@@ -210,6 +211,9 @@ def plan(args, size):
         name = f"recipe: {args.recipe}" if signal == "recipe" else f"trained: {signal}"
         rows.append((name, (signal, 1), "ensemble", (lambda sig: lambda s, sets, c: trained_run(
             args, sets, c, learn_config(args, size, sig, s)))(signal)))
+    if LearnConfig.recipe(args.recipe).members > 1:      # the same run, its members scored alone
+        rows.append((f"recipe: {args.recipe}, one member (mean of its members)", ("recipe", 1),
+                     "member_mean", rows[-1][3]))
     return rows
 
 

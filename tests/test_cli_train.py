@@ -181,11 +181,13 @@ def test_fashion_mnist_path_as_the_readme_documents_it(tmp_path, capsys):
                         tmp_path / "fm.npz", "--json", tmp_path / "r.json",
                         "--save-embeddings", tmp_path / "e.npy"], capsys)
     assert code == 0, err
-    emb = np.load(tmp_path / "e.npy")[0].astype(np.float64)              # (24, E)
+    emb = np.load(tmp_path / "e.npy").astype(np.float64)                 # (M, 24, E)
+    assert emb.shape[0] == LearnConfig.recipe("fashion-mnist").members == 8
     labels = np.arange(24) % 4
     hits = []
-    for i in range(24):                                                  # leave-one-out loop
-        best = max((j for j in range(24) if j != i), key=lambda j: (float(emb[i] @ emb[j]), -j))
+    for i in range(24):                          # leave-one-out loop over summed member cosines
+        best = max((j for j in range(24) if j != i),
+                   key=lambda j: (sum(float(e[i] @ e[j]) for e in emb), -j))
         hits.append(labels[best] == labels[i])
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["precision_at_1"] == pytest.approx(np.mean(hits))

@@ -36,7 +36,7 @@ def test_biases_start_at_zero_and_kernels_match_the_bias_free_init():
         np.testing.assert_array_equal(np.asarray(biased[name]["bias"]), np.zeros(cout))
 
 
-@pytest.mark.parametrize("conv", [nn.conv, nn.conv_im2col])
+@pytest.mark.parametrize("conv", [nn.conv, nn.conv_im2col, nn.conv_forward_cpu])
 def test_biased_net_matches_numpy_reference(conv, reference):
     cfg = EmbedderConfig(bias=True)
     params = init_embedder(jax.random.PRNGKey(0), cfg)
@@ -128,7 +128,7 @@ def test_family_presets():
         EmbedderConfig.preset("resnet")
 
 
-@pytest.mark.parametrize("conv", [nn.conv, nn.conv_im2col])
+@pytest.mark.parametrize("conv", [nn.conv, nn.conv_im2col, nn.conv_forward_cpu])
 @pytest.mark.parametrize("cfg", [MIXED, EmbedderConfig.preset("vgg", input_hw=12, in_channels=1,
                                                               widths=(8, 8, 16, 16))])
 def test_configured_net_matches_numpy_reference(cfg, conv, reference):

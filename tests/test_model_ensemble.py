@@ -137,7 +137,7 @@ def test_im2col_same_padding_matches_lax_and_numpy(stride, size, reference):
     kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
     ref = reference.conv_padded(x.astype(np.float64), kernel.astype(np.float64), stride, "SAME")
     assert ref.shape[1] == -(-size // stride)
-    for conv in (nn.conv, nn.conv_im2col):
+    for conv in (nn.conv, nn.conv_im2col, nn.conv_forward_cpu):
         got = np.asarray(conv({"kernel": kernel}, x, stride=stride, padding="SAME"))
         np.testing.assert_allclose(got, ref, atol=1e-4)
 

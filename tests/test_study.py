@@ -102,6 +102,14 @@ def test_quick_dataset_study(tmp_path, reference):
     assert emb.shape == (1, len(labels), study["embedder"]["embedding_dim"])
     assert rows["trained: augment"]["metrics"]["precision_at_1"]["mean"] == pytest.approx(
         reference.p_at_1(emb[0], labels))
+    recipe = np.load(glob.glob(str(out / "runs" / "weak_augment_m8_s0_t8_*.heldout.npy"))[0])
+    assert recipe.shape[0] == 8                  # the recipe's members, scored together ...
+    unit3 = recipe / np.linalg.norm(recipe, axis=2, keepdims=True)
+    assert rows["recipe: fashion-mnist"]["metrics"]["precision_at_1"]["mean"] == pytest.approx(
+        reference.p_at_1(np.concatenate(list(unit3), axis=1), labels))
+    assert rows["recipe: fashion-mnist, one member (mean of its members)"]["metrics"][
+        "precision_at_1"]["mean"] == pytest.approx(                     # ... and alone
+        np.mean([reference.p_at_1(e, labels) for e in recipe]))
     diffs = {d["comparison"]: d for d in study["differences"]}
     assert diffs["weak - augment"]["metrics"]["knn_200"]["mean"] == pytest.approx(
         rows["trained: weak"]["metrics"]["knn_200"]["mean"]

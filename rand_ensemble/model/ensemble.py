@@ -76,11 +76,12 @@ def forward_vmap(params, images, config):
 
 
 def forward_im2col(params, images, config):
-    """One member at a time, every layer one 2-D matmul over patches: (B, H, W, C) -> (M, B, E).
+    """One member at a time, strided and 1x1 layers one 2-D matmul over patches, stride-1 k x k
+    layers lax.conv (`nn.conv_forward_cpu`): (B, H, W, C) -> (M, B, E).
 
     The same maths as forward_vmap; on XLA:CPU small per-member GEMMs keep patches in cache.
     """
-    return lax.map(lambda p: apply_embedder(p, images, config, conv=nn.conv_im2col),
+    return lax.map(lambda p: apply_embedder(p, images, config, conv=nn.conv_forward_cpu),
                    params)                                        # (M, B, E)
 
 
