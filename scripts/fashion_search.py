@@ -5,8 +5,9 @@
     python scripts/fashion_search.py --list
 
 DIR holds the gzipped IDX files (default $RAND_ENSEMBLE_FASHION_MNIST, else
-../shared/data/fashion-mnist). Each run trains ONE member on the full training split (60,000)
-with `learn.train_embedder` and scores leave-one-out cosine P@1 on the full test split (10,000),
+../shared/data/fashion-mnist). Each run trains ONE member (or the row's `members`, scored as
+their ensemble) on the full training split (60,000) with `learn.train_embedder` and scores
+leave-one-out cosine P@1 on the full test split (10,000),
 labels = classes for scoring (and for the oracle) only. Label-free positives come from:
   ensemble   each image's rank-1 neighbour under a random 8-member ensemble of the family
   raw        its rank-1 (or mutual top-k) neighbour in raw pixels
@@ -71,6 +72,10 @@ RUNS = {
     "weak-ensemble-3000": (BLOG, "weak", 3000, FAST, "ensemble", 1),
     "weak+augment-ensemble-3000": (BLOG, "weak+augment", 3000, {
         **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5}, "ensemble", 1),
+    "weak+augment-ensemble-e128-3000": ({**BLOG, "embedding_dim": 128}, "weak+augment", 3000, {
+        **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5}, "ensemble", 1),
+    "weak+augment-ensemble-4-members-3000": (BLOG, "weak+augment", 3000, {
+        **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5, "members": 4}, "ensemble", 1),
     "kmeans100-3000": (BLOG, "oracle", 3000, {**PLAIN, **FAST}, "kmeans:100", 1),
     "kmeans300-3000": (BLOG, "oracle", 3000, {**PLAIN, **FAST}, "kmeans:300", 1),
     "components2-3000": (BLOG, "oracle", 3000, {**FAST, "crop_scale_min": 0.7}, "comp:2", 1),
@@ -142,10 +147,12 @@ def pairs_of(source, train, net, seed):
 
 
 def train_and_score(train, test, net, cfg, pairs):
-    """One member trained with cfg -> (params, held-out P@1)."""
+    """cfg.members nets trained with cfg -> (params, held-out P@1 of their ensemble: the
+    members' unit rows side by side, so row dot products sum the member cosines)."""
     params, _, _ = trainer.train_embedder(train, cfg, pairs=pairs, progress=False, log=None,
                                           embedder=net)
-    return params, loo_p1(ensemble.embed(params, test.images, net)[0], test.labels)
+    emb = ensemble.embed(params, test.images, net)                  # (M, N, E) unit rows
+    return params, loo_p1(np.concatenate(list(emb), axis=1), test.labels)
 
 
 def run(name, train, test, seed, quick):
@@ -154,8 +161,8 @@ def run(name, train, test, seed, quick):
     net = from_flags(flags, bias=True)
     train, test = (ds.subset(np.arange(min(n, len(ds)))) if quick else ds
                    for ds, n in ((train, 2000), (test, 1000)))
-    cfg = LearnConfig(signal=signal, steps=steps, members=1, seed=seed,
-                      checkpoint_every=10 ** 6, log_every=10 ** 6, **fields)
+    cfg = LearnConfig(**{"signal": signal, "steps": steps, "members": 1, "seed": seed,
+                         "checkpoint_every": 10 ** 6, "log_every": 10 ** 6, **fields})
     if quick:
         cfg = dataclasses.replace(cfg, steps=20, warmup=5, batch_size=min(
             cfg.batch_size, len(train) // 4), remine_every=10)

@@ -158,8 +158,9 @@ def test_fashion_search_helpers_on_hand_worked_cases(reference):
 
 @pytest.mark.slow
 def test_fashion_search_quick_runs_on_idx_files(tmp_path):
-    """Two search rows (raw-pixel pairs; kNN-graph components) end to end on IDX files the test
-    writes: every row is a P@1 over the 30 test images, with the pairs' precision."""
+    """Three search rows (raw-pixel pairs; kNN-graph components; 4 members scored together) end
+    to end on IDX files the test writes: every row is a P@1 over the 30 test images, with the
+    pairs' precision."""
     from test_cli_train import _write_idx
     rng = np.random.default_rng(1)
     for split, n in (("train", 60), ("t10k", 30)):
@@ -171,9 +172,11 @@ def test_fashion_search_quick_runs_on_idx_files(tmp_path):
         _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
     out = tmp_path / "s.jsonl"
     assert _fashion_search().main(["--quick", "--data", str(tmp_path), "--out", str(out),
-                                   "--runs", "weak-raw-500,components2-3000"]) == 0
+                                   "--runs", "weak-raw-500,components2-3000,"
+                                   "weak+augment-ensemble-4-members-3000"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["run"] for r in rows] == ["weak-raw-500", "components2-3000"]
+    assert [r["run"] for r in rows] == ["weak-raw-500", "components2-3000",
+                                        "weak+augment-ensemble-4-members-3000"]
     for r in rows:
         assert r["p1"] * 30 == pytest.approx(round(r["p1"] * 30)) and r["p1"] > 1 / 3
     assert rows[0]["pair_precision"] == 1.0                        # the bars are far apart
