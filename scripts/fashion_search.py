@@ -76,6 +76,8 @@ RUNS = {
         **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5}, "ensemble", 1),
     "weak+augment-ensemble-4-members-3000": (BLOG, "weak+augment", 3000, {
         **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5, "members": 4}, "ensemble", 1),
+    "weak+augment-ensemble-vgg-2000": (VGG, "weak+augment", 2000, {
+        **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5}, "ensemble", 1),
     "kmeans100-3000": (BLOG, "oracle", 3000, {**PLAIN, **FAST}, "kmeans:100", 1),
     "kmeans300-3000": (BLOG, "oracle", 3000, {**PLAIN, **FAST}, "kmeans:300", 1),
     "components2-3000": (BLOG, "oracle", 3000, {**FAST, "crop_scale_min": 0.7}, "comp:2", 1),
