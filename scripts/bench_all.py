@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+from rand_ensemble import fileio
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHES = ("forward", "train", "neighbours", "approx", "scaling", "render", "pipeline")
 
@@ -46,8 +48,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         results = {name: run_one(name, folder) for name in a.only}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump({"quick": True, "benches": results}, f, indent=1)
+    fileio.save_json(a.out, {"quick": True, "benches": results})     # atomic
     print(f"wrote {a.out}")
     return 0 if all(r["ok"] for r in results.values()) else 1
 

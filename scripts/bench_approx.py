@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.evaluate import approx, neighbours  # noqa: E402
 from scripts.bench_common import machine  # noqa: E402
 
@@ -124,8 +125,7 @@ def main(argv=None):
         result["data"][data] = measure(rows, a.kinds, a.sample, a.seed, overrides, sweeps)
         del rows
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
+        fileio.save_json(a.json, result)                            # atomic
     return result
 
 

@@ -23,6 +23,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
                                    "intra_op_parallelism_threads=1")
+from rand_ensemble import fileio  # noqa: E402
+
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
@@ -218,8 +220,7 @@ def main(argv=None):
         args.sizes, args.rounds, args.block_size, args.max_full_n = [2000, 6000], 3, 1024, 4000
     records = run_kinds(args) if args.kinds else run_versus_faiss(args)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=2)
+        fileio.save_json(args.json, records)                        # atomic
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ per member, so one step is 2 * B * M. Rounds alternate candidates, so load noise
     python scripts/bench_train.py --quick
 """
 import argparse
-import json
 import os
 import sys
 
@@ -24,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import (device_peak_gflops, forward_flops, machine, on_accelerator,  # noqa: E402
                           summary, time_alternating, torch_net)
 
+from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.model import ensemble
 from rand_ensemble.model.config import FAMILY_INPUTS, from_flags  # noqa: E402
 from rand_ensemble.model.embedder import init_embedder  # noqa: E402
@@ -184,8 +184,7 @@ def main(argv=None):
               "batch_size": a.batch_size, "steps_per_round": a.steps,
               "repeats": a.repeats, "machine": machine(), "results": rows}
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(record, f, indent=2)
+        fileio.save_json(a.json, record)                            # atomic
     return record
 
 
