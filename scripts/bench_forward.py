@@ -83,9 +83,9 @@ def jax_candidates(params, images, config):
         jitted = jax.jit(fn, static_argnums=2)
         return lambda: np.concatenate([np.asarray(jitted(params, c, config)) for c in chunks], 1)
     blog_net = config.padding == "VALID" and not config.block_pools and config.norm == "none"
+    lax_map = jax.jit(forward_lax_map, static_argnums=2)
     out = {"lax_map": lambda: np.asarray(lax_map(params, x, config)),
            "embed": lambda: ensemble.embed(params, images, config)}
-    lax_map = jax.jit(forward_lax_map, static_argnums=2)
     if blog_net or on_accelerator():
         blog = jax.jit(ensemble.forward_vmap, static_argnums=2)      # the blog's one big vmap
         out["blog_vmap"] = lambda: np.asarray(blog(params, x, config))

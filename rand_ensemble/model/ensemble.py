@@ -104,7 +104,9 @@ def default_forward() -> str:
 
 
 def member_conv():
-    """The conv that single-member code should use on this backend (im2col's matmuls on CPU)."""
+    """The conv that single-member code that is differentiated (the training step) should use
+    on this backend: im2col's matmuls on CPU, where the gradient of lax.conv is ~30x slower
+    (forward-only code goes through `embed`, whose CPU lowering picks per layer)."""
     return nn.conv_im2col if default_forward() == "im2col" else nn.conv
 
 
