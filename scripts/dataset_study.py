@@ -45,6 +45,7 @@ from rand_ensemble.errors import RandEnsembleError  # noqa: E402
 from rand_ensemble.learn.config import RECIPE_EMBEDDERS, LearnConfig  # noqa: E402
 from rand_ensemble.model.config import FAMILY_INPUTS, from_flags  # noqa: E402
 
+PCA_ROW = "PCA pixels (centred, 200 components, half-whitened; fit on the training split)"
 SIGNALS = ("weak", "augment", "weak+augment", "remine", "oracle")
 COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "knn_1", "knn_200")
 SIZES = {
@@ -94,13 +95,17 @@ def scores_of(test_emb, train_emb, sets, member_mean):
     return as_lists(out)
 
 
-def pixel_run(sets):
-    """Raw pixels: cosine of the flattened fitted images (1, N, H*W*C)."""
-    def unit(images):
-        x = images.reshape(len(images), -1).astype(np.float32) / 255.0
-        return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))[None]
-    return {"scores": scores_of(unit(sets["heldout"].images), unit(sets["train"].images), sets,
-                                False)}
+def pixel_run(sets, pca=False):
+    """Raw pixels: cosine of the flattened fitted images (1, N, H*W*C); pca: of their
+    half-whitened top principal components fitted on the training split (`evaluate.baselines`,
+    no labels)."""
+    from rand_ensemble.evaluate import baselines
+    test, train = (baselines.pixel_rows(sets[k].images) for k in ("heldout", "train"))
+    if pca:
+        fitted = baselines.fit_pca(train, min(baselines.PCA_DIMS, len(train) - 1,
+                                              train.shape[1]))
+        test, train = baselines.apply_pca(fitted, test), baselines.apply_pca(fitted, train)
+    return {"scores": scores_of(test[None], train[None], sets, False)}
 
 
 def embed_both(params, config, sets):
@@ -219,9 +224,9 @@ def plan(args, size):
 
 def comparisons(size, args):
     """(label, a, b) with a, b = (variant, members, kind): the differences reported."""
-    names = {"raw": "raw pixels", "recipe": f"recipe {args.recipe}"}
+    names = {"raw": "raw pixels", "pca": "PCA pixels", "recipe": f"recipe {args.recipe}"}
     pairs = [("weak", "augment"), ("weak+augment", "augment"), ("recipe", "raw"),
-             ("oracle", "recipe")]
+             ("recipe", "pca"), ("pca", "raw"), ("oracle", "recipe")]
     specs = [(f"{names.get(a, a)} - {names.get(b, b)}", (a, 1, "ensemble"), (b, 1, "ensemble"))
              for a, b in pairs]
     single = ("random", size["random_models"][0], "member_mean")
@@ -232,7 +237,8 @@ def comparisons(size, args):
 def execute(args, size, sets, config):
     """Run (or reuse) every run seed by seed, yielding {(variant, 1 or M, seed): result} after
     each, so the outputs are rewritten as runs finish."""
-    done = {("raw", 1, s): pixel_run(sets) for s in args.seeds}
+    raw, pca = pixel_run(sets), pixel_run(sets, pca=True)
+    done = {**{("raw", 1, s): raw for s in args.seeds}, **{("pca", 1, s): pca for s in args.seeds}}
     yield done
     for seed in args.seeds:
         for name, (variant, m), _, run in plan(args, size):
@@ -247,8 +253,8 @@ def execute(args, size, sets, config):
 
 def build_rows(done, args, size):
     """Table rows from the finished runs -> (rows, names of rows with no finished run)."""
-    rows = [summarize_row("raw pixels (cosine)", [done[("raw", 1, args.seeds[0])]], "ensemble",
-                          [], columns=COLUMNS)]
+    rows = [summarize_row(name, [done[(key, 1, args.seeds[0])]], "ensemble", [], columns=COLUMNS)
+            for name, key in (("raw pixels (cosine)", "raw"), (PCA_ROW, "pca"))]
     missing = []
     for name, (variant, m), kind, _ in plan(args, size):
         runs = [(s, done[(variant, m, s)]) for s in args.seeds if (variant, m, s) in done]

@@ -11,6 +11,7 @@ leave-one-out cosine P@1 on the full test split (10,000),
 labels = classes for scoring (and for the oracle) only. Label-free positives come from:
   ensemble   each image's rank-1 neighbour under a random 8-member ensemble of the family
   raw        its rank-1 (or mutual top-k) neighbour in raw pixels
+  pca        its rank-1 neighbour in half-whitened PCA-200 pixels (`evaluate.baselines`)
   kmeans:K   K-means clusters of the centred pixels' top 100 principal components (as groups)
   comp:K     connected components of the raw pixels' mutual top-K graph (as groups; images in
              no component are their own group, i.e. plain augmentation)
@@ -36,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 from rand_ensemble.data.sources import load_dataset  # noqa: E402
-from rand_ensemble.evaluate import neighbours, weak_labels  # noqa: E402
+from rand_ensemble.evaluate import baselines, neighbours, weak_labels  # noqa: E402
 from rand_ensemble.learn import signals, trainer  # noqa: E402
 from rand_ensemble.learn.config import LearnConfig  # noqa: E402
 from rand_ensemble.model import ensemble  # noqa: E402
@@ -78,6 +79,15 @@ RUNS = {
         **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5, "members": 4}, "ensemble", 1),
     "weak+augment-ensemble-vgg-2000": (VGG, "weak+augment", 2000, {
         **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5}, "ensemble", 1),
+    "weak+augment-pca-3000": (BLOG, "weak+augment", 3000, {
+        **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5}, "pca", 1),
+    "weak+augment-ensemble-jitter0.8-3000": (BLOG, "weak+augment", 3000, {
+        **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5, "colour_jitter": 0.8}, "ensemble", 1),
+    "weak+augment-ensemble-jitter1.0-3000": (BLOG, "weak+augment", 3000, {
+        **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5, "colour_jitter": 1.0}, "ensemble", 1),
+    "weak+augment-ensemble-jitter0.8-4-members-3000": (BLOG, "weak+augment", 3000, {
+        **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5, "colour_jitter": 0.8, "members": 4},
+        "ensemble", 1),
     "kmeans100-3000": (BLOG, "oracle", 3000, {**PLAIN, **FAST}, "kmeans:100", 1),
     "kmeans300-3000": (BLOG, "oracle", 3000, {**PLAIN, **FAST}, "kmeans:300", 1),
     "components2-3000": (BLOG, "oracle", 3000, {**FAST, "crop_scale_min": 0.7}, "comp:2", 1),
@@ -136,7 +146,12 @@ def groups_of(source, train, seed):
 
 
 def pairs_of(source, train, net, seed):
-    """Weak pairs (P, 2): `ensemble`, `raw` (rank-1) or `raw:mutualK`."""
+    """Weak pairs (P, 2): `ensemble`, `pca`, `raw` (rank-1) or `raw:mutualK`."""
+    if source == "pca":
+        rows = baselines.pixel_rows(train.images)
+        fitted = baselines.fit_pca(rows, min(baselines.PCA_DIMS, len(rows) - 1))
+        nearest, score = weak_labels.rank1_neighbours(baselines.apply_pca(fitted, rows)[None])
+        return signals.neighbour_pairs(nearest, score, mutual=False)
     if source == "ensemble":
         params = ensemble.init_ensemble(jax.random.PRNGKey(1000 + seed), 8, net)
         nearest, score = weak_labels.rank1_neighbours(ensemble.embed(params, train.images, net))

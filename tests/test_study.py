@@ -98,6 +98,14 @@ def test_quick_dataset_study(tmp_path, reference):
     assert 0.2 < raw["precision_at_1"]["mean"] < 1.0            # neither trivial nor chance
     nearest = np.argmax(unit(test) @ unit(train).T, axis=1)     # k = 1 against the gallery
     assert raw["knn_1"]["mean"] == pytest.approx(np.mean(train_labels[nearest] == labels))
+    # PCA pixels: half-whitened top principal components of the training rows, by SVD here
+    mean = unit(train).mean(0)
+    _, sv, vt = np.linalg.svd(unit(train) - mean, full_matrices=False)
+    dims = min(200, len(train) - 1)
+    scale = (sv[:dims] ** 2 / (len(train) - 1)) ** -0.25
+    pca = rows["PCA pixels (centred, 200 components, half-whitened; fit on the training split)"]
+    assert pca["metrics"]["precision_at_1"]["mean"] == pytest.approx(reference.p_at_1(
+        unit((unit(test) - mean) @ vt[:dims].T * scale), labels))
     emb = np.load(glob.glob(str(out / "runs" / "augment_m1_s0_t8_*.heldout.npy"))[0])
     assert emb.shape == (1, len(labels), study["embedder"]["embedding_dim"])
     assert rows["trained: augment"]["metrics"]["precision_at_1"]["mean"] == pytest.approx(
@@ -115,6 +123,7 @@ def test_quick_dataset_study(tmp_path, reference):
         rows["trained: weak"]["metrics"]["knn_200"]["mean"]
         - rows["trained: augment"]["metrics"]["knn_200"]["mean"])
     assert {"weak+augment - augment", "recipe fashion-mnist - raw pixels",
+            "recipe fashion-mnist - PCA pixels", "PCA pixels - raw pixels",
             "oracle - recipe fashion-mnist",
             "random ensemble M=2 - random single net"} <= set(diffs)
     again, _ = _dataset_study(out, "--data", f"npz:{tmp_path / 'train.npz'}",   # resumes:
@@ -158,7 +167,8 @@ def test_fashion_search_helpers_on_hand_worked_cases(reference):
 
 @pytest.mark.slow
 def test_fashion_search_quick_runs_on_idx_files(tmp_path):
-    """Three search rows (raw-pixel pairs; kNN-graph components; 4 members scored together) end
+    """Four search rows (raw-pixel pairs; kNN-graph components; 4 members scored together; PCA
+    pixel pairs) end
     to end on IDX files the test writes: every row is a P@1 over the 30 test images, with the
     pairs' precision."""
     from test_cli_train import _write_idx
@@ -173,10 +183,13 @@ def test_fashion_search_quick_runs_on_idx_files(tmp_path):
     out = tmp_path / "s.jsonl"
     assert _fashion_search().main(["--quick", "--data", str(tmp_path), "--out", str(out),
                                    "--runs", "weak-raw-500,components2-3000,"
-                                   "weak+augment-ensemble-4-members-3000"]) == 0
+                                   "weak+augment-ensemble-4-members-3000,"
+                                   "weak+augment-pca-3000"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["run"] for r in rows] == ["weak-raw-500", "components2-3000",
-                                        "weak+augment-ensemble-4-members-3000"]
+                                        "weak+augment-ensemble-4-members-3000",
+                                        "weak+augment-pca-3000"]
     for r in rows:
         assert r["p1"] * 30 == pytest.approx(round(r["p1"] * 30)) and r["p1"] > 1 / 3
     assert rows[0]["pair_precision"] == 1.0                        # the bars are far apart
+    assert rows[3]["pairs"] >= 30 and rows[3]["pair_precision"] == 1.0   # PCA pairs too

@@ -1,0 +1,70 @@
+"""Training-free pixel baselines a learned embedding must beat: raw and PCA-whitened pixels.
+
+    rows = pixel_rows(train.images)                          # (N, H*W*C) unit rows
+    pca = fit_pca(rows, dims=200, power=0.5)                 # fitted on the TRAINING split only
+    emb = apply_pca(pca, pixel_rows(test.images))            # (N, 200) unit rows
+
+PCA pixels: centre on the training mean, project on the top `dims` principal components of the
+training split, scale component i by eigenvalue_i ** (-power / 2), unit-normalise. power = 0 is
+plain centred PCA, 1 full whitening (every component unit variance), 0.5 "half whitening"
+(components scaled by 1 / sqrt(std)). No labels are used: the fit sees unlabelled training
+images only. Measured on Fashion-MNIST (README "Real data"): cosine on raw pixels gives held-out
+P@1 0.815, centred PCA-200 0.822, half-whitened PCA-200 0.834, fully whitened lower.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rand_ensemble.errors import RandEnsembleError
+
+PCA_DIMS = 200               # the study's PCA baseline: 200 components, half-whitened
+PCA_POWER = 0.5
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, D) float32 unit rows (zero rows stay zero)."""
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def pixel_rows(images) -> np.ndarray:
+    """Flattened pixels as unit rows: (N, H, W, C) uint8 -> (N, H*W*C) float32."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise RandEnsembleError(f"pixel baselines need (N, H, W, C) uint8 images, got "
+                                f"{images.shape} {images.dtype}")
+    return _unit(images.reshape(len(images), -1).astype(np.float32) / 255.0)
+
+
+def fit_pca(rows, dims: int = PCA_DIMS, power: float = PCA_POWER) -> dict:
+    """Fit the PCA-whitening map on (N, D) training rows (no labels).
+
+    Args:
+      rows: (N, D) float rows (e.g. `pixel_rows` of the training split), N >= 2.
+      dims: components kept, 1 <= dims <= min(N - 1, D).
+      power: whitening strength in [0, 1]: component i is scaled by eigenvalue_i ** (-power/2).
+    Returns:
+      {"mean": (D,), "components": (D, dims) orthonormal columns, largest variance first,
+       "scale": (dims,)} float64 arrays.
+    """
+    x = np.asarray(rows, np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise RandEnsembleError(f"fit_pca needs (N, D) rows with N >= 2, got {x.shape}")
+    if not 1 <= dims <= min(len(x) - 1, x.shape[1]) or not 0.0 <= power <= 1.0:
+        raise RandEnsembleError(f"PCA dims must lie in [1, {min(len(x) - 1, x.shape[1])}] and "
+                                f"power in [0, 1], got dims={dims}, power={power}")
+    mean = x.mean(axis=0)                                             # (D,)
+    centred = x - mean
+    cov = centred.T @ centred / (len(x) - 1)                          # (D, D)
+    eigval, eigvec = np.linalg.eigh(cov)                              # ascending
+    order = np.argsort(eigval)[::-1][:dims]
+    eigval = np.maximum(eigval[order], eigval[order][0] * 1e-12)      # rank-deficient pools
+    return {"mean": mean, "components": eigvec[:, order], "scale": eigval ** (-power / 2)}
+
+
+def apply_pca(pca: dict, rows) -> np.ndarray:
+    """Rows through a fitted PCA-whitening map: (N, D) -> (N, dims) float32 unit rows."""
+    x = np.asarray(rows, np.float64)
+    if x.ndim != 2 or x.shape[1] != pca["mean"].shape[0]:
+        raise RandEnsembleError(f"rows of width {pca['mean'].shape[0]} expected, got {x.shape}")
+    return _unit((x - pca["mean"]) @ pca["components"] * pca["scale"])

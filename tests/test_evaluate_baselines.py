@@ -1,0 +1,51 @@
+"""evaluate/baselines.py: pixel rows and the PCA-whitening map against numpy SVD."""
+import numpy as np
+import pytest
+
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate import baselines
+
+
+def _rows(n, d, seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) * np.linspace(3.0, 0.1, d)     # distinct variances
+
+
+def test_pixel_rows_are_unit_flattened_pixels():
+    images = np.random.default_rng(0).integers(0, 256, (5, 4, 3, 2)).astype(np.uint8)
+    rows = baselines.pixel_rows(images)
+    for i in range(5):
+        flat = images[i].astype(np.float64).ravel()
+        np.testing.assert_allclose(rows[i], flat / np.sqrt(np.sum(flat ** 2)), rtol=1e-6)
+    with pytest.raises(RandEnsembleError, match="uint8"):
+        baselines.pixel_rows(images.astype(np.float32))
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_pca_matches_svd(power):
+    train, test, dims = _rows(60, 12, 1), _rows(9, 12, 2), 5
+    fitted = baselines.fit_pca(train, dims, power)
+    mean = train.mean(0)
+    _, sv, vt = np.linalg.svd(train - mean, full_matrices=False)
+    expected = (test - mean) @ vt[:dims].T * (sv[:dims] ** 2 / 59) ** (-power / 2)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    got = baselines.apply_pca(fitted, test)
+    assert got.shape == (9, dims) and got.dtype == np.float32
+    # components are defined up to sign: compare the cosine matrices
+    np.testing.assert_allclose(got @ got.T, expected @ expected.T, atol=1e-5)
+
+
+def test_full_whitening_gives_unit_variance():
+    train = _rows(200, 6, 3)
+    fitted = baselines.fit_pca(train, 6, 1.0)
+    white = (train - fitted["mean"]) @ fitted["components"] * fitted["scale"]
+    np.testing.assert_allclose(np.cov(white.T), np.eye(6), atol=1e-8)
+
+
+def test_bad_arguments_are_one_line_errors():
+    with pytest.raises(RandEnsembleError, match="dims"):
+        baselines.fit_pca(_rows(10, 4, 0), dims=5)
+    with pytest.raises(RandEnsembleError, match="power"):
+        baselines.fit_pca(_rows(10, 4, 0), dims=2, power=2.0)
+    with pytest.raises(RandEnsembleError, match="width"):
+        baselines.apply_pca(baselines.fit_pca(_rows(10, 4, 0), 2), _rows(3, 5, 0))
