@@ -247,3 +247,44 @@ def test_architecture_flags_with_a_checkpoint_are_one_line(renders, tmp_path, ca
     code, _, err = run(["retrieval", "--renders", folder, "--models", "4",
                         "--widths", "100000,100000,100000,100000"], capsys)
     assert code == 2 and err.count("\n") == 1 and "memory" in err
+
+
+def test_pixel_baselines_match_numpy(tmp_path, capsys):
+    """--pixels raw / pca on a greyscale npz (24x24, padded to 32 by --input-hw): P@1 and the
+    gallery's k = 1 accuracy against loops over numpy cosines; pca is fitted on the gallery
+    (SVD here), never on labels."""
+    rng = np.random.default_rng(4)
+
+    def split(name, n):
+        labels = np.arange(n) % 3
+        images = rng.integers(0, 120, (n, 24, 24))
+        for i, c in enumerate(labels):
+            images[i, 3 + 6 * c:9 + 6 * c, 2:20] += 100 + rng.integers(0, 30)
+        np.savez(tmp_path / f"{name}.npz", images=images.astype(np.uint8), labels=labels)
+        flat = images.reshape(n, -1).astype(np.float64)
+        return flat / np.linalg.norm(flat, axis=1, keepdims=True), labels
+
+    test, labels = split("test", 18)
+    train, train_labels = split("train", 30)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)         # noqa: E731
+    mean = train.mean(0)
+    _, sv, vt = np.linalg.svd(train - mean, full_matrices=False)
+    dims = len(train) - 1                                                 # 200 > N - 1
+    project = lambda x: unit((x - mean) @ vt[:dims].T * (sv[:dims] ** 2 / dims) ** -0.25)  # noqa
+    for kind, want in (("raw", test), ("pca", project(test))):
+        j = tmp_path / f"{kind}.json"
+        code, out, err = run(["retrieval", "--data", f"npz:{tmp_path / 'test.npz'}",
+                              "--gallery", f"npz:{tmp_path / 'train.npz'}", "--pixels", kind,
+                              "--input-hw", "32", "--in-channels", "1", "--json", j,
+                              "--bootstrap", "20"], capsys)
+        assert code == 0, err
+        report = json.loads(j.read_text())
+        assert report["source"] == f"pixels:{kind}" and report["num_models"] == 1
+        assert report["precision_at_1"] == pytest.approx(_p_at_1(want[None], labels))
+        gallery = train if kind == "raw" else project(train)
+        nearest = [int(np.argmax([float(q @ g) for g in gallery])) for q in want]
+        assert report["gallery"]["knn_1_accuracy"] == pytest.approx(
+            np.mean(train_labels[nearest] == labels))
+    code, _, err = run(["retrieval", "--data", f"npz:{tmp_path / 'test.npz'}", "--pixels",
+                        "raw", "--models", "2"], capsys)
+    assert code == 2 and "not allowed with" in err and err.count("\n") == 1

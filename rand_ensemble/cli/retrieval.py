@@ -39,6 +39,12 @@ def register(sub):
     source.add_argument("--models", type=positive_int, metavar="M",
                         help="a fresh random ensemble of M members (the blog net, or the "
                              "architecture flags' net)")
+    source.add_argument("--pixels", choices=("raw", "pca"),
+                        help="a training-free baseline instead of nets: raw (cosine of the "
+                             "flattened pixels) or pca (half-whitened top 200 principal "
+                             "components, fitted on --gallery's images if given, else on the "
+                             "data's; no labels); images fitted to the architecture flags' "
+                             "input (default 32x32x3)")
     p.add_argument("--seed", type=seed_int, default=0,
                    help="init seed with --models; also the bootstrap seed (default 0)")
     p.add_argument("--json", metavar="J", help="write the full report as JSON")
@@ -48,6 +54,6 @@ def register(sub):
                    help="2-D PCA of the embeddings, coloured by label (first 20 labels)")
     p.add_argument("--bootstrap", type=positive_int, default=2000,
                    help="bootstrap resamples for the 95%% intervals (default 2000)")
-    embedder_flags(p, note="with --models only")
+    embedder_flags(p, note="with --models or --pixels only")
     p.set_defaults(handler=runner("rand_ensemble.evaluate.eval_pool", "run_retrieval",
                                   embedder=lambda args: embedder_from_args(args, "checkpoint")))

@@ -11,8 +11,8 @@ import numpy as np
 from rand_ensemble import fileio
 from rand_ensemble.data import sources
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate import baselines, retrieval
 from rand_ensemble.evaluate import report as tables
-from rand_ensemble.evaluate import retrieval
 from rand_ensemble.limits import check_memory
 from rand_ensemble.model import checkpoint as checkpoints
 from rand_ensemble.model import ensemble
@@ -25,7 +25,7 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
                   models: int | None = None, seed: int = 0, json: str | None = None,
                   save_embeddings: str | None = None, plot: str | None = None,
                   failures: str | None = None, bootstrap: int = 2000,
-                  embedder: dict | None = None) -> dict:
+                  embedder: dict | None = None, pixels: str | None = None) -> dict:
     """`rand-ensemble retrieval`: P@1, R-precision, MAP@R, Recall@K of random or trained members.
 
     Args:
@@ -35,7 +35,11 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
         data's rows (`_knn`).
       checkpoint: a params file; or `models`: a fresh random ensemble of M members (`seed`)
         of the architecture `embedder` names ({"family": NAME, field: value, ...} as the
-        architecture flags give it, `model.config.from_flags`; None: the blog net).
+        architecture flags give it, `model.config.from_flags`; None: the blog net); or
+        `pixels`: the training-free baselines of `evaluate.baselines`, "raw" (cosine of the
+        flattened pixels) or "pca" (half-whitened top-200 principal components, fitted on the
+        gallery's images when given, else on the data's own; never on labels), one "member"
+        of the images fitted to `embedder`'s input.
       json, save_embeddings (float32 (M, N, E), rows in the dataset's id order), plot (PCA
         .png), failures (.jsonl, the failure rows of data and gallery): outputs.
       bootstrap: resamples for the 95% intervals (seeded by `seed`).
@@ -49,22 +53,28 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
         inputs += sources.input_paths(gallery_source)
     outputs = _plan(inputs, json=json, plot=plot, save_embeddings=save_embeddings,
                     failures=failures)
-    params, config = _members(checkpoint, models, seed, embedder)
+    params, config = ((None, from_flags(embedder)) if pixels
+                      else _members(checkpoint, models, seed, embedder))
     fit = sources.embedder_input(config)
     ds = sources.load_dataset(source, require_labels=True, **fit)
     gal = None if gallery_source is None else sources.load_dataset(
         gallery_source, require_labels=True, **fit)
     check_scorable(ds.labels, source.spec)
     failed = ds.failures + ([] if gal is None else gal.failures)
-    m, n = ensemble.num_models(params), len(ds)
-    check_memory(m * n * (config.embedding_dim * 4 + n * 8) + bootstrap * n * 16,
+    m, n = (1, len(ds)) if pixels else (ensemble.num_models(params), len(ds))
+    width = int(np.prod(ds.images.shape[1:])) if pixels else config.embedding_dim
+    check_memory(m * n * (width * 4 + n * 8) + bootstrap * n * 16,
                  f"retrieval over {n} images with {m} members and --bootstrap {bootstrap}")
-    report, emb = retrieval.evaluate_pool(params, config, ds, bootstrap, seed)
+    embed = (_pixel_embedder(pixels, ds if gal is None else gal) if pixels
+             else lambda images: ensemble.embed(params, images, config))   # -> (M, N, E)
+    emb = np.asarray(embed(ds.images))
+    report = retrieval.retrieval_metrics(emb, ds.labels, num_resamples=bootstrap, seed=seed)
     if gal is not None:
-        report["gallery"] = _knn(params, config, ds, emb, gal, bootstrap, seed)
+        report["gallery"] = _knn(embed, ds, emb, gal, bootstrap, seed)
     report.update(data=ds.source, split=ds.split, num_failures=len(failed), seed=seed,
                   config=config.to_dict(),
-                  source=os.path.abspath(checkpoint) if checkpoint else "random")
+                  source=(f"pixels:{pixels}" if pixels else os.path.abspath(checkpoint)
+                          if checkpoint else "random"))
     fileio.write_outputs(_writers(report, emb, ds, failed, json, save_embeddings, plot,
                                   failures))
     tables.print_retrieval(report, ds.source)
@@ -79,7 +89,22 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
     return report
 
 
-def _knn(params, config, ds, emb, gal, bootstrap, seed) -> dict:
+def _pixel_embedder(kind, fit_on):
+    """images (N, H, W, C) uint8 -> (1, N, D) unit rows of the pixel baseline `kind` ("raw",
+    or "pca" fitted on the images of the dataset `fit_on`)."""
+    if kind not in ("raw", "pca"):
+        raise RandEnsembleError(f"--pixels must be raw or pca, got {kind!r}")
+    if kind == "raw":
+        return lambda images: baselines.pixel_rows(images)[None]
+    rows = baselines.pixel_rows(fit_on.images)
+    if len(rows) < 3:
+        raise RandEnsembleError(f"--pixels pca needs at least 3 images to fit on, "
+                                f"{fit_on.source} has {len(rows)}")
+    fitted = baselines.fit_pca(rows, min(baselines.PCA_DIMS, len(rows) - 1, rows.shape[1]))
+    return lambda images: baselines.apply_pca(fitted, baselines.pixel_rows(images))[None]
+
+
+def _knn(embed, ds, emb, gal, bootstrap, seed) -> dict:
     """k-NN classification of the data's rows by the gallery's labels (`retrieval.knn_accuracy`:
     k = 1, and k = 200 weighted, with intervals). Labels are matched by name across the two
     datasets (their codes may differ)."""
@@ -89,7 +114,7 @@ def _knn(params, config, ds, emb, gal, bootstrap, seed) -> dict:
                                 "would be misclassified")
     names = sorted(set(ds.label_names()) | set(gal.label_names()))
     code = {name: k for k, name in enumerate(names)}
-    gallery_emb = ensemble.embed(params, gal.images, config)               # (M, G, E)
+    gallery_emb = embed(gal.images)                                        # (M, G, E)
     gallery_labels = np.asarray([code[x] for x in gal.label_names()])
     query_labels = np.asarray([code[x] for x in ds.label_names()])
     out = retrieval.knn_accuracy(np.asarray(gallery_emb), gallery_labels, np.asarray(emb),
