@@ -100,7 +100,8 @@ def test_05_fashion_mnist_notebook(notebook, tmp_path, reference):
     text = notebook("05_fashion_mnist.ipynb", env={"RAND_ENSEMBLE_FASHION_MNIST": folder})
     assert "train (1000, 32, 32, 1) uint8, test (300, 32, 32, 1)" in text   # padded: the net's input
     results = json.loads((tmp_path / "fm_results.json").read_text())
-    assert set(results) == {"raw pixels", "random single net (mean)", "random ensemble M=4",
+    assert set(results) == {"raw pixels", "PCA pixels", "random single net (mean)",
+                            "random ensemble M=4",
                             "trained: weak+augment", "trained: oracle"}
     # Raw-pixel scores recomputed by loops on the same slices, straight from the IDX files.
     def pixels(split, n):
@@ -113,6 +114,12 @@ def test_05_fashion_mnist_notebook(notebook, tmp_path, reference):
     assert raw["precision_at_1"] == pytest.approx(reference.p_at_1(test_x, test_y))
     nearest = [max(range(len(train_x)), key=lambda j: (float(train_x[j] @ q), -j)) for q in test_x]
     assert raw["knn_1_accuracy"] == pytest.approx(np.mean(train_y[nearest] == test_y))
+    # PCA pixels: half-whitened top principal components of the 1,000 training rows, by SVD
+    mean = train_x.mean(0)
+    _, sv, vt = np.linalg.svd(train_x - mean, full_matrices=False)
+    proj = (test_x - mean) @ vt[:200].T * (sv[:200] ** 2 / 999) ** -0.25
+    assert results["PCA pixels"]["precision_at_1"] == pytest.approx(reference.p_at_1(
+        proj / np.linalg.norm(proj, axis=1, keepdims=True), test_y))
     printed = numbers(r"raw pixels: P@1 ([0-9.]+)", text)
     assert printed and printed[0] == pytest.approx(raw["precision_at_1"], abs=5e-4)
     lo, hi = raw["precision_at_1_interval"]
