@@ -83,6 +83,8 @@ RUNS = {
         **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5}, "pca", 1),
     "weak+augment-pca-4-members-3000": (BLOG, "weak+augment", 3000, {
         **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5, "members": 4}, "pca", 1),
+    "weak+augment-pca-8-members-3000": (BLOG, "weak+augment", 3000, {
+        **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5, "members": 8}, "pca", 1),
     "weak+augment-ensemble-jitter0.8-3000": (BLOG, "weak+augment", 3000, {
         **FAST, "crop_scale_min": 0.5, "pair_fraction": 0.5, "colour_jitter": 0.8}, "ensemble", 1),
     "weak+augment-ensemble-jitter1.0-3000": (BLOG, "weak+augment", 3000, {
