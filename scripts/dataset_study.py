@@ -102,8 +102,7 @@ def pixel_run(sets, pca=False):
     from rand_ensemble.evaluate import baselines
     test, train = (baselines.pixel_rows(sets[k].images) for k in ("heldout", "train"))
     if pca:
-        fitted = baselines.fit_pca(train, min(baselines.PCA_DIMS, len(train) - 1,
-                                              train.shape[1]))
+        fitted = baselines.fit_pca(train)
         test, train = baselines.apply_pca(fitted, test), baselines.apply_pca(fitted, train)
     return {"scores": scores_of(test[None], train[None], sets, False)}
 

@@ -153,7 +153,7 @@ def pairs_of(source, train, net, seed):
     """Weak pairs (P, 2): `ensemble`, `pca`, `raw` (rank-1) or `raw:mutualK`."""
     if source == "pca":
         rows = baselines.pixel_rows(train.images)
-        fitted = baselines.fit_pca(rows, min(baselines.PCA_DIMS, len(rows) - 1))
+        fitted = baselines.fit_pca(rows)
         nearest, score = weak_labels.rank1_neighbours(baselines.apply_pca(fitted, rows)[None])
         return signals.neighbour_pairs(nearest, score, mutual=False)
     if source == "ensemble":

@@ -21,13 +21,16 @@ def test_pixel_rows_are_unit_flattened_pixels():
         baselines.pixel_rows(images.astype(np.float32))
 
 
+@pytest.mark.parametrize("n", [60, 8])             # tall rows (covariance), wide rows (Gram)
 @pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
-def test_pca_matches_svd(power):
-    train, test, dims = _rows(60, 12, 1), _rows(9, 12, 2), 5
+def test_pca_matches_svd(power, n):
+    train, test, dims = _rows(n, 12, 1), _rows(9, 12, 2), 5
     fitted = baselines.fit_pca(train, dims, power)
+    np.testing.assert_allclose(fitted["components"].T @ fitted["components"], np.eye(dims),
+                               atol=1e-10)
     mean = train.mean(0)
     _, sv, vt = np.linalg.svd(train - mean, full_matrices=False)
-    expected = (test - mean) @ vt[:dims].T * (sv[:dims] ** 2 / 59) ** (-power / 2)
+    expected = (test - mean) @ vt[:dims].T * (sv[:dims] ** 2 / (n - 1)) ** (-power / 2)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     got = baselines.apply_pca(fitted, test)
     assert got.shape == (9, dims) and got.dtype == np.float32
@@ -40,6 +43,11 @@ def test_full_whitening_gives_unit_variance():
     fitted = baselines.fit_pca(train, 6, 1.0)
     white = (train - fitted["mean"]) @ fitted["components"] * fitted["scale"]
     np.testing.assert_allclose(np.cov(white.T), np.eye(6), atol=1e-8)
+
+
+def test_default_dims_are_capped_by_the_rows():
+    assert baselines.fit_pca(_rows(300, 250, 0))["components"].shape == (250, 200)
+    assert baselines.fit_pca(_rows(30, 250, 0))["components"].shape == (250, 29)
 
 
 def test_bad_arguments_are_one_line_errors():

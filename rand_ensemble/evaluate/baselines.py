@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.limits import check_memory
 
 PCA_DIMS = 200               # the study's PCA baseline: 200 components, half-whitened
 PCA_POWER = 0.5
@@ -36,30 +37,42 @@ def pixel_rows(images) -> np.ndarray:
     return _unit(images.reshape(len(images), -1).astype(np.float32) / 255.0)
 
 
-def fit_pca(rows, dims: int = PCA_DIMS, power: float = PCA_POWER) -> dict:
+def fit_pca(rows, dims: int | None = None, power: float = PCA_POWER) -> dict:
     """Fit the PCA-whitening map on (N, D) training rows (no labels).
+
+    The eigenvectors come from the smaller of the D x D covariance and the N x N Gram matrix,
+    so wide rows (large images, D >> N) cost min(N, D)^2 memory, checked before the fit.
 
     Args:
       rows: (N, D) float rows (e.g. `pixel_rows` of the training split), N >= 2.
-      dims: components kept, 1 <= dims <= min(N - 1, D).
+      dims: components kept, 1 <= dims <= min(N - 1, D); None: min(PCA_DIMS, N - 1, D).
       power: whitening strength in [0, 1]: component i is scaled by eigenvalue_i ** (-power/2).
     Returns:
       {"mean": (D,), "components": (D, dims) orthonormal columns, largest variance first,
        "scale": (dims,)} float64 arrays.
     """
-    x = np.asarray(rows, np.float64)
+    x = np.asarray(rows)
     if x.ndim != 2 or len(x) < 2:
         raise RandEnsembleError(f"fit_pca needs (N, D) rows with N >= 2, got {x.shape}")
-    if not 1 <= dims <= min(len(x) - 1, x.shape[1]) or not 0.0 <= power <= 1.0:
-        raise RandEnsembleError(f"PCA dims must lie in [1, {min(len(x) - 1, x.shape[1])}] and "
+    n, d = x.shape
+    dims = min(PCA_DIMS, n - 1, d) if dims is None else dims
+    if not 1 <= dims <= min(n - 1, d) or not 0.0 <= power <= 1.0:
+        raise RandEnsembleError(f"PCA dims must lie in [1, {min(n - 1, d)}] and "
                                 f"power in [0, 1], got dims={dims}, power={power}")
-    mean = x.mean(axis=0)                                             # (D,)
-    centred = x - mean
-    cov = centred.T @ centred / (len(x) - 1)                          # (D, D)
-    eigval, eigvec = np.linalg.eigh(cov)                              # ascending
+    check_memory(8 * (2 * n * d + 3 * min(n, d) ** 2), f"a PCA of {n} rows of {d} values")
+    mean = x.mean(axis=0, dtype=np.float64)                           # (D,)
+    centred = x - mean                                                # (N, D) float64
+    if d <= n:
+        eigval, eigvec = np.linalg.eigh(centred.T @ centred)          # (D,), (D, D) ascending
+    else:
+        eigval, eigvec = np.linalg.eigh(centred @ centred.T)          # (N,), (N, N) ascending
     order = np.argsort(eigval)[::-1][:dims]
     eigval = np.maximum(eigval[order], eigval[order][0] * 1e-12)      # rank-deficient pools
-    return {"mean": mean, "components": eigvec[:, order], "scale": eigval ** (-power / 2)}
+    components = eigvec[:, order]
+    if d > n:                            # Gram eigenvectors u -> covariance ones C^T u / |.|
+        components = centred.T @ components / np.sqrt(eigval)
+    return {"mean": mean, "components": components,
+            "scale": (eigval / (n - 1)) ** (-power / 2)}
 
 
 def apply_pca(pca: dict, rows) -> np.ndarray:

@@ -61,7 +61,7 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
         gallery_source, require_labels=True, **fit)
     check_scorable(ds.labels, source.spec)
     failed = ds.failures + ([] if gal is None else gal.failures)
-    m, n = (1, len(ds)) if pixels else (ensemble.num_models(params), len(ds))
+    m, n = 1 if pixels else ensemble.num_models(params), len(ds)
     width = int(np.prod(ds.images.shape[1:])) if pixels else config.embedding_dim
     check_memory(m * n * (width * 4 + n * 8) + bootstrap * n * 16,
                  f"retrieval over {n} images with {m} members and --bootstrap {bootstrap}")
@@ -100,7 +100,7 @@ def _pixel_embedder(kind, fit_on):
     if len(rows) < 3:
         raise RandEnsembleError(f"--pixels pca needs at least 3 images to fit on, "
                                 f"{fit_on.source} has {len(rows)}")
-    fitted = baselines.fit_pca(rows, min(baselines.PCA_DIMS, len(rows) - 1, rows.shape[1]))
+    fitted = baselines.fit_pca(rows)
     return lambda images: baselines.apply_pca(fitted, baselines.pixel_rows(images))[None]
 
 
