@@ -42,7 +42,7 @@ from study_report import (  # noqa: E402
 
 from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
-from rand_ensemble.learn.config import RECIPE_EMBEDDERS, LearnConfig  # noqa: E402
+from rand_ensemble.learn.config import RECIPE_EMBEDDERS, RECIPE_PAIRS, LearnConfig  # noqa: E402
 from rand_ensemble.model.config import FAMILY_INPUTS, from_flags  # noqa: E402
 
 PCA_ROW = "PCA pixels (centred, 200 components, half-whitened; fit on the training split)"
@@ -136,21 +136,29 @@ def random_run(args, sets, config, m, seed, member_mean):
                       args.report_only)
 
 
-def mine_pairs(args, sets, config, seed, mutual):
+def mine_pairs(args, sets, config, seed, mutual, pixels=None):
     """Label-free weak pairs (P, 2) of the training split (rank-1 neighbours, `mutual` ones
-    only if asked), cached in OUT/pairs: -> (pairs, info)."""
-    name = (f"pairs_m{args.weak_models}_s{seed}_{args.min_score}_{args.top_fraction}_"
+    only if asked) under a random `--weak-models` ensemble (seed 1000 + seed), or the pixel
+    baseline `pixels` ("pca": as `weak-labels --pixels pca`), cached in OUT/pairs:
+    -> (pairs, info)."""
+    source = f"pixels-{pixels}" if pixels else f"m{args.weak_models}_s{seed}"
+    name = (f"pairs_{source}_{args.min_score}_{args.top_fraction}_"
             f"{'mutual_' if mutual else ''}{data_tag(args)}")
     path = os.path.join(args.out, "pairs", name + ".npy")
     if not os.path.exists(path):
         import jax
 
-        from rand_ensemble.evaluate import weak_labels
+        from rand_ensemble.evaluate import baselines, weak_labels
         from rand_ensemble.learn import signals
         from rand_ensemble.model import ensemble
         start = time.perf_counter()
-        params = ensemble.init_ensemble(jax.random.PRNGKey(1000 + seed), args.weak_models, config)
-        emb = ensemble.embed(params, sets["train"].images, config)        # (M, N, E)
+        if pixels:
+            images = sets["train"].images
+            emb = baselines.pixel_embedding(baselines.fit_baseline(pixels, images), images)[None]
+        else:
+            params = ensemble.init_ensemble(jax.random.PRNGKey(1000 + seed), args.weak_models,
+                                            config)
+            emb = ensemble.embed(params, sets["train"].images, config)    # (M, N, E)
         nearest, score = weak_labels.rank1_neighbours(emb)
         pairs = signals.neighbour_pairs(nearest, score, mutual, args.min_score,
                                         args.top_fraction)
@@ -178,18 +186,21 @@ def learn_config(args, size, signal, seed):
     return cfg
 
 
-def trained_run(args, sets, config, cfg):
-    """Train cfg.members nets with cfg.signal and score them; the run's name holds a digest of
-    everything it depends on, so identical rows (a recipe that is one signal) share one run."""
+def trained_run(args, sets, config, cfg, pixels=None):
+    """Train cfg.members nets with cfg.signal and score them (weak pairs: `mine_pairs`, from
+    the pixel baseline `pixels` if given); the run's name holds a digest of everything it
+    depends on, so identical rows (a recipe that is one signal) share one run."""
     from rand_ensemble.learn import trainer
     weak = cfg.signal in ("weak", "weak+augment")
     key = {"learn": cfg.to_dict(), "embedder": config.to_dict(), "data": data_tag(args),
            "pairs": [args.weak_models, args.min_score, args.top_fraction, cfg.mutual]
            if weak else None}
+    if weak and pixels:                       # (ensemble-pair runs keep their cached names)
+        key["pairs"] = [f"pixels-{pixels}", args.min_score, args.top_fraction, cfg.mutual]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
     def compute():
-        pairs, mined = (mine_pairs(args, sets, config, cfg.seed, cfg.mutual) if weak
+        pairs, mined = (mine_pairs(args, sets, config, cfg.seed, cfg.mutual, pixels) if weak
                         else (None, {}))
         params, emb_cfg, report = trainer.train_embedder(sets["train"], cfg, pairs=pairs,
                                                          embedder=config, progress=False, log=None)
@@ -211,10 +222,13 @@ def plan(args, size):
     rows += [(f"random ensemble M={m}", ("random", m), "ensemble",
               (lambda m: lambda s, sets, c: random_run(args, sets, c, m, s, m == ms[0]))(m))
              for m in ms]
+    recipe_pixels = (RECIPE_PAIRS.get(args.recipe) or {}).get("pixels")
     for signal in (*args.signals, "recipe"):
         name = f"recipe: {args.recipe}" if signal == "recipe" else f"trained: {signal}"
-        rows.append((name, (signal, 1), "ensemble", (lambda sig: lambda s, sets, c: trained_run(
-            args, sets, c, learn_config(args, size, sig, s)))(signal)))
+        pixels = recipe_pixels if signal == "recipe" else None    # signal rows: ensemble pairs
+        rows.append((name, (signal, 1), "ensemble", (lambda sig, px: lambda s, sets, c:
+                     trained_run(args, sets, c, learn_config(args, size, sig, s), px))(
+                         signal, pixels)))
     if LearnConfig.recipe(args.recipe).members > 1:      # the same run, its members scored alone
         rows.append((f"recipe: {args.recipe}, one member (mean of its members)", ("recipe", 1),
                      "member_mean", rows[-1][3]))
@@ -313,12 +327,14 @@ def main(argv=None):
             "embedder": config.to_dict(),
             "recipe": args.recipe, "steps": cfg.steps,
             "weak_models": args.weak_models, "mutual": cfg.mutual, "seeds": list(args.seeds),
+            "recipe_pairs": RECIPE_PAIRS.get(args.recipe) or {"models": args.weak_models},
             "data": {"train": args.data, "heldout": args.heldout,
                      "train_images": len(sets["train"]), "heldout_images": len(sets["heldout"]),
                      "classes": len(set(sets["heldout"].labels.tolist()))}}
     for done in execute(args, size, sets, config):
         rows, info["missing_rows"] = build_rows(done, args, size)
-        info["pairs"] = {s: {k: v for k, v in r.items() if k in ("num_pairs", "pair_precision")}
+        info["pairs"] = {f"{v} seed {s}": {k: x for k, x in r.items()
+                                           if k in ("num_pairs", "pair_precision")}
                          for (v, _, s), r in done.items() if r.get("num_pairs")}
         timings = {"runs": {"{}_m{}_s{}".format(*k): r["timings"] for k, r in done.items()
                             if "timings" in r}, "total_seconds": time.perf_counter() - start}

@@ -167,7 +167,13 @@ def dataset_notes(info):
              "seed-averaged scores]; P@1, R-precision, MAP@R leave-one-out on the held-out "
              "split; k-NN with the training split as the gallery."]
     kind = "mutual rank-1" if info.get("mutual") else "rank-1"
-    below = [f"Weak pairs (seed {s}): {w['num_pairs']} {kind} pairs of a random "
-             f"{info['weak_models']}-member ensemble, precision {w['pair_precision']:.3f} "
-             "(measured with the labels, used by nothing)." for s, w in info["pairs"].items()]
+    recipe_pixels = (info.get("recipe_pairs") or {}).get("pixels")
+    below = []
+    for run, w in info["pairs"].items():               # "VARIANT seed S"
+        source = ({"pca": "half-whitened PCA pixels", "raw": "raw pixels"}[recipe_pixels]
+                  if recipe_pixels and run.startswith("recipe ") else
+                  f"a random {info['weak_models']}-member ensemble")
+        below.append(f"Weak pairs ({run}): {w['num_pairs']} {kind} pairs of {source}, "
+                     f"precision {w['pair_precision']:.3f} (measured with the labels, used by "
+                     "nothing).")
     return above, below

@@ -57,3 +57,22 @@ def test_bad_arguments_are_one_line_errors():
         baselines.fit_pca(_rows(10, 4, 0), dims=2, power=2.0)
     with pytest.raises(RandEnsembleError, match="width"):
         baselines.apply_pca(baselines.fit_pca(_rows(10, 4, 0), 2), _rows(3, 5, 0))
+
+
+def test_fit_baseline_embeds_as_its_kind():
+    """fit_baseline + pixel_embedding: raw gives the unit pixel rows, pca the fitted map's rows
+    (checked against fit_pca / apply_pca on the same rows); too few images or an unknown kind
+    are one-line errors."""
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (12, 4, 4, 1), dtype=np.uint8)
+    flat = images.reshape(12, -1).astype(np.float64)
+    raw = baselines.pixel_embedding(baselines.fit_baseline("raw", images[:0]), images)
+    assert np.allclose(raw, flat / np.linalg.norm(flat, axis=1, keepdims=True), atol=1e-6)
+    pca = baselines.pixel_embedding(baselines.fit_baseline("pca", images[:8]), images)
+    assert pca.shape == (12, 7)                               # min(200, 8 - 1, 16)
+    fitted = baselines.fit_pca(baselines.pixel_rows(images[:8]))
+    assert np.allclose(pca, baselines.apply_pca(fitted, baselines.pixel_rows(images)))
+    with pytest.raises(RandEnsembleError, match="at least 3 images"):
+        baselines.fit_baseline("pca", images[:2])
+    with pytest.raises(RandEnsembleError, match="one of"):
+        baselines.fit_baseline("lda", images)

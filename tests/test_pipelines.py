@@ -299,3 +299,65 @@ def test_weak_labels_random_members_of_any_family(tmp_path):
         sorted(zip(want["image_id_a"], want["image_id_b"]))
     with open(os.path.join(out, "summary.json")) as f:
         assert json.load(f)["embedder"] == config.to_dict()
+
+
+def _pca_rows_numpy(images, dims, power=0.5):
+    """Independent half-whitened PCA by SVD: (N, H, W, C) uint8 -> (N, dims) unit rows."""
+    x = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    centred = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    proj = centred @ vt[:dims].T * (s[:dims] ** 2 / (len(x) - 1)) ** (-power / 2)
+    return proj / np.linalg.norm(proj, axis=1, keepdims=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["raw", "pca"])
+def test_weak_labels_from_pixel_baselines_match_numpy(tmp_path, kind):
+    """--pixels raw|pca: each image's rank-1 neighbour under cosine of the flattened pixels, or
+    of the half-whitened PCA fitted on the pool (here by numpy SVD), padded to the blog net's
+    32 x 32 and kept grey by --in-channels 1; one pair per image, scores the cosines."""
+    from rand_ensemble.data import sources
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(6), 4)
+    images = np.clip(labels[:, None, None] * 40 + rng.normal(0, 50, (24, 28, 28)), 0, 255)
+    np.savez(tmp_path / "grey.npz", images=images.astype(np.uint8), labels=labels)
+    spec, out = f"npz:{tmp_path / 'grey.npz'}", str(tmp_path / "pairs")
+    assert cli.main(["weak-labels", "--data", spec, "--pixels", kind, "--in-channels", "1",
+                     "--out", out, "--direct_num_workers", "1"]) == 0
+    ds = sources.load_dataset(spec, hw=32, channels=1)             # padded, as documented
+    assert ds.images.shape == (24, 32, 32, 1)
+    if kind == "pca":
+        rows = _pca_rows_numpy(ds.images, dims=23)                 # min(200, N - 1, D)
+    else:
+        rows = ds.images.reshape(24, -1).astype(np.float64)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    ids = np.asarray(ds.ids)
+    want = {}
+    for i in range(24):
+        sims = [(rows[i] @ rows[j], -j) for j in range(24) if j != i]
+        score, j = max(sims)
+        want[(ids[i], ids[-j])] = score
+    got = {(p["image_id_a"], p["image_id_b"]): p["score"] for p in read_table(out, "pairs")}
+    assert set(got) == set(want)
+    assert np.allclose([got[k] for k in want], list(want.values()), atol=1e-5)
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["pixels"] == kind and summary["num_models"] == 1 and summary["seed"] is None
+    same = np.mean([labels[list(ids).index(a)] == labels[list(ids).index(b)] for a, b in want])
+    assert summary["precision"] == pytest.approx(same)
+
+
+def test_weak_labels_pca_pixels_need_the_pool_as_data(tmp_path, capsys):
+    """--pixels pca with --images: a one-line error before the job starts (the PCA is fitted
+    on the whole pool by the launcher), and nothing is written."""
+    os.makedirs(tmp_path / "imgs")
+    for i in range(3):
+        from PIL import Image
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    out = tmp_path / "pairs"
+    assert cli.main(["weak-labels", "--images", str(tmp_path / "imgs" / "*.png"),
+                     "--pixels", "pca", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rand-ensemble: error: --pixels pca")
+    assert not out.exists() or not os.listdir(out)

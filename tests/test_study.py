@@ -106,6 +106,17 @@ def test_quick_dataset_study(tmp_path, reference):
     pca = rows["PCA pixels (centred, 200 components, half-whitened; fit on the training split)"]
     assert pca["metrics"]["precision_at_1"]["mean"] == pytest.approx(reference.p_at_1(
         unit((unit(test) - mean) @ vt[:dims].T * scale), labels))
+    # the recipe's pairs: rank-1 neighbours of the training rows under those PCA pixels
+    train_pca = unit((unit(train) - mean) @ vt[:dims].T * scale)
+    sims = train_pca @ train_pca.T
+    np.fill_diagonal(sims, -np.inf)
+    pairs = {tuple(sorted((i, int(j)))) for i, j in enumerate(np.argmax(sims, axis=1))}
+    assert study["pairs"]["recipe seed 0"] == {"num_pairs": len(pairs), "pair_precision":
+                                              pytest.approx(np.mean([train_labels[i] ==
+                                                                     train_labels[j]
+                                                                     for i, j in pairs]))}
+    assert study["pairs"]["weak seed 0"]["pair_precision"] != study["pairs"]["recipe seed 0"][
+        "pair_precision"]                        # the signal rows keep the ensemble's pairs
     emb = np.load(glob.glob(str(out / "runs" / "augment_m1_s0_t8_*.heldout.npy"))[0])
     assert emb.shape == (1, len(labels), study["embedder"]["embedding_dim"])
     assert rows["trained: augment"]["metrics"]["precision_at_1"]["mean"] == pytest.approx(

@@ -88,12 +88,18 @@ def _add_weak_labels(sub):
     members.add_argument("--checkpoint", metavar="CKPT.npz",
                          help="mine with a trained net or ensemble (`rand-ensemble train`) "
                               "instead of random members")
+    members.add_argument("--pixels", choices=("raw", "pca"),
+                         help="mine with a training-free pixel baseline instead of nets: raw "
+                              "(cosine of the flattened pixels) or pca (half-whitened top 200 "
+                              "principal components, fitted on the whole --data pool, no "
+                              "labels; the Fashion-MNIST recipe's pairs); images fitted to the "
+                              "architecture flags' input (default 32x32x3)")
     p.add_argument("--seed", type=seed_int, default=0, help="random ensemble init seed")
     p.add_argument("--out", required=True, metavar="DIR2", help="output folder")
     _add_search_flags(p)
     p.add_argument("--overwrite", action="store_true",
                    help="delete an earlier run's outputs in DIR2")
-    embedder_flags(p, note="with --models only")
+    embedder_flags(p, note="with --models or --pixels only")
     p.set_defaults(handler=runner("rand_ensemble.pipelines.commands", "run_weak_labels",
                                   embedder=lambda args: embedder_from_args(args, "checkpoint")),
                    pass_through=True)

@@ -81,3 +81,35 @@ def apply_pca(pca: dict, rows) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != pca["mean"].shape[0]:
         raise RandEnsembleError(f"rows of width {pca['mean'].shape[0]} expected, got {x.shape}")
     return _unit((x - pca["mean"]) @ pca["components"] * pca["scale"])
+
+
+PIXEL_BASELINES = ("raw", "pca")
+
+
+def fit_baseline(kind: str, images, where: str = "the pool") -> dict:
+    """A pixel baseline ready to embed (`pixel_embedding`), fitted on unlabelled images.
+
+    Args:
+      kind: "raw" (cosine of the flattened pixels; nothing to fit) or "pca" (`fit_pca` with
+        its defaults on `pixel_rows(images)`).
+      images: (N, H, W, C) uint8, the images the PCA is fitted on (ignored for "raw").
+      where: names the images in the error when there are too few to fit on.
+    Returns:
+      {"kind": kind, and for "pca" the `fit_pca` arrays}: plain numpy, so it pickles (the
+      weak-label job ships it to its workers).
+    """
+    if kind not in PIXEL_BASELINES:
+        raise RandEnsembleError(f"pixel baseline must be one of {PIXEL_BASELINES}, got {kind!r}")
+    if kind == "raw":
+        return {"kind": "raw"}
+    if len(images) < 3:
+        raise RandEnsembleError(f"--pixels pca needs at least 3 images to fit on, {where} has "
+                                f"{len(images)}")
+    return {"kind": "pca", **fit_pca(pixel_rows(images))}
+
+
+def pixel_embedding(baseline: dict, images) -> np.ndarray:
+    """Images through a fitted pixel baseline (`fit_baseline`): (N, H, W, C) uint8 ->
+    (N, D) float32 unit rows (D = H*W*C for raw, the PCA's dims for pca)."""
+    rows = pixel_rows(images)
+    return rows if baseline["kind"] == "raw" else apply_pca(baseline, rows)

@@ -65,8 +65,15 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
     width = int(np.prod(ds.images.shape[1:])) if pixels else config.embedding_dim
     check_memory(m * n * (width * 4 + n * 8) + bootstrap * n * 16,
                  f"retrieval over {n} images with {m} members and --bootstrap {bootstrap}")
-    embed = (_pixel_embedder(pixels, ds if gal is None else gal) if pixels
-             else lambda images: ensemble.embed(params, images, config))   # -> (M, N, E)
+    if pixels:
+        fitted = baselines.fit_baseline(pixels, (ds if gal is None else gal).images,
+                                        (ds if gal is None else gal).source)
+
+        def embed(images):                                                 # -> (1, N, D)
+            return baselines.pixel_embedding(fitted, images)[None]
+    else:
+        def embed(images):                                                 # -> (M, N, E)
+            return ensemble.embed(params, images, config)
     emb = np.asarray(embed(ds.images))
     report = retrieval.retrieval_metrics(emb, ds.labels, num_resamples=bootstrap, seed=seed)
     if gal is not None:
@@ -87,21 +94,6 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
     for path in outputs:
         print(f"wrote: {path}")
     return report
-
-
-def _pixel_embedder(kind, fit_on):
-    """images (N, H, W, C) uint8 -> (1, N, D) unit rows of the pixel baseline `kind` ("raw",
-    or "pca" fitted on the images of the dataset `fit_on`)."""
-    if kind not in ("raw", "pca"):
-        raise RandEnsembleError(f"--pixels must be raw or pca, got {kind!r}")
-    if kind == "raw":
-        return lambda images: baselines.pixel_rows(images)[None]
-    rows = baselines.pixel_rows(fit_on.images)
-    if len(rows) < 3:
-        raise RandEnsembleError(f"--pixels pca needs at least 3 images to fit on, "
-                                f"{fit_on.source} has {len(rows)}")
-    fitted = baselines.fit_pca(rows)
-    return lambda images: baselines.apply_pca(fitted, baselines.pixel_rows(images))[None]
 
 
 def _knn(embed, ds, emb, gal, bootstrap, seed) -> dict:

@@ -55,9 +55,9 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
                     batch_size: int = 64, block_size: int = 4096, overwrite: bool = False,
                     beam_args: list | None = None, index: str = "exact",
                     nprobe: int | None = None, recall_sample: int = 0,
-                    embedder: dict | None = None) -> dict:
+                    embedder: dict | None = None, pixels: str | None = None) -> dict:
     """`rand-ensemble weak-labels`: each image's top-k neighbours under a random (or trained)
-    ensemble -> DIR2/pairs-*.parquet and DIR2/summary.json -> the summary.
+    ensemble, or a pixel baseline -> DIR2/pairs-*.parquet and DIR2/summary.json -> the summary.
 
     Args:
       data: a local data spec (any source, `data.sources.SPEC_HELP`; loaded here and handed to
@@ -66,7 +66,9 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
         remote (gs://...).
       models, seed: a random ensemble of M members of the architecture `embedder` names
         ({"family": NAME, field: value, ...} as the architecture flags give it,
-        `model.config.from_flags`; None: the blog net); or checkpoint: trained params.
+        `model.config.from_flags`; None: the blog net); or checkpoint: trained params; or
+        pixels: "raw" / "pca", a training-free pixel baseline (`evaluate.baselines`; pca is
+        fitted on the pool, so it needs `data`) of the images fitted to `embedder`'s input.
       top_k, mutual, min_score: which neighbours become pairs.
       batch_size, block_size: images per embed batch and per search block.
       index, nprobe, recall_sample: exact tiles or approximate IVF lists (weak_label_job.run).
@@ -87,7 +89,7 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
         check_eval_memory((batch_size, 1, hw, hw), config, models, batch_size, 0)
     with checks.quiet_root_logger():
         from rand_ensemble.pipelines import weak_label_job  # Beam: jobs only
-    s = weak_label_job.run(renders, out, models or 1, seed, top_k=top_k, mutual=mutual,
+    s = weak_label_job.run(renders, out, models or 1, seed, pixels=pixels, top_k=top_k, mutual=mutual,
                            min_score=min_score, batch_size=batch_size, beam_args=beam_args,
                            overwrite=overwrite, images=images, labels=labels,
                            block_size=block_size, checkpoint=checkpoint, data=data, index=index,

@@ -9,6 +9,8 @@ of `evaluate.neighbours.top_k` on rows sorted by id, so results equal the brute 
 A second pass keyed by the unordered pair marks mutual neighbours. Memory per worker: two
 blocks (2 * B * D floats), one (B, B) tile and a (B, k) accumulator, whatever N is.
 """
+import functools
+
 import apache_beam as beam
 import numpy as np
 
@@ -24,27 +26,35 @@ class EmbedBlock(beam.DoFn):
 
     The records' RGB images go to the members' `in_channels` here (grey: luma, which gives
     a greyscale source's own pixels back, as `data.sources.load_dataset(channels=1)` would).
+    With `pixels` (a fitted `evaluate.baselines.fit_baseline`, one "member"), the rows are that
+    training-free pixel embedding (n, D) of the converted images instead of the members'.
 
     The copy of a repeated image_id with the smallest source (file, row) is kept; each other
     copy is a failure row, so a duplicated shard cannot pair an image with itself.
     """
 
-    def __init__(self, seed, num_models, batch_size, config, params=None):
+    def __init__(self, seed, num_models, batch_size, config, params=None, pixels=None):
         self.seed, self.num_models, self.batch_size = seed, num_models, batch_size
         self.config_dict = config           # EmbedderConfig.to_dict() of the members
         self.trained = params               # trained params numpy tree (M, ...), or None:
                                             # M random members from PRNGKey(seed)
+        self.pixels = pixels                # a fitted pixel baseline instead of members
 
     def setup(self):
         # On the worker, once per DoFn instance: the DoFn is pickled without JAX state.
+        from rand_ensemble.model.embedder import EmbedderConfig
+        self.config = EmbedderConfig.from_dict(self.config_dict)
+        if self.pixels is not None:
+            from rand_ensemble.evaluate import baselines
+            self._rows = functools.partial(baselines.pixel_embedding, self.pixels)
+            return
         import jax
 
         from rand_ensemble.model import ensemble
-        from rand_ensemble.model.embedder import EmbedderConfig
-        self.config = EmbedderConfig.from_dict(self.config_dict)
         self.params = self.trained if self.trained is not None else ensemble.init_ensemble(
             jax.random.PRNGKey(self.seed), self.num_models, self.config)
-        self._embed = ensemble.embed
+        self._rows = lambda images: engine.concat_members(np.asarray(ensemble.embed(
+            self.params, images, self.config, batch_size=self.batch_size)))   # (n, M*E)
 
     def process(self, keyed):
         block, records = keyed
@@ -65,9 +75,7 @@ class EmbedBlock(beam.DoFn):
             return
         images = np.stack([copies[i][0][2] for i in ids])                   # (n, H, W, 3)
         images = decode.convert_channels(images, self.config.in_channels)   # (n, H, W, C)
-        emb = np.asarray(self._embed(self.params, images, self.config,
-                                     batch_size=self.batch_size))
-        flat = engine.concat_members(emb)                                   # (n, M*E)
+        flat = self._rows(images)                                           # (n, M*E)
         kept_labels = np.empty(len(ids), object)                         # (n,) any hashable
         kept_labels[:] = [labels.get(i, copies[i][0][1]) for i in ids]
         yield common.ok((block, np.array(ids), kept_labels, flat))

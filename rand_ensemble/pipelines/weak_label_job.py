@@ -18,6 +18,7 @@ import numpy as np
 from rand_ensemble.data import decode, parquet
 from rand_ensemble.data import sources as data_sources
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate import baselines
 from rand_ensemble.model import checkpoint as checkpoints
 from rand_ensemble.model import ensemble
 from rand_ensemble.model.config import DEFAULT_CONFIG, EmbedderConfig
@@ -81,14 +82,16 @@ def ratio(num, den):
 
 
 def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkpoint=None,
-               index="exact", index_params=None, embedder=None):
+               index="exact", index_params=None, embedder=None, pixels=None):
     """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's;
-    `embedder`: the members' config dict)."""
+    `embedder`: the members' config dict; `pixels`: the pixel baseline mined with, if any)."""
     n = t["images"]
     summary = {"num_images": n, "num_pairs": t["pairs"], "num_failures": t["failures"],
                "num_models": num_models, "seed": seed, "top_k": top_k, "precision": None,
                "per_model_precision": None, "block_size": block_size, "checkpoint": checkpoint,
                "embedder": embedder}
+    if pixels is not None:                  # the members' jobs keep their summary's bytes
+        summary["pixels"] = pixels
     if index != "exact":                    # the exact job's summary keeps its fields
         summary.update(index=index, index_params=index_params, recall=t.get("recall"))
     if n < 2:
@@ -150,7 +153,7 @@ def exact_parts(blocks, num_blocks, top_k, num_models, evaluate):
 def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
           top_k=1, mutual=False, min_score=None, batch_size=DEFAULT_BATCH,
           block_size=DEFAULT_BLOCK, evaluate=True, trained=None, dataset=None, index="exact",
-          index_params=None, recall_sample=0, embedder=None):
+          index_params=None, recall_sample=0, embedder=None, pixels=None):
     """Add the weak-label stages to `pipeline` (the last one joins every writer).
 
     trained: None for M random members from PRNGKey(seed) of the architecture `embedder` (an
@@ -158,6 +161,8 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     checkpoint path) of a trained ensemble (`rand-ensemble train`). dataset: a loaded
     `data.dataset.Dataset` instead of renders / images. index: "exact" (tiles) or "approx"
     (IVF lists, `approx_search.py`, with index_params and `recall_sample` queries).
+    pixels: a fitted `evaluate.baselines.fit_baseline` embeds instead of members (num_models
+    1; `embedder` then only fits the images: input_hw, in_channels).
     """
     config = members_config(trained, embedder)
     records = sources.images_pcoll(pipeline, renders, images, labels, config["input_hw"],
@@ -168,7 +173,7 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
                 | "GroupBlocks" >> beam.GroupByKey()
                 | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(
                     seed, num_models, batch_size, config,
-                    None if trained is None else trained[0])))
+                    None if trained is None else trained[0], pixels)))
     blocks, embed_failures = common.split(embedded, "Embed")
     recall = None
     if index == "approx":
@@ -191,6 +196,8 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
                 "mutual": mutual, "min_score": min_score, "block_size": block_size,
                 "checkpoint": trained[2] if trained else None, "index": index,
                 "index_params": index_params, "embedder": config}
+    if pixels is not None:
+        settings.update(seed=None, pixels=pixels["kind"])
     stats = [block_stats, pair_stats, failed] + ([recall] if recall is not None else [])
     summary = ((pipeline | "SummarySeed" >> beam.Create([{}]), *stats)
                | "AllStats" >> beam.Flatten()
@@ -241,7 +248,7 @@ def check_arguments(out, renders, images, data, labels, num_models, top_k, batch
 def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, min_score=None,
         batch_size=DEFAULT_BATCH, beam_args=(), overwrite=False, images=None, labels=None,
         block_size=DEFAULT_BLOCK, checkpoint=None, data=None, index="exact", recall_sample=0,
-        nprobe=None, embedder=None):
+        nprobe=None, embedder=None, pixels=None):
     """Run the weak-label job to completion -> the summary dict (also in out/summary.json).
 
     Args:
@@ -270,6 +277,12 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     if checkpoint is not None and embedder is not None:
         raise RandEnsembleError("architecture flags go with --models; the checkpoint's file "
                                 "decides the architecture")
+    if pixels is not None and (checkpoint is not None or pixels not in ("raw", "pca")):
+        raise RandEnsembleError("--pixels is raw or pca, and goes without --checkpoint")
+    if pixels == "pca" and data is None:
+        raise RandEnsembleError("--pixels pca fits its components on the whole pool before the "
+                                "job starts: give the pool as --data SPEC (e.g. renders:DIR or "
+                                "images:GLOB)")
     trained = None
     if checkpoint is not None:
         params, config = checkpoints.load_params(checkpoint)
@@ -280,6 +293,12 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     dataset = None
     if data is not None:
         dataset = data_sources.load_dataset(data, hw=hw, channels=3)
+    fitted = None
+    if pixels is not None:
+        num_models, channels = 1, members_config(None, embedder)["in_channels"]
+        images = dataset.images if dataset is not None else np.zeros((0, hw, hw, 3), np.uint8)
+        fitted = baselines.fit_baseline(pixels, decode.convert_channels(images, channels),
+                                        data)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
     num_inputs = sources.count_inputs(renders, images, dataset)
@@ -291,7 +310,8 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
           int(batch_size), int(block_size), trained=trained, dataset=dataset, embedder=embedder,
           evaluate=renders is not None or labels is not None
           or (dataset is not None and dataset.has_labels),
-          index=index, index_params=index_params, recall_sample=int(recall_sample))
+          index=index, index_params=index_params, recall_sample=int(recall_sample),
+          pixels=fitted)
     common.run_pipeline(pipeline, out, prefixes)
     with common.FileSystems.open(common.join(out, SUMMARY_NAME)) as f:
         return json.loads(f.read())
