@@ -89,8 +89,9 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
         check_eval_memory((batch_size, 1, hw, hw), config, models, batch_size, 0)
     with checks.quiet_root_logger():
         from rand_ensemble.pipelines import weak_label_job  # Beam: jobs only
-    s = weak_label_job.run(renders, out, models or 1, seed, pixels=pixels, top_k=top_k, mutual=mutual,
-                           min_score=min_score, batch_size=batch_size, beam_args=beam_args,
+    s = weak_label_job.run(renders, out, models or 1, seed, top_k=top_k, mutual=mutual,
+                           pixels=pixels, min_score=min_score, batch_size=batch_size,
+                           beam_args=beam_args,
                            overwrite=overwrite, images=images, labels=labels,
                            block_size=block_size, checkpoint=checkpoint, data=data, index=index,
                            nprobe=nprobe, recall_sample=recall_sample,
