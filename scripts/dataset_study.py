@@ -46,6 +46,8 @@ from rand_ensemble.learn.config import RECIPE_EMBEDDERS, RECIPE_PAIRS, LearnConf
 from rand_ensemble.model.config import FAMILY_INPUTS, from_flags  # noqa: E402
 
 PCA_ROW = "PCA pixels (centred, 200 components, half-whitened; fit on the training split)"
+HOG_ROW = ("HOG (4 x 4 cells, 12 signed bins, 2 x 2 blocks; PCA as above of the descriptors, "
+           "fit on the training split)")
 SIGNALS = ("weak", "augment", "weak+augment", "remine", "oracle")
 COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "knn_1", "knn_200")
 SIZES = {
@@ -95,16 +97,15 @@ def scores_of(test_emb, train_emb, sets, member_mean):
     return as_lists(out)
 
 
-def pixel_run(sets, pca=False):
-    """Raw pixels: cosine of the flattened fitted images (1, N, H*W*C); pca: of their
-    half-whitened top principal components fitted on the training split (`evaluate.baselines`,
-    no labels)."""
+def pixel_run(sets, kind="raw"):
+    """A training-free baseline of `evaluate.baselines` (no labels): raw (cosine of the
+    flattened fitted images), pca (their half-whitened top principal components) or hog (the
+    same of their HOG descriptors), fitted on the training split."""
     from rand_ensemble.evaluate import baselines
-    test, train = (baselines.pixel_rows(sets[k].images) for k in ("heldout", "train"))
-    if pca:
-        fitted = baselines.fit_pca(train)
-        test, train = baselines.apply_pca(fitted, test), baselines.apply_pca(fitted, train)
-    return {"scores": scores_of(test[None], train[None], sets, False)}
+    fitted = baselines.fit_baseline(kind, sets["train"].images)
+    test, train = (baselines.pixel_embedding(fitted, sets[k].images)[None]
+                   for k in ("heldout", "train"))
+    return {"scores": scores_of(test, train, sets, False)}
 
 
 def embed_both(params, config, sets):
@@ -237,9 +238,11 @@ def plan(args, size):
 
 def comparisons(size, args):
     """(label, a, b) with a, b = (variant, members, kind): the differences reported."""
-    names = {"raw": "raw pixels", "pca": "PCA pixels", "recipe": f"recipe {args.recipe}"}
+    names = {"raw": "raw pixels", "pca": "PCA pixels", "hog": "HOG",
+             "recipe": f"recipe {args.recipe}"}
     pairs = [("weak", "augment"), ("weak+augment", "augment"), ("recipe", "raw"),
-             ("recipe", "pca"), ("pca", "raw"), ("oracle", "recipe")]
+             ("recipe", "pca"), ("recipe", "hog"), ("pca", "raw"), ("hog", "pca"),
+             ("oracle", "recipe")]
     specs = [(f"{names.get(a, a)} - {names.get(b, b)}", (a, 1, "ensemble"), (b, 1, "ensemble"))
              for a, b in pairs]
     single = ("random", size["random_models"][0], "member_mean")
@@ -250,8 +253,8 @@ def comparisons(size, args):
 def execute(args, size, sets, config):
     """Run (or reuse) every run seed by seed, yielding {(variant, 1 or M, seed): result} after
     each, so the outputs are rewritten as runs finish."""
-    raw, pca = pixel_run(sets), pixel_run(sets, pca=True)
-    done = {**{("raw", 1, s): raw for s in args.seeds}, **{("pca", 1, s): pca for s in args.seeds}}
+    baselines = {kind: pixel_run(sets, kind) for kind in ("raw", "pca", "hog")}
+    done = {(kind, 1, s): run for kind, run in baselines.items() for s in args.seeds}
     yield done
     for seed in args.seeds:
         for name, (variant, m), _, run in plan(args, size):
@@ -267,7 +270,7 @@ def execute(args, size, sets, config):
 def build_rows(done, args, size):
     """Table rows from the finished runs -> (rows, names of rows with no finished run)."""
     rows = [summarize_row(name, [done[(key, 1, args.seeds[0])]], "ensemble", [], columns=COLUMNS)
-            for name, key in (("raw pixels (cosine)", "raw"), (PCA_ROW, "pca"))]
+            for name, key in (("raw pixels (cosine)", "raw"), (PCA_ROW, "pca"), (HOG_ROW, "hog"))]
     missing = []
     for name, (variant, m), kind, _ in plan(args, size):
         runs = [(s, done[(variant, m, s)]) for s in args.seeds if (variant, m, s) in done]

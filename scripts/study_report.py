@@ -170,7 +170,8 @@ def dataset_notes(info):
     recipe_pixels = (info.get("recipe_pairs") or {}).get("pixels")
     below = []
     for run, w in info["pairs"].items():               # "VARIANT seed S"
-        source = ({"pca": "half-whitened PCA pixels", "raw": "raw pixels"}[recipe_pixels]
+        source = ({"pca": "half-whitened PCA pixels", "raw": "raw pixels",
+                   "hog": "half-whitened PCA of HOG descriptors"}[recipe_pixels]
                   if recipe_pixels and run.startswith("recipe ") else
                   f"a random {info['weak_models']}-member ensemble")
         below.append(f"Weak pairs ({run}): {w['num_pairs']} {kind} pairs of {source}, "

@@ -76,3 +76,48 @@ def test_fit_baseline_embeds_as_its_kind():
         baselines.fit_baseline("pca", images[:2])
     with pytest.raises(RandEnsembleError, match="one of"):
         baselines.fit_baseline("lda", images)
+
+
+def _hog_loop(image, cell, bins):
+    """HOG of one (H, W) grey image in [0, 1] by plain loops, as the docstring defines it."""
+    h, w = image.shape
+    cells = np.zeros((h // cell, w // cell, bins))
+    for y in range(h // cell * cell):
+        for x in range(w // cell * cell):
+            gx = image[y, x + 1] - image[y, x - 1] if 0 < x < w - 1 else 0.0
+            gy = image[y + 1, x] - image[y - 1, x] if 0 < y < h - 1 else 0.0
+            angle = np.arctan2(gy, gx) % (2 * np.pi)
+            position = angle / (2 * np.pi) * bins
+            low = int(np.floor(position)) % bins
+            share = position - np.floor(position)
+            cells[y // cell, x // cell, low] += np.hypot(gx, gy) * (1 - share)
+            cells[y // cell, x // cell, (low + 1) % bins] += np.hypot(gx, gy) * share
+    blocks = []
+    for i in range(h // cell - 1):
+        for j in range(w // cell - 1):
+            block = cells[i:i + 2, j:j + 2].ravel()
+            blocks.append(block / np.sqrt(np.sum(block ** 2) + 1e-6))
+    row = np.concatenate(blocks)
+    return row / np.linalg.norm(row)
+
+
+def test_hog_rows_match_a_loop_over_pixels():
+    """hog_rows (vectorised, chunked) against the loop above on RGB (via luma) and grey images
+    whose sides are not multiples of the cell; baseline "hog" is fit_pca of those rows."""
+    from rand_ensemble.data.decode import luma
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (5, 13, 10, 3), dtype=np.uint8)
+    got = baselines.hog_rows(rgb, cell=4, bins=6, chunk=2)
+    assert got.shape == (5, 2 * 1 * 4 * 6)
+    grey = luma(rgb)[..., 0] / 255.0
+    for k in range(5):
+        assert np.allclose(got[k], _hog_loop(grey[k], 4, 6), atol=1e-5)
+    images = rng.integers(0, 256, (9, 12, 12, 1), dtype=np.uint8)
+    got = baselines.hog_rows(images, cell=3, bins=12)
+    for k in range(9):
+        assert np.allclose(got[k], _hog_loop(images[k, ..., 0] / 255.0, 3, 12), atol=1e-5)
+    fitted = baselines.fit_baseline("hog", images)
+    assert np.allclose(baselines.pixel_embedding(fitted, images[:3]), baselines.apply_pca(
+        fitted, baselines.hog_rows(images[:3])), atol=1e-6)
+    with pytest.raises(RandEnsembleError, match="at least 8 x 8"):
+        baselines.hog_rows(images[:, :7, :7])

@@ -106,8 +106,21 @@ def test_quick_dataset_study(tmp_path, reference):
     pca = rows["PCA pixels (centred, 200 components, half-whitened; fit on the training split)"]
     assert pca["metrics"]["precision_at_1"]["mean"] == pytest.approx(reference.p_at_1(
         unit((unit(test) - mean) @ vt[:dims].T * scale), labels))
-    # the recipe's pairs: rank-1 neighbours of the training rows under those PCA pixels
-    train_pca = unit((unit(train) - mean) @ vt[:dims].T * scale)
+    # HOG: the same PCA of the HOG descriptors (hog_rows is checked against a loop elsewhere)
+    from rand_ensemble.data.decode import to_input
+    from rand_ensemble.evaluate.baselines import hog_rows
+    images = {k: to_input(np.load(tmp_path / f"{k}.npz")["images"], 32, 1)   # the net's input
+              for k in ("train", "test")}
+    hog_train, hog_test = hog_rows(images["train"]), hog_rows(images["test"])
+    hog_mean = hog_train.mean(0)
+    _, hog_sv, hog_vt = np.linalg.svd(hog_train - hog_mean, full_matrices=False)
+    hog_scale = (hog_sv[:dims] ** 2 / (len(train) - 1)) ** -0.25
+    hog = rows[next(name for name in rows if name.startswith("HOG"))]
+    hog_test_rows = unit((hog_test - hog_mean) @ hog_vt[:dims].T * hog_scale)
+    assert hog["metrics"]["precision_at_1"]["mean"] == pytest.approx(reference.p_at_1(
+        hog_test_rows, labels), abs=1e-9)
+    # the recipe's pairs: rank-1 neighbours of the training rows under that HOG embedding
+    train_pca = unit((hog_train - hog_mean) @ hog_vt[:dims].T * hog_scale)
     sims = train_pca @ train_pca.T
     np.fill_diagonal(sims, -np.inf)
     pairs = {tuple(sorted((i, int(j)))) for i, j in enumerate(np.argmax(sims, axis=1))}
@@ -135,6 +148,7 @@ def test_quick_dataset_study(tmp_path, reference):
         - rows["trained: augment"]["metrics"]["knn_200"]["mean"])
     assert {"weak+augment - augment", "recipe fashion-mnist - raw pixels",
             "recipe fashion-mnist - PCA pixels", "PCA pixels - raw pixels",
+            "recipe fashion-mnist - HOG", "HOG - PCA pixels",
             "oracle - recipe fashion-mnist",
             "random ensemble M=2 - random single net"} <= set(diffs)
     again, _ = _dataset_study(out, "--data", f"npz:{tmp_path / 'train.npz'}",   # resumes:

@@ -88,7 +88,7 @@ def _add_weak_labels(sub):
     members.add_argument("--checkpoint", metavar="CKPT.npz",
                          help="mine with a trained net or ensemble (`rand-ensemble train`) "
                               "instead of random members")
-    members.add_argument("--pixels", choices=("raw", "pca"),
+    members.add_argument("--pixels", choices=("raw", "pca", "hog"),
                          help="mine with a training-free pixel baseline instead of nets: raw "
                               "(cosine of the flattened pixels) or pca (half-whitened top 200 "
                               "principal components, fitted on the whole --data pool, no "

@@ -39,7 +39,7 @@ def register(sub):
     source.add_argument("--models", type=positive_int, metavar="M",
                         help="a fresh random ensemble of M members (the blog net, or the "
                              "architecture flags' net)")
-    source.add_argument("--pixels", choices=("raw", "pca"),
+    source.add_argument("--pixels", choices=("raw", "pca", "hog"),
                         help="a training-free baseline instead of nets: raw (cosine of the "
                              "flattened pixels) or pca (half-whitened top 200 principal "
                              "components, fitted on --gallery's images if given, else on the "

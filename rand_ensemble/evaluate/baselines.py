@@ -83,15 +83,60 @@ def apply_pca(pca: dict, rows) -> np.ndarray:
     return _unit((x - pca["mean"]) @ pca["components"] * pca["scale"])
 
 
-PIXEL_BASELINES = ("raw", "pca")
+PIXEL_BASELINES = ("raw", "pca", "hog")
+HOG_CELL, HOG_BINS = 4, 12   # 4 x 4-pixel cells, 12 signed orientation bins, 2 x 2-cell blocks
+
+
+def hog_rows(images, cell: int = HOG_CELL, bins: int = HOG_BINS,
+             chunk: int = 4096) -> np.ndarray:
+    """Histograms of oriented gradients (Dalal & Triggs), a hand-made label-free descriptor:
+    (N, H, W, C) uint8 -> (N, (H//cell - 1) * (W//cell - 1) * 4 * bins) float32 unit rows.
+
+    Grey in [0, 1] (RGB through `data.decode.luma`); gradients by
+    centred differences (0 on the border rows / columns); each pixel votes its gradient
+    magnitude into the two nearest of `bins` signed orientation bins over [0, 2 pi) (linear
+    weights); votes are summed over cell x cell cells; every 2 x 2 block of cells (stride one
+    cell) is L2-normalised (eps 1e-6 under the root) and the blocks are concatenated.
+    """
+    from rand_ensemble.data.decode import convert_channels
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise RandEnsembleError(f"HOG needs (N, H, W, C) uint8 images, got {images.shape} "
+                                f"{images.dtype}")
+    n, h, w = images.shape[:3]
+    ch, cw = h // cell, w // cell
+    if ch < 2 or cw < 2:
+        raise RandEnsembleError(f"HOG needs images of at least {2 * cell} x {2 * cell} "
+                                f"pixels, got {h} x {w}")
+    out = np.empty((n, (ch - 1) * (cw - 1) * 4 * bins), np.float32)
+    for start in range(0, n, chunk):
+        grey = convert_channels(images[start:start + chunk], 1)[..., 0] / np.float32(255)
+        gx, gy = np.zeros_like(grey), np.zeros_like(grey)
+        gx[:, :, 1:-1] = grey[:, :, 2:] - grey[:, :, :-2]
+        gy[:, 1:-1] = grey[:, 2:] - grey[:, :-2]
+        magnitude = np.hypot(gx, gy)
+        position = np.mod(np.arctan2(gy, gx), 2 * np.pi) / (2 * np.pi) * bins
+        low = np.floor(position).astype(np.int64) % bins
+        upper = position - np.floor(position)                  # the next bin's share
+        cells = np.zeros((len(grey), ch, cw, bins), np.float32)
+        for b in range(bins):
+            vote = magnitude * ((low == b) * (1 - upper) + (low == (b - 1) % bins) * upper)
+            cells[..., b] = vote[:, :ch * cell, :cw * cell].reshape(
+                len(grey), ch, cell, cw, cell).sum(axis=(2, 4))
+        blocks = np.stack([cells[:, i:i + 2, j:j + 2].reshape(len(grey), -1)
+                           for i in range(ch - 1) for j in range(cw - 1)], axis=1)
+        blocks /= np.sqrt((blocks ** 2).sum(axis=2, keepdims=True) + 1e-6)
+        out[start:start + chunk] = blocks.reshape(len(grey), -1)
+    return _unit(out)
 
 
 def fit_baseline(kind: str, images, where: str = "the pool") -> dict:
     """A pixel baseline ready to embed (`pixel_embedding`), fitted on unlabelled images.
 
     Args:
-      kind: "raw" (cosine of the flattened pixels; nothing to fit) or "pca" (`fit_pca` with
-        its defaults on `pixel_rows(images)`).
+      kind: "raw" (cosine of the flattened pixels; nothing to fit), "pca" (`fit_pca` with
+        its defaults on `pixel_rows(images)`) or "hog" (`fit_pca` with its defaults on
+        `hog_rows(images)`: half-whitened top 200 components of the HOG descriptors).
       images: (N, H, W, C) uint8, the images the PCA is fitted on (ignored for "raw").
       where: names the images in the error when there are too few to fit on.
     Returns:
@@ -103,13 +148,16 @@ def fit_baseline(kind: str, images, where: str = "the pool") -> dict:
     if kind == "raw":
         return {"kind": "raw"}
     if len(images) < 3:
-        raise RandEnsembleError(f"--pixels pca needs at least 3 images to fit on, {where} has "
-                                f"{len(images)}")
-    return {"kind": "pca", **fit_pca(pixel_rows(images))}
+        raise RandEnsembleError(f"--pixels {kind} needs at least 3 images to fit on, {where} "
+                                f"has {len(images)}")
+    rows = hog_rows(images) if kind == "hog" else pixel_rows(images)
+    return {"kind": kind, **fit_pca(rows)}
 
 
 def pixel_embedding(baseline: dict, images) -> np.ndarray:
     """Images through a fitted pixel baseline (`fit_baseline`): (N, H, W, C) uint8 ->
-    (N, D) float32 unit rows (D = H*W*C for raw, the PCA's dims for pca)."""
-    rows = pixel_rows(images)
-    return rows if baseline["kind"] == "raw" else apply_pca(baseline, rows)
+    (N, D) float32 unit rows (D = H*W*C for raw, the PCA's dims for pca and hog)."""
+    if baseline["kind"] == "raw":
+        return pixel_rows(images)
+    rows = hog_rows(images) if baseline["kind"] == "hog" else pixel_rows(images)
+    return apply_pca(baseline, rows)

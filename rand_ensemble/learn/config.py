@@ -119,4 +119,4 @@ RECIPE_EMBEDDERS = {"renders": {"family": "blog"},
 # Where each recipe's weak pairs come from: the `rand-ensemble weak-labels` flags that mine them
 # on the training images (rank-1 neighbours, no labels), given to `train --pairs`; None: the
 # recipe needs no pairs. The study mines the same pairs in-process.
-RECIPE_PAIRS = {"renders": None, "fashion-mnist": {"pixels": "pca"}}
+RECIPE_PAIRS = {"renders": None, "fashion-mnist": {"pixels": "hog"}}

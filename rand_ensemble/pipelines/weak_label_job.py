@@ -277,12 +277,14 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     if checkpoint is not None and embedder is not None:
         raise RandEnsembleError("architecture flags go with --models; the checkpoint's file "
                                 "decides the architecture")
-    if pixels is not None and (checkpoint is not None or pixels not in ("raw", "pca")):
-        raise RandEnsembleError("--pixels is raw or pca, and goes without --checkpoint")
-    if pixels == "pca" and data is None:
-        raise RandEnsembleError("--pixels pca fits its components on the whole pool before the "
-                                "job starts: give the pool as --data SPEC (e.g. renders:DIR or "
-                                "images:GLOB)")
+    if pixels is not None and (checkpoint is not None or
+                               pixels not in baselines.PIXEL_BASELINES):
+        raise RandEnsembleError(f"--pixels is one of {baselines.PIXEL_BASELINES}, and goes "
+                                "without --checkpoint")
+    if pixels not in (None, "raw") and data is None:
+        raise RandEnsembleError(f"--pixels {pixels} fits its components on the whole pool "
+                                "before the job starts: give the pool as --data SPEC (e.g. "
+                                "renders:DIR or images:GLOB)")
     trained = None
     if checkpoint is not None:
         params, config = checkpoints.load_params(checkpoint)
