@@ -150,8 +150,8 @@ def _write_idx(path, array):
 
 @pytest.mark.slow
 def test_fashion_mnist_path_as_the_readme_documents_it(tmp_path, capsys):
-    """README "Real data": weak-labels with the recipe's pair source (PCA pixels at the recipe
-    net's input), train --recipe fashion-mnist on its pairs, retrieval --checkpoint; here on IDX
+    """README "Real data": weak-labels with the recipe's pair source (HOG at the recipe net's
+    input), train --recipe fashion-mnist on its pairs, retrieval --checkpoint; here on IDX
     files the test writes (28 x 28, 4 classes)."""
     from rand_ensemble.learn.config import RECIPE_EMBEDDERS, RECIPE_PAIRS, LearnConfig
     from rand_ensemble.model.config import from_flags
@@ -165,12 +165,12 @@ def test_fashion_mnist_path_as_the_readme_documents_it(tmp_path, capsys):
         _write_idx(tmp_path / "fm" / f"{split}-images-idx3-ubyte.gz", images)
         _write_idx(tmp_path / "fm" / f"{split}-labels-idx1-ubyte.gz", labels)
     data = f"idx:{tmp_path / 'fm'}"
-    assert RECIPE_PAIRS["fashion-mnist"] == {"pixels": "pca"}
-    code, _, err = run(["weak-labels", "--data", f"{data}:train", "--pixels", "pca",
+    assert RECIPE_PAIRS["fashion-mnist"] == {"pixels": "hog"}
+    code, _, err = run(["weak-labels", "--data", f"{data}:train", "--pixels", "hog",
                         "--in-channels", "1", "--out", tmp_path / "pairs"], capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "pairs" / "summary.json").read_text())
-    assert summary["pixels"] == "pca" and summary["precision"] == 1.0   # the bars are far apart
+    assert summary["pixels"] == "hog" and summary["precision"] == 1.0   # the bars are far apart
     code, _, err = run(["train", "--data", f"{data}:train", "--recipe", "fashion-mnist",
                         "--pairs", tmp_path / "pairs", "--out", tmp_path / "fm.npz",
                         "--steps", "6", "--batch-size", "8", "--warmup", "1", "--quiet"], capsys)
