@@ -11,6 +11,7 @@ from rand_ensemble.cli.types import (
     embedder_from_args,
     float_in,
     int_in,
+    pixels_flag,
     positive_int,
     runner,
     seed_int,
@@ -88,12 +89,8 @@ def _add_weak_labels(sub):
     members.add_argument("--checkpoint", metavar="CKPT.npz",
                          help="mine with a trained net or ensemble (`rand-ensemble train`) "
                               "instead of random members")
-    members.add_argument("--pixels", choices=("raw", "pca", "hog"),
-                         help="mine with a training-free pixel baseline instead of nets: raw "
-                              "(cosine of the flattened pixels) or pca (half-whitened top 200 "
-                              "principal components, fitted on the whole --data pool, no "
-                              "labels; the Fashion-MNIST recipe's pairs); images fitted to the "
-                              "architecture flags' input (default 32x32x3)")
+    pixels_flag(members, "the whole --data pool, which they need (hog mines the "
+                         "Fashion-MNIST recipe's pairs)")
     p.add_argument("--seed", type=seed_int, default=0, help="random ensemble init seed")
     p.add_argument("--out", required=True, metavar="DIR2", help="output folder")
     _add_search_flags(p)

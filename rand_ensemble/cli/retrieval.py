@@ -5,6 +5,7 @@ from rand_ensemble.cli.types import (
     data_flags,
     embedder_flags,
     embedder_from_args,
+    pixels_flag,
     positive_int,
     runner,
     seed_int,
@@ -39,12 +40,7 @@ def register(sub):
     source.add_argument("--models", type=positive_int, metavar="M",
                         help="a fresh random ensemble of M members (the blog net, or the "
                              "architecture flags' net)")
-    source.add_argument("--pixels", choices=("raw", "pca", "hog"),
-                        help="a training-free baseline instead of nets: raw (cosine of the "
-                             "flattened pixels) or pca (half-whitened top 200 principal "
-                             "components, fitted on --gallery's images if given, else on the "
-                             "data's; no labels); images fitted to the architecture flags' "
-                             "input (default 32x32x3)")
+    pixels_flag(source, "--gallery's images if given, else on the data's")
     p.add_argument("--seed", type=seed_int, default=0,
                    help="init seed with --models; also the bootstrap seed (default 0)")
     p.add_argument("--json", metavar="J", help="write the full report as JSON")

@@ -153,6 +153,18 @@ def config_from_args(cls, args: argparse.Namespace, **fixed):
 EMBEDDER_DEST = "embedder_"      # dest prefix of the architecture flags
 
 
+def pixels_flag(group, fitted_on: str) -> None:
+    """--pixels raw|pca|hog (`evaluate.baselines`): a training-free baseline instead of nets;
+    `fitted_on` says which images the pca / hog fits see."""
+    from rand_ensemble.evaluate.baselines import PIXEL_BASELINES
+    group.add_argument("--pixels", choices=PIXEL_BASELINES,
+                       help="a training-free baseline instead of nets: raw (cosine of the "
+                            "flattened pixels), pca (half-whitened top 200 principal "
+                            "components) or hog (the same of HOG descriptors); no labels; pca "
+                            f"and hog are fitted on {fitted_on}; images fitted to the "
+                            "architecture flags' input (default 32x32x3)")
+
+
 def embedder_flags(parser: argparse.ArgumentParser, skip: tuple = (), note: str = "") -> None:
     """Add the architecture flags: `--family NAME` (a preset of `FAMILIES`) and one flag per
     `EmbedderConfig` field, each overriding the family's value when given (`skip`: fields the
