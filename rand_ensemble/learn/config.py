@@ -104,9 +104,10 @@ RECIPES = {
     # weak+augment: half of each batch's positives are the rank-1 neighbours under the
     # half-whitened PCA of HOG descriptors (`weak-labels --pixels hog`, RECIPE_PAIRS; precision
     # 0.889, measured and never used; PCA pixels' 0.866 gave 0.837, a random 8-member
-    # ensemble's 0.826 gave 0.828), the other half augmented views; crops keep 50-100% of the area (clothes fill the
-    # frame), flips on; AdamW 3e-3 and NT-Xent at T = 0.1 (1e-3 / 0.2, the renders' values,
-    # left the oracle at 0.82 P@1; these reach 0.896 at 3,000 steps and 0.908 at 6,000).
+    # ensemble's 0.826 gave 0.828), the other half augmented views; crops keep 50-100% of
+    # the area (clothes fill the frame), flips on; AdamW 3e-3 and NT-Xent at T = 0.1 (1e-3 /
+    # 0.2, the renders' values, left the oracle at 0.82 P@1; these reach 0.896 at 3,000
+    # steps and 0.908 at 6,000).
     # EIGHT members trained in one jitted step and scored as an ensemble (summed cosines): one
     # member 0.833, 8 reach 0.847 (2 seeds; raw pixels 0.815, PCA pixels 0.835, HOG 0.856);
     # 3,000 steps of 8 members take 9-10 minutes on 2 cores. The issue's 0.85 is NOT reached.
