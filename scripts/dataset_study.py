@@ -140,7 +140,7 @@ def random_run(args, sets, config, m, seed, member_mean):
 def mine_pairs(args, sets, config, seed, mutual, pixels=None):
     """Label-free weak pairs (P, 2) of the training split (rank-1 neighbours, `mutual` ones
     only if asked) under a random `--weak-models` ensemble (seed 1000 + seed), or the pixel
-    baseline `pixels` ("pca": as `weak-labels --pixels pca`), cached in OUT/pairs:
+    baseline `pixels` ("pca" / "hog": as `weak-labels --pixels ...`), cached in OUT/pairs:
     -> (pairs, info)."""
     source = f"pixels-{pixels}" if pixels else f"m{args.weak_models}_s{seed}"
     name = (f"pairs_{source}_{args.min_score}_{args.top_fraction}_"

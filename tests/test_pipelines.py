@@ -361,3 +361,27 @@ def test_weak_labels_pca_pixels_need_the_pool_as_data(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rand-ensemble: error: --pixels pca")
     assert not out.exists() or not os.listdir(out)
+
+
+@pytest.mark.slow
+def test_weak_labels_raw_pixels_read_an_image_glob(tmp_path):
+    """--pixels raw needs no fit, so it takes --images GLOB and no architecture flags: each
+    image's rank-1 neighbour under the cosine of its pixels (padding to 32 x 32 adds zeros,
+    which leave cosines unchanged), by a loop over the PNGs as written."""
+    from PIL import Image
+    rng = np.random.default_rng(8)
+    images = rng.integers(0, 256, (6, 28, 28, 3), dtype=np.uint8)
+    (tmp_path / "imgs").mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / "imgs" / f"{i}.png")
+    out = str(tmp_path / "pairs")
+    assert cli.main(["weak-labels", "--images", str(tmp_path / "imgs" / "*.png"), "--pixels",
+                     "raw", "--out", out, "--direct_num_workers", "1"]) == 0
+    rows = images.reshape(6, -1).astype(np.float64)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    want = set()
+    for i in range(6):
+        j = max((j for j in range(6) if j != i), key=lambda j: (rows[i] @ rows[j], -j))
+        want.add((f"{i}.png", f"{j}.png"))
+    got = {(p["image_id_a"], p["image_id_b"]) for p in read_table(out, "pairs")}
+    assert got == want and not read_failures(out)

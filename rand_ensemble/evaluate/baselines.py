@@ -150,14 +150,16 @@ def fit_baseline(kind: str, images, where: str = "the pool") -> dict:
     if len(images) < 3:
         raise RandEnsembleError(f"--pixels {kind} needs at least 3 images to fit on, {where} "
                                 f"has {len(images)}")
-    rows = hog_rows(images) if kind == "hog" else pixel_rows(images)
-    return {"kind": kind, **fit_pca(rows)}
+    return {"kind": kind, **fit_pca(_descriptor_rows(kind, images))}
 
 
 def pixel_embedding(baseline: dict, images) -> np.ndarray:
     """Images through a fitted pixel baseline (`fit_baseline`): (N, H, W, C) uint8 ->
     (N, D) float32 unit rows (D = H*W*C for raw, the PCA's dims for pca and hog)."""
-    if baseline["kind"] == "raw":
-        return pixel_rows(images)
-    rows = hog_rows(images) if baseline["kind"] == "hog" else pixel_rows(images)
-    return apply_pca(baseline, rows)
+    rows = _descriptor_rows(baseline["kind"], images)
+    return rows if baseline["kind"] == "raw" else apply_pca(baseline, rows)
+
+
+def _descriptor_rows(kind, images):
+    """The unit rows a baseline starts from: HOG descriptors for hog, pixels otherwise."""
+    return hog_rows(images) if kind == "hog" else pixel_rows(images)

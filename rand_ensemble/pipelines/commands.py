@@ -67,8 +67,9 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
       models, seed: a random ensemble of M members of the architecture `embedder` names
         ({"family": NAME, field: value, ...} as the architecture flags give it,
         `model.config.from_flags`; None: the blog net); or checkpoint: trained params; or
-        pixels: "raw" / "pca", a training-free pixel baseline (`evaluate.baselines`; pca is
-        fitted on the pool, so it needs `data`) of the images fitted to `embedder`'s input.
+        pixels: "raw" / "pca" / "hog", a training-free baseline (`evaluate.baselines`; pca and
+        hog are fitted on the pool, so they need `data`) of the images fitted to `embedder`'s
+        input.
       top_k, mutual, min_score: which neighbours become pairs.
       batch_size, block_size: images per embed batch and per search block.
       index, nprobe, recall_sample: exact tiles or approximate IVF lists (weak_label_job.run).

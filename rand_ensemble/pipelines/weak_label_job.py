@@ -296,11 +296,11 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     if data is not None:
         dataset = data_sources.load_dataset(data, hw=hw, channels=3)
     fitted = None
-    if pixels is not None:
-        num_models, channels = 1, members_config(None, embedder)["in_channels"]
-        images = dataset.images if dataset is not None else np.zeros((0, hw, hw, 3), np.uint8)
-        fitted = baselines.fit_baseline(pixels, decode.convert_channels(images, channels),
-                                        data)
+    if pixels is not None:               # raw fits nothing; pca / hog fit the --data pool
+        num_models = 1
+        channels = EmbedderConfig.from_dict(members_config(None, embedder)).in_channels
+        pool = np.zeros((0, hw, hw, 3), np.uint8) if dataset is None else dataset.images
+        fitted = baselines.fit_baseline(pixels, decode.convert_channels(pool, channels), data)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
     num_inputs = sources.count_inputs(renders, images, dataset)
