@@ -1,13 +1,15 @@
 """The label-free study on any labelled dataset: random ensembles, every signal, the recipe.
 
     python scripts/dataset_study.py --data TRAIN_SPEC --heldout TEST_SPEC --out DIR
-        [--family blog|vgg] [--recipe fashion-mnist] [--seeds 0,1] [--steps S] [--quick]
+        [--family blog|vgg] [--recipe fashion-mnist] [--seeds 0,1] [--steps S] [--no-recipe]
+        [--quick]
 
 Both splits are read with `data.sources.load_dataset` (any spec; images fitted to the family's
 input: blog 32x32x3, vgg 28x28x1). Weak pairs are mined in-process, label-free: the mutual
 rank-1 neighbours (`evaluate.weak_labels.rank1_neighbours`, the exact engine) of a random
 `--weak-models`-member ensemble of the family on the training split, filtered by `--min-score`
-and `--top-fraction`. Trained rows are the recipe `LearnConfig.recipe(--recipe)` with one
+and `--top-fraction` (the recipe's row mines its own source instead, `RECIPE_PAIRS`, e.g. the
+top-k neighbours under HOG). Trained rows are the recipe `LearnConfig.recipe(--recipe)` with one
 member and the row's signal (`recipe`: the recipe as it is, scored as the ensemble of its
 members, plus a row of its members alone when it has several); `--steps` replaces its steps.
 Scores on the held-out split: leave-one-out P@1 / R-precision / MAP@R, and k-NN accuracy
@@ -137,19 +139,21 @@ def random_run(args, sets, config, m, seed, member_mean):
                       args.report_only)
 
 
-def mine_pairs(args, sets, config, seed, mutual, pixels=None):
+def mine_pairs(args, sets, config, seed, mutual, source=None):
     """Label-free weak pairs (P, 2) of the training split (rank-1 neighbours, `mutual` ones
-    only if asked) under a random `--weak-models` ensemble (seed 1000 + seed), or the pixel
-    baseline `pixels` ("pca" / "hog": as `weak-labels --pixels ...`), cached in OUT/pairs:
-    -> (pairs, info)."""
-    source = f"pixels-{pixels}" if pixels else f"m{args.weak_models}_s{seed}"
-    name = (f"pairs_{source}_{args.min_score}_{args.top_fraction}_"
+    only if asked) under a random `--weak-models` ensemble (seed 1000 + seed), or a recipe's
+    pair source `source` (`RECIPE_PAIRS`: {"pixels": "pca" / "hog", "top_k": k}, as
+    `weak-labels --pixels ... --top-k k`), cached in OUT/pairs: -> (pairs, info)."""
+    pixels, k = (source or {}).get("pixels"), int((source or {}).get("top_k", 1))
+    name = f"pixels-{pixels}" if pixels else f"m{args.weak_models}_s{seed}"
+    name += f"_k{k}" if k > 1 else ""          # (rank-1 pairs keep their cached names)
+    name = (f"pairs_{name}_{args.min_score}_{args.top_fraction}_"
             f"{'mutual_' if mutual else ''}{data_tag(args)}")
     path = os.path.join(args.out, "pairs", name + ".npy")
     if not os.path.exists(path):
         import jax
 
-        from rand_ensemble.evaluate import baselines, weak_labels
+        from rand_ensemble.evaluate import baselines, neighbours
         from rand_ensemble.learn import signals
         from rand_ensemble.model import ensemble
         start = time.perf_counter()
@@ -160,7 +164,9 @@ def mine_pairs(args, sets, config, seed, mutual, pixels=None):
             params = ensemble.init_ensemble(jax.random.PRNGKey(1000 + seed), args.weak_models,
                                             config)
             emb = ensemble.embed(params, sets["train"].images, config)    # (M, N, E)
-        nearest, score = weak_labels.rank1_neighbours(emb)
+        emb = np.asarray(emb, np.float32)                  # scores: mean member cosine, as
+        nearest, score = neighbours.top_k(neighbours.concat_members(emb), k)   # rank1_neighbours
+        score = score / np.float32(len(emb))
         pairs = signals.neighbour_pairs(nearest, score, mutual, args.min_score,
                                         args.top_fraction)
         fileio.save_npy(path, pairs)
@@ -187,21 +193,22 @@ def learn_config(args, size, signal, seed):
     return cfg
 
 
-def trained_run(args, sets, config, cfg, pixels=None):
+def trained_run(args, sets, config, cfg, source=None):
     """Train cfg.members nets with cfg.signal and score them (weak pairs: `mine_pairs`, from
-    the pixel baseline `pixels` if given); the run's name holds a digest of everything it
-    depends on, so identical rows (a recipe that is one signal) share one run."""
+    the recipe's pair source `source` if given); the run's name holds a digest of everything
+    it depends on, so identical rows (a recipe that is one signal) share one run."""
     from rand_ensemble.learn import trainer
     weak = cfg.signal in ("weak", "weak+augment")
     key = {"learn": cfg.to_dict(), "embedder": config.to_dict(), "data": data_tag(args),
            "pairs": [args.weak_models, args.min_score, args.top_fraction, cfg.mutual]
            if weak else None}
-    if weak and pixels:                       # (ensemble-pair runs keep their cached names)
-        key["pairs"] = [f"pixels-{pixels}", args.min_score, args.top_fraction, cfg.mutual]
+    if weak and source:                       # (ensemble-pair runs keep their cached names)
+        key["pairs"] = [f"pixels-{source['pixels']}", args.min_score, args.top_fraction,
+                        cfg.mutual] + ([source["top_k"]] if source.get("top_k", 1) > 1 else [])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
     def compute():
-        pairs, mined = (mine_pairs(args, sets, config, cfg.seed, cfg.mutual, pixels) if weak
+        pairs, mined = (mine_pairs(args, sets, config, cfg.seed, cfg.mutual, source) if weak
                         else (None, {}))
         params, emb_cfg, report = trainer.train_embedder(sets["train"], cfg, pairs=pairs,
                                                          embedder=config, progress=False, log=None)
@@ -223,14 +230,18 @@ def plan(args, size):
     rows += [(f"random ensemble M={m}", ("random", m), "ensemble",
               (lambda m: lambda s, sets, c: random_run(args, sets, c, m, s, m == ms[0]))(m))
              for m in ms]
-    recipe_pixels = (RECIPE_PAIRS.get(args.recipe) or {}).get("pixels")
-    for signal in (*args.signals, "recipe"):
+
+    def trained(signal):
+        """The row's run; the signal rows mine the random ensemble's pairs, the recipe its own
+        pair source (RECIPE_PAIRS)."""
+        source = RECIPE_PAIRS.get(args.recipe) if signal == "recipe" else None
+        return lambda s, sets, c: trained_run(args, sets, c, learn_config(args, size, signal, s),
+                                              source)
+    for signal in (*args.signals, *(() if args.no_recipe else ("recipe",))):
         name = f"recipe: {args.recipe}" if signal == "recipe" else f"trained: {signal}"
-        pixels = recipe_pixels if signal == "recipe" else None    # signal rows: ensemble pairs
-        rows.append((name, (signal, 1), "ensemble", (lambda sig, px: lambda s, sets, c:
-                     trained_run(args, sets, c, learn_config(args, size, sig, s), px))(
-                         signal, pixels)))
-    if LearnConfig.recipe(args.recipe).members > 1:      # the same run, its members scored alone
+        rows.append((name, (signal, 1), "ensemble", trained(signal)))
+    if not args.no_recipe and LearnConfig.recipe(args.recipe).members > 1:
+        # the same run, its members scored alone
         rows.append((f"recipe: {args.recipe}, one member (mean of its members)", ("recipe", 1),
                      "member_mean", rows[-1][3]))
     return rows
@@ -294,6 +305,8 @@ def parse_args(argv):
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1; quick 0)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: recipe)")
     p.add_argument("--signals", default=",".join(SIGNALS), help="signal rows to train")
+    p.add_argument("--no-recipe", action="store_true", help="leave out the recipe's row (e.g. "
+                   "a family the recipe was not measured with)")
     p.add_argument("--random-models", default=None, help="random ensemble sizes (default "
                    "10,32,128; quick 2); the first also gives the single-net row")
     p.add_argument("--weak-models", type=int, default=None,

@@ -166,14 +166,16 @@ def dataset_notes(info):
              "Cells: mean over seeds [95% bootstrap interval over held-out queries of the "
              "seed-averaged scores]; P@1, R-precision, MAP@R leave-one-out on the held-out "
              "split; k-NN with the training split as the gallery."]
-    kind = "mutual rank-1" if info.get("mutual") else "rank-1"
+    mutual = "mutual " if info.get("mutual") else ""
     recipe_pixels = (info.get("recipe_pairs") or {}).get("pixels")
+    recipe_k = (info.get("recipe_pairs") or {}).get("top_k", 1)
     below = []
     for run, w in info["pairs"].items():               # "VARIANT seed S"
+        recipe = recipe_pixels and run.startswith("recipe ")
         source = ({"pca": "half-whitened PCA pixels", "raw": "raw pixels",
-                   "hog": "half-whitened PCA of HOG descriptors"}[recipe_pixels]
-                  if recipe_pixels and run.startswith("recipe ") else
+                   "hog": "half-whitened PCA of HOG descriptors"}[recipe_pixels] if recipe else
                   f"a random {info['weak_models']}-member ensemble")
+        kind = mutual + (f"top-{recipe_k}" if recipe and recipe_k > 1 else "rank-1")
         below.append(f"Weak pairs ({run}): {w['num_pairs']} {kind} pairs of {source}, "
                      f"precision {w['pair_precision']:.3f} (measured with the labels, used by "
                      "nothing).")

@@ -165,9 +165,9 @@ def test_fashion_mnist_path_as_the_readme_documents_it(tmp_path, capsys):
         _write_idx(tmp_path / "fm" / f"{split}-images-idx3-ubyte.gz", images)
         _write_idx(tmp_path / "fm" / f"{split}-labels-idx1-ubyte.gz", labels)
     data = f"idx:{tmp_path / 'fm'}"
-    assert RECIPE_PAIRS["fashion-mnist"] == {"pixels": "hog"}
+    assert RECIPE_PAIRS["fashion-mnist"] == {"pixels": "hog", "top_k": 3}   # the README's flags:
     code, _, err = run(["weak-labels", "--data", f"{data}:train", "--pixels", "hog",
-                        "--in-channels", "1", "--out", tmp_path / "pairs"], capsys)
+                        "--top-k", "3", "--in-channels", "1", "--out", tmp_path / "pairs"], capsys)
     assert code == 0, err
     summary = json.loads((tmp_path / "pairs" / "summary.json").read_text())
     assert summary["pixels"] == "hog" and summary["precision"] == 1.0   # the bars are far apart

@@ -284,3 +284,28 @@ def test_neighbour_pairs_keeps_mutual_pairs_best_first_and_filters():
     assert signals.neighbour_pairs(nearest, score, top_fraction=0.5).tolist() == [[2, 3]]
     with pytest.raises(RandEnsembleError, match="no pairs left"):
         signals.neighbour_pairs(nearest, score, min_score=0.99)
+
+
+def test_neighbour_pairs_of_a_k_table_match_a_loop():
+    """(N, k) tables (`top_k`, `weak-labels --top-k`): every (i, nearest[i, r]) once as an
+    unordered pair with its best score, best first (ties: lower rows), mutual = both directed."""
+    rng = np.random.default_rng(3)
+    n, k = 12, 3
+    nearest = np.stack([rng.choice([j for j in range(n) if j != i], k, replace=False)
+                        for i in range(n)])
+    score = np.round(rng.uniform(0, 1, (n, k)), 1)            # coarse: many tied scores
+    for mutual in (False, True):
+        directed = {(i, int(j)) for i in range(n) for j in nearest[i]}
+        best = {}
+        for i in range(n):
+            for r in range(k):
+                j = int(nearest[i, r])
+                if mutual and (j, i) not in directed:
+                    continue
+                key = (min(i, j), max(i, j))
+                best[key] = max(best.get(key, -1.0), float(score[i, r]))
+        expect = sorted(best, key=lambda p: (-best[p], p))
+        assert signals.neighbour_pairs(nearest, score, mutual=mutual).tolist() == \
+            [list(p) for p in expect]
+    with pytest.raises(RandEnsembleError, match="score has 12 entries"):
+        signals.neighbour_pairs(nearest, score[:, 0])

@@ -98,9 +98,9 @@ def read_idx(path, n):
 def test_05_fashion_mnist_notebook(notebook, tmp_path, reference):
     folder = fashion_mnist_dir()
     text = notebook("05_fashion_mnist.ipynb", env={"RAND_ENSEMBLE_FASHION_MNIST": folder})
-    assert "train (1000, 32, 32, 1) uint8, test (300, 32, 32, 1)" in text   # padded: the net's input
+    assert "train (1000, 32, 32, 1) uint8, test (300, 32, 32, 1)" in text   # padded
     results = json.loads((tmp_path / "fm_results.json").read_text())
-    assert set(results) == {"raw pixels", "PCA pixels", "random single net (mean)",
+    assert set(results) == {"raw pixels", "PCA pixels", "HOG", "random single net (mean)",
                             "random ensemble M=4",
                             "trained: weak+augment", "trained: oracle"}
     # Raw-pixel scores recomputed by loops on the same slices, straight from the IDX files.
@@ -120,6 +120,19 @@ def test_05_fashion_mnist_notebook(notebook, tmp_path, reference):
     proj = (test_x - mean) @ vt[:200].T * (sv[:200] ** 2 / 999) ** -0.25
     assert results["PCA pixels"]["precision_at_1"] == pytest.approx(reference.p_at_1(
         proj / np.linalg.norm(proj, axis=1, keepdims=True), test_y))
+    # HOG: descriptors of the padded images (hog_rows is checked against a loop elsewhere),
+    # then the same half-whitened PCA by SVD
+    from rand_ensemble.evaluate.baselines import hog_rows
+    def padded(split, n):
+        return np.pad(read_idx(f"{folder}/{split}-images-idx3-ubyte.gz", n), ((0, 0), (2, 2),
+                                                                               (2, 2)))[..., None]
+    hog_train, hog_test = hog_rows(padded("train", 1000)), hog_rows(padded("t10k", 300))
+    hog_mean = hog_train.mean(0)
+    _, sv, vt = np.linalg.svd(hog_train - hog_mean, full_matrices=False)
+    proj = (hog_test - hog_mean) @ vt[:200].T * (sv[:200] ** 2 / 999) ** -0.25
+    assert results["HOG"]["precision_at_1"] == pytest.approx(reference.p_at_1(
+        proj / np.linalg.norm(proj, axis=1, keepdims=True), test_y))
+    assert "HOG, top-3 pairs (the recipe's)" in text
     printed = numbers(r"raw pixels: P@1 ([0-9.]+)", text)
     assert printed and printed[0] == pytest.approx(raw["precision_at_1"], abs=5e-4)
     lo, hi = raw["precision_at_1_interval"]

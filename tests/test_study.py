@@ -119,11 +119,14 @@ def test_quick_dataset_study(tmp_path, reference):
     hog_test_rows = unit((hog_test - hog_mean) @ hog_vt[:dims].T * hog_scale)
     assert hog["metrics"]["precision_at_1"]["mean"] == pytest.approx(reference.p_at_1(
         hog_test_rows, labels), abs=1e-9)
-    # the recipe's pairs: rank-1 neighbours of the training rows under that HOG embedding
+    # the recipe's pairs: each training row with its top-k neighbours under that HOG embedding
+    from rand_ensemble.learn.config import RECIPE_PAIRS
+    k = RECIPE_PAIRS["fashion-mnist"]["top_k"]
     train_pca = unit((hog_train - hog_mean) @ hog_vt[:dims].T * hog_scale)
     sims = train_pca @ train_pca.T
     np.fill_diagonal(sims, -np.inf)
-    pairs = {tuple(sorted((i, int(j)))) for i, j in enumerate(np.argmax(sims, axis=1))}
+    pairs = {tuple(sorted((i, int(j)))) for i in range(len(sims))
+             for j in sorted(range(len(sims)), key=lambda j: (-sims[i, j], j))[:k]}
     assert study["pairs"]["recipe seed 0"] == {"num_pairs": len(pairs), "pair_precision":
                                               pytest.approx(np.mean([train_labels[i] ==
                                                                      train_labels[j]

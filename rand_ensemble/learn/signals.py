@@ -61,12 +61,18 @@ def load_pairs(pairs_dir: str, pool, mutual: bool = False, min_score: float | No
 
 def neighbour_pairs(nearest, score, mutual: bool = True, min_score: float | None = None,
                     top_fraction: float = 1.0) -> np.ndarray:
-    """Weak pairs from a rank-1 table mined in-process (`evaluate.weak_labels.rank1_neighbours`):
-    nearest (N,) rows, score (N,) -> (P, 2) int64 rows, filtered as `load_pairs` filters."""
+    """Weak pairs from a neighbour table mined in-process: nearest (N,) rows and score (N,)
+    (`evaluate.weak_labels.rank1_neighbours`), or (N, k) and (N, k) (`evaluate.neighbours.top_k`:
+    row i paired with each of its k neighbours, as `weak-labels --top-k k` writes them)
+    -> (P, 2) int64 rows, filtered as `load_pairs` filters."""
     nearest = np.asarray(nearest, np.int64)
-    pairs = np.stack([np.arange(len(nearest)), nearest], axis=1)     # (N, 2) directed
-    return _filter_pairs(pairs, np.asarray(score, np.float64), mutual, min_score, top_fraction,
-                         "mined pairs")
+    nearest = nearest[:, None] if nearest.ndim == 1 else nearest           # (N, k)
+    score = np.asarray(score, np.float64).reshape(-1)
+    if score.shape != (nearest.size,):
+        raise RandEnsembleError(f"score has {score.size} entries for a {nearest.shape} table")
+    anchors = np.repeat(np.arange(len(nearest)), nearest.shape[1])
+    pairs = np.stack([anchors, nearest.reshape(-1)], axis=1)           # (N * k, 2) directed
+    return _filter_pairs(pairs, score, mutual, min_score, top_fraction, "mined pairs")
 
 
 def _rows_of(pool, image_ids, where):
