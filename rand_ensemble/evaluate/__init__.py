@@ -8,6 +8,8 @@
     retrieval.py      P@1, R-precision, MAP@R, Recall@K, k-NN accuracy with intervals
     eval_pool.py      run_retrieval: the retrieval protocol on any labelled dataset
     weak_labels.py    weak-label pairs, rank-1 and per-member precision, the summary (numpy)
+    baselines.py      training-free baselines: raw, PCA-whitened and HOG pixels (no labels)
+    label_free.py     model selection without labels: held-out partner recall, RankMe
     report.py         the human-readable tables of the eval and retrieval reports
     plots.py          figures (matplotlib, Agg): accuracy vs size, collage, PCA by label
 """
