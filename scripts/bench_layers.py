@@ -9,8 +9,10 @@ What bounds `embed` and the training step (README, "Performance"): for every con
 family (input side, channels, stride, padding from the config), the time of
   jax im2col fwd        `nn.conv_im2col` (patches by strided slices + one 2-D GEMM), jitted
   jax lax.conv fwd      `nn.conv` (XLA's conv emitter), jitted
-  jax im2col fwd+bwd    value and gradient (input and kernel) of <conv_im2col(x, w), g>: the
-                        training step's lowering
+  jax im2col fwd+bwd    value and gradient (input and kernel) of <conv_im2col(x, w), g>
+  jax s1-vjp fwd+bwd    the same through `bench_common.stride1_vjp_conv` (lax.conv with a
+                        hand-written gradient for wide stride-1 k x k layers): faster per
+                        layer, no faster in the step, so not the training lowering
   jax lax.conv fwd+bwd  the same through `nn.conv` (--with-conv-grad; slow on XLA:CPU)
   jax GEMM alone        the layer's (B*H'*W', K) @ (K, Cout) matmul with the patches given
   torch fwd / fwd+bwd   `torch.nn.functional.conv2d` on NCHW tensors, the same maths
@@ -29,7 +31,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import machine, summary, time_alternating  # noqa: E402
+from bench_common import machine, stride1_vjp_conv, summary, time_alternating  # noqa: E402
 
 from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.model.config import FAMILY_INPUTS, from_flags  # noqa: E402
@@ -75,7 +77,7 @@ def layer_candidates(kernel_shape, stride, padding, side, batch, seed, with_conv
     f_im2col, f_conv = fwd(nn.conv_im2col), fwd(nn.conv)
     out = f_im2col(params, xj)
     g = jnp.asarray(rng.standard_normal(out.shape).astype(np.float32))
-    b_im2col = fwd_bwd(nn.conv_im2col)
+    b_im2col, b_train = fwd_bwd(nn.conv_im2col), fwd_bwd(stride1_vjp_conv())
     patches = jax.jit(lambda v: nn.im2col(v, kh, stride, padding))(xj)
     rows = patches.reshape(-1, patches.shape[-1])
     gemm = jax.jit(lambda a, b: a @ b)
@@ -100,11 +102,12 @@ def layer_candidates(kernel_shape, stride, padding, side, batch, seed, with_conv
 
     # Correctness: every JAX output against torch's (forward, input and kernel gradients).
     y_t, gx_t, gw_t = (t.detach().numpy() for t in torch_fwd_bwd())
-    _, (gp, gx) = b_im2col(params, xj, g)
     checks = [(np.asarray(out), y_t.transpose(0, 2, 3, 1)),
-              (np.asarray(f_conv(params, xj)), y_t.transpose(0, 2, 3, 1)),
-              (np.asarray(gx), gx_t.transpose(0, 2, 3, 1)),
-              (np.asarray(gp["kernel"]), gw_t.transpose(2, 3, 1, 0))]
+              (np.asarray(f_conv(params, xj)), y_t.transpose(0, 2, 3, 1))]
+    for grads in (b_im2col, b_train):
+        _, (gp, gx) = grads(params, xj, g)
+        checks += [(np.asarray(gx), gx_t.transpose(0, 2, 3, 1)),
+                   (np.asarray(gp["kernel"]), gw_t.transpose(2, 3, 1, 0))]
     error = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12)) for a, b in checks)
 
     cands = {
@@ -113,6 +116,7 @@ def layer_candidates(kernel_shape, stride, padding, side, batch, seed, with_conv
         "jax GEMM alone": lambda: gemm(rows, wk).block_until_ready(),
         "torch fwd": torch_fwd,
         "jax im2col fwd+bwd": lambda: jax.block_until_ready(b_im2col(params, xj, g)),
+        "jax s1-vjp fwd+bwd": lambda: jax.block_until_ready(b_train(params, xj, g)),
         "torch fwd+bwd": torch_fwd_bwd,
     }
     if with_conv_grad:
@@ -188,11 +192,13 @@ def main(argv=None):
         if error > 1e-4:
             raise SystemExit(f"bench_layers: {name}: JAX differs from torch by {error:.1e}")
     total_ratio = {"fwd": totals["torch fwd"] / totals["jax im2col fwd"],
-                   "fwd_bwd": totals["torch fwd+bwd"] / totals["jax im2col fwd+bwd"]}
+                   "fwd_bwd": totals["torch fwd+bwd"] / totals["jax im2col fwd+bwd"],
+                   "fwd_bwd_s1_vjp": totals["torch fwd+bwd"] / totals["jax s1-vjp fwd+bwd"]}
     print("sum over layers (min us): " + "; ".join(f"{k} {v * 1e6:.0f}" for k, v in
                                                    totals.items())
           + f"; torch / jax: fwd {total_ratio['fwd']:.2f}x, fwd+bwd "
-            f"{total_ratio['fwd_bwd']:.2f}x", flush=True)
+            f"{total_ratio['fwd_bwd']:.2f}x (im2col, the training lowering), "
+            f"{total_ratio['fwd_bwd_s1_vjp']:.2f}x (s1-vjp)", flush=True)
     result = {"machine": machine(), "family": args.family, "config": config.to_dict(),
               "batch": args.batch, "repeats": args.repeats, "roof_gflops": roof,
               "layers": layers, "sum_min_s": totals, "torch_over_jax": total_ratio}

@@ -20,8 +20,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import (device_peak_gflops, forward_flops, machine, on_accelerator,  # noqa: E402
-                          summary, time_alternating, torch_net)
+from bench_common import (STRIDE1_MIN_CIN, device_peak_gflops, forward_flops,  # noqa: E402
+                          machine, on_accelerator, stride1_vjp_conv, summary, time_alternating,
+                          torch_net)
 
 from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.model import ensemble
@@ -53,7 +54,10 @@ def family_config(family):
 
 def jax_candidates(m, b, steps, images, config):
     """{"jax_vmapped": one jit(vmap) step of M members, "jax_lax_map": one jit of lax.map over
-    members, "jax_separate": M single-member jitted steps}, each running `steps` steps;
+    members, "jax_separate": M single-member jitted steps, and on CPU, for a family with wide
+    stride-1 convs, "jax_lax_map_s1_vjp": lax.map with those convs as lax.conv with a
+    hand-written gradient (`bench_common.stride1_vjp_conv`, a lowering that lost)},
+    each running `steps` steps with the backend's training conv (`ensemble.member_conv`);
     compiled and warmed before timing."""
     cfg = trainer.LearnConfig(members=m, batch_size=b)
     conv = ensemble.member_conv()
@@ -61,11 +65,18 @@ def jax_candidates(m, b, steps, images, config):
     member_step = trainer.make_member_step(config, cfg, opt, conv)
     vmapped, single = ensemble.over_members(member_step, 2, "vmap"), jax.jit(member_step)
     mapped = ensemble.over_members(member_step, 2, "map")
+    with_s1 = not on_accelerator() and any(   # a layer stride1_vjp_conv lowers differently
+        stride == 1 and shape[0] * shape[1] > 1 and shape[2] >= STRIDE1_MIN_CIN
+        for _, shape, stride, _ in config.layers())
+    if with_s1:
+        mapped_s1 = ensemble.over_members(
+            trainer.make_member_step(config, cfg, opt, stride1_vjp_conv()), 2, "map")
     batches = signals.Batches("augment", len(images), m, b, 0)
     images = jax.device_put(images)
     groups = jax.device_put(np.arange(len(images), dtype=np.int32))
     params = ensemble.init_members(init_embedder, jax.random.PRNGKey(0), m, config)
     state = {"v": (params, jax.vmap(opt.init)(params)), "m": (params, jax.vmap(opt.init)(params)),
+             "i": (params, jax.vmap(opt.init)(params)),
              "s": [(p, opt.init(p)) for p in (jax.tree.map(lambda a, i=i: a[i], params)
                                                 for i in range(m))]}
 
@@ -91,6 +102,8 @@ def jax_candidates(m, b, steps, images, config):
 
     runs = {"jax_vmapped": together(vmapped, "v"), "jax_lax_map": together(mapped, "m"),
             "jax_separate": run_separate}
+    if with_s1:
+        runs["jax_lax_map_s1_vjp"] = together(mapped_s1, "i")
     for run in runs.values():                                         # compile + warm
         run()
     return runs
@@ -175,7 +188,7 @@ def main(argv=None):
     separate = rows["jax_separate"]["min_s"]
     for name, row in rows.items():
         row["speedup_vs_separate"] = separate / row["min_s"]
-        print(f"{name:14s} {row['images_x_members_per_s']:9.0f} images x members / s   "
+        print(f"{name:18s} {row['images_x_members_per_s']:9.0f} images x members / s   "
               f"min {row['min_s']:.3f} s   {row['speedup_vs_separate']:.2f}x M separate steps")
     print(f"peak {peak_gflops:.0f} GFLOP/s ({peak_source}); step ~ {step_flops / 1e6:.1f} MFLOP "
           f"per image x member (3 x forward, an estimate)")

@@ -111,8 +111,9 @@ RECIPES = {
     # member 0.845, 8 reach 0.858 [0.851, 0.864] (2 seeds, 0.858 each; raw pixels 0.815, PCA
     # pixels 0.835, HOG itself 0.856); 3,000 steps of 8 members take 10-10.5 minutes on 2 cores
     # plus 43 s of mining. Earlier pair sources, half of the positives: HOG rank-1 0.847, PCA
-    # pixels 0.837, a random 8-member ensemble 0.828. pair_fraction and top_k were picked by
-    # one-member screens scored on the held-out labels (README, "The recipe on HOG top-3 pairs").
+    # pixels 0.837, a random 8-member ensemble 0.828. pair_fraction, top_k, the crop range and
+    # the optimiser are what scripts/select_recipe.py picks WITHOUT labels (held-out partner
+    # recall@10 of one member per variant; README, "Choosing the recipe without labels").
     "fashion-mnist": dict(signal="weak+augment", members=8, steps=3000, batch_size=128,
                           lr=3e-3, temperature=0.1, crop_scale_min=0.5, flip=True,
                           pair_fraction=1.0),
