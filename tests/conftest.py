@@ -7,6 +7,7 @@
     question_pairs  scripts/make_question_pairs.py: templated Quora-format pairs
     notebook        execute colab/<name> headless with small sizes -> the printed text
     random_images   seeded uniform float32 images (N, H, W, 3)
+    labelled_npz    a synthetic labelled greyscale .npz dataset (class patterns under noise)
 """
 import importlib.util
 import os
@@ -209,3 +210,19 @@ def random_images():
     def images(n, hw, seed=0):
         return np.random.default_rng(seed).uniform(0, 1, (n, hw, hw, 3)).astype(np.float32)
     return images
+
+
+@pytest.fixture(scope="session")
+def labelled_npz():
+    """write(path, n, seed, weight=0.15) -> (flattened float64 images (n, 784), labels (n,)):
+    saves images uint8 (n, 28, 28, 1) = weight * one of 5 fixed class patterns + (1 - weight) *
+    uniform noise, and int64 labels, as an .npz (`npz:PATH` data spec)."""
+    def write(path, n, seed, weight=0.15):
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, 5, n)
+        protos = np.random.default_rng(42).integers(0, 256, (5, 28, 28, 1))
+        noise = rng.integers(0, 256, (n, 28, 28, 1))
+        images = np.clip(weight * protos[labels] + (1 - weight) * noise, 0, 255).astype(np.uint8)
+        np.savez(path, images=images, labels=labels.astype(np.int64))
+        return images.reshape(n, -1).astype(np.float64), labels
+    return write

@@ -82,20 +82,10 @@ def test_rankme_matches_the_eigenvalues_of_the_gram_matrix():
         label_free.rankme(np.zeros((5, 3)))
 
 
-def _labelled_npz(path, n, seed):
-    """Synthetic labelled greyscale images (5 classes: a class pattern under noise)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 5, n)
-    protos = np.random.default_rng(42).integers(0, 256, (5, 28, 28, 1))
-    noise = rng.integers(0, 256, (n, 28, 28, 1))
-    images = np.clip(0.3 * protos[labels] + 0.7 * noise, 0, 255).astype(np.uint8)
-    np.savez(path, images=images, labels=labels.astype(np.int64))
-
-
 @pytest.mark.slow
-def test_select_recipe_quick(tmp_path):
-    _labelled_npz(tmp_path / "train.npz", 240, 1)
-    _labelled_npz(tmp_path / "test.npz", 120, 2)
+def test_select_recipe_quick(tmp_path, labelled_npz):
+    labelled_npz(tmp_path / "train.npz", 240, 1, 0.3)
+    labelled_npz(tmp_path / "test.npz", 120, 2, 0.3)
     out = tmp_path / "select"
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "JAX_PLATFORMS": "cpu"}

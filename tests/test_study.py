@@ -57,17 +57,6 @@ def test_quick_study(tmp_path, reference):
     assert glob.glob(str(out / "plots" / "pca_*.png"))
 
 
-def _labelled_npz(path, n, seed):
-    """Synthetic labelled greyscale images (5 classes: a class pattern under heavy noise)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 5, n)
-    protos = np.random.default_rng(42).integers(0, 256, (5, 28, 28, 1))
-    noise = rng.integers(0, 256, (n, 28, 28, 1))
-    images = np.clip(0.15 * protos[labels] + 0.85 * noise, 0, 255).astype(np.uint8)
-    np.savez(path, images=images, labels=labels.astype(np.int64))
-    return images.reshape(n, -1).astype(np.float64), labels
-
-
 def _dataset_study(out, *args):
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "JAX_PLATFORMS": "cpu"}
@@ -78,9 +67,9 @@ def _dataset_study(out, *args):
 
 
 @pytest.mark.slow
-def test_quick_dataset_study(tmp_path, reference):
-    train, train_labels = _labelled_npz(tmp_path / "train.npz", 160, 1)
-    test, labels = _labelled_npz(tmp_path / "test.npz", 80, 2)
+def test_quick_dataset_study(tmp_path, reference, labelled_npz):
+    train, train_labels = labelled_npz(tmp_path / "train.npz", 160, 1)
+    test, labels = labelled_npz(tmp_path / "test.npz", 80, 2)
     out = tmp_path / "study"
     study, rows = _dataset_study(out, "--data", f"npz:{tmp_path / 'train.npz'}",
                                  "--heldout", f"npz:{tmp_path / 'test.npz'}")
