@@ -126,6 +126,13 @@ def torch_load(net, params, config):
 STRIDE1_MIN_CIN = 8     # thinner first layers keep their patches (K = 9 is cheap)
 
 
+def stride1_vjp_applies(kernel_shape, stride):
+    """Whether `stride1_vjp_conv` lowers a layer differently from im2col: a stride-1 k x k
+    (k > 1) conv with at least STRIDE1_MIN_CIN input channels; kernel_shape (kh, kw, Cin, Cout)."""
+    kh, kw, cin, _ = kernel_shape
+    return stride == 1 and kh * kw > 1 and cin >= STRIDE1_MIN_CIN
+
+
 def stride1_vjp_conv():
     """A training-step conv that LOST, kept as a benchmark candidate (README "Performance"):
     stride-1 k x k layers with >= STRIDE1_MIN_CIN input channels run lax.conv forward with a
@@ -165,8 +172,8 @@ def stride1_vjp_conv():
     conv_s1.defvjp(fwd, bwd)
 
     def conv(params, x, stride=1, padding="VALID"):
-        kh, kw, cin, _ = params["kernel"].shape
-        if stride == 1 and kh * kw > 1 and cin >= STRIDE1_MIN_CIN:
+        kh, kw = params["kernel"].shape[:2]
+        if stride1_vjp_applies(params["kernel"].shape, stride):
             pads = (tuple(nn.same_padding(n, k, 1) for n, k in zip(x.shape[-3:-1], (kh, kw)))
                     if padding == "SAME" else ((0, 0), (0, 0)))
             return nn.add_bias(params, conv_s1(x, params["kernel"], pads))

@@ -77,7 +77,7 @@ def layer_candidates(kernel_shape, stride, padding, side, batch, seed, with_conv
     f_im2col, f_conv = fwd(nn.conv_im2col), fwd(nn.conv)
     out = f_im2col(params, xj)
     g = jnp.asarray(rng.standard_normal(out.shape).astype(np.float32))
-    b_im2col, b_train = fwd_bwd(nn.conv_im2col), fwd_bwd(stride1_vjp_conv())
+    b_im2col, b_s1 = fwd_bwd(nn.conv_im2col), fwd_bwd(stride1_vjp_conv())
     patches = jax.jit(lambda v: nn.im2col(v, kh, stride, padding))(xj)
     rows = patches.reshape(-1, patches.shape[-1])
     gemm = jax.jit(lambda a, b: a @ b)
@@ -104,7 +104,7 @@ def layer_candidates(kernel_shape, stride, padding, side, batch, seed, with_conv
     y_t, gx_t, gw_t = (t.detach().numpy() for t in torch_fwd_bwd())
     checks = [(np.asarray(out), y_t.transpose(0, 2, 3, 1)),
               (np.asarray(f_conv(params, xj)), y_t.transpose(0, 2, 3, 1))]
-    for grads in (b_im2col, b_train):
+    for grads in (b_im2col, b_s1):
         _, (gp, gx) = grads(params, xj, g)
         checks += [(np.asarray(gx), gx_t.transpose(0, 2, 3, 1)),
                    (np.asarray(gp["kernel"]), gw_t.transpose(2, 3, 1, 0))]
@@ -116,7 +116,7 @@ def layer_candidates(kernel_shape, stride, padding, side, batch, seed, with_conv
         "jax GEMM alone": lambda: gemm(rows, wk).block_until_ready(),
         "torch fwd": torch_fwd,
         "jax im2col fwd+bwd": lambda: jax.block_until_ready(b_im2col(params, xj, g)),
-        "jax s1-vjp fwd+bwd": lambda: jax.block_until_ready(b_train(params, xj, g)),
+        "jax s1-vjp fwd+bwd": lambda: jax.block_until_ready(b_s1(params, xj, g)),
         "torch fwd+bwd": torch_fwd_bwd,
     }
     if with_conv_grad:

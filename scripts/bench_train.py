@@ -20,9 +20,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import (STRIDE1_MIN_CIN, device_peak_gflops, forward_flops,  # noqa: E402
-                          machine, on_accelerator, stride1_vjp_conv, summary, time_alternating,
-                          torch_net)
+from bench_common import (device_peak_gflops, forward_flops, machine,  # noqa: E402
+                          on_accelerator, stride1_vjp_applies, stride1_vjp_conv, summary,
+                          time_alternating, torch_net)
 
 from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.model import ensemble
@@ -65,9 +65,8 @@ def jax_candidates(m, b, steps, images, config):
     member_step = trainer.make_member_step(config, cfg, opt, conv)
     vmapped, single = ensemble.over_members(member_step, 2, "vmap"), jax.jit(member_step)
     mapped = ensemble.over_members(member_step, 2, "map")
-    with_s1 = not on_accelerator() and any(   # a layer stride1_vjp_conv lowers differently
-        stride == 1 and shape[0] * shape[1] > 1 and shape[2] >= STRIDE1_MIN_CIN
-        for _, shape, stride, _ in config.layers())
+    with_s1 = not on_accelerator() and any(stride1_vjp_applies(shape, stride)
+                                           for _, shape, stride, _ in config.layers())
     if with_s1:
         mapped_s1 = ensemble.over_members(
             trainer.make_member_step(config, cfg, opt, stride1_vjp_conv()), 2, "map")
@@ -76,7 +75,7 @@ def jax_candidates(m, b, steps, images, config):
     groups = jax.device_put(np.arange(len(images), dtype=np.int32))
     params = ensemble.init_members(init_embedder, jax.random.PRNGKey(0), m, config)
     state = {"v": (params, jax.vmap(opt.init)(params)), "m": (params, jax.vmap(opt.init)(params)),
-             "i": (params, jax.vmap(opt.init)(params)),
+             "s1": (params, jax.vmap(opt.init)(params)),
              "s": [(p, opt.init(p)) for p in (jax.tree.map(lambda a, i=i: a[i], params)
                                                 for i in range(m))]}
 
@@ -103,7 +102,7 @@ def jax_candidates(m, b, steps, images, config):
     runs = {"jax_vmapped": together(vmapped, "v"), "jax_lax_map": together(mapped, "m"),
             "jax_separate": run_separate}
     if with_s1:
-        runs["jax_lax_map_s1_vjp"] = together(mapped_s1, "i")
+        runs["jax_lax_map_s1_vjp"] = together(mapped_s1, "s1")
     for run in runs.values():                                         # compile + warm
         run()
     return runs

@@ -91,22 +91,21 @@ def weak_pairs(screen_emb, ks):
 
 
 def screen_variant(name, variant, recipe, steps, seed, sets, pairs, val_pairs, config, size):
-    """Train one member of the variant, score it label-free on the held-out images (and on the
-    labelled split if given): -> (result, held-out embeddings (1, V, E))."""
+    """Train one member of the variant for `steps` steps, score it label-free on the held-out
+    images (and on the labelled split if given): -> (result, held-out embeddings (1, V, E))."""
     from rand_ensemble.evaluate import label_free, retrieval
     from rand_ensemble.learn import trainer
     from rand_ensemble.model import ensemble
     overrides = {k: v for k, v in variant.items() if k != "top_k"}
     cfg = LearnConfig.recipe(recipe, members=1, seed=seed, checkpoint_every=10 ** 6,
-                             **{**size.get("overrides", {}), **overrides})
-    cfg = dataclasses.replace(cfg, steps=steps or size.get("steps") or cfg.steps)
+                             steps=steps, **{**size.get("overrides", {}), **overrides})
     weak = cfg.signal in ("weak", "weak+augment")
+    mined = pairs[variant.get("top_k", 1)] if weak else None
     params, emb_cfg, report = trainer.train_embedder(
-        sets["screen"], cfg, pairs=pairs[variant.get("top_k", 1)] if weak else None,
-        embedder=config, progress=False, log=None)
+        sets["screen"], cfg, pairs=mined, embedder=config, progress=False, log=None)
     held = ensemble.embed(params, sets["held"].images, emb_cfg)           # (1, V, E)
     result = {"variant": name, "config": cfg.to_dict(), "top_k": variant.get("top_k"),
-              "num_pairs": len(pairs[variant.get("top_k", 1)]) if weak else 0,
+              "num_pairs": 0 if mined is None else len(mined),
               "label_free": {**label_free.partner_recall(held, val_pairs),
                              "rankme": label_free.rankme(held)},
               "timings": {"train_seconds": report["seconds"]}}

@@ -61,9 +61,9 @@ def partner_recall(embeddings, pairs, ks=RECALL_KS) -> dict:
         raise RandEnsembleError(f"pairs must join two different rows in 0..{n - 1}")
     ks = tuple(int(k) for k in ks)
     nearest, _ = neighbours.top_k(embeddings, max(ks))                  # (N, max k)
-    hit_rank = np.argmax(nearest[pairs[:, 0]] == pairs[:, 1:2], axis=1)  # first match (or 0)
-    found = np.any(nearest[pairs[:, 0]] == pairs[:, 1:2], axis=1)
-    out = {f"recall@{k}": float(np.mean(found & (hit_rank < k))) for k in ks}
+    hits = nearest[pairs[:, 0]] == pairs[:, 1:2]                         # (P, max k)
+    rank = np.where(hits.any(axis=1), hits.argmax(axis=1), max(ks))      # partner's rank (P,)
+    out = {f"recall@{k}": float(np.mean(rank < k)) for k in ks}
     out["pairs"] = int(len(pairs))
     return out
 
