@@ -1,10 +1,12 @@
-"""Sphinx directive `rand-ensemble-cli`: one command's reference, generated from its parser.
+"""Sphinx directives generated from the code: `rand-ensemble-cli` (one command's reference,
+from its parser), `rand-ensemble-data-kinds` (the `--data` kinds and their options) and
+`rand-ensemble-schema` (a Parquet schema of the Beam jobs).
 
     ```{rand-ensemble-cli} questions
     ```
 
-renders `rand-ensemble questions` and every subcommand below it (`questions train`, ...) as
-sections: the usage line, the description, and a table of every argument (flags, help with its
+renders `rand-ensemble questions` into the page and every subcommand below it (`questions
+train`, ...) as a section: the usage line, the description, and a table of every argument (flags, help with its
 defaults expanded, choices) taken from `rand_ensemble.cli.main.build_parser()`, so the page
 cannot drift from the parser. Each section is a link target named `cli-` + the command path
 joined by dashes (`cli-questions-train`), which `tests/test_docs.py` checks for every command.
@@ -34,7 +36,7 @@ def find(parser, path):
 
 def label(path):
     """The link target of a command path: ["questions", "train"] -> "cli-questions-train"."""
-    return "cli-" + "-".join(path)
+    return "-".join(["cli"] + list(path))
 
 
 def argument_rows(parser):
@@ -77,7 +79,7 @@ def table(rows, header):
 
 class CliDirective(SphinxDirective):
     """Render one command (and its subcommands) of `rand-ensemble` from the parser."""
-    required_arguments = 1
+    required_arguments = 0            # none: the top-level usage and the list of commands
     optional_arguments = 4            # a path: `questions train`
 
     def run(self):
@@ -88,33 +90,71 @@ class CliDirective(SphinxDirective):
             parser = find(build_parser(), path)
         except KeyError:
             raise self.error(f"no command `{PROG} {' '.join(path)}` in build_parser()") from None
-        return [self.section(PROG, path, parser)]
+        return self.body(PROG, path, parser, top=True, recurse=bool(path))
 
-    def section(self, prog, path, parser, helptext=None):
+    def body(self, prog, path, parser, top=False, recurse=True):
+        """Usage, description, argument table and subcommand sections of one command; the top
+        command's body goes straight into the page (whose title names it), its subcommands'
+        into sections of their own."""
         name = label(path)
         title = f"{prog} {' '.join(path)}"
-        section = nodes.section(ids=[name], names=[name])
-        section += nodes.title(text=title)
         self.env.get_domain("std").note_hyperlink_target(name, self.env.docname, name, title)
-        if helptext:
-            section += nodes.paragraph(text=helptext)
-        section += nodes.literal_block(text=parser.format_usage().strip(), language="text")
+        out = [nodes.target("", "", ids=[name], names=[name])] if top else []
+        out.append(nodes.literal_block(text=parser.format_usage().strip(), language="text"))
         if parser.description:
-            section += nodes.literal_block(text=parser.description.strip(), language="text")
+            out.append(nodes.literal_block(text=parser.description.strip(), language="text"))
         rows = argument_rows(parser)
         if rows:
-            section += table(rows, ("argument", "value", "help"))
+            out.append(table(rows, ("argument", "value", "help")))
         children = subcommands(parser)
         if children:
-            section += table([(n, "", h or "") for n, h, _ in children],
-                             ("subcommand", "", "help"))
-            for child, child_help, sub in children:
-                section += self.section(prog, path + [child], sub, child_help)
+            out.append(table([(n, "", h or "") for n, h, _ in children],
+                             ("subcommand", "", "help")))
         if parser.epilog:
-            section += nodes.literal_block(text=parser.epilog.strip(), language="text")
-        return section
+            out.append(nodes.literal_block(text=parser.epilog.strip(), language="text"))
+        for child, child_help, sub in children if recurse else ():
+            child_path = path + [child]
+            section = nodes.section(ids=[label(child_path)], names=[label(child_path)])
+            section += nodes.title(text=f"{prog} {' '.join(child_path)}")
+            if child_help:
+                section += nodes.paragraph(text=child_help)
+            section.extend(self.body(prog, child_path, sub))
+            out.append(section)
+        return out
+
+
+class DataKindsDirective(SphinxDirective):
+    """The `--data SPEC` kinds and their options, from `rand_ensemble.data.spec.OPTIONS`."""
+
+    def run(self):
+        from rand_ensemble.data import spec
+
+        rows = []
+        for kind, options in spec.OPTIONS.items():
+            merged = {**options, **spec.COMMON_OPTIONS}
+            rows.append((kind, ", ".join(merged), "; ".join(f"{k}: {v}" for k, v in merged.items())))
+        return [table(rows, ("kind", "options", "meaning"))]
+
+
+class SchemaDirective(SphinxDirective):
+    """A Parquet schema of the Beam jobs (`pipelines.schema.RENDERS` / `PAIRS`) as a table of
+    column, Arrow type and the comment beside the column in schema.py."""
+    required_arguments = 1
+
+    def run(self):
+        import inspect
+        import re
+
+        from rand_ensemble.pipelines import schema
+
+        comments = dict(re.findall(r'\("(\w+)",.*?#\s*(.*)', inspect.getsource(schema)))
+        fields = getattr(schema, self.arguments[0])
+        rows = [(f.name, str(f.type), comments.get(f.name, "")) for f in fields]
+        return [table(rows, ("column", "type", "note"))]
 
 
 def setup(app):
+    app.add_directive("rand-ensemble-schema", SchemaDirective)
     app.add_directive("rand-ensemble-cli", CliDirective)
+    app.add_directive("rand-ensemble-data-kinds", DataKindsDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
