@@ -60,6 +60,9 @@ napoleon_numpy_docstring = False
 napoleon_use_param = False
 napoleon_use_rtype = False
 
+# CLI help and flags (--data) must read as typed, not as en dashes and curly quotes.
+smartquotes = False
+
 html_theme = "furo"
 html_title = f"rand_ensemble {release}"
 html_static_path = ["_static"]
