@@ -3,4 +3,5 @@ import sys
 
 from rand_ensemble.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":      # importing this module (the API reference does) runs nothing
+    sys.exit(main())

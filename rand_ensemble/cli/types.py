@@ -180,10 +180,10 @@ def embedder_flags(parser: argparse.ArgumentParser, skip: tuple = (), note: str 
 
 
 def embedder_from_args(args: argparse.Namespace, file_flag: str | None = None) -> dict | None:
-    """The architecture flags given: {"family": NAME, field: value, ...} (`model.config.
-    from_flags` builds the config), or None when none was given. With `file_flag` (the dest of
-    a params-file flag, e.g. "checkpoint") set too, they are a one-line error: the file decides
-    the architecture."""
+    """The architecture flags given: {"family": NAME, field: value, ...}
+    (`model.config.from_flags` builds the config), or None when none was given. With
+    `file_flag` (the dest of a params-file flag, e.g. "checkpoint") set too, they are a
+    one-line error: the file decides the architecture."""
     given = {k[len(EMBEDDER_DEST):]: v for k, v in vars(args).items()
              if k.startswith(EMBEDDER_DEST)}
     if not given:
