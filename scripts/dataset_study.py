@@ -211,7 +211,7 @@ def trained_run(args, sets, config, cfg, source=None):
         pairs, mined = (mine_pairs(args, sets, config, cfg.seed, cfg.mutual, source) if weak
                         else (None, {}))
         params, emb_cfg, report = trainer.train_embedder(sets["train"], cfg, pairs=pairs,
-                                                         embedder=config, progress=False, log=None)
+                                                         arch=config, progress=False, log=None)
         test, train, seconds = embed_both(params, emb_cfg, sets)
         timings = {"train_seconds": report["seconds"], "embed_seconds": seconds}
         if weak:

@@ -171,7 +171,7 @@ def train_and_score(train, test, net, cfg, pairs):
     """cfg.members nets trained with cfg -> (params, held-out P@1 of their ensemble: the
     members' unit rows side by side, so row dot products sum the member cosines)."""
     params, _, _ = trainer.train_embedder(train, cfg, pairs=pairs, progress=False, log=None,
-                                          embedder=net)
+                                          arch=net)
     emb = ensemble.embed(params, test.images, net)                  # (M, N, E) unit rows
     return params, loo_p1(np.concatenate(list(emb), axis=1), test.labels)
 

@@ -102,7 +102,7 @@ def screen_variant(name, variant, recipe, steps, seed, sets, pairs, val_pairs, c
     weak = cfg.signal in ("weak", "weak+augment")
     mined = pairs[variant.get("top_k", 1)] if weak else None
     params, emb_cfg, report = trainer.train_embedder(
-        sets["screen"], cfg, pairs=mined, embedder=config, progress=False, log=None)
+        sets["screen"], cfg, pairs=mined, arch=config, progress=False, log=None)
     held = ensemble.embed(params, sets["held"].images, emb_cfg)           # (1, V, E)
     result = {"variant": name, "config": cfg.to_dict(), "top_k": variant.get("top_k"),
               "num_pairs": 0 if mined is None else len(mined),
