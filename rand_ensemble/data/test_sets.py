@@ -10,10 +10,9 @@ from rand_ensemble import fileio
 from rand_ensemble.data import sources
 from rand_ensemble.data.decode import convert_channels
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate.one_of_ten import CANDIDATES, EXAMPLE_SIZE
 from rand_ensemble.limits import check_memory, check_work, render_seconds
 
-CANDIDATES = 10                 # positive + 9 negatives
-EXAMPLE_SIZE = CANDIDATES + 1   # anchor, positive, 9 negatives: the second axis of a test set
 _VALIDATE_BYTES = 1 << 26  # values checked at a time, so memmaps stay streamed
 
 
@@ -232,7 +231,7 @@ def run_render_test_set(out: str, examples: int, seed: int = 0, hw: int = 32,
 
 def test_set_bytes(examples, hw):
     """Memory a rendered test set of N examples at hw x hw holds: images and object ids."""
-    return int(examples) * 11 * (int(hw) * int(hw) * 3 + 4)
+    return int(examples) * EXAMPLE_SIZE * (int(hw) * int(hw) * 3 + 4)
 
 
 def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None, allow_long=False):

@@ -1,0 +1,123 @@
+"""The package's import structure, read from the source with `ast` (nothing is imported): no
+circle of imports between the project's modules."""
+import ast
+import os
+
+import pytest
+
+import rand_ensemble
+
+PACKAGE = os.path.dirname(rand_ensemble.__file__)
+
+
+def _modules():
+    """{dotted module name: path} of every .py file in the package."""
+    found = {}
+    for root, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                rel = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3].split(os.sep)
+                found[".".join(rel[:-1] if rel[-1] == "__init__" else rel)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(path):
+    """-> [(imported project module, lineno, inside a function?, the import line's comment)].
+
+    `from pkg import name` names the submodule pkg.name when there is one, else pkg itself."""
+    with open(path) as f:
+        source = f.read()
+    lines = source.splitlines()
+    found = []
+
+    def visit(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                       ast.Lambda))
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                line = lines[child.lineno - 1]
+                comment = line.split("#", 1)[1].strip() if "#" in line else ""
+                for target in _targets(child):
+                    found.append((target, child.lineno, in_function, comment))
+            visit(child, nested)
+
+    visit(ast.parse(source), False)
+    return found
+
+
+def _targets(node):
+    """The project modules one import statement loads."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    elif node.level == 0 and node.module:
+        names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES
+                 else node.module for a in node.names]
+    else:
+        raise AssertionError(f"relative import at line {node.lineno}: use absolute imports")
+    return [n for n in names if n.split(".")[0] == "rand_ensemble"]
+
+
+def _cycle(graph):
+    """One cycle of `graph` ({node: set of nodes}) as a list of nodes, or None."""
+    state, stack = {}, []
+
+    def walk(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = walk(nxt)
+                if found:
+                    return found
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = walk(node)
+            if found:
+                return found
+    return None
+
+
+def import_graph():
+    """{module: modules it imports}, counting imports inside functions too: a lazy import
+    only hides a circle until the function runs."""
+    return {name: {target for target, *_ in _imports(path) if target != name}
+            for name, path in MODULES.items()}
+
+
+def test_the_cycle_finder_finds_cycles():
+    """The checker itself: a hand-made graph with and without a circle."""
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b", "c"}, "b": {"c"}, "c": {"d"}, "d": {"b"}}) == ["b", "c", "d", "b"]
+
+
+def test_no_import_cycle_in_the_package():
+    graph = import_graph()
+    assert "rand_ensemble.data.render" in graph and len(graph) > 50
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("from rand_ensemble.data import render\n", [("rand_ensemble.data.render", 1, False, "")]),
+    ("def f():\n    from rand_ensemble.data import scene  # pybullet: only when rendering\n",
+     [("rand_ensemble.data.scene", 2, True, "pybullet: only when rendering")]),
+    ("import numpy as np\nfrom rand_ensemble.errors import RandEnsembleError\n",
+     [("rand_ensemble.errors", 2, False, "")]),
+    ("from rand_ensemble.data.test_sets import EXAMPLE_SIZE\n",
+     [("rand_ensemble.data.test_sets", 1, False, "")]),
+])
+def test_imports_are_read_as_written(tmp_path, source, expected):
+    path = tmp_path / "m.py"
+    path.write_text(source)
+    assert _imports(str(path)) == expected
