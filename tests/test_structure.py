@@ -1,5 +1,6 @@
 """The package's import structure, read from the source with `ast` (nothing is imported): no
-circle of imports between the project's modules."""
+circle of imports between the project's modules, and no private name (`_x`) used outside the
+module that defines it."""
 import ast
 import os
 
@@ -121,3 +122,54 @@ def test_imports_are_read_as_written(tmp_path, source, expected):
     path = tmp_path / "m.py"
     path.write_text(source)
     assert _imports(str(path)) == expected
+
+
+def _is_private(name):
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_names_crossing(path):
+    """-> ["line: name"] for each private name of another project module this file uses:
+    `from rand_ensemble.m import _x`, or `m._x` / `C._x` where m is a project module and C a
+    name imported from one."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    imported, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rand_ensemble"):
+            for alias in node.names:
+                if _is_private(alias.name):
+                    found.append(f"{node.lineno}: {node.module}.{alias.name}")
+                imported.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            imported.update(a.asname or a.name.split(".")[0] for a in node.names
+                            if a.name.startswith("rand_ensemble"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            base = node.value
+            while isinstance(base, ast.Attribute):      # rand_ensemble.data.render._x
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in imported:
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return sorted(found)
+
+
+def test_no_private_name_crosses_modules():
+    crossing = {name: found for name, path in MODULES.items()
+                if (found := private_names_crossing(path))}
+    assert crossing == {}
+
+
+def test_the_private_name_scan_sees_each_form(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import numpy as np\n"
+                    "import rand_ensemble.data.render\n"
+                    "from rand_ensemble.evaluate import neighbours as engine\n"
+                    "from rand_ensemble.evaluate.exact_scores import _norms, pair_scores\n"
+                    "from rand_ensemble.data.render import Renderer\n"
+                    "engine._rows(np._private, engine.top_k)\n"
+                    "rand_ensemble.data.render._cross(Renderer._place, self._own)\n"
+                    "def _mine():\n    return _mine.__name__\n")
+    assert private_names_crossing(str(path)) == [
+        "4: rand_ensemble.evaluate.exact_scores._norms", "6: engine._rows",
+        "7: Renderer._place", "7: rand_ensemble.data.render._cross"]
