@@ -11,7 +11,7 @@ Shape letters used in every docstring and shape comment:
     T  time (tokens)                   V  vocabulary size
 
 Where things live (one owner per stage; each command is one run_* call of its stage):
-    core       errors, fileio, paths, limits, options, environment
+    core       errors, fileio, paths, limits, options, integers, environment
     model/     nn, embedder (one model), ensemble (THE model axis), checkpoint (one params layout)
     data/      the Dataset type and its sources (`--data SPEC`), decoding, test sets, renders
     evaluate/  the one k-NN engine, 1-of-10 and retrieval metrics, weak labels, tables, plots

@@ -1,6 +1,6 @@
 """The package's import structure, read from the source with `ast` (nothing is imported): no
-circle of imports between the project's modules, and no private name (`_x`) used outside the
-module that defines it."""
+circle of imports between the project's modules, no private name (`_x`) used outside the
+module that defines it, and imports at the top unless a comment says why one waits."""
 import ast
 import os
 
@@ -173,3 +173,59 @@ def test_the_private_name_scan_sees_each_form(tmp_path):
     assert private_names_crossing(str(path)) == [
         "4: rand_ensemble.evaluate.exact_scores._norms", "6: engine._rows",
         "7: Renderer._place", "7: rand_ensemble.data.render._cross"]
+
+
+def unexplained_lazy_imports(path):
+    """-> ["line: import ..."] for each import inside a function whose line carries no comment
+    (a block of consecutive imports may state its reason once)."""
+    with open(path) as f:
+        source = f.read()
+    lines, found = source.splitlines(), []
+
+    def visit(node, in_function):
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            block = [n for n in getattr(node, field, []) if isinstance(n, ast.AST)]
+            if in_function:
+                _check_groups(block)
+            for child in block:
+                visit(child, in_function or isinstance(child, (ast.FunctionDef,
+                                                                ast.AsyncFunctionDef)))
+
+    def _check_groups(block):
+        group = []
+        for stmt in block + [None]:
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                group.append(stmt)
+                continue
+            if group and not any("#" in lines[n.lineno - 1] for n in group):
+                found.extend(f"{n.lineno}: {lines[n.lineno - 1].strip()}" for n in group)
+            group = []
+
+    visit(ast.parse(source), False)
+    return found
+
+
+def test_imports_inside_functions_state_why():
+    unexplained = {name: found for name, path in MODULES.items()
+                   if (found := unexplained_lazy_imports(path))}
+    assert unexplained == {}
+
+
+def test_the_lazy_import_scan_sees_each_form(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import json\n"
+                    "def f():\n"
+                    "    import jax\n"
+                    "    if True:\n"
+                    "        from rand_ensemble.data import render  # pybullet: only here\n"
+                    "    try:\n"
+                    "        import faiss  # optional\n"
+                    "        import faiss.contrib\n"
+                    "    except ImportError:\n"
+                    "        from rand_ensemble import fileio\n"
+                    "class C:\n"
+                    "    def setup(self):\n"
+                    "        x = 1\n"
+                    "        import pyarrow\n")
+    assert unexplained_lazy_imports(str(path)) == [
+        "3: import jax", "10: from rand_ensemble import fileio", "14: import pyarrow"]

@@ -174,7 +174,7 @@ def _writers(report, emb, ds, failed, json, save_embeddings, plot, failures) -> 
     if save_embeddings:
         writers[save_embeddings] = fileio.npy_writer(emb.astype("float32"))
     if plot:
-        from rand_ensemble.evaluate import plots  # matplotlib: only when plotting
+        from rand_ensemble.evaluate import plots  # matplotlib (0.6 s to import): only when plotting
         writers[plot] = lambda tmp: plots.embedding_pca(emb, ds.labels, tmp)
     if json:
         writers[json] = fileio.json_writer(report)
