@@ -3,6 +3,8 @@ circle of imports between the project's modules, no private name (`_x`) used out
 module that defines it, and imports at the top unless a comment says why one waits."""
 import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -229,3 +231,21 @@ def test_the_lazy_import_scan_sees_each_form(tmp_path):
                     "        import pyarrow\n")
     assert unexplained_lazy_imports(str(path)) == [
         "3: import jax", "10: from rand_ensemble import fileio", "14: import pyarrow"]
+
+
+def test_the_command_line_starts_without_jax_beam_or_pybullet():
+    """Building every parser (what each `rand-ensemble` call does first) loads none of them;
+    the packages' public names still resolve, each importing its module on first use."""
+    code = ("import sys, rand_ensemble.cli as cli; cli.build_parser(); "
+            "heavy = [m for m in ('jax', 'apache_beam', 'pybullet', 'matplotlib') "
+            "if m in sys.modules]; assert not heavy, heavy; "
+            "from rand_ensemble import questions, embed; "
+            "assert 'jax' in sys.modules and questions.train_tower.__module__ == "
+            "'rand_ensemble.questions.trainer' and 'train_tower' in dir(questions); "
+            "assert questions.tower.__name__ == 'rand_ensemble.questions.tower'")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        import rand_ensemble.questions
+        rand_ensemble.questions.nothing
