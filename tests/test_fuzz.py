@@ -656,7 +656,7 @@ def test_second_fuzz_cases(tmp_path, capsys):
         Image.fromarray(images[k]).save(tmp_path / "pets" / "cat" / f"{k}.png")
     os.symlink("0.png", tmp_path / "pets" / "cat" / "copy.png")
     for spec in (f"folder:{tmp_path}/pets", f"images:{tmp_path}/pets/**/*.png"):
-        ds = sources.load(spec)               # a link is a failure row, not a second image
+        ds = sources.load_dataset(spec)       # a link is a failure row, not a second image
         assert len(ds) == 2 and "same file" in ds.failures[0]["error"], (spec, ds.failures)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

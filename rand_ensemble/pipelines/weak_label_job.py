@@ -274,12 +274,13 @@ def check_members(checkpoint, embedder, pixels, data):
                                 "renders:DIR or images:GLOB)")
 
 
-def fit_pixels(pixels, embedder, hw, dataset, data):
+def fit_pixels(pixels, embedder, hw, dataset, source):
     """The pixel baseline `pixels`, fitted (`baselines.fit_baseline`) on the --data pool's
     images at the architecture's channels: raw fits nothing, pca / hog fit the pool."""
     channels = EmbedderConfig.from_dict(members_config(None, embedder)).in_channels
     pool = np.zeros((0, hw, hw, 3), np.uint8) if dataset is None else dataset.images
-    return baselines.fit_baseline(pixels, decode.convert_channels(pool, channels), data)
+    return baselines.fit_baseline(pixels, decode.convert_channels(pool, channels),
+                                  None if source is None else source.spec)
 
 
 def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, min_score=None,
@@ -298,9 +299,9 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         read here, so workers need no access to the file.
       top_k, mutual, min_score: the neighbours kept as pairs.
       images: a recursive glob of PNG/JPEG files, or a .parquet of (image_id, image bytes).
-      data: a local data spec (`data.sources.SPEC_HELP`), read here by `load_dataset` at the
-        embedder's input and handed to the job as records (its labels, if any, give the
-        precision); renders / images also read remote (gs://) paths.
+      data: a local data spec parsed by the caller (a `data.spec.Source`), read here by
+        `load_dataset` at the embedder's input and handed to the job as records (its labels,
+        if any, give the precision); renders / images also read remote (gs://) paths.
       labels: optional CSV image_id,label, used only for the precision figures.
       block_size: rows per neighbour-search block (a worker holds two blocks and a tile).
       index: "exact" (the tiled search) or "approx" (IVF lists, needs faiss: the 'approx'
