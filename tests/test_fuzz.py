@@ -662,3 +662,41 @@ def test_second_fuzz_cases(tmp_path, capsys):
         warnings.simplefilter("error")
         chance = retrieval.chance_metrics(np.array([0, 0, 1]))
     assert chance["recall_at_8"] == 1.0 and chance["precision_at_1"] == 0.5
+
+
+def test_integers_outside_int64_are_refused_or_failure_rows(tmp_path, capsys):
+    """Issue 28: a 20-digit object id in a render manifest reached Beam's VarIntCoder and died
+    with an OverflowError traceback. The one integer rule (`integers.parse_int`) now refuses
+    any value outside int64, so every reader of integer text (manifests, --objects, CLI
+    numbers, ?limit=) gives a failure row or a one-line error."""
+    from rand_ensemble.integers import INT64, OutsideInt64, parse_int
+    from rand_ensemble.pipelines.render_job import read_manifest
+
+    big, small = str(INT64[1] + 1), str(INT64[0] - 1)
+    assert parse_int(str(INT64[1])) == 2 ** 63 - 1 and parse_int(str(INT64[0])) == -2 ** 63
+    for text in (big, small, "9" * 20, " +" + "1" * 40 + " "):
+        with pytest.raises(OutsideInt64):
+            parse_int(text)
+    manifest = tmp_path / "m.txt"
+    manifest.write_text(f"12345678901234567890\n3\n{big}\n")
+    ids, lines = read_manifest(str(manifest), 1, 0)
+    failures = [json.loads(line) for line in lines]
+    assert ids == [3] and [f["input"]["line"] for f in failures] == [1, 3], failures
+    assert all("int64" in f["error"] for f in failures)
+    np.savez(tmp_path / "d.npz", images=np.zeros((20, 32, 32, 3), np.uint8),
+             labels=np.arange(20) % 10)
+    lines = [assert_refused(argv, capsys, tmp_path, argv) for argv in (
+        ["render", "--objects", f"0:{'9' * 20}", "--views", "1", "--out", tmp_path / "r"],
+        ["eval", "--models", "9" * 20],
+        ["render-test-set", "--examples", "1", "--seed", big, "--out", tmp_path / "t.npy"],
+        ["make-test-set", "--data", f"{tmp_path}/d.npz?limit={big}", "--examples", "2",
+         "--out", tmp_path / "t.npy"])]
+    assert "int64" in lines[1] and "limit must be a positive integer" in lines[3], lines
+    (tmp_path / "only.txt").write_text("99999999999999999999\n")
+    code, out, err = run(["render", "--manifest", tmp_path / "only.txt", "--views", "1",
+                          "--out", tmp_path / "job"], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert "renders 0, failures 1" in out
+    rows = [json.loads(line) for f in sorted((tmp_path / "job").glob("failures-*.jsonl"))
+            for line in f.read_text().splitlines()]
+    assert [r["input"]["manifest_line"] for r in rows] == ["99999999999999999999"]

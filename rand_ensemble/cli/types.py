@@ -11,7 +11,7 @@ import math
 from rand_ensemble.data.spec import SPEC_HELP
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate.baselines import PIXEL_BASELINES
-from rand_ensemble.integers import parse_int
+from rand_ensemble.integers import OutsideInt64, parse_int
 from rand_ensemble.limits import MAX_IMAGE_SIDE
 from rand_ensemble.model.config import FAMILIES, POOLS, EmbedderConfig
 
@@ -30,12 +30,15 @@ class Parser(argparse.ArgumentParser):
 def int_in(lo, hi, what):
     """argparse type factory: an integer in [lo, hi], with a one-line message otherwise."""
     def parse(text):
+        bound = f">= {lo}" if hi == math.inf else f"in [{lo}, {hi}]"
         try:
             value = parse_int(text)
+        except OutsideInt64:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer ({bound}, and within "
+                                             f"int64), got {text.strip()}") from None
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
         if not lo <= value <= hi:
-            bound = f">= {lo}" if hi == math.inf else f"in [{lo}, {hi}]"
             raise argparse.ArgumentTypeError(f"expected a {what} integer ({bound}), got {value}")
         return value
     parse.__name__ = f"{what.replace('-', '_').replace(' ', '_')}_int"
