@@ -27,7 +27,8 @@ from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
 # Re-exported: fileio is the one place callers import file checks and writers from.
 from rand_ensemble.paths import (check_input_file, check_output_dir,  # noqa: F401
-                                 check_output_path, plan_outputs, staged_outputs)
+                                 check_output_path, plan_output_folder, plan_outputs,
+                                 staged_outputs)
 
 META_KEY = "meta/config_json"   # the JSON metadata record inside a tree .npz (uint8 bytes)
 Writer = Callable[[str], None]  # writes one output's bytes to the (temp) path it is given

@@ -700,3 +700,58 @@ def test_integers_outside_int64_are_refused_or_failure_rows(tmp_path, capsys):
     rows = [json.loads(line) for f in sorted((tmp_path / "job").glob("failures-*.jsonl"))
             for line in f.read_text().splitlines()]
     assert [r["input"]["manifest_line"] for r in rows] == ["99999999999999999999"]
+
+
+def _script(name):
+    """scripts/NAME.py as a module (scripts/ is no package; the studies import each other)."""
+    import importlib
+    import sys
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+def test_study_scripts_plan_their_outputs_before_any_work(tmp_path, labelled_npz):
+    """Issue 28: the study scripts wrote fixed names under --out with no output planning, so
+    --out could name the folder holding their data. Each now checks --out, its fixed files and
+    its cache subfolders against everything it reads, before reading or training anything:
+    a one-line RandEnsembleError, nothing written."""
+    from fuzz_inputs import snapshot
+    data = tmp_path / "data"
+    data.mkdir()
+    labelled_npz(str(data / "d.npz"), 12, 0)
+    (data / "classes" / "a").mkdir(parents=True)
+    (data / "classes" / "a" / "x.png").write_bytes(b"not read")
+    (tmp_path / "out" / "runs").mkdir(parents=True)
+    labelled_npz(str(tmp_path / "out" / "runs" / "d.npz"), 12, 1)
+    np.save(tmp_path / "out" / "validation_pairs.npy", np.zeros((2, 2), np.int64))
+    npz, out = f"npz:{data}/d.npz", tmp_path / "out"
+    cases = {
+        "dataset_study: --out is the class folder read": ("dataset_study", [
+            "--data", f"folder:{data}/classes", "--heldout", npz, "--out", data / "classes"],
+            "would overwrite the input"),
+        "dataset_study: --out inside the data folder": ("dataset_study", [
+            "--data", f"folder:{data}/classes", "--heldout", npz,
+            "--out", data / "classes" / "study"], "lies inside the input folder"),
+        "dataset_study: an input inside --out/runs": ("dataset_study", [
+            "--data", f"npz:{out}/runs/d.npz", "--heldout", npz, "--out", out], "runs"),
+        "select_recipe: --heldout is a file it writes": ("select_recipe", [
+            "--data", npz, "--heldout", f"npy:{out}/validation_pairs.npy", "--out", out],
+            "would overwrite the input"),
+        "label_free_study: --out is --data": ("label_free_study", [
+            "--out", data, "--data", data, "--quick"], "would overwrite the input"),
+        "fashion_search: --out is an IDX file": ("fashion_search", [
+            "--runs", "oracle-vgg-500", "--data", data, "--out", data / "train-labels-idx1-ubyte"],
+            "would overwrite the input"),
+        "bench_all: --out is a folder": ("bench_all", ["--out", data], "is a folder"),
+    }
+    (data / "train-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + b"\0" * 12)
+    (data / "train-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + b"\0" * 4)
+    (data / "t10k-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + b"\0" * 12)
+    (data / "t10k-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + b"\0" * 4)
+    for name, (script, argv, words) in cases.items():
+        before = snapshot(tmp_path)
+        with pytest.raises(RandEnsembleError, match=words):
+            _script(script).main([str(a) for a in argv])
+        assert snapshot(tmp_path) == before, name
