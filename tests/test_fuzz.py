@@ -755,3 +755,68 @@ def test_study_scripts_plan_their_outputs_before_any_work(tmp_path, labelled_npz
         with pytest.raises(RandEnsembleError, match=words):
             _script(script).main([str(a) for a in argv])
         assert snapshot(tmp_path) == before, name
+
+
+def test_a_cached_test_set_is_reused_only_if_it_is_what_its_name_says(tmp_path, monkeypatch):
+    """Issue 28's second fuzz of demo: the render cache reused any loadable file under a
+    cache name, so `demo --examples 3` scored a cached set of 2 examples (an item lost), a
+    float or 16x16 set was used or refused, and a broken ids sidecar went unnoticed. A cached
+    set must be uint8 (N, 11, hw, hw, 3) with integer ids (N, 11); anything else is rendered
+    again (`test_sets.load_cached`; `demo` and `eval --examples` read the cache through
+    `cached_test_set`)."""
+    from rand_ensemble.data import render
+    from rand_ensemble.data.test_sets import cache_path, cached_test_set, object_ids_path
+    rendered = []
+
+    def fake_render(n, seed, hw=32, colour="object", progress=False):
+        rendered.append(n)
+        return good_images(n, (n, 11, hw, hw, 3)), np.arange(n * 11, dtype=np.int32).reshape(n, 11)
+
+    monkeypatch.setattr(render, "render_test_set", fake_render)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    bad = {3: (good_images(shape=(2, 11, 32, 32, 3)), np.zeros((2, 11), np.int32)),
+           4: (good_images(shape=(4, 11, 32, 32, 3)).astype(np.float32) / 255,
+               np.zeros((4, 11), np.int32)),
+           5: (good_images(shape=(5, 11, 16, 16, 3)), np.zeros((5, 11), np.int32)),
+           6: (good_images(shape=(6, 11, 32, 32, 3)), np.zeros((6, 10), np.int32)),
+           7: (good_images(shape=(7, 11, 32, 32, 3)), np.zeros((7, 11), np.float32)),
+           8: (good_images(shape=(8, 11, 32, 32, 3)), np.empty(3, object))}
+    for n, (images, ids) in bad.items():
+        path = cache_path(n, 0, cache_dir=str(cache))
+        np.save(path, images)
+        np.save(object_ids_path(path), ids, allow_pickle=True)
+        rendered.clear()
+        _, got = cached_test_set(n, 0, cache_dir=str(cache))
+        assert rendered == [n] and got.shape == (n, 11, 32, 32, 3) and got.dtype == np.uint8
+        assert np.load(object_ids_path(path)).shape == (n, 11), n
+        rendered.clear()
+        assert np.array_equal(cached_test_set(n, 0, cache_dir=str(cache))[1], got)
+        assert rendered == [], n                        # a good cache is reused
+
+
+def test_params_of_another_number_kind_are_refused(world, question_world, tmp_path, capsys):
+    """Issue 28's second fuzz of questions: integer weights in a tower's params.npz reached
+    jax.nn.sigmoid and died with a TypeError traceback. The one tree loader (`fileio.
+    load_tree`) now checks each leaf's number kind against the architecture's, for every
+    params file (a tower, an image ensemble, a training state); float widths are cast."""
+    import shutil
+    qd, data_file = question_world
+    flat, meta = fileio.read_tree(world / "good.npz")
+    fileio.save_tree(tmp_path / "int.npz", fileio.unflatten_tree(
+        {k: v.astype(np.int32) for k, v in flat.items()}), meta)
+    tower_flat, _ = fileio.read_tree(qd / "ck" / "params.npz")
+    for kind in (np.int32, np.uint8, np.float16):
+        folder = tmp_path / f"ck_{np.dtype(kind).name}"
+        shutil.copytree(qd / "ck", folder)
+        os.unlink(folder / "params.npz")
+        fileio.save_npz(folder / "params.npz", {k: (v * 100).astype(kind)
+                                                for k, v in tower_flat.items()})
+    lines = [assert_refused(argv, capsys, tmp_path, argv) for argv in (
+        ["eval", "--test-set", world / "good.npy", "--params", tmp_path / "int.npz"],
+        ["questions", "predict", "--checkpoint", tmp_path / "ck_int32", "a b?", "c d?"],
+        ["questions", "eval", "--checkpoint", tmp_path / "ck_uint8", "--data", data_file])]
+    assert all("expected floats" in line for line in lines), lines
+    code, out, err = run(["questions", "predict", "--checkpoint", tmp_path / "ck_float16",
+                          "a b?", "c d?"], capsys)
+    assert code == 0 and "cosine similarity" in out, err
