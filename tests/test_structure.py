@@ -156,23 +156,32 @@ def private_names_crossing(path):
     return sorted(found)
 
 
+def findings(scan):
+    """{module: scan(its path)} for every module where the scan finds something."""
+    return {name: found for name, path in MODULES.items() if (found := scan(path))}
+
+
+def scanned(tmp_path, scan, source):
+    """scan() of a module holding `source`: the scanners' own check."""
+    path = tmp_path / "m.py"
+    path.write_text(source)
+    return scan(str(path))
+
+
 def test_no_private_name_crosses_modules():
-    crossing = {name: found for name, path in MODULES.items()
-                if (found := private_names_crossing(path))}
-    assert crossing == {}
+    assert findings(private_names_crossing) == {}
 
 
 def test_the_private_name_scan_sees_each_form(tmp_path):
-    path = tmp_path / "m.py"
-    path.write_text("import numpy as np\n"
-                    "import rand_ensemble.data.render\n"
-                    "from rand_ensemble.evaluate import neighbours as engine\n"
-                    "from rand_ensemble.evaluate.exact_scores import _norms, pair_scores\n"
-                    "from rand_ensemble.data.render import Renderer\n"
-                    "engine._rows(np._private, engine.top_k)\n"
-                    "rand_ensemble.data.render._cross(Renderer._place, self._own)\n"
-                    "def _mine():\n    return _mine.__name__\n")
-    assert private_names_crossing(str(path)) == [
+    assert scanned(tmp_path, private_names_crossing,
+                   "import numpy as np\n"
+                   "import rand_ensemble.data.render\n"
+                   "from rand_ensemble.evaluate import neighbours as engine\n"
+                   "from rand_ensemble.evaluate.exact_scores import _norms, pair_scores\n"
+                   "from rand_ensemble.data.render import Renderer\n"
+                   "engine._rows(np._private, engine.top_k)\n"
+                   "rand_ensemble.data.render._cross(Renderer._place, self._own)\n"
+                   "def _mine():\n    return _mine.__name__\n") == [
         "4: rand_ensemble.evaluate.exact_scores._norms", "6: engine._rows",
         "7: Renderer._place", "7: rand_ensemble.data.render._cross"]
 
@@ -208,28 +217,25 @@ def unexplained_lazy_imports(path):
 
 
 def test_imports_inside_functions_state_why():
-    unexplained = {name: found for name, path in MODULES.items()
-                   if (found := unexplained_lazy_imports(path))}
-    assert unexplained == {}
+    assert findings(unexplained_lazy_imports) == {}
 
 
 def test_the_lazy_import_scan_sees_each_form(tmp_path):
-    path = tmp_path / "m.py"
-    path.write_text("import json\n"
-                    "def f():\n"
-                    "    import jax\n"
-                    "    if True:\n"
-                    "        from rand_ensemble.data import render  # pybullet: only here\n"
-                    "    try:\n"
-                    "        import faiss  # optional\n"
-                    "        import faiss.contrib\n"
-                    "    except ImportError:\n"
-                    "        from rand_ensemble import fileio\n"
-                    "class C:\n"
-                    "    def setup(self):\n"
-                    "        x = 1\n"
-                    "        import pyarrow\n")
-    assert unexplained_lazy_imports(str(path)) == [
+    assert scanned(tmp_path, unexplained_lazy_imports,
+                   "import json\n"
+                   "def f():\n"
+                   "    import jax\n"
+                   "    if True:\n"
+                   "        from rand_ensemble.data import render  # pybullet: only here\n"
+                   "    try:\n"
+                   "        import faiss  # optional\n"
+                   "        import faiss.contrib\n"
+                   "    except ImportError:\n"
+                   "        from rand_ensemble import fileio\n"
+                   "class C:\n"
+                   "    def setup(self):\n"
+                   "        x = 1\n"
+                   "        import pyarrow\n") == [
         "3: import jax", "10: from rand_ensemble import fileio", "14: import pyarrow"]
 
 
