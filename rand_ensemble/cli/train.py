@@ -42,11 +42,12 @@ def register(sub):
                         "of --family; flags given explicitly override them")
     config_flags(p, LearnConfig, unset="(default: {}, or the --recipe's)")
     embedder_flags(p, skip=("bias",), note="--bias (above) sets the biases")
+    # run_train's `recipe` is the LearnConfig built from --recipe NAME and the flags above.
     p.set_defaults(handler=runner("rand_ensemble.learn.train_pool", "run_train",
-                                  learn_config=learn_config_of, embedder=architecture_of))
+                                  recipe=recipe_of, embedder=architecture_of))
 
 
-def learn_config_of(args: argparse.Namespace) -> LearnConfig:
+def recipe_of(args: argparse.Namespace) -> LearnConfig:
     """The recipe: `--recipe NAME`'s values (or the defaults) under the flags given."""
     given = {name: getattr(args, name) for name in LearnConfig.__dataclass_fields__
              if hasattr(args, name)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rand_ensemble.data.decode import convert_channels
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
 
@@ -98,7 +99,6 @@ def hog_rows(images, cell: int = HOG_CELL, bins: int = HOG_BINS,
     weights); votes are summed over cell x cell cells; every 2 x 2 block of cells (stride one
     cell) is L2-normalised (eps 1e-6 under the root) and the blocks are concatenated.
     """
-    from rand_ensemble.data.decode import convert_channels
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
         raise RandEnsembleError(f"HOG needs (N, H, W, C) uint8 images, got {images.shape} "
