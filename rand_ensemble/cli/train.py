@@ -4,6 +4,7 @@
 `EmbedderConfig`'s (over the recipe's family)."""
 import argparse
 
+from rand_ensemble.cli.launch import device_flags
 from rand_ensemble.cli.types import (
     config_flags,
     data_flags,
@@ -42,6 +43,7 @@ def register(sub):
                         "of --family; flags given explicitly override them")
     config_flags(p, LearnConfig, unset="(default: {}, or the --recipe's)")
     embedder_flags(p, skip=("bias",), note="--bias (above) sets the biases")
+    device_flags(p, processes=True)
     p.set_defaults(handler=runner("rand_ensemble.learn.train_pool", "run_train",
                                   learn_config=learn_config_of, embedder=architecture_of))
 

@@ -8,6 +8,8 @@ import importlib
 import inspect
 import math
 
+from rand_ensemble.cli import launch
+from rand_ensemble.cli import launch
 from rand_ensemble.data.spec import SPEC_HELP
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import MAX_IMAGE_SIDE
@@ -203,13 +205,17 @@ def runner(module: str, name: str, **configs):
 
     The stage module is imported when the command runs, not when the parser is built: the
     stages import JAX, and `rand-ensemble --help` (or a Ctrl-C during start-up) stays quick.
+    A command with the device flags (`launch.device_flags`) first joins its run of several
+    processes, if any, and picks its devices; it leaves the run together with the others.
     """
     def handler(args: argparse.Namespace, extra: list) -> None:
         run = getattr(importlib.import_module(module), name)
         given = {**vars(args), "beam_args": extra,
                  **{p: config_from_args(c, args) if isinstance(c, type) else c(args)
                     for p, c in configs.items()}}
+        launch.configure(args)
         run(**{p: given[p] for p in inspect.signature(run).parameters if p in given})
+        launch.finish(args)
     return handler
 
 

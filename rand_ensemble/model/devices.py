@@ -193,6 +193,13 @@ def to_host(tree):
     return jax.tree_util.tree_map(one, tree)
 
 
+def leave() -> None:
+    """Leave the run of several processes, all together (a barrier; nothing on one process):
+    after it this process works alone (process 0 writing, or a job only it runs)."""
+    if jax.distributed.is_initialized():
+        jax.distributed.shutdown()
+
+
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, peer_timeout: float = PEER_TIMEOUT_S) -> None:
     """Join a run of several processes (`jax.distributed.initialize`), before any JAX work.
