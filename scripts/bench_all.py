@@ -18,7 +18,8 @@ import time
 from rand_ensemble import fileio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ("forward", "layers", "train", "neighbours", "approx", "scaling", "render", "pipeline")
+BENCHES = ("forward", "layers", "train", "neighbours", "approx", "scaling", "render", "pipeline",
+           "devices")
 
 
 def run_one(name, folder):

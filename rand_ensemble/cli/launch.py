@@ -135,25 +135,27 @@ def supervise(argv: list, prog: str) -> int:
     forward = {s: signal.signal(s, lambda signum, frame: child.send_signal(signum))
                for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        out = threading.Thread(target=_forward, args=(child.stdout, sys.stdout), daemon=True)
+        out = threading.Thread(target=_forward, args=(child.stdout, sys.stdout, None),
+                               daemon=True)
         out.start()
-        hidden = _forward(child.stderr, sys.stderr)
+        hidden, told = _forward(child.stderr, sys.stderr, f"{prog}: ")
         status = child.wait()
         out.join()
     finally:
         for s, handler in forward.items():
             signal.signal(s, handler)
         _remove_leftovers(temps_log)
-    if status >= 0 and status in (0, 1, 2, 130, 143):
+    if status in (0, 1, 2, 130, 143):
         return status
-    print(f"{prog}: error: {_why(hidden, status)}; nothing was written", file=sys.stderr)
+    if not told:                         # the child's own one line was its last word
+        print(f"{prog}: error: {_why(hidden, status)}; nothing was written", file=sys.stderr)
     return 2
 
 
-def _forward(stream, to) -> list[str]:
+def _forward(stream, to, ours) -> tuple[list[str], bool]:
     """Copy a stream of the child's to ours, without XLA's, TSL's and gloo's log lines (gloo
-    writes to stdout) -> those lines."""
-    hidden, in_log = [], False
+    writes to stdout) -> (those lines, whether a line began with `ours`, the CLI's error)."""
+    hidden, in_log, told = [], False, False
     for line in stream:
         if _LOG_LINE.match(line):
             in_log = True
@@ -162,9 +164,10 @@ def _forward(stream, to) -> list[str]:
         if in_log or _NOISE.match(line):
             hidden.append(line)
             continue
+        told = told or bool(ours) and line.startswith(ours)
         to.write(line)
         to.flush()
-    return hidden
+    return hidden, told
 
 
 def _why(hidden: list[str], status: int) -> str:

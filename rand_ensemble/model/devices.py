@@ -78,19 +78,25 @@ def mesh_for(num_members: int, batch: int | None = None) -> Mesh | None:
     """The mesh ("members", "batch") for M members and batches of B rows (None: members only,
     as training splits them) -> None on one device.
 
-    Over all D devices, members split m ways and batches b ways, m * b = D: the split with the
-    least (members x rows) per device, ceil(M / m) * ceil(B / b); ties go to more member parts.
+    Over all D devices, members split m ways and batches b ways (`split`).
     """
     d = device_count()
     if d == 1:
         return None
+    m, b = split(num_members, batch, d)
+    return _mesh(m, b, tuple(dev.id for dev in devices()))
+
+
+def split(num_members: int, batch: int | None, d: int) -> tuple[int, int]:
+    """(m, b), m * b = d: members in m parts, batch rows in b (batch None: b = 1), with the
+    least (members x rows) per device, ceil(M / m) * ceil(B / b); ties go to more member parts
+    (each device then keeps whole batches)."""
     if batch is None:
-        m = d
-    else:
-        splits = [(-(-num_members // m) * -(-batch // (d // m)), -m) for m in range(1, d + 1)
-                  if d % m == 0]
-        m = -min(splits)[1]
-    return _mesh(m, d // m, tuple(dev.id for dev in devices()))
+        return d, 1
+    cost = {m: -(-num_members // m) * -(-batch // (d // m)) for m in range(1, d + 1)
+            if d % m == 0}
+    m = min(cost, key=lambda k: (cost[k], -k))
+    return m, d // m
 
 
 @functools.lru_cache(maxsize=32)
