@@ -42,6 +42,8 @@ def worker(a):
         devices.initialize(f"127.0.0.1:{a.port}", a.num_processes, a.process_id, 120)
     devices.use_devices(a.use_devices)
     config = ensemble.DEFAULT_CONFIG
+    if a.small:                                           # --quick: a smoke run compiles fast
+        config = ensemble.EmbedderConfig(widths=(8, 8, 8, 8), dense=8, embedding_dim=8)
     rng = np.random.default_rng(0)
     pool = rng.integers(0, 256, (a.images, 32, 32, 3), dtype=np.uint8)
     params = ensemble.init_ensemble(jax.random.PRNGKey(0), a.members, config)
@@ -94,7 +96,7 @@ def run_row(a, devices, processes, backend):
     common = [sys.executable, os.path.abspath(__file__), "--worker", "--members", str(a.members),
               "--images", str(a.images), "--batch", str(a.batch), "--steps", str(a.steps),
               "--repeats", str(a.repeats), "--num-processes", str(processes),
-              "--port", str(free_port())]
+              "--port", str(free_port())] + (["--small"] if a.quick else [])
     procs = []
     for p in range(processes):
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -139,14 +141,17 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64, help="training pairs per member and step")
     p.add_argument("--steps", type=int, default=10, help="timed training steps")
     p.add_argument("--repeats", type=int, default=3, help="timed forward passes (min kept)")
-    p.add_argument("--devices", default="1,2,4", help="device counts of the 1-process rows")
+    p.add_argument("--devices", default=None,
+                   help="device counts of the 1-process rows (default 1,2,4; --quick 1,2)")
     p.add_argument("--processes", type=int, default=2,
                    help="processes of the multi-process row (each with devices/processes)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per row")
     p.add_argument("--json", default=None, help="write the results here (atomic)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: M=4, 64 images, 2 steps, 1 and 2 devices, 2 processes")
+                   help="smoke run: a small net (8 channels), M=4, 64 images, 2 steps, 1 and "
+                        "2 devices, 2 processes")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--small", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--use-devices", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--num-processes", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--process-id", type=int, default=0, help=argparse.SUPPRESS)
@@ -155,7 +160,8 @@ def main(argv=None):
     if a.worker:
         return worker(a)
     if a.quick:
-        a.members, a.images, a.batch, a.steps, a.repeats, a.devices = 4, 64, 8, 2, 1, "1,2"
+        a.members, a.images, a.batch, a.steps, a.repeats = 4, 64, 8, 2, 1
+    a.devices = a.devices or ("1,2" if a.quick else "1,2,4")
     backend, available = local_backend()
     counts = [int(c) for c in a.devices.split(",")]
     if backend != "cpu":
@@ -172,8 +178,9 @@ def main(argv=None):
                                     / base["train_images_members_per_s"])
     note = CPU_NOTE.format(cores=os.cpu_count()) if backend == "cpu" else \
         f"{backend} devices ({rows[0]['device_kind']})"
-    print(f"{note}\nM={a.members}, {a.images} images (forward), {a.steps} steps of {a.batch} "
-          f"pairs per member (training)")
+    net = "a small net (8 channels; --quick)" if a.quick else "the blog net"
+    print(f"{note}\n{net}, M={a.members}, {a.images} images (forward), {a.steps} steps of "
+          f"{a.batch} pairs per member (training)")
     print(f"{'devices':>7s} {'procs':>5s} {'fwd img*M/s':>12s} {'x1':>6s} {'train img*M/s':>14s} "
           f"{'x1':>6s} {'peak MiB/dev':>12s}")
     for row in rows:
@@ -182,7 +189,8 @@ def main(argv=None):
               f"{row['train_images_members_per_s']:14.0f} {row['train_vs_1_device']:6.2f} "
               f"{row['peak_bytes_per_device'] / 2 ** 20:12.0f}")
     print(f"peak memory: {rows[0]['peak_memory_source']}")
-    result = {"note": note, "backend": backend, "cores": os.cpu_count(), "quick": a.quick,
+    result = {"note": note, "net": net, "backend": backend, "cores": os.cpu_count(),
+              "quick": a.quick,
               "members": a.members, "images": a.images, "batch": a.batch, "steps": a.steps,
               "rows": rows}
     if a.json:

@@ -273,3 +273,21 @@ def test_a_dead_process_ends_the_other_in_one_line(tmp_path):
     assert lines[0].startswith("rand-ensemble: error:") and "process" in lines[0]
     assert time.monotonic() - killed < 120
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.slow
+def test_bench_devices_quick(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_devices.py"),
+                           "--quick", "--devices", "1", "--processes", "2", "--json", str(out)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert "share this machine's" in result["note"] and "share this machine's" in proc.stdout
+    rows = result["rows"]
+    assert [(r["num_devices"], r["num_processes"]) for r in rows] == [(1, 1), (2, 2)]
+    for row in rows:
+        assert row["forward_images_members_per_s"] > 0 and row["train_images_members_per_s"] > 0
+        assert row["peak_bytes_per_device"] > 0
+    assert rows[0]["forward_vs_1_device"] == 1.0

@@ -217,6 +217,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     turns that into a one-line error, `cli.launch`).
     """
     timeout = max(1, int(round(peer_timeout)))
+    # JAX's preemption service takes over SIGTERM (to sync a checkpoint with the others); the
+    # project's own handler must keep it (exit 143, temps removed).
+    jax.config.update("jax_enable_preemption_service", False)
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id,
                                    initialization_timeout=max(timeout, 30),
