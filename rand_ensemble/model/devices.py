@@ -26,7 +26,9 @@ written on 4 devices is the file written on 1.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 from typing import Callable, Sequence
 
 import jax
@@ -135,8 +137,7 @@ def sharded(per_device: Callable, mesh: Mesh, in_axes: Sequence[str | None],
         pad = padded_size(m, parts) - m
         args = [jax.tree_util.tree_map(lambda a: _pad_rows(a, pad), a) if axis == MEMBERS and pad
                 else a for a, axis in zip(args, in_axes)]
-        out = jax.shard_map(per_device, mesh=mesh, in_specs=specs, out_specs=P(*out_axes),
-                            check_vma=False)(*args)
+        out = _shard_map(per_device, mesh, specs, P(*out_axes))(*args)
         return jax.tree_util.tree_map(lambda o: o[:m], out) if pad else out
 
     jitted = jax.jit(program)
@@ -147,6 +148,16 @@ def sharded(per_device: Callable, mesh: Mesh, in_axes: Sequence[str | None],
                                            _leading(a)))
                         for a, axis in zip(args, in_axes)))
     return run
+
+
+def _shard_map(f, mesh, in_specs, out_specs):
+    """shard_map without its replication check (the per-device program is the single-device
+    one), on the jax versions setup.cfg allows (jax.experimental's before jax.shard_map)."""
+    shard_map = getattr(jax, "shard_map", None)
+    if shard_map is None:
+        from jax.experimental.shard_map import shard_map
+    check = "check_vma" if "check_vma" in inspect.signature(shard_map).parameters else "check_rep"
+    return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, **{check: False})
 
 
 def _rows(args, in_axes) -> int:
@@ -202,8 +213,7 @@ def to_host(tree):
 def leave() -> None:
     """Leave the run of several processes, all together (a barrier; nothing on one process):
     after it this process works alone (process 0 writing, or a job only it runs)."""
-    if jax.distributed.is_initialized():
-        jax.distributed.shutdown()
+    jax.distributed.shutdown()                # a no-op when no run was joined
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
@@ -219,12 +229,14 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     timeout = max(1, int(round(peer_timeout)))
     # JAX's preemption service takes over SIGTERM (to sync a checkpoint with the others); the
     # project's own handler must keep it (exit 143, temps removed).
-    jax.config.update("jax_enable_preemption_service", False)
+    with contextlib.suppress(AttributeError):         # older jax: no such service
+        jax.config.update("jax_enable_preemption_service", False)
+    wanted = {"initialization_timeout": max(timeout, 30), "heartbeat_timeout_seconds": timeout,
+              "shutdown_timeout_seconds": max(timeout, 30)}
+    known = inspect.signature(jax.distributed.initialize).parameters
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id,
-                                   initialization_timeout=max(timeout, 30),
-                                   heartbeat_timeout_seconds=timeout,
-                                   shutdown_timeout_seconds=max(timeout, 30))
+                                   **{k: v for k, v in wanted.items() if k in known})
     except (RuntimeError, ValueError, TypeError) as e:
         where = coordinator or "the coordinator the environment names"
         raise RandEnsembleError(f"could not join the run at {where}: "
