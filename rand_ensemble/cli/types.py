@@ -9,7 +9,6 @@ import inspect
 import math
 
 from rand_ensemble.cli import launch
-from rand_ensemble.cli import launch
 from rand_ensemble.data.spec import SPEC_HELP
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import MAX_IMAGE_SIDE
