@@ -5,6 +5,7 @@
 import argparse
 
 from rand_ensemble.cli.types import (
+    device_flags,
     config_flags,
     data_flags,
     embedder_flags,
@@ -42,6 +43,7 @@ def register(sub):
                         "of --family; flags given explicitly override them")
     config_flags(p, LearnConfig, unset="(default: {}, or the --recipe's)")
     embedder_flags(p, skip=("bias",), note="--bias (above) sets the biases")
+    device_flags(p, processes=True)
     # run_train's `recipe` is the LearnConfig built from --recipe NAME and the flags above.
     p.set_defaults(handler=runner("rand_ensemble.learn.train_pool", "run_train",
                                   recipe=recipe_of, embedder=architecture_of))

@@ -35,18 +35,27 @@ class EmbedBlock(beam.DoFn):
 
     The copy of a repeated image_id with the smallest source (file, row) is kept; each other
     copy is a failure row, so a duplicated shard cannot pair an image with itself.
+    With `table` (`shared_rows`: the rows the processes of a run embedded together), the
+    block's rows are looked up by image id instead.
     """
 
-    def __init__(self, seed, num_models, batch_size, config, params=None, pixels=None):
+    def __init__(self, seed, num_models, batch_size, config, params=None, pixels=None,
+                 table=None):
         self.seed, self.num_models, self.batch_size = seed, num_models, batch_size
         self.config_dict = config           # EmbedderConfig.to_dict() of the members
         self.trained = params               # trained params numpy tree (M, ...), or None:
                                             # M random members from PRNGKey(seed)
         self.pixels = pixels                # a fitted pixel baseline instead of members
+        self.table = table                  # {"ids": sorted (N,), "rows": (N, M*E)} or None
 
     def setup(self):
         # On the worker, once per DoFn instance: the DoFn is pickled without JAX state.
         self.config = EmbedderConfig.from_dict(self.config_dict)
+        if self.table is not None:
+            table = self.table
+            self._rows = None
+            self._lookup = lambda ids: table["rows"][np.searchsorted(table["ids"], ids)]
+            return
         if self.pixels is not None:
             self._rows = functools.partial(baselines.pixel_embedding, self.pixels)
             return
@@ -74,10 +83,21 @@ class EmbedBlock(beam.DoFn):
             return
         images = np.stack([copies[i][0][2] for i in ids])                   # (n, H, W, 3)
         images = decode.convert_channels(images, self.config.in_channels)   # (n, H, W, C)
-        flat = self._rows(images)                                           # (n, M*E)
+        flat = self._rows(images) if self._rows else self._lookup(ids)     # (n, M*E)
         kept_labels = np.empty(len(ids), object)                         # (n,) any hashable
         kept_labels[:] = [labels.get(i, copies[i][0][1]) for i in ids]
         yield common.ok((block, np.array(ids), kept_labels, flat))
+
+
+def shared_rows(dataset, params, config, batch_size) -> dict:
+    """EmbedBlock's rows of a whole loaded dataset, embedded by every process of a run together
+    (members split over all their devices; every process must call it) -> {"ids": sorted
+    (N,), "rows": (N, M*E) float32}, what EmbedBlock's `table` takes."""
+    order = np.argsort(dataset.ids, kind="stable")
+    images = decode.convert_channels(dataset.images[order], config.in_channels)
+    rows = engine.concat_members(np.asarray(ensemble.embed(params, images, config,
+                                                           batch_size=batch_size)))
+    return {"ids": np.asarray(dataset.ids)[order], "rows": rows}
 
 
 def fan_out(block, num_blocks):
