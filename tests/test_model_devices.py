@@ -120,7 +120,7 @@ def stop(params):
     return {}
 try:
     trainer.train_embedder(pool, c, checkpoint=f"{folder}/state.npz", progress=False, log=None,
-                           score_fn=stop, embedder=t.TINY)
+                           score_fn=stop, arch=t.TINY)
 except KeyboardInterrupt:
     pass
 """
@@ -190,7 +190,7 @@ def test_four_devices_equal_one(tmp_path, capsys, reference):
                 np.testing.assert_allclose(steps4[f"{how}/{name}"][m], value, atol=1e-4)
 
     # A run interrupted on 4 devices (saved at step 2) resumes on 1 like an unbroken run.
-    kw = dict(progress=False, log=None, embedder=TINY)
+    kw = dict(progress=False, log=None, arch=TINY)
     whole, _, _ = trainer.train_embedder(pool, c, **kw)
     resumed, _, report = trainer.train_embedder(pool, c, checkpoint=str(tmp_path / "state.npz"),
                                                 resume=True, **kw)
