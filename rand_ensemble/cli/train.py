@@ -38,24 +38,36 @@ def register(sub):
                    help="write the data's failure rows (unreadable items), one JSON line each")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                   help="named defaults of the recipe flags below (measured per dataset) and "
+                   help="a fixed recipe: named defaults of the recipe flags below (measured "
+                        "per dataset) and of --family (default: none, the recipe is chosen "
+                        "from the data without labels: input policy, signal, pairs, flips, "
+                        "crops and optimiser; flags given still win); "
                         "of --family; flags given explicitly override them")
     config_flags(p, LearnConfig, unset="(default: {}, or the --recipe's)")
     embedder_flags(p, skip=("bias",), note="--bias (above) sets the biases")
     p.set_defaults(handler=runner("rand_ensemble.learn.train_pool", "run_train",
-                                  learn_config=learn_config_of, embedder=architecture_of))
+                                  learn_config=learn_config_of, overrides=overrides_of,
+                                  embedder=architecture_of))
 
 
-def learn_config_of(args: argparse.Namespace) -> LearnConfig:
-    """The recipe: `--recipe NAME`'s values (or the defaults) under the flags given."""
-    given = {name: getattr(args, name) for name in LearnConfig.__dataclass_fields__
-             if hasattr(args, name)}
-    return LearnConfig.recipe(args.recipe, **given) if args.recipe else LearnConfig(**given)
+def overrides_of(args: argparse.Namespace) -> dict:
+    """The recipe flags given explicitly: {LearnConfig field: value}."""
+    return {name: getattr(args, name) for name in LearnConfig.__dataclass_fields__
+            if hasattr(args, name)}
 
 
-def architecture_of(args: argparse.Namespace) -> dict:
+def learn_config_of(args: argparse.Namespace) -> LearnConfig | None:
+    """`--recipe NAME`'s values under the flags given, or None: no recipe, so it is chosen
+    from the data (`learn.auto`) with the flags given winning."""
+    return LearnConfig.recipe(args.recipe, **overrides_of(args)) if args.recipe else None
+
+
+def architecture_of(args: argparse.Namespace) -> dict | None:
     """The architecture flags given over the recipe's (`RECIPE_EMBEDDERS`); a --family given
-    replaces the recipe's architecture as a whole."""
+    replaces the recipe's architecture as a whole. No recipe: the flags given (over the input
+    policy the data implies), or None."""
     choice = embedder_from_args(args) or {}
-    recipe = RECIPE_EMBEDDERS.get(args.recipe, {"family": "blog"})
+    if not args.recipe:
+        return choice or None
+    recipe = RECIPE_EMBEDDERS[args.recipe]
     return choice if "family" in choice else {**recipe, **choice}

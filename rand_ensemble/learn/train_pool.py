@@ -3,14 +3,15 @@
 the checkpoint (the one params layout, `model.checkpoint`) and the report as a unit."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
 from rand_ensemble import fileio
-from rand_ensemble.data import sources
+from rand_ensemble.data import decode, sources
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
-from rand_ensemble.learn import trainer
+from rand_ensemble.learn import auto, trainer
 from rand_ensemble.learn.config import LearnConfig
 from rand_ensemble.model import checkpoint
 from rand_ensemble.model.config import from_flags
@@ -23,36 +24,53 @@ def state_path(out: str) -> str:
 
 
 def run_train(out: str, data: str | None = None, renders: str | None = None,
-              learn_config: LearnConfig = LearnConfig(), pairs: str | None = None,
-              resume: bool = False, json: str | None = None, failures: str | None = None,
-              quiet: bool = False, embedder: dict | None = None) -> dict:
-    """Train `learn_config.members` embedders on a dataset -> the training report.
+              learn_config: LearnConfig | None = None, overrides: dict | None = None,
+              pairs: str | None = None, resume: bool = False, json: str | None = None,
+              failures: str | None = None, quiet: bool = False,
+              embedder: dict | None = None) -> dict:
+    """Train M embedders on a dataset without labels -> the training report.
 
     Args:
       out: the trained params (.npz, `model.checkpoint` layout); the resumable training state
         goes to `state_path(out)`, written every `checkpoint_every` steps.
       data: a data spec (`data.sources.SPEC_HELP`); or `renders`: a render folder (alias of
-        renders:DIR). Labels, if any, are used only by the oracle and the evaluation lines.
-      learn_config: the recipe. pairs: the weak-label job's output folder (weak signals).
-      resume: continue from the state file. json: write the report. failures: write the
-        data's failure rows (.jsonl). quiet: no log lines.
-      embedder: the architecture trained, {"family": NAME, field: value, ...} as the
-        architecture flags give it (`model.config.from_flags`; None: the blog net); its biases
-        are `learn_config.bias`.
+        renders:DIR). Labels are dropped as the data is read (only the oracle keeps them).
+      learn_config: a fixed recipe (`--recipe NAME` and its flags); None: the recipe is
+        chosen from the data without labels (`learn.auto`), `overrides` winning over it.
+      overrides: LearnConfig fields the user fixed (with learn_config None).
+      pairs: the weak-label job's output folder (weak signals; then no pairs are mined).
+      resume: continue from the state file (the choice is made again, the same way).
+      json: write the report. failures: write the data's failure rows (.jsonl).
+      quiet: no log lines.
+      embedder: the architecture flags {"family": NAME, field: value, ...}
+        (`model.config.from_flags`); with no recipe they override the input policy that
+        `learn.auto.input_policy` takes from the images; biases follow the recipe's `bias`.
     Returns:
-      the report (history, sizes); its bytes depend only on the inputs and the recipe.
+      the report (history, sizes, and with no recipe what was chosen and why); its bytes
+      depend only on the inputs and the settings.
     """
     source = sources.source_of(data, renders)
     outputs = [out, state_path(out)] + [p for p in (json, failures) if p]
     fileio.plan_outputs(outputs, inputs=sources.input_paths(source) + ([pairs] if pairs else []))
     if pairs is not None and not os.path.isdir(pairs):
         raise RandEnsembleError(f"pairs folder not found: {pairs}")
-    architecture = from_flags(embedder, bias=learn_config.bias)
-    check_memory(learn_config.members * architecture.num_params * 4 * 4,   # params, grads, AdamW
-                 f"--members {learn_config.members} of {architecture.widths}")
-    pool = sources.load_dataset(source, **sources.embedder_input(architecture))
-    pair_rows = None if pairs is None else trainer.pairs_for(learn_config, pairs, pool)
     log = None if quiet else print
+    progress = not quiet and sys.stderr.isatty()
+    if learn_config is None:
+        pool, architecture, flags = _auto_input(source, embedder, overrides or {})
+        signal = (overrides or {}).get("signal")
+    else:
+        architecture = from_flags(embedder, bias=learn_config.bias)
+        pool, flags, signal = _load(source, architecture), None, learn_config.signal
+    _check_size(learn_config, overrides, architecture)
+    if signal != "oracle":                                   # nothing else may see labels
+        pool = dataclasses.replace(pool, labels=None, class_names=None)
+    choice = None
+    if learn_config is None:
+        choice = _choose(pool, architecture, dict(overrides or {}), pairs, progress, log)
+        learn_config = choice.learn_config
+    pair_rows = (trainer.pairs_for(learn_config, pairs, pool) if pairs is not None
+                 else None if choice is None else choice.pairs)
     if log:
         extra = f", {len(pair_rows)} weak pairs" if pair_rows is not None else ""
         failed = f", {len(pool.failures)} failure row(s)" if pool.failures else ""
@@ -60,12 +78,14 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
             f"{learn_config.signal}, {learn_config.members} member(s), {learn_config.steps} steps")
     params, embedder_config, report = trainer.train_embedder(
         pool, learn_config, pair_rows, checkpoint=state_path(out), resume=resume,
-        progress=not quiet and sys.stderr.isatty(), log=log, embedder=architecture)
+        progress=progress, log=log, embedder=architecture)
     seconds = report.pop("seconds", None)          # timings stay out of the reproducible files
     report["num_failures"] = len(pool.failures)
     training = {"learn": learn_config.to_dict(), "num_images": report["num_images"],
                 "num_pairs": report["num_pairs"],
                 "final": report["history"][-1] if report["history"] else None}
+    if choice is not None:
+        report["chosen"] = training["chosen"] = {"input_policy": flags, **choice.record}
     writers = {out: checkpoint.params_writer(params, embedder_config, training)}
     if json:
         writers[json] = fileio.json_writer(report)
@@ -73,6 +93,51 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
         writers[failures] = fileio.jsonl_writer(pool.failures)
     fileio.write_outputs(writers)
     if log:
-        log(f"trained {learn_config.members} member(s) in {seconds or 0.0:.1f} s; "
+        chose = "" if choice is None else "; choosing took " + ", ".join(
+            f"{k} {v:.1f} s" for k, v in choice.seconds.items())
+        log(f"trained {learn_config.members} member(s) in {seconds or 0.0:.1f} s{chose}; "
             f"checkpoint: {out}")
     return report
+
+
+def _load(source, architecture):
+    """The dataset fitted to a net's input."""
+    return sources.load_dataset(source, **sources.embedder_input(architecture))
+
+
+def _auto_input(source, embedder, overrides):
+    """Read the data and take the net's input from it (`auto.input_policy`), the architecture
+    flags given winning: -> (pool at that input, EmbedderConfig, the flags used)."""
+    given = dict(embedder or {})
+    try:
+        native = sources.load(source, hw=given.get("input_hw"))
+    except decode.SizesDiffer:                        # several sizes: the blog net's input
+        native = sources.load(source, hw=auto.NET_SIDE)
+    flags = given if "family" in given else {**auto.input_policy(native.images), **given}
+    architecture = from_flags(flags, bias=overrides.get("bias", LearnConfig.bias))
+    images = decode.to_input(native.images, **sources.embedder_input(architecture))
+    return dataclasses.replace(native, images=images), architecture, flags
+
+
+def _choose(pool, architecture, overrides, pairs, progress, log):
+    """auto.choose, or where the user fixed the signal (no weak pairs to mine) or gave the
+    pairs, the recipe those leave: -> auto.Choice."""
+    if overrides.get("signal") in ("augment", "remine", "oracle"):
+        config = LearnConfig.recipe("renders", **overrides)
+        return auto.Choice(config, None, {"signal": None, "reason": f"--signal "
+                                          f"{config.signal} given: the renders recipe"}, {})
+    if pairs is not None:
+        return auto.with_pairs(pool, architecture, overrides,
+                               overrides.get("seed", LearnConfig.seed))
+    if log:
+        log(f"choosing the recipe without labels on {len(pool)} images (no --recipe given)")
+    return auto.choose(pool, architecture, overrides, overrides.get("seed", LearnConfig.seed),
+                       progress, log)
+
+
+def _check_size(learn_config, overrides, architecture):
+    """Refuse a run whose params, gradients and AdamW state would not fit in memory."""
+    members = (learn_config.members if learn_config is not None
+               else (overrides or {}).get("members", auto.SIGNAL_MEMBERS))
+    check_memory(members * architecture.num_params * 4 * 4,          # params, grads, AdamW
+                 f"--members {members} of {architecture.widths}")

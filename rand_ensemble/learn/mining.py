@@ -1,0 +1,69 @@
+"""Label-free signals and the weak pairs mined from them, in process.
+
+    signal = fit_signal("hog", screening_images, architecture, seed=0)   # no labels, ever
+    rows = signal_rows(signal, images)                                 # (N, D) unit rows
+    pairs, nearest, scores = mine_pairs(rows, top_k=3)                 # (P, 2), (N, k), (N, k)
+
+A signal is a fixed, training-free embedding of images: raw pixels, half-whitened PCA pixels
+and HOG descriptors (`evaluate.baselines`), or a random ensemble of the architecture being
+trained (`model.ensemble`: the toolkit's namesake; its rows are the concatenated unit member
+embeddings scaled by 1 / sqrt(M), so their dot product is the mean member cosine). Each belongs
+to a VIEW: what evidence it is built on. Raw, PCA and the random conv nets are all functions of
+pixel intensities whose neighbours largely coincide (on Fashion-MNIST about 9 in 10 rank-1
+pairs of one are in another's top 10); HOG sees gradient orientations. Pairs two views agree on
+are corroborated (`evaluate.label_free.corroboration`, used by `learn/auto.py`).
+
+Pairs come from the one exact k-NN engine (`evaluate.neighbours.top_k`, leave-one-out) and the
+one pair filter (`signals.neighbour_pairs`): each image and each of its `top_k` nearest, as
+unordered pairs without duplicates, best first.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate import baselines, neighbours
+from rand_ensemble.learn.signals import neighbour_pairs
+from rand_ensemble.model import ensemble
+
+SIGNAL_KINDS = ("raw", "pca", "hog", "ensemble")
+VIEWS = {"raw": "intensity", "pca": "intensity", "ensemble": "intensity", "hog": "gradient"}
+ENSEMBLE_MEMBERS = 8          # the random ensemble signal: 8 members, as in the weak-label study
+
+
+def fit_signal(kind: str, images, architecture, seed: int = 0) -> dict:
+    """A label-free signal fitted on unlabelled images.
+
+    Args:
+      kind: one of SIGNAL_KINDS.
+      images: (N, H, W, C) uint8, the images it is fitted on (PCA and HOG fit their PCA here).
+      architecture: the EmbedderConfig of the nets being trained (the random ensemble's).
+      seed: the random ensemble's init.
+    Returns:
+      {"kind": kind, ...} ready for `signal_rows`: a fitted baseline, or {"params", "config"}.
+    """
+    if kind not in SIGNAL_KINDS:
+        raise RandEnsembleError(f"signal must be one of {SIGNAL_KINDS}, got {kind!r}")
+    if kind != "ensemble":
+        return baselines.fit_baseline(kind, images, "the training images")
+    config = dataclasses.replace(architecture, bias=False)       # random members: no biases
+    params = ensemble.init_ensemble(jax.random.PRNGKey(seed), ENSEMBLE_MEMBERS, config)
+    return {"kind": "ensemble", "params": params, "config": config}
+
+
+def signal_rows(signal: dict, images) -> np.ndarray:
+    """Images under a fitted signal: (N, H, W, C) uint8 -> (N, D) float32 unit rows."""
+    if signal["kind"] != "ensemble":
+        return baselines.pixel_embedding(signal, images)
+    emb = ensemble.embed(signal["params"], images, signal["config"])        # (M, N, E)
+    return neighbours.concat_members(emb) / np.float32(np.sqrt(emb.shape[0]))
+
+
+def mine_pairs(rows, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image and its `top_k` nearest others: (N, D) rows -> (pairs (P, 2) int64 unordered,
+    best first; nearest (N, top_k) int64; scores (N, top_k) float32)."""
+    nearest, scores = neighbours.top_k(rows, top_k)
+    return neighbour_pairs(nearest, scores, mutual=False), nearest, scores
