@@ -11,7 +11,7 @@ Shape letters used in every docstring and shape comment:
     T  time (tokens)                   V  vocabulary size
 
 Where things live (one owner per stage; each command is one run_* call of its stage):
-    core       errors, fileio, paths, limits, options, environment
+    core       errors, fileio, paths, limits, options, integers, environment, lazy
     model/     nn, embedder (one model), ensemble (THE model axis), checkpoint (one params layout)
     data/      the Dataset type and its sources (`--data SPEC`), decoding, test sets, renders
     evaluate/  the one k-NN engine, 1-of-10 and retrieval metrics, weak labels, tables, plots
@@ -20,7 +20,7 @@ Where things live (one owner per stage; each command is one run_* call of its st
     pipelines/ Apache Beam jobs (imported only when a job runs)
     cli/       the `rand-ensemble` command: parsers only
 """
-import importlib
+from rand_ensemble.lazy import lazy_names
 
 # Public names -> their modules, imported on first use (PEP 562): `import rand_ensemble` and the
 # `rand-ensemble` command start without JAX, so --help is quick and a Ctrl-C during start-up
@@ -37,23 +37,7 @@ _EXPORTS = {
     # `evaluate` (the 1-of-10 report) is not re-exported: `rand_ensemble.evaluate` is the stage.
     "rand_ensemble.evaluate.one_of_ten": ("accuracy", "ensemble_similarities", "similarities"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name):
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(_MODULE_OF[name]), name)
-    try:                                  # `rand_ensemble.model.ensemble` without importing it first
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{name}":           # a missing dependency, not a missing name
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_MODULE_OF))
-
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())
 
 __all__ = [
     "DEFAULT_CONFIG", "EmbedderConfig", "RandEnsembleError", "accuracy", "apply_embedder", "embed",

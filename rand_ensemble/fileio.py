@@ -27,7 +27,8 @@ from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
 # Re-exported: fileio is the one place callers import file checks and writers from.
 from rand_ensemble.paths import (check_input_file, check_output_dir,  # noqa: F401
-                                 check_output_path, plan_outputs, staged_outputs)
+                                 check_output_path, plan_output_folder, plan_outputs,
+                                 staged_outputs)
 
 META_KEY = "meta/config_json"   # the JSON metadata record inside a tree .npz (uint8 bytes)
 Writer = Callable[[str], None]  # writes one output's bytes to the (temp) path it is given
@@ -253,7 +254,8 @@ def _no_constant(name):
 
 
 def load_tree(path, like: Mapping, batch_dims: int = 0) -> tuple[dict, dict | None]:
-    """Load a tree .npz against a template; names, shapes and finiteness are checked.
+    """Load a tree .npz against a template; names, shapes, number kinds and finiteness are
+    checked.
 
     Args:
       path: a file written by `save_tree`.
@@ -261,10 +263,12 @@ def load_tree(path, like: Mapping, batch_dims: int = 0) -> tuple[dict, dict | No
       batch_dims: leading axes the stored leaves carry beyond `like`'s shapes (1 for a model
         axis M); they must be >= 1 and equal across leaves.
     Returns:
-      (tree of float32/int numpy arrays shaped as stored, meta dict or None).
+      (tree of numpy arrays shaped as stored, meta dict or None): float32 where `like` holds
+      floats (any stored float width is cast), integers where it holds integers.
     """
     flat, meta = read_tree(path)
     want = flatten_tree(like, leaf=lambda v: tuple(v.shape))
+    floats = flatten_tree(like, leaf=lambda v: np.dtype(v.dtype).kind == "f")
     if set(flat) != set(want):
         missing, extra = sorted(set(want) - set(flat)), sorted(set(flat) - set(want))
         raise RandEnsembleError(f"{path}: parameter names do not match the architecture "
@@ -281,6 +285,9 @@ def load_tree(path, like: Mapping, batch_dims: int = 0) -> tuple[dict, dict | No
         if value.shape[:batch_dims] != lead or (batch_dims and min(lead) < 1):
             raise RandEnsembleError(f"{path}: {name} has leading shape {value.shape[:batch_dims]},"
                                     f" other leaves have {lead}")
+        if floats[name] != (value.dtype.kind == "f"):     # integer weights would reach jnp ops
+            raise RandEnsembleError(f"{path}: {name} holds {value.dtype} values, expected "
+                                    f"{'floats' if floats[name] else 'integers'}")
         if value.dtype.kind == "f":
             if not np.all(np.isfinite(value)):
                 raise RandEnsembleError(f"{path}: {name} has NaN or infinite values")

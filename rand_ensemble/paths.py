@@ -114,6 +114,26 @@ def plan_outputs(paths: Sequence, what: str = "output", inputs: Sequence = ()) -
     return checked
 
 
+def plan_output_folder(folder, names: Sequence = (), inputs: Sequence = (),
+                       caches: Sequence = (), what: str = "--out folder") -> list[str]:
+    """Check a folder of outputs before any work, as a command checks its files -> the named
+    files' absolute paths.
+
+    The folder must not be, or lie inside, one of `inputs` (`check_output_dir`); each of
+    `names` (files in it) passes `plan_outputs` against the inputs; and no input may lie in one
+    of `caches`, the subfolders whose files are named only as the work runs.
+    """
+    root = check_output_dir(folder, what, inputs)
+    planned = plan_outputs([os.path.join(root, n) for n in names], what, inputs)
+    for sub in caches:
+        cache = os.path.join(root, sub)
+        for source in (os.fspath(s) for s in inputs if s):
+            if "://" not in source and os.path.lexists(source) and _is_or_inside(source, cache):
+                raise RandEnsembleError(f"the input {source} lies inside {cache}, where this "
+                                        f"run writes its own files; give another {what}")
+    return planned
+
+
 GLOB_CHARS = frozenset("*?[")
 
 

@@ -16,6 +16,7 @@ import tempfile
 import time
 
 from rand_ensemble import fileio
+from rand_ensemble.errors import RandEnsembleError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHES = ("forward", "layers", "train", "neighbours", "approx", "scaling", "render", "pipeline")
@@ -45,6 +46,7 @@ def main(argv=None):
     p.add_argument("--out", default="bench-out/bench.json")
     p.add_argument("--only", nargs="+", choices=BENCHES, default=list(BENCHES))
     a = p.parse_args(argv)
+    fileio.plan_outputs([a.out], "--out")          # a bad --out fails now, not after the benches
     with tempfile.TemporaryDirectory() as folder:
         results = {name: run_one(name, folder) for name in a.only}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
@@ -54,4 +56,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RandEnsembleError as e:
+        sys.exit(f"bench_all: error: {e}")

@@ -38,6 +38,7 @@ from study_report import (  # noqa: E402
     dataset_notes,
     format_timings,
     paired_differences,
+    plan_study,
     summarize_row,
     write_outputs,
 )
@@ -52,6 +53,7 @@ HOG_ROW = ("HOG (4 x 4 cells, 12 signed bins, 2 x 2 blocks; PCA as above of the 
            "fit on the training split)")
 SIGNALS = ("weak", "augment", "weak+augment", "remine", "oracle")
 COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "knn_1", "knn_200")
+OUTPUTS = ("study.md", "study.json", "timings.md")                 # under --out
 SIZES = {
     "full": dict(limit=None, random_models=(10, 32, 128), seeds=(0, 1), steps=None,
                  weak_models=8, overrides={}),
@@ -69,11 +71,12 @@ def study_flags(args) -> dict:
     return RECIPE_EMBEDDERS.get(args.recipe, {"family": "blog"})
 
 
-def load_sets(args, size, config):
-    """{train, heldout: labelled Datasets at the family's input}; --quick keeps a few hundred."""
+def load_sets(specs, size, config):
+    """{train, heldout: labelled Datasets at the family's input} of the parsed specs (train,
+    heldout); --quick keeps a few hundred."""
     from rand_ensemble.data import sources
     sets = {}
-    for i, (name, spec) in enumerate((("train", args.data), ("heldout", args.heldout))):
+    for i, (name, spec) in enumerate(zip(("train", "heldout"), specs)):
         ds = sources.load_dataset(spec, **sources.embedder_input(config), require_labels=True)
         if size["limit"] and len(ds) > size["limit"][i]:
             ds = ds.subset(np.arange(size["limit"][i]))
@@ -211,7 +214,7 @@ def trained_run(args, sets, config, cfg, source=None):
         pairs, mined = (mine_pairs(args, sets, config, cfg.seed, cfg.mutual, source) if weak
                         else (None, {}))
         params, emb_cfg, report = trainer.train_embedder(sets["train"], cfg, pairs=pairs,
-                                                         embedder=config, progress=False, log=None)
+                                                         arch=config, progress=False, log=None)
         test, train, seconds = embed_both(params, emb_cfg, sets)
         timings = {"train_seconds": report["seconds"], "embed_seconds": seconds}
         if weak:
@@ -333,9 +336,10 @@ def main(argv=None):
     """Entry point: load both splits, run everything, write study.md/json and timings.md."""
     args, size = parse_args(argv)
     start = time.perf_counter()
+    specs = plan_study(args.out, OUTPUTS, [args.data, args.heldout], caches=("runs", "pairs"))
     flags = study_flags(args)
     config = from_flags(flags, bias=LearnConfig.recipe(args.recipe).bias)
-    sets = load_sets(args, size, config)
+    sets = load_sets(specs, size, config)
     cfg = learn_config(args, size, "recipe", args.seeds[0])
     info = {"command": "python scripts/dataset_study.py " + " ".join(argv or sys.argv[1:]),
             "family": "{} ({}x{}x{})".format(flags["family"], config.input_hw, config.input_hw,

@@ -36,7 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from rand_ensemble.data.sources import load_dataset  # noqa: E402
+from rand_ensemble import fileio  # noqa: E402
+from rand_ensemble.data.sources import input_paths, load_dataset, parse_spec  # noqa: E402
+from rand_ensemble.errors import RandEnsembleError  # noqa: E402
 from rand_ensemble.evaluate import baselines, neighbours, weak_labels  # noqa: E402
 from rand_ensemble.learn import signals, trainer  # noqa: E402
 from rand_ensemble.learn.config import LearnConfig  # noqa: E402
@@ -171,7 +173,7 @@ def train_and_score(train, test, net, cfg, pairs):
     """cfg.members nets trained with cfg -> (params, held-out P@1 of their ensemble: the
     members' unit rows side by side, so row dot products sum the member cosines)."""
     params, _, _ = trainer.train_embedder(train, cfg, pairs=pairs, progress=False, log=None,
-                                          embedder=net)
+                                          arch=net)
     emb = ensemble.embed(params, test.images, net)                  # (M, N, E) unit rows
     return params, loo_p1(np.concatenate(list(emb), axis=1), test.labels)
 
@@ -220,12 +222,14 @@ def main(argv=None):
     if args.list or not names or set(names) - set(RUNS):
         print("\n".join(RUNS))
         return 0 if args.list else 2
+    splits = [parse_spec(f"idx:{args.data}:{split}") for split in ("train", "test")]
+    fileio.plan_outputs([args.out], "--out", [p for s in splits for p in input_paths(s)])
     data = {}
     for name in names:
         side, channels = RUNS[name][0]["input_hw"], RUNS[name][0]["in_channels"]
         if side not in data:
-            data[side] = [load_dataset(f"idx:{args.data}:{split}", hw=side, channels=channels,
-                                       require_labels=True) for split in ("train", "test")]
+            data[side] = [load_dataset(split, hw=side, channels=channels, require_labels=True)
+                          for split in splits]
         row = run(name, *data[side], args.seed, args.quick)
         print(json.dumps(row), flush=True)
         with open(args.out, "a") as f:
@@ -234,4 +238,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RandEnsembleError as e:
+        sys.exit(f"fashion_search: error: {e}")

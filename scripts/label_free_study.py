@@ -30,7 +30,7 @@ from rand_ensemble.evaluate import one_of_ten
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
 from rand_ensemble.data import test_sets as image_data  # noqa: E402
 from study_report import (HELD_OUT, chance_row, comparison_specs,  # noqa: E402
-                          paired_differences, summarize_row, write_outputs)
+                          paired_differences, plan_study, summarize_row, write_outputs)
 
 SIGNALS = ("augment", "weak+augment", "weak", "remine", "oracle")
 SIZES = {   # the full study (issue 9) and the CI-sized one
@@ -310,6 +310,9 @@ def main(argv=None):
     args.signals = tuple(s for s in args.signals.split(",") if s)
     if set(args.signals) - set(SIGNALS):
         raise RandEnsembleError(f"--signals must be among {SIGNALS}, got {args.signals}")
+    # The data folder is this study's own cache (rendered on first use) but also its input.
+    plan_study(args.out, ("study.md", "study.json"), inputs=[args.data, args.blog],
+               caches=("runs", "plots"))
     start = time.perf_counter()
     paths, commands = prepare_data(args.data or os.path.join(args.out, "data"), size, args.blog)
     timings = {"data_seconds": time.perf_counter() - start}

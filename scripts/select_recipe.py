@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from label_free_study import run_cached  # noqa: E402
+from study_report import plan_study  # noqa: E402
 
 from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
@@ -61,6 +62,7 @@ VARIANTS = {
     "augment": dict(signal="augment"),
 }
 CRITERION = "recall@10"
+OUTPUTS = ("split.json", "validation_pairs.npy", "select.json", "select.md")   # under --out
 QUICK = dict(limit=600, validation=150, steps=20,
              overrides=dict(batch_size=32, log_every=10, warmup=2, min_spread=0.0))
 
@@ -102,7 +104,7 @@ def screen_variant(name, variant, recipe, steps, seed, sets, pairs, val_pairs, c
     weak = cfg.signal in ("weak", "weak+augment")
     mined = pairs[variant.get("top_k", 1)] if weak else None
     params, emb_cfg, report = trainer.train_embedder(
-        sets["screen"], cfg, pairs=mined, embedder=config, progress=False, log=None)
+        sets["screen"], cfg, pairs=mined, arch=config, progress=False, log=None)
     held = ensemble.embed(params, sets["held"].images, emb_cfg)           # (1, V, E)
     result = {"variant": name, "config": cfg.to_dict(), "top_k": variant.get("top_k"),
               "num_pairs": 0 if mined is None else len(mined),
@@ -174,18 +176,18 @@ def report(results, names, chosen, info):
     return "\n".join(lines) + "\n"
 
 
-def load_sets(args, config, size):
+def load_sets(args, config, size, data, heldout):
     """{screen, held: unlabelled Datasets; test: labelled (if --heldout)} at the embedder's
-    input, and the split rows."""
+    input, and the split rows; `data`, `heldout`: the parsed specs."""
     from rand_ensemble.data import sources
-    train = sources.load_dataset(args.data, **sources.embedder_input(config))
+    train = sources.load_dataset(data, **sources.embedder_input(config))
     train = dataclasses.replace(train, labels=None, class_names=None)    # no labels past here
     if size.get("limit") and len(train) > size["limit"]:
         train = train.subset(np.arange(size["limit"]))
     screen_rows, held_rows = split_rows(len(train), args.validation, args.seed)
     sets = {"screen": train.subset(screen_rows), "held": train.subset(held_rows)}
-    if args.heldout:
-        test = sources.load_dataset(args.heldout, **sources.embedder_input(config),
+    if heldout is not None:
+        test = sources.load_dataset(heldout, **sources.embedder_input(config),
                                     require_labels=True)
         if size.get("limit") and len(test) > size["limit"] // 2:
             test = test.subset(np.arange(size["limit"] // 2))
@@ -232,10 +234,11 @@ def main(argv=None):
             print(name, json.dumps(variant))
         return
     start = time.perf_counter()
+    data, heldout = plan_study(args.out, OUTPUTS, [args.data, args.heldout])
     pixels = RECIPE_PAIRS[args.recipe]["pixels"]
     config = from_flags(RECIPE_EMBEDDERS.get(args.recipe, {"family": "blog"}),
                         bias=LearnConfig.recipe(args.recipe).bias)
-    sets = load_sets(args, config, size)
+    sets = load_sets(args, config, size, data, heldout)
     screen_emb, held_emb = signal_embeddings(pixels, sets["screen"], sets["held"])
     from rand_ensemble.evaluate import label_free
     val_pairs = label_free.validation_pairs(held_emb)

@@ -1,12 +1,25 @@
 """Tables of the label-free studies (scripts/label_free_study.py on renders,
 scripts/dataset_study.py on any labelled dataset): rows from per-query scores, paired
-differences, study.md / study.json. Every function takes the study's columns."""
+differences, study.md / study.json. Every function takes the study's columns. Also the studies'
+first step, `plan_study`: their --out checked against what they read, as the commands do."""
 import os
 
 import numpy as np
 
 from rand_ensemble import fileio
+from rand_ensemble.data import sources
 from rand_ensemble.evaluate import one_of_ten, retrieval
+
+def plan_study(out, names, specs=(), inputs=(), caches=("runs",)):
+    """Before any work: parse the data specs (once) and check the --out folder, the fixed
+    `names` written in it and its `caches` subfolders against every file the study reads (the
+    specs' `input_paths` and `inputs`), as a command plans its outputs -> the parsed Sources
+    (None where a spec is None), in order."""
+    parsed = [None if spec is None else sources.parse_spec(spec) for spec in specs]
+    read = [*inputs, *(p for source in parsed if source for p in sources.input_paths(source))]
+    fileio.plan_output_folder(out, names, read, caches)
+    return parsed
+
 
 HELD_OUT = ("precision_at_1", "map_at_r", "r_precision")
 COLUMNS = HELD_OUT + ("rendered", "blog")

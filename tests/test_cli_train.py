@@ -115,12 +115,12 @@ def test_train_a_family_from_the_flags(tmp_path, capsys):
 def test_recipe_gives_defaults_and_its_family(capsys):
     """--recipe NAME: its values and family under the flags given explicitly."""
     from rand_ensemble.cli.main import build_parser
-    from rand_ensemble.cli.train import architecture_of, learn_config_of
+    from rand_ensemble.cli.train import architecture_of, recipe_of
     from rand_ensemble.learn.config import LearnConfig
     parser = build_parser()
     base = ["train", "--data", "x.npz", "--out", "m.npz"]
     args = parser.parse_args(base + ["--recipe", "fashion-mnist", "--steps", "7"])
-    assert learn_config_of(args) == LearnConfig.recipe("fashion-mnist", steps=7)
+    assert recipe_of(args) == LearnConfig.recipe("fashion-mnist", steps=7)
     assert architecture_of(args) == {"family": "blog", "in_channels": 1}
     args = parser.parse_args(base + ["--recipe", "fashion-mnist", "--dense", "0"])
     assert architecture_of(args) == {"family": "blog", "in_channels": 1, "dense": 0}
@@ -128,7 +128,7 @@ def test_recipe_gives_defaults_and_its_family(capsys):
                                      "--dense", "0"])
     assert architecture_of(args) == {"family": "blog", "dense": 0}
     args = parser.parse_args(base + ["--members", "3"])
-    assert learn_config_of(args) == LearnConfig(members=3)
+    assert recipe_of(args) == LearnConfig(members=3)
     assert architecture_of(args) == {"family": "blog"}
 
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from rand_ensemble.data.sources import load, load_dataset
+from rand_ensemble.data.sources import load_dataset
 from rand_ensemble.errors import RandEnsembleError
 
 RNG = np.random.default_rng(0)
@@ -89,17 +89,18 @@ def write_all(d):
 def test_the_same_images_through_every_source_give_the_same_dataset(tmp_path):
     specs = write_all(tmp_path)
     for spec, ids in specs.items():
-        ds = load(spec)
+        ds = load_dataset(spec)
         assert ds.images.shape == (6, 5, 4, 1), spec
         np.testing.assert_array_equal(ds.images[..., 0], IMAGES, err_msg=spec)
         assert list(ds.ids) == ids, spec
         np.testing.assert_array_equal(ds.labels, LABELS, err_msg=spec)
         assert ds.labels.dtype == np.int64 and ds.failures == [], spec
         assert ds.source == spec
-    assert load(f"folder:{tmp_path}/tree").class_names == ("0", "1", "2")
-    assert load(f"{tmp_path}/hf:train").class_names == ("t", "u", "v")
-    assert load(f"{tmp_path}/idx").split == "train"
-    assert len(load(f"{tmp_path}/hf:test")) == 1 and len(load(f"{tmp_path}/keras.npz:test")) == 1
+    assert load_dataset(f"folder:{tmp_path}/tree").class_names == ("0", "1", "2")
+    assert load_dataset(f"{tmp_path}/hf:train").class_names == ("t", "u", "v")
+    assert load_dataset(f"{tmp_path}/idx").split == "train"
+    assert len(load_dataset(f"{tmp_path}/hf:test")) == 1
+    assert len(load_dataset(f"{tmp_path}/keras.npz:test")) == 1
 
 
 def test_sources_fit_to_the_embedder_input(tmp_path):
@@ -135,7 +136,7 @@ def test_every_glob_match_is_an_image_or_a_failure_row(tmp_path):
     os.symlink(tmp_path / "nowhere.png", tmp_path / "dangling.png")
     os.mkfifo(tmp_path / "fifo.png")
     with deadline(20):
-        ds = load(f"images:{tmp_path}/*.png")
+        ds = load_dataset(f"images:{tmp_path}/*.png")
     assert list(ds.ids) == ["good.png"] and ds.labels is None
     reasons = {f["input"]["image_id"]: f["error"] for f in ds.failures}
     assert set(reasons) == {"bad.png", "empty.png", "dir.png", "dangling.png", "fifo.png"}
@@ -151,7 +152,7 @@ def test_folder_walk_reports_fifos_and_root_files(tmp_path):
     (tmp_path / "stray.png").write_bytes(png(IMAGES[1]))
     (tmp_path / ".hidden").mkdir()
     with deadline(20):
-        ds = load(f"folder:{tmp_path}")
+        ds = load_dataset(f"folder:{tmp_path}")
     assert list(ds.ids) == ["cat/a.png"] and ds.class_names == ("cat",)
     errors = sorted((f["input"]["image_id"], f["stage"]) for f in ds.failures)
     assert errors == [("cat/pipe", "decode"), ("stray.png", "labels")]
@@ -160,10 +161,10 @@ def test_folder_walk_reports_fifos_and_root_files(tmp_path):
 def test_glob_metacharacters_in_folder_names(tmp_path):
     (tmp_path / "img[1]").mkdir()
     (tmp_path / "img[1]" / "a.png").write_bytes(png(IMAGES[0]))
-    ds = load(f"images:{tmp_path}/img[1]/*.png")
+    ds = load_dataset(f"images:{tmp_path}/img[1]/*.png")
     assert list(ds.ids) == ["a.png"]
     with pytest.raises(RandEnsembleError, match=r"write \[\[\]"):
-        load(f"images:{tmp_path}/*[1]/b*.png")
+        load_dataset(f"images:{tmp_path}/*[1]/b*.png")
 
 
 def test_labels_csv_nfd_names_conflicts_and_strays(tmp_path):
@@ -175,7 +176,7 @@ def test_labels_csv_nfd_names_conflicts_and_strays(tmp_path):
     csv = tmp_path / "l.csv"
     csv.write_bytes(b"\xef\xbb\xbfimage_id,label\n" + f"{name},sun\nb.png,x\nb.png,y\n"
                     "ghost.png,z\n".encode())
-    ds = load(f"images:{tmp_path}/img/*.png?labels={csv}")
+    ds = load_dataset(f"images:{tmp_path}/img/*.png?labels={csv}")
     assert list(ds.ids) == [name] and ds.class_names == ("sun",) and list(ds.labels) == [0]
     errors = [f["error"] for f in ds.failures]
     assert len(errors) == 3 and any("two labels" in e and "line 3" in e for e in errors)
@@ -188,24 +189,24 @@ def test_parquet_nulls_are_failure_rows_and_types_are_checked(tmp_path):
     pq.write_table(pa.table({"image_id": ["a", None, "c", "d"], "label": [1, 2, None, 3],
                              "image": [png(IMAGES[0]), png(IMAGES[1]), png(IMAGES[2]), None]}),
                    path)
-    ds = load(str(path))
+    ds = load_dataset(str(path))
     assert list(ds.ids) == ["a"]
     assert sorted(f["stage"] for f in ds.failures) == ["decode", "ids", "labels"]
     pq.write_table(pa.table({"image_id": ["a", "b"], "label": [900.0, 1.0],
                              "image": [png(IMAGES[0])] * 2}), path)
     with pytest.raises(RandEnsembleError, match="floats"):
-        load(str(path))
+        load_dataset(str(path))
     pq.write_table(pa.table({"image_id": ["a", "a"], "image": [png(IMAGES[0])] * 2}), path)
     with pytest.raises(RandEnsembleError, match="duplicate id"):
-        load(str(path))
+        load_dataset(str(path))
     with pytest.raises(RandEnsembleError, match="no column 'pixels'"):
-        load(f"{path}?images=pixels")
+        load_dataset(f"{path}?images=pixels")
 
 
 def test_corrupt_parquet_shard_is_one_failure_row(tmp_path):
     write_all(tmp_path)
     (tmp_path / "renders" / "renders-00002.parquet").write_bytes(b"PAR1 truncated")
-    ds = load(f"{tmp_path}/renders")
+    ds = load_dataset(f"{tmp_path}/renders")
     assert len(ds) == 6 and len(ds.failures) == 1 and ds.failures[0]["stage"] == "read"
     assert ds.failures[0]["input"]["file"].endswith("renders-00002.parquet")
 
@@ -219,7 +220,7 @@ def test_hugging_face_missing_labels_and_path_only_images(tmp_path):
     table = table.replace_schema_metadata(
         {"huggingface": json.dumps({"info": {"features": features}})})
     pq.write_table(table, tmp_path / "hf.parquet")
-    ds = load(f"parquet:{tmp_path}/hf.parquet")
+    ds = load_dataset(f"parquet:{tmp_path}/hf.parquet")
     assert list(ds.ids) == ["0"] and ds.class_names == ("x", "y")
     assert sorted(f["stage"] for f in ds.failures) == ["decode", "labels"]
     assert "path only" in [f for f in ds.failures if f["stage"] == "decode"][0]["error"]
@@ -229,8 +230,8 @@ def test_mixed_sizes_need_hw_and_mixed_channels_become_rgb(tmp_path):
     (tmp_path / "a.png").write_bytes(png(IMAGES[0]))
     (tmp_path / "b.png").write_bytes(png(np.full((6, 6, 3), 9, np.uint8)))
     with pytest.raises(RandEnsembleError, match="several sizes"):
-        load(f"images:{tmp_path}/*.png")
-    ds = load(f"images:{tmp_path}", hw=6)
+        load_dataset(f"images:{tmp_path}/*.png")
+    ds = load_dataset(f"images:{tmp_path}", hw=6)
     assert ds.images.shape == (2, 6, 6, 3)
     np.testing.assert_array_equal(ds.images[0, 0:5, 1:5, 2], IMAGES[0])
 
@@ -250,7 +251,7 @@ def test_array_source_errors(tmp_path):
     for spec, message in cases.items():
         kind, _, rest = spec.rpartition(":")
         with pytest.raises(RandEnsembleError, match=message) as info:
-            load(f"{kind + ':' if kind else ''}{tmp_path}/{rest}")
+            load_dataset(f"{kind + ':' if kind else ''}{tmp_path}/{rest}")
         assert "\n" not in str(info.value)
 
 
@@ -259,10 +260,10 @@ def test_idx_splits_and_load_dataset_checks(tmp_path):
     with gzip.open(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz", "wb") as f:
         f.write(idx_bytes(IMAGES[:2]))
     with pytest.raises(RandEnsembleError, match="splits test, train"):
-        load(f"{tmp_path}/idx")
+        load_dataset(f"{tmp_path}/idx")
     with pytest.raises(RandEnsembleError, match="no split 'val'"):
-        load(f"{tmp_path}/idx:val")
-    ds = load(f"idx:{tmp_path}/idx:test")              # no labels file: unlabelled
+        load_dataset(f"{tmp_path}/idx:val")
+    ds = load_dataset(f"idx:{tmp_path}/idx:test")              # no labels file: unlabelled
     assert len(ds) == 2 and ds.labels is None and ds.split == "test"
     with pytest.raises(RandEnsembleError, match="has no labels"):
         load_dataset(f"idx:{tmp_path}/idx:test", require_labels=True)
@@ -285,7 +286,7 @@ def independent_idx(path):
                     "of Fashion-MNIST's gzipped IDX files, e.g. Debian's dataset-fashion-mnist)")
 @pytest.mark.parametrize("split, prefix, n", [("train", "train", 60000), ("test", "t10k", 10000)])
 def test_fashion_mnist(split, prefix, n):
-    ds = load(f"idx:{FASHION}:{split}")
+    ds = load_dataset(f"idx:{FASHION}:{split}")
     assert ds.images.shape == (n, 28, 28, 1) and ds.split == split
     assert ds.ids[0] == "0" and ds.ids[-1] == str(n - 1)
     assert set(np.unique(ds.labels)) == set(range(10))
@@ -302,19 +303,22 @@ def test_limit_keeps_the_first_rows_of_every_source(tmp_path):
     specs = write_all(tmp_path)
     for spec, ids in specs.items():
         limited = spec + ("&" if "=" in spec.rsplit("?", 1)[-1] else "?") + "limit=4"
-        ds = load(limited)
+        ds = load_dataset(limited)
         assert list(ds.ids) == ids[:4], limited
         np.testing.assert_array_equal(ds.images[..., 0], IMAGES[:4], err_msg=limited)
         np.testing.assert_array_equal(ds.labels, LABELS[:4], err_msg=limited)
-        assert len(load(spec + ("&" if "=" in spec.rsplit("?", 1)[-1] else "?")
+        assert len(load_dataset(spec + ("&" if "=" in spec.rsplit("?", 1)[-1] else "?")
                         + "limit=99")) == 6
     for bad in ("0", "-1", "x", "1.5"):
         with pytest.raises(RandEnsembleError, match="limit must be a positive integer"):
-            load(f"{tmp_path}/set.npz?limit={bad}")
+            load_dataset(f"{tmp_path}/set.npz?limit={bad}")
 
 
 def test_input_paths_name_every_file_a_spec_reads(tmp_path):
-    from rand_ensemble.data.sources import input_paths
+    from rand_ensemble.data.sources import input_paths as paths_of, parse_spec
+
+    def input_paths(spec):
+        return paths_of(parse_spec(spec))
     specs = write_all(tmp_path)
     pngs = sorted(str(tmp_path / "tree" / i) for i in IDS)
     # Folder sources name their folder too (no output may land inside it); a glob does not.
@@ -328,3 +332,52 @@ def test_input_paths_name_every_file_a_spec_reads(tmp_path):
     for spec in specs:
         files = [p for p in input_paths(spec) if not os.path.isdir(p)]
         assert files and all(os.path.isfile(p) for p in files), spec
+
+
+class _Stop(Exception):
+    """Raised by a stubbed stage after the data is read: the count is complete by then."""
+
+
+def test_every_data_command_parses_its_spec_once(tmp_path, monkeypatch, capsys):
+    """`--data SPEC` is parsed once where it comes in (a gallery spec once more), and the Source
+    travels on to input_paths and load_dataset: counted at both names parse_spec has."""
+    from rand_ensemble import cli
+    from rand_ensemble.data import sources, spec as spec_module
+    from rand_ensemble.evaluate import retrieval
+    from rand_ensemble.learn import trainer
+    from rand_ensemble.pipelines import weak_label_job
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+             labels=np.arange(20) % 10)
+    data = f"npz:{tmp_path}/d.npz"
+    calls = []
+    original = spec_module.parse_spec
+
+    def counted(text):
+        calls.append(text)
+        return original(text)
+
+    monkeypatch.setattr(spec_module, "parse_spec", counted)
+    monkeypatch.setattr(sources, "parse_spec", counted)
+
+    def stop(*a, **k):
+        raise _Stop
+
+    monkeypatch.setattr(retrieval, "retrieval_metrics", stop)
+    monkeypatch.setattr(trainer, "train_embedder", stop)
+    monkeypatch.setattr(weak_label_job, "build", stop)
+    commands = {
+        "make-test-set": (["--examples", "2", "--out", tmp_path / "t.npy"], [data]),
+        "retrieval": (["--pixels", "raw", "--gallery", data], [data, data]),
+        "train": (["--out", tmp_path / "m.npz", "--quiet"], [data]),
+        "weak-labels": (["--pixels", "raw", "--out", tmp_path / "pairs"], [data]),
+    }
+    for command, (extra, parsed) in commands.items():
+        calls.clear()
+        argv = [command, "--data", data, *extra]
+        if command == "make-test-set":
+            assert cli.main([str(a) for a in argv]) == 0, capsys.readouterr()
+        else:
+            with pytest.raises(_Stop):
+                cli.main([str(a) for a in argv])
+        assert calls == parsed, command

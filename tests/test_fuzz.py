@@ -656,9 +656,167 @@ def test_second_fuzz_cases(tmp_path, capsys):
         Image.fromarray(images[k]).save(tmp_path / "pets" / "cat" / f"{k}.png")
     os.symlink("0.png", tmp_path / "pets" / "cat" / "copy.png")
     for spec in (f"folder:{tmp_path}/pets", f"images:{tmp_path}/pets/**/*.png"):
-        ds = sources.load(spec)               # a link is a failure row, not a second image
+        ds = sources.load_dataset(spec)       # a link is a failure row, not a second image
         assert len(ds) == 2 and "same file" in ds.failures[0]["error"], (spec, ds.failures)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         chance = retrieval.chance_metrics(np.array([0, 0, 1]))
     assert chance["recall_at_8"] == 1.0 and chance["precision_at_1"] == 0.5
+
+
+def test_integers_outside_int64_are_refused_or_failure_rows(tmp_path, capsys):
+    """Issue 28: a 20-digit object id in a render manifest reached Beam's VarIntCoder and died
+    with an OverflowError traceback. The one integer rule (`integers.parse_int`) now refuses
+    any value outside int64, so every reader of integer text (manifests, --objects, CLI
+    numbers, ?limit=) gives a failure row or a one-line error."""
+    from rand_ensemble.integers import INT64, OutsideInt64, parse_int
+    from rand_ensemble.pipelines.render_job import read_manifest
+
+    big, small = str(INT64[1] + 1), str(INT64[0] - 1)
+    assert parse_int(str(INT64[1])) == 2 ** 63 - 1 and parse_int(str(INT64[0])) == -2 ** 63
+    for text in (big, small, "9" * 20, " +" + "1" * 40 + " "):
+        with pytest.raises(OutsideInt64):
+            parse_int(text)
+    manifest = tmp_path / "m.txt"
+    manifest.write_text(f"12345678901234567890\n3\n{big}\n")
+    ids, lines = read_manifest(str(manifest), 1, 0)
+    failures = [json.loads(line) for line in lines]
+    assert ids == [3] and [f["input"]["line"] for f in failures] == [1, 3], failures
+    assert all("int64" in f["error"] for f in failures)
+    np.savez(tmp_path / "d.npz", images=np.zeros((20, 32, 32, 3), np.uint8),
+             labels=np.arange(20) % 10)
+    lines = [assert_refused(argv, capsys, tmp_path, argv) for argv in (
+        ["render", "--objects", f"0:{'9' * 20}", "--views", "1", "--out", tmp_path / "r"],
+        ["eval", "--models", "9" * 20],
+        ["render-test-set", "--examples", "1", "--seed", big, "--out", tmp_path / "t.npy"],
+        ["make-test-set", "--data", f"{tmp_path}/d.npz?limit={big}", "--examples", "2",
+         "--out", tmp_path / "t.npy"])]
+    assert "int64" in lines[1] and "limit must be a positive integer" in lines[3], lines
+    (tmp_path / "only.txt").write_text("99999999999999999999\n")
+    code, out, err = run(["render", "--manifest", tmp_path / "only.txt", "--views", "1",
+                          "--out", tmp_path / "job"], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert "renders 0, failures 1" in out
+    rows = [json.loads(line) for f in sorted((tmp_path / "job").glob("failures-*.jsonl"))
+            for line in f.read_text().splitlines()]
+    assert [r["input"]["manifest_line"] for r in rows] == ["99999999999999999999"]
+
+
+def _script(name):
+    """scripts/NAME.py as a module (scripts/ is no package; the studies import each other)."""
+    import importlib
+    import sys
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+def test_study_scripts_plan_their_outputs_before_any_work(tmp_path, labelled_npz):
+    """Issue 28: the study scripts wrote fixed names under --out with no output planning, so
+    --out could name the folder holding their data. Each now checks --out, its fixed files and
+    its cache subfolders against everything it reads, before reading or training anything:
+    a one-line RandEnsembleError, nothing written."""
+    from fuzz_inputs import snapshot
+    data = tmp_path / "data"
+    data.mkdir()
+    labelled_npz(str(data / "d.npz"), 12, 0)
+    (data / "classes" / "a").mkdir(parents=True)
+    (data / "classes" / "a" / "x.png").write_bytes(b"not read")
+    (tmp_path / "out" / "runs").mkdir(parents=True)
+    labelled_npz(str(tmp_path / "out" / "runs" / "d.npz"), 12, 1)
+    np.save(tmp_path / "out" / "validation_pairs.npy", np.zeros((2, 2), np.int64))
+    npz, out = f"npz:{data}/d.npz", tmp_path / "out"
+    cases = {
+        "dataset_study: --out is the class folder read": ("dataset_study", [
+            "--data", f"folder:{data}/classes", "--heldout", npz, "--out", data / "classes"],
+            "would overwrite the input"),
+        "dataset_study: --out inside the data folder": ("dataset_study", [
+            "--data", f"folder:{data}/classes", "--heldout", npz,
+            "--out", data / "classes" / "study"], "lies inside the input folder"),
+        "dataset_study: an input inside --out/runs": ("dataset_study", [
+            "--data", f"npz:{out}/runs/d.npz", "--heldout", npz, "--out", out], "runs"),
+        "select_recipe: --heldout is a file it writes": ("select_recipe", [
+            "--data", npz, "--heldout", f"npy:{out}/validation_pairs.npy", "--out", out],
+            "would overwrite the input"),
+        "label_free_study: --out is --data": ("label_free_study", [
+            "--out", data, "--data", data, "--quick"], "would overwrite the input"),
+        "fashion_search: --out is an IDX file": ("fashion_search", [
+            "--runs", "oracle-vgg-500", "--data", data, "--out", data / "train-labels-idx1-ubyte"],
+            "would overwrite the input"),
+        "bench_all: --out is a folder": ("bench_all", ["--out", data], "is a folder"),
+    }
+    (data / "train-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + b"\0" * 12)
+    (data / "train-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + b"\0" * 4)
+    (data / "t10k-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + b"\0" * 12)
+    (data / "t10k-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + b"\0" * 4)
+    for name, (script, argv, words) in cases.items():
+        before = snapshot(tmp_path)
+        with pytest.raises(RandEnsembleError, match=words):
+            _script(script).main([str(a) for a in argv])
+        assert snapshot(tmp_path) == before, name
+
+
+def test_a_cached_test_set_is_reused_only_if_it_is_what_its_name_says(tmp_path, monkeypatch):
+    """Issue 28's second fuzz of demo: the render cache reused any loadable file under a
+    cache name, so `demo --examples 3` scored a cached set of 2 examples (an item lost), a
+    float or 16x16 set was used or refused, and a broken ids sidecar went unnoticed. A cached
+    set must be uint8 (N, 11, hw, hw, 3) with integer ids (N, 11); anything else is rendered
+    again (`test_sets.load_cached`; `demo` and `eval --examples` read the cache through
+    `cached_test_set`)."""
+    from rand_ensemble.data import render
+    from rand_ensemble.data.test_sets import cache_path, cached_test_set, object_ids_path
+    rendered = []
+
+    def fake_render(n, seed, hw=32, colour="object", progress=False):
+        rendered.append(n)
+        return good_images(n, (n, 11, hw, hw, 3)), np.arange(n * 11, dtype=np.int32).reshape(n, 11)
+
+    monkeypatch.setattr(render, "render_test_set", fake_render)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    bad = {3: (good_images(shape=(2, 11, 32, 32, 3)), np.zeros((2, 11), np.int32)),
+           4: (good_images(shape=(4, 11, 32, 32, 3)).astype(np.float32) / 255,
+               np.zeros((4, 11), np.int32)),
+           5: (good_images(shape=(5, 11, 16, 16, 3)), np.zeros((5, 11), np.int32)),
+           6: (good_images(shape=(6, 11, 32, 32, 3)), np.zeros((6, 10), np.int32)),
+           7: (good_images(shape=(7, 11, 32, 32, 3)), np.zeros((7, 11), np.float32)),
+           8: (good_images(shape=(8, 11, 32, 32, 3)), np.empty(3, object))}
+    for n, (images, ids) in bad.items():
+        path = cache_path(n, 0, cache_dir=str(cache))
+        np.save(path, images)
+        np.save(object_ids_path(path), ids, allow_pickle=True)
+        rendered.clear()
+        _, got = cached_test_set(n, 0, cache_dir=str(cache))
+        assert rendered == [n] and got.shape == (n, 11, 32, 32, 3) and got.dtype == np.uint8
+        assert np.load(object_ids_path(path)).shape == (n, 11), n
+        rendered.clear()
+        assert np.array_equal(cached_test_set(n, 0, cache_dir=str(cache))[1], got)
+        assert rendered == [], n                        # a good cache is reused
+
+
+def test_params_of_another_number_kind_are_refused(world, question_world, tmp_path, capsys):
+    """Issue 28's second fuzz of questions: integer weights in a tower's params.npz reached
+    jax.nn.sigmoid and died with a TypeError traceback. The one tree loader (`fileio.
+    load_tree`) now checks each leaf's number kind against the architecture's, for every
+    params file (a tower, an image ensemble, a training state); float widths are cast."""
+    import shutil
+    qd, data_file = question_world
+    flat, meta = fileio.read_tree(world / "good.npz")
+    fileio.save_tree(tmp_path / "int.npz", fileio.unflatten_tree(
+        {k: v.astype(np.int32) for k, v in flat.items()}), meta)
+    tower_flat, _ = fileio.read_tree(qd / "ck" / "params.npz")
+    for kind in (np.int32, np.uint8, np.float16):
+        folder = tmp_path / f"ck_{np.dtype(kind).name}"
+        shutil.copytree(qd / "ck", folder)
+        os.unlink(folder / "params.npz")
+        fileio.save_npz(folder / "params.npz", {k: (v * 100).astype(kind)
+                                                for k, v in tower_flat.items()})
+    lines = [assert_refused(argv, capsys, tmp_path, argv) for argv in (
+        ["eval", "--test-set", world / "good.npy", "--params", tmp_path / "int.npz"],
+        ["questions", "predict", "--checkpoint", tmp_path / "ck_int32", "a b?", "c d?"],
+        ["questions", "eval", "--checkpoint", tmp_path / "ck_uint8", "--data", data_file])]
+    assert all("expected floats" in line for line in lines), lines
+    code, out, err = run(["questions", "predict", "--checkpoint", tmp_path / "ck_float16",
+                          "a b?", "c d?"], capsys)
+    assert code == 0 and "cosine similarity" in out, err

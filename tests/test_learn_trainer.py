@@ -35,7 +35,7 @@ def tiny_pool(objects=10, views=2, seed=0):
     return Dataset(np.stack(images), np.asarray(ids), np.asarray(objs, np.int64))
 
 
-def cfg(**kw):
+def recipe(**kw):
     base = dict(members=2, steps=6, batch_size=4, warmup=2, checkpoint_every=2, log_every=1,
                 min_spread=0.0)
     return trainer.LearnConfig(**{**base, **kw})
@@ -49,7 +49,7 @@ def member(tree, m):
 @pytest.mark.parametrize("lowering", ["vmap", "map"])
 def test_ensemble_step_equals_single_member_steps(lowering):
     pool = tiny_pool()
-    c = cfg(members=3, signal="oracle")
+    c = recipe(members=3, signal="oracle")
     opt = trainer.make_optimizer(c)
     member_step = trainer.make_member_step(TINY, c, opt, nn.conv_im2col)
     params = ensemble.init_members(init_embedder, jax.random.PRNGKey(1), 3, TINY)
@@ -99,8 +99,8 @@ def killer(at_call):
 @pytest.mark.parametrize("signal", ["augment", "remine"])
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, signal):
     pool = tiny_pool()
-    c = cfg(signal=signal, remine_every=2)
-    kw = dict(progress=False, log=None, embedder=TINY)
+    c = recipe(signal=signal, remine_every=2)
+    kw = dict(progress=False, log=None, arch=TINY)
     whole, _, _ = trainer.train_embedder(pool, c, checkpoint=str(tmp_path / "a.npz"), **kw)
     state = str(tmp_path / "b.npz")
     with pytest.raises(Killed):                 # killed during step 5, after the step-4 save
@@ -116,7 +116,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, signal):
                 np.asarray(resumed[name][leaf]).tobytes(), (name, leaf)
     # Another recipe refuses the checkpoint instead of silently mixing runs.
     with pytest.raises(RandEnsembleError, match="other settings"):
-        trainer.train_embedder(pool, cfg(signal=signal, remine_every=2, temperature=0.5),
+        trainer.train_embedder(pool, recipe(signal=signal, remine_every=2, temperature=0.5),
                              checkpoint=state, resume=True, **kw)
 
 
@@ -135,8 +135,8 @@ def test_collapse_is_detected_on_a_constant_net():
         want, rel=1e-4)
     # The trainer stops with a clear message when the spread falls below min_spread.
     with pytest.raises(RandEnsembleError, match="collapsed"):
-        trainer.train_embedder(pool, cfg(steps=2, min_spread=1.5), progress=False, log=None,
-                             embedder=TINY)
+        trainer.train_embedder(pool, recipe(steps=2, min_spread=1.5), progress=False, log=None,
+                               arch=TINY)
 
 
 def test_batches_are_index_based_epochs_without_repeats():
@@ -188,14 +188,14 @@ def test_load_pairs_filters_by_hand(tmp_path):
 def test_weak_signals_train_on_pairs_and_check_their_input():
     pool = tiny_pool()
     pairs = np.asarray([[2 * k, 2 * k + 1] for k in range(6)])    # true same-object pairs
-    kw = dict(progress=False, log=None, embedder=TINY)
-    params, _, report = trainer.train_embedder(pool, cfg(signal="weak+augment", steps=2,
-                                                       pair_fraction=0.5), pairs, **kw)
+    kw = dict(progress=False, log=None, arch=TINY)
+    params, _, report = trainer.train_embedder(pool, recipe(signal="weak+augment", steps=2,
+                                                          pair_fraction=0.5), pairs, **kw)
     assert report["pair_precision"] == 1.0 and report["num_pairs"] == 6
     assert all(np.isfinite(r["train_loss"]) for r in report["history"])
     # Un-augmented pairs with the batch-hard loss: at step 1 the loss is the numpy batch-hard
     # loss of the initial members on the raw pair images.
-    c = cfg(signal="weak", loss="batch_hard", steps=1, members=1)
+    c = recipe(signal="weak", loss="batch_hard", steps=1, members=1)
     _, _, report = trainer.train_embedder(pool, c, pairs, **kw)
     init = ensemble.init_members(init_embedder, jax.random.PRNGKey(c.seed), 1, TINY)
     _, _, anchors, positives = signals.Batches("weak", len(pool), 1, 4, c.seed, pairs)[1]
@@ -209,11 +209,11 @@ def test_weak_signals_train_on_pairs_and_check_their_input():
                   + np.maximum(0, c.margin - np.diag(s) + hard_cols).mean())
     assert report["history"][0]["train_loss"] == pytest.approx(want, rel=1e-4, abs=1e-6)
     with pytest.raises(RandEnsembleError, match="needs weak-label pairs"):
-        trainer.train_embedder(pool, cfg(signal="weak"), None, **kw)
+        trainer.train_embedder(pool, recipe(signal="weak"), None, **kw)
     with pytest.raises(RandEnsembleError, match="weak signals only"):
-        trainer.train_embedder(pool, cfg(), pairs, **kw)
+        trainer.train_embedder(pool, recipe(), pairs, **kw)
     with pytest.raises(RandEnsembleError, match="fewer than"):
-        trainer.train_embedder(pool, cfg(signal="weak", batch_size=8), pairs[:3], **kw)
+        trainer.train_embedder(pool, recipe(signal="weak", batch_size=8), pairs[:3], **kw)
 
 
 def _noisy_classes(seed, classes=6, per=16):
@@ -244,14 +244,14 @@ def test_the_image_trainer_learns():
     pool = _noisy_classes(0)
     # 240 steps: at 120 the loss (a mean over 40 noisy steps of batch 32) moved by less than its
     # noise on some CPUs (3.960 -> 3.964 on an Intel Xeon while P@1 rose 0.36 -> 0.64).
-    cfg = trainer.LearnConfig(signal="oracle", members=1, steps=240, batch_size=32, lr=3e-3,
-                              warmup=10, log_every=40, checkpoint_every=1000)
-    params, config, report = trainer.train_embedder(pool, cfg, progress=False, log=None)
+    recipe = trainer.LearnConfig(signal="oracle", members=1, steps=240, batch_size=32, lr=3e-3,
+                                 warmup=10, log_every=40, checkpoint_every=1000)
+    params, arch, report = trainer.train_embedder(pool, recipe, progress=False, log=None)
     losses = [row["train_loss"] for row in report["history"]]
     assert losses[-1] < losses[0]
-    untrained = ensemble.init_members(init_embedder, jax.random.PRNGKey(cfg.seed), 1, config)
-    before = _loo_precision_at_1(ensemble.embed(untrained, pool.images, config), pool.labels)
-    after = _loo_precision_at_1(ensemble.embed(params, pool.images, config), pool.labels)
+    untrained = ensemble.init_members(init_embedder, jax.random.PRNGKey(recipe.seed), 1, arch)
+    before = _loo_precision_at_1(ensemble.embed(untrained, pool.images, arch), pool.labels)
+    after = _loo_precision_at_1(ensemble.embed(params, pool.images, arch), pool.labels)
     assert after > before + 0.1
 
 
@@ -268,12 +268,12 @@ def test_named_recipes_and_a_greyscale_family_trains():
     grey = Dataset(colour.images[..., :1].copy(), colour.ids, colour.labels)
     small = EmbedderConfig.preset("vgg", input_hw=32, in_channels=1, widths=(4, 8, 8, 8),
                                   norm="group", norm_groups=4, embedding_dim=8)
-    params, config, report = trainer.train_embedder(grey, cfg(members=1), progress=False, log=None,
-                                                  embedder=small)
-    assert config == small and params["norm0"]["scale"].shape == (1, 4)
+    params, arch, report = trainer.train_embedder(grey, recipe(members=1), progress=False,
+                                                  log=None, arch=small)
+    assert arch == small and params["norm0"]["scale"].shape == (1, 4)
     assert np.isfinite(report["history"][-1]["train_loss"])
     with pytest.raises(RandEnsembleError, match="32x32x3, the embedder needs 32x32x1"):
-        trainer.train_embedder(colour, cfg(members=1), progress=False, log=None, embedder=small)
+        trainer.train_embedder(colour, recipe(members=1), progress=False, log=None, arch=small)
 
 
 def test_neighbour_pairs_keeps_mutual_pairs_best_first_and_filters():

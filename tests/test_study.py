@@ -190,15 +190,17 @@ def test_fashion_search_quick_runs_on_idx_files(tmp_path):
     pairs' precision."""
     from test_cli_train import _write_idx
     rng = np.random.default_rng(1)
+    data = tmp_path / "idx"                  # --out may not lie inside the data folder
+    data.mkdir()
     for split, n in (("train", 60), ("t10k", 30)):
         labels = np.arange(n) % 3
         images = rng.integers(0, 30, (n, 28, 28))
         for i, c in enumerate(labels):
             images[i, 4 + 7 * c:10 + 7 * c, 4:24] += 200
-        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
-        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+        _write_idx(data / f"{split}-images-idx3-ubyte.gz", images)
+        _write_idx(data / f"{split}-labels-idx1-ubyte.gz", labels)
     out = tmp_path / "s.jsonl"
-    assert _fashion_search().main(["--quick", "--data", str(tmp_path), "--out", str(out),
+    assert _fashion_search().main(["--quick", "--data", str(data), "--out", str(out),
                                    "--runs", "weak-raw-500,components2-3000,"
                                    "weak+augment-ensemble-4-members-3000,"
                                    "weak+augment-pca-3000"]) == 0

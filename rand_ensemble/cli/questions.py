@@ -34,8 +34,7 @@ def register(sub):
     cli.config_flags(t, TrainConfig)
     cli.config_flags(t, TowerConfig)
     t.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
-    t.set_defaults(handler=runner(COMMANDS, "run_train", train_config=TrainConfig,
-                                        tower_config=TowerConfig))
+    t.set_defaults(handler=runner(COMMANDS, "run_train", recipe=TrainConfig, arch=TowerConfig))
 
     e = qsub.add_parser("eval", help="accuracy / AUC over every pair of a file",
                         formatter_class=fmt)

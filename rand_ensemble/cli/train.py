@@ -45,8 +45,10 @@ def register(sub):
                         "of --family; flags given explicitly override them")
     config_flags(p, LearnConfig, unset="(default: {}, or the --recipe's)")
     embedder_flags(p, skip=("bias",), note="--bias (above) sets the biases")
+    # run_train's `recipe` is the LearnConfig built from --recipe NAME and the flags above
+    # (None without --recipe: then it is chosen from the data, `overrides` winning).
     p.set_defaults(handler=runner("rand_ensemble.learn.train_pool", "run_train",
-                                  learn_config=learn_config_of, overrides=overrides_of,
+                                  recipe=recipe_of, overrides=overrides_of,
                                   embedder=architecture_of))
 
 
@@ -56,7 +58,7 @@ def overrides_of(args: argparse.Namespace) -> dict:
             if hasattr(args, name)}
 
 
-def learn_config_of(args: argparse.Namespace) -> LearnConfig | None:
+def recipe_of(args: argparse.Namespace) -> LearnConfig | None:
     """`--recipe NAME`'s values under the flags given, or None: no recipe, so it is chosen
     from the data (`learn.auto`) with the flags given winning."""
     return LearnConfig.recipe(args.recipe, **overrides_of(args)) if args.recipe else None

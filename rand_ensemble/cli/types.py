@@ -10,6 +10,8 @@ import math
 
 from rand_ensemble.data.spec import SPEC_HELP
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate.baselines import PIXEL_BASELINES
+from rand_ensemble.integers import OutsideInt64, parse_int
 from rand_ensemble.limits import MAX_IMAGE_SIDE
 from rand_ensemble.model.config import FAMILIES, POOLS, EmbedderConfig
 
@@ -28,13 +30,15 @@ class Parser(argparse.ArgumentParser):
 def int_in(lo, hi, what):
     """argparse type factory: an integer in [lo, hi], with a one-line message otherwise."""
     def parse(text):
+        bound = f">= {lo}" if hi == math.inf else f"in [{lo}, {hi}]"
         try:
-            from rand_ensemble.data.labels import parse_int
             value = parse_int(text)
+        except OutsideInt64:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer ({bound}, and within "
+                                             f"int64), got {text.strip()}") from None
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
         if not lo <= value <= hi:
-            bound = f">= {lo}" if hi == math.inf else f"in [{lo}, {hi}]"
             raise argparse.ArgumentTypeError(f"expected a {what} integer ({bound}), got {value}")
         return value
     parse.__name__ = f"{what.replace('-', '_').replace(' ', '_')}_int"
@@ -156,7 +160,6 @@ EMBEDDER_DEST = "embedder_"      # dest prefix of the architecture flags
 def pixels_flag(group, fitted_on: str) -> None:
     """--pixels raw|pca|hog (`evaluate.baselines`): a training-free baseline instead of nets;
     `fitted_on` says which images the pca / hog fits see."""
-    from rand_ensemble.evaluate.baselines import PIXEL_BASELINES
     group.add_argument("--pixels", choices=PIXEL_BASELINES,
                        help="a training-free baseline instead of nets: raw (cosine of the "
                             "flattened pixels), pca (half-whitened top 200 principal "

@@ -31,29 +31,18 @@ import unicodedata
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.integers import INT64, INTEGER
 from rand_ensemble.limits import check_memory
 from rand_ensemble.paths import check_input_file
 
-INTEGER = re.compile(r"[+-]?[0-9]+\Z")       # ASCII digits only ([0-9], not \d)
 DECIMAL = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?\Z")
 HEADERS = {("image_id", "label"), ("id", "label"), ("file_name", "label"),
            ("filename", "label")}
-INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 def nfc(text: str) -> str:
     """Unicode NFC form of `text`."""
     return unicodedata.normalize("NFC", text)
-
-
-def parse_int(text: str) -> int:
-    """The one integer text rule (ids, manifests, CLI numbers): ASCII digits with an optional
-    sign, spaces around -> int; full-width or Arabic-Indic digits, '1_000' and '9.0' raise
-    ValueError (Python's int() would take all but the last)."""
-    text = str(text).strip()
-    if not INTEGER.match(text):
-        raise ValueError(f"not an integer (ASCII digits): {text!r}")
-    return int(text)
 
 
 def failure(input_: dict, stage: str, error: str) -> dict:

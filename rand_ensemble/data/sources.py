@@ -45,17 +45,16 @@ def _read(source: Source, hw: int | None):
     return raw, split, None
 
 
-def load(spec: str | Source, *, hw: int | None = None) -> Dataset:
+def load(source: Source, *, hw: int | None = None) -> Dataset:
     """Read a data source into a Dataset.
 
     Args:
-      spec: a data spec (data/spec.py) or a parsed Source.
+      source: a parsed data spec (`parse_spec` or `source_of`, once, where the spec comes in).
       hw: fit every image to (hw, hw) by the size rule (data/decode.py); None keeps the
         source's size, which must then be one size.
     Returns:
       Dataset with images uint8 (N, H, W, C), C as the source holds them (1 or 3).
     """
-    source = spec if isinstance(spec, Source) else parse_spec(spec)
     if hw is not None and (isinstance(hw, bool) or not isinstance(hw, int) or hw < 1):
         raise RandEnsembleError(f"image side must be a positive integer, got {hw!r}")
     what = source.spec or source.path
@@ -71,12 +70,11 @@ def load(spec: str | Source, *, hw: int | None = None) -> Dataset:
     return ds if limit is None or int(limit) >= len(ds) else ds.subset(range(int(limit)))
 
 
-def input_paths(spec: str | Source) -> list[str]:
-    """The files a spec reads (images, labels, shards), listed without reading them, and the
-    data folder itself for folder sources (renders, class folders, Parquet or IDX folders):
+def input_paths(source: Source) -> list[str]:
+    """The files a parsed spec reads (images, labels, shards), listed without reading them, and
+    the data folder itself for folder sources (renders, class folders, Parquet or IDX folders):
     what a command passes to `paths.plan_outputs`, so no output overwrites its data or lands
     inside its data folder. A glob protects the files it matches, not their folder."""
-    source = spec if isinstance(spec, Source) else parse_spec(spec)
     kind, path, split = source.kind, source.path, source.split
     extra = [source.option("labels")] if kind in ("renders", "images", "npy") else []
     try:
@@ -106,7 +104,8 @@ def load_dataset(spec: str | Source, *, hw: int | None = None, channels: int | N
     """What `--data SPEC` does: read, fit to the embedder's input, check labels.
 
     Args:
-      spec: the data spec (see SPEC_HELP), or a parsed Source.
+      spec: the data spec (see SPEC_HELP), parsed here, or a Source a command parsed already
+        (it also listed the source's `input_paths`).
       hw: the embedder's input side (size rule), or None to keep the source's size.
       channels: 3 (grey repeated) or 1 (RGB to luma), or None to keep the source's.
       require_labels: an unlabelled source is an error (evaluation needs labels).
@@ -115,7 +114,7 @@ def load_dataset(spec: str | Source, *, hw: int | None = None, channels: int | N
     """
     if channels not in (None, 1, 3):
         raise RandEnsembleError(f"channels must be 1 or 3, got {channels!r}")
-    ds = load(spec, hw=hw)
+    ds = load(spec if isinstance(spec, Source) else parse_spec(spec), hw=hw)
     if require_labels and not ds.has_labels:
         raise RandEnsembleError(f"{ds.source} has no labels; give them (a labels CSV, class "
                                 "folders or a label column) or use a command that needs none")

@@ -40,6 +40,7 @@ import re
 import urllib.parse
 
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.integers import parse_int
 
 OPTIONS = {
     "renders": {"labels": "a labels CSV (image_id,label) replacing the object ids"},
@@ -125,9 +126,17 @@ def _check_options(kind: str, options: tuple, spec: str) -> None:
         if names.count(name) > 1:
             raise RandEnsembleError(f"data spec {spec!r}: option {name!r} given twice")
     limit = dict(options).get("limit")
-    if limit is not None and not (limit.isascii() and limit.isdigit() and int(limit) >= 1):
+    if limit is not None and not _positive(limit):
         raise RandEnsembleError(f"data spec {spec!r}: limit must be a positive integer, got "
                                 f"{limit!r}")
+
+
+def _positive(text: str) -> bool:
+    """Whether `text` is an integer >= 1 by the one integer rule (`integers.parse_int`)."""
+    try:
+        return parse_int(text) >= 1
+    except ValueError:
+        return False
 
 
 def has_magic(path: str) -> bool:

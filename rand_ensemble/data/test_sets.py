@@ -10,10 +10,9 @@ from rand_ensemble import fileio
 from rand_ensemble.data import sources
 from rand_ensemble.data.decode import convert_channels
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.evaluate.one_of_ten import CANDIDATES, EXAMPLE_SIZE
 from rand_ensemble.limits import check_memory, check_work, render_seconds
 
-CANDIDATES = 10                 # positive + 9 negatives
-EXAMPLE_SIZE = CANDIDATES + 1   # anchor, positive, 9 negatives: the second axis of a test set
 _VALIDATE_BYTES = 1 << 26  # values checked at a time, so memmaps stay streamed
 
 
@@ -232,7 +231,7 @@ def run_render_test_set(out: str, examples: int, seed: int = 0, hw: int = 32,
 
 def test_set_bytes(examples, hw):
     """Memory a rendered test set of N examples at hw x hw holds: images and object ids."""
-    return int(examples) * 11 * (int(hw) * int(hw) * 3 + 4)
+    return int(examples) * EXAMPLE_SIZE * (int(hw) * int(hw) * 3 + 4)
 
 
 def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None, allow_long=False):
@@ -242,7 +241,7 @@ def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None, allo
     path = cache_path(examples, seed, hw, colour, cache_dir)
     if os.path.exists(path) and os.path.exists(object_ids_path(path)):
         try:
-            return path, load_test_set(path, mmap=False)
+            return path, load_cached(path, examples, hw)
         except RandEnsembleError:
             pass                                             # a damaged cache is re-rendered
     fileio.plan_outputs([path, object_ids_path(path)])
@@ -253,6 +252,26 @@ def cached_test_set(examples, seed, hw=32, colour="object", cache_dir=None, allo
     images, ids = render.render_test_set(examples, seed, hw=hw, colour=colour, progress=True)
     save_test_set(path, images, ids)
     return path, images
+
+
+def load_cached(path, examples, hw):
+    """A cached render, only if it is what its name says: uint8 (examples, 11, hw, hw, 3) with
+    integer object ids (examples, 11) beside it; anything else (another size or side, floats, a
+    broken ids file) raises RandEnsembleError, so the caller renders it again."""
+    images = load_test_set(path, mmap=False)
+    want = (int(examples), EXAMPLE_SIZE, int(hw), int(hw), 3)
+    if images.shape != want or images.dtype != np.uint8:
+        raise RandEnsembleError(f"cached {path} holds {images.dtype} {images.shape}, not "
+                                f"uint8 {want}")
+    ids_path = fileio.check_input_file(object_ids_path(path), "cached object ids")
+    try:
+        ids = np.load(ids_path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise RandEnsembleError(f"cannot read {ids_path}: {fileio.first_line(e)}") from None
+    if ids.shape != want[:2] or ids.dtype.kind not in "iu":
+        raise RandEnsembleError(f"cached {ids_path} holds {ids.dtype} {ids.shape}, not "
+                                f"integers {want[:2]}")
+    return images
 
 
 # Part of the cache name: bump it whenever render.py's default images change (r2: the fast path

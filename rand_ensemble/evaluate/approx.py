@@ -133,7 +133,7 @@ def build_index(rows: np.ndarray, kind: str = "ivf", params: dict | None = None,
     Returns:
       an ApproxIndex for `search`.
     """
-    rows = engine._rows(rows, "rows")
+    rows = engine.as_rows(rows, "rows")
     n, d = rows.shape
     if n < 2:
         raise RandEnsembleError(f"an index needs at least 2 rows, got {n}")
@@ -202,7 +202,7 @@ def search(index: ApproxIndex, queries: np.ndarray, k: int,
       (idx (Q, k) int64, scores (Q, k) float32 exact dot products), score descending then lower
       index; a query with fewer than k candidates is padded with idx -1, score -inf.
     """
-    queries = engine._rows(queries, "queries")
+    queries = engine.as_rows(queries, "queries")
     k = int(k)
     if k < 1:
         raise RandEnsembleError(f"k must be >= 1, got {k}")
@@ -241,7 +241,7 @@ def recall_at(approx_idx: np.ndarray, exact_idx: np.ndarray, k: int) -> float:
 
 def exact_sample(rows: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Exact leave-one-out top-k of rows[queries] among all rows: (S,) -> idx (S, k) int64."""
-    rows = engine._rows(rows, "rows")
+    rows = engine.as_rows(rows, "rows")
     k = min(int(k), len(rows) - 1)
     idx, _ = engine.top_k(rows[queries], k + 1, gallery=rows)               # (S, k + 1)
     own = idx == np.asarray(queries)[:, None]
@@ -259,7 +259,7 @@ def sampled_recall(rows: np.ndarray, approx_idx: np.ndarray, sample: int, seed: 
     Returns:
       {"sample": S, "recall@1": float, "recall@10": float, ...} for each k in ks that fits.
     """
-    rows = engine._rows(rows, "rows")
+    rows = engine.as_rows(rows, "rows")
     q = training_sample(len(rows), sample, seed)
     ks = [k for k in ks if k <= min(approx_idx.shape[1], len(rows) - 1)]
     out = {"sample": int(len(q))}

@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rand_ensemble.data.decode import convert_channels
-
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
 

@@ -55,25 +55,13 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
                     failures=failures)
     params, config = ((None, from_flags(embedder)) if pixels
                       else _members(checkpoint, models, seed, embedder))
-    fit = sources.embedder_input(config)
-    ds = sources.load_dataset(source, require_labels=True, **fit)
-    gal = None if gallery_source is None else sources.load_dataset(
-        gallery_source, require_labels=True, **fit)
-    check_scorable(ds.labels, source.spec)
+    ds, gal = _load(source, gallery_source, config)
     failed = ds.failures + ([] if gal is None else gal.failures)
     m, n = 1 if pixels else ensemble.num_models(params), len(ds)
     width = int(np.prod(ds.images.shape[1:])) if pixels else config.embedding_dim
     check_memory(m * n * (width * 4 + n * 8) + bootstrap * n * 16,
                  f"retrieval over {n} images with {m} members and --bootstrap {bootstrap}")
-    if pixels:
-        fitted = baselines.fit_baseline(pixels, (ds if gal is None else gal).images,
-                                        (ds if gal is None else gal).source)
-
-        def embed(images):                                                 # -> (1, N, D)
-            return baselines.pixel_embedding(fitted, images)[None]
-    else:
-        def embed(images):                                                 # -> (M, N, E)
-            return ensemble.embed(params, images, config)
+    embed = _embedding(pixels, params, config, ds if gal is None else gal)
     emb = np.asarray(embed(ds.images))
     report = retrieval.retrieval_metrics(emb, ds.labels, num_resamples=bootstrap, seed=seed)
     if gal is not None:
@@ -84,6 +72,37 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
                           if checkpoint else "random"))
     fileio.write_outputs(_writers(report, emb, ds, failed, json, save_embeddings, plot,
                                   failures))
+    _print_summary(report, ds, gal, failed, failures, outputs)
+    return report
+
+
+def _load(source, gallery_source, config):
+    """-> (the labelled dataset, the labelled gallery or None), fitted to the members' input;
+    a pool with nothing to score is refused before any embedding."""
+    fit = sources.embedder_input(config)
+    ds = sources.load_dataset(source, require_labels=True, **fit)
+    gal = None if gallery_source is None else sources.load_dataset(
+        gallery_source, require_labels=True, **fit)
+    check_scorable(ds.labels, source.spec)
+    return ds, gal
+
+
+def _embedding(pixels, params, config, fit_on):
+    """The embedding function: uint8 images (N, H, W, C) -> (M, N, E) of the members, or
+    (1, N, D) of the pixel baseline `pixels` fitted on the dataset `fit_on`'s images."""
+    if pixels:
+        fitted = baselines.fit_baseline(pixels, fit_on.images, fit_on.source)
+
+        def embed(images):                                                 # -> (1, N, D)
+            return baselines.pixel_embedding(fitted, images)[None]
+    else:
+        def embed(images):                                                 # -> (M, N, E)
+            return ensemble.embed(params, images, config)
+    return embed
+
+
+def _print_summary(report, ds, gal, failed, failures, outputs):
+    """The table, the gallery's k-NN accuracies, the failures and the files written."""
     tables.print_retrieval(report, ds.source)
     if gal is not None:
         print(f"k-NN classification by the gallery {gal.source}: " + ", ".join(
@@ -93,7 +112,6 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
               f"e.g. {failed[0]['error']}" + (f" (all in {failures})" if failures else ""))
     for path in outputs:
         print(f"wrote: {path}")
-    return report
 
 
 def _knn(embed, ds, emb, gal, bootstrap, seed) -> dict:
@@ -156,7 +174,7 @@ def _writers(report, emb, ds, failed, json, save_embeddings, plot, failures) -> 
     if save_embeddings:
         writers[save_embeddings] = fileio.npy_writer(emb.astype("float32"))
     if plot:
-        from rand_ensemble.evaluate import plots  # matplotlib: only when plotting
+        from rand_ensemble.evaluate import plots  # matplotlib (0.6 s to import): only when plotting
         writers[plot] = lambda tmp: plots.embedding_pca(emb, ds.labels, tmp)
     if json:
         writers[json] = fileio.json_writer(report)

@@ -110,7 +110,7 @@ def eval_writers(result: dict, images, save_params=None, save_embeddings=None,
     if save_embeddings is not None:
         writers[save_embeddings] = fileio.npy_writer(result["embeddings"].astype("float32"))
     if plots is not None:
-        from rand_ensemble.evaluate import plots as plotting  # matplotlib: only when plotting
+        from rand_ensemble.evaluate import plots as plotting  # matplotlib (0.6 s): when plotting
         report = result["report"]
         size_plot, collage = plot_paths(plots)
         writers[size_plot] = lambda tmp: plotting.accuracy_vs_size(

@@ -3,7 +3,7 @@
 float32 products are exact in float64, so a float64 sum lies within a known bound of the exact
 value; `_round_once` settles the rare sums that bound leaves ambiguous as exact fractions. The
 engine (`neighbours.py`) scores candidates with these, and bounds its float32 GEMM's error with
-`_gemm_error`, so its answers depend on no block, tile or BLAS.
+`gemm_error`, so its answers depend on no block, tile or BLAS.
 """
 from fractions import Fraction
 
@@ -13,7 +13,7 @@ _U32, _U64 = 2.0 ** -24, 2.0 ** -53     # unit roundoffs
 GATHER_ENTRIES = 1 << 22                 # float32 values of candidate rows gathered at a time
 
 
-def _norms(x):
+def row_norms(x):
     """(N, D) -> (N,) float64 Euclidean norms, a hair generous (they bound rounding errors)."""
     x = x.astype(np.float64)
     return np.sqrt(np.einsum("nd,nd->n", x, x)) * (1 + 1e-12)
@@ -48,8 +48,8 @@ def pair_scores(a, b, norms_a=None, norms_b=None):
     """
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     s = np.einsum("pd,pd->p", a.astype(np.float64), b.astype(np.float64))     # (P,)
-    na = _norms(a) if norms_a is None else norms_a
-    nb = _norms(b) if norms_b is None else norms_b
+    na = row_norms(a) if norms_a is None else norms_a
+    nb = row_norms(b) if norms_b is None else norms_b
     return _round_once(s, 4 * (a.shape[1] + 2) * _U64 * na * nb, lambda p: (a[p[0]], b[p[0]]))
 
 
@@ -61,8 +61,8 @@ def indexed_pair_scores(a, ia, b, ib, norms_a=None, norms_b=None):
     gathered 24 GB of candidate rows at once). The scores do not depend on the chunking.
     """
     ia, ib = np.asarray(ia, np.int64), np.asarray(ib, np.int64)
-    na = _norms(np.asarray(a, np.float32)) if norms_a is None else np.asarray(norms_a)
-    nb = _norms(np.asarray(b, np.float32)) if norms_b is None else np.asarray(norms_b)
+    na = row_norms(np.asarray(a, np.float32)) if norms_a is None else np.asarray(norms_a)
+    nb = row_norms(np.asarray(b, np.float32)) if norms_b is None else np.asarray(norms_b)
     chunk = max(1, GATHER_ENTRIES // max(np.shape(a)[1], 1))
     parts = [pair_scores(a[ia[s:s + chunk]], b[ib[s:s + chunk]], na[ia[s:s + chunk]],
                          nb[ib[s:s + chunk]]) for s in range(0, len(ia), chunk)]
@@ -73,11 +73,11 @@ def similarities(a, b):
     """(A, D) x (B, D) -> float32 (A, B) exact dot products rounded once, as `pair_scores`."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     s = a.astype(np.float64) @ b.T.astype(np.float64)                         # (A, B)
-    err = 4 * (a.shape[1] + 2) * _U64 * np.outer(_norms(a), _norms(b))
+    err = 4 * (a.shape[1] + 2) * _U64 * np.outer(row_norms(a), row_norms(b))
     return _round_once(s, err, lambda p: (a[p[0]], b[p[1]]))
 
 
-def _gemm_error(dim, norms_q, max_norm_g):
+def gemm_error(dim, norms_q, max_norm_g):
     """(Q,) float64 bound on |float32 GEMM score - exact| of each query row, any summation order."""
     gamma = (dim + 2) * _U32 / (1 - (dim + 2) * _U32)
     return 2 * gamma * norms_q * max_norm_g + (dim + 2) * 2.0 ** -125     # + flushed denormals

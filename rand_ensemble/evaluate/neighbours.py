@@ -8,10 +8,10 @@ The answer depends on nothing else: not on the query block, the gallery tile or 
 How it is fast: a float32 GEMM (a jitted XLA matmul, faster here than numpy's BLAS) scores a
 block of queries against the gallery; each row keeps the column groups holding its largest
 float32 scores; only columns whose float32 score is within a rigorous rounding bound of the
-k-th (`exact_scores._gemm_error`) are re-scored exactly, and the final order uses the exact scores. A row
-whose candidates cannot be proven complete (exact ties, zero vectors) takes the dense path:
-every column of that row is a candidate. Memory: O(block * N + N * k); candidates are
-gathered for re-scoring in bounded chunks (`exact_scores.indexed_pair_scores`).
+k-th (`exact_scores.gemm_error`) are re-scored exactly, and the final order uses the exact
+scores. A row whose candidates cannot be proven complete (exact ties, zero vectors) takes the
+dense path: every column of that row is a candidate. Memory: O(block * N + N * k); candidates
+are gathered for re-scoring in bounded chunks (`exact_scores.indexed_pair_scores`).
 
 Beam tiles: `tile_top_k` scores one (A, B) tile in both directions and `merge_top_k` folds
 partial lists; `tiled_top_k` runs that schedule in one process.
@@ -23,11 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.evaluate.exact_scores import (  # noqa: F401 (public here)
-    _gemm_error,
-    _norms,
+from rand_ensemble.evaluate.exact_scores import (  # noqa: F401 (pair_scores, similarities:
+    gemm_error,                                    # the engine's public scores, re-exported)
     indexed_pair_scores,
     pair_scores,
+    row_norms,
     similarities,
 )
 
@@ -45,7 +45,7 @@ def concat_members(emb):
     return np.ascontiguousarray(emb.transpose(1, 0, 2).reshape(n, m * e))   # (N, M*E)
 
 
-def _rows(x, name):
+def as_rows(x, name):
     """(N, D) rows or (M, N, E) members -> (N, D) float32 C-contiguous, finite."""
     x = np.asarray(x, np.float32)
     x = concat_members(x) if x.ndim == 3 else np.ascontiguousarray(x)
@@ -171,9 +171,9 @@ def top_k(queries, k, gallery=None, block_size=None):
     Returns:
       (indices (N, k) int64 into the gallery, scores (N, k) float32), best first.
     """
-    q = _rows(queries, "queries")
+    q = as_rows(queries, "queries")
     loo = gallery is None
-    g = q if loo else _rows(gallery, "gallery")
+    g = q if loo else as_rows(gallery, "gallery")
     if g.shape[1] != q.shape[1]:
         raise RandEnsembleError(f"queries have D = {q.shape[1]}, the gallery D = {g.shape[1]}")
     most = len(g) - loo
@@ -183,8 +183,8 @@ def top_k(queries, k, gallery=None, block_size=None):
     if int(block_size) < 1:
         raise RandEnsembleError(f"block_size must be >= 1, got {block_size}")
     k, block_size = int(k), int(block_size)
-    nq, ng = _norms(q), _norms(g)
-    err = _gemm_error(q.shape[1], nq, ng.max())                                # (N,)
+    nq, ng = row_norms(q), row_norms(g)
+    err = gemm_error(q.shape[1], nq, ng.max())                                 # (N,)
     width = _plan(len(g), k)
     g_dev = None if width is None else jnp.asarray(np.pad(g, ((0, -len(g) % width), (0, 0))))
     idx, scores = np.empty((len(q), k), np.int64), np.empty((len(q), k), np.float32)
@@ -205,9 +205,9 @@ def dense_top_k(queries, gallery, k, exclude=None):
     queries (Q, D), gallery (G, D) float32; k <= G - (1 if exclude is given else 0);
     exclude: (Q,) a gallery column to leave out per query (-1: none). Same order as `top_k`.
     """
-    q, g = _rows(queries, "queries"), _rows(gallery, "gallery")
-    nq, ng = _norms(q), _norms(g)
-    err = _gemm_error(q.shape[1], nq, ng.max() if len(g) else 0.0)
+    q, g = as_rows(queries, "queries"), as_rows(gallery, "gallery")
+    nq, ng = row_norms(q), row_norms(g)
+    err = gemm_error(q.shape[1], nq, ng.max() if len(g) else 0.0)
     return _dense(q, g, nq, ng, int(k), err, exclude)
 
 

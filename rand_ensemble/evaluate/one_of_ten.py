@@ -6,9 +6,10 @@ so a degenerate net (all-zero embeddings) scores 0, not 1.
 """
 import numpy as np
 
-from rand_ensemble.data.test_sets import CANDIDATES, EXAMPLE_SIZE  # noqa: F401 (re-exported)
 from rand_ensemble.errors import RandEnsembleError
 
+CANDIDATES = 10                 # positive + 9 negatives
+EXAMPLE_SIZE = CANDIDATES + 1   # anchor, positive, 9 negatives: the second axis of a test set
 CHANCE = 1.0 / CANDIDATES
 
 

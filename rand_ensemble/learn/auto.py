@@ -1,8 +1,8 @@
 """The label-free recipe chosen from the data: what `rand-ensemble train --data ANY` runs.
 
     policy = input_policy(dataset.images)                    # channels and net input from the data
-    choice = choose(pool, architecture, seed)                # signal, flips, crops, optimiser
-    learn_config, pairs = choice.learn_config, choice.pairs  # then trainer.train_embedder
+    choice = choose(pool, arch, seed)                # signal, flips, crops, optimiser
+    recipe, pairs = choice.recipe, choice.pairs  # then trainer.train_embedder
 
 No label is read anywhere here (`run_train` drops them before this module sees the data). The
 choices are made on a seeded split of the TRAINING images into screening and held-out images,
@@ -78,7 +78,7 @@ STEPS_RANGE = (1000, 3000)
 
 
 def input_policy(images: np.ndarray) -> dict:
-    """The net's input from the images themselves: uint8 (N, H, W, C) -> architecture flags.
+    """The net's input from the images themselves: uint8 (N, H, W, C) -> arch flags.
 
     Greyscale (one channel, or three equal ones) stays one channel; images of side >= 24 go to
     the blog net's 32 x 32 input (padded, or resized and centre-cropped); smaller ones keep
@@ -138,7 +138,7 @@ class SignalScores:
         return {k: round(v, 4) for k, v in dataclasses.asdict(self).items() if k != "seconds"}
 
 
-def score_signals(screening: np.ndarray, heldout: np.ndarray, architecture: EmbedderConfig,
+def score_signals(screening: np.ndarray, heldout: np.ndarray, arch: EmbedderConfig,
                   seed: int, log: Callable | None = None,
                   done: Callable = lambda: None) -> dict:
     """Every signal fitted on `screening` (N_s, H, W, C) and scored on `heldout` (N_h, ...):
@@ -147,7 +147,7 @@ def score_signals(screening: np.ndarray, heldout: np.ndarray, architecture: Embe
     tables, scores = {}, {}
     for kind in mining.SIGNAL_KINDS:
         start = time.perf_counter()
-        fitted = mining.fit_signal(kind, screening, architecture, seed)
+        fitted = mining.fit_signal(kind, screening, arch, seed)
         found = _transform_overlaps(fitted, heldout, seed, cropped, tables)
         scores[kind] = SignalScores(**found, corroboration=0.0,
                                     seconds=time.perf_counter() - start)
@@ -201,20 +201,20 @@ def final_steps(n: int, batch_size: int) -> int:
 @dataclasses.dataclass
 class Choice:
     """What `choose` decided: the recipe, the pairs it trains on, and the record of why."""
-    learn_config: LearnConfig
+    recipe: LearnConfig
     pairs: np.ndarray | None          # (P, 2) pool rows, or None (augmentation alone)
     record: dict                      # JSON-ready, reproducible: the criteria's tables
     seconds: dict                     # wall time per stage (kept apart from the record)
 
 
-def choose(pool: Dataset, architecture: EmbedderConfig, overrides: dict | None = None,
+def choose(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = None,
            seed: int = 0, progress: bool = False, log: Callable | None = None) -> Choice:
     """The label-free recipe for `pool`: signal, pairs, flips, crops and optimiser.
 
     Args:
       pool: the training images (uint8 (N, H, W, C) at the net's input); labels, if any, are
         never read.
-      architecture: the net being trained (the random-ensemble signal uses it).
+      arch: the net being trained (the random-ensemble signal uses it).
       overrides: LearnConfig fields the user fixed (they win over every choice).
       seed: the split, the signals' random members, the crops and the screening runs.
       progress: a progress bar over the stages. log: where lines go (None: silent).
@@ -235,7 +235,7 @@ def choose(pool: Dataset, architecture: EmbedderConfig, overrides: dict | None =
     bar = tqdm(total=len(mining.SIGNAL_KINDS) + len(VARIANTS) + 1, disable=not progress,
                desc="choosing the recipe", unit="stage", dynamic_ncols=True)
     start = time.perf_counter()
-    scores = score_signals(images[screen_rows], images[held_rows], architecture, seed,
+    scores = score_signals(images[screen_rows], images[held_rows], arch, seed,
                            log, bar.update)
     seconds["signals"] = time.perf_counter() - start
     signal = choose_signal(scores)
@@ -250,9 +250,9 @@ def choose(pool: Dataset, architecture: EmbedderConfig, overrides: dict | None =
                       record, seconds)
     flips = overrides.get("flip", flips_keep_neighbours(scores[signal]))
     record["flip"] = bool(flips)
-    fitted = mining.fit_signal(signal, images[screen_rows], architecture, seed)
+    fitted = mining.fit_signal(signal, images[screen_rows], arch, seed)
     start = time.perf_counter()
-    variants = screen_variants(pool, screen_rows, held_rows, fitted, architecture,
+    variants = screen_variants(pool, screen_rows, held_rows, fitted, arch,
                                {**overrides, "flip": flips, "seed": seed}, bar.update)
     seconds["variants"] = time.perf_counter() - start
     best = max(variants, key=lambda name: variants[name])       # first listed on ties
@@ -270,7 +270,7 @@ def choose(pool: Dataset, architecture: EmbedderConfig, overrides: dict | None =
 
 
 def screen_variants(pool: Dataset, screen_rows, held_rows, fitted: dict,
-                    architecture: EmbedderConfig, fixed: dict,
+                    arch: EmbedderConfig, fixed: dict,
                     done: Callable = lambda: None) -> dict:
     """One member per variant, SCREEN_STEPS steps on the screening images' pairs, scored by
     held-out partner recall@10 of the signal's pairs: -> {variant name: recall@10}."""
@@ -280,18 +280,18 @@ def screen_variants(pool: Dataset, screen_rows, held_rows, fitted: dict,
     validation = label_free.validation_pairs(mining.signal_rows(fitted, held))
     out = {}
     for name, variant in VARIANTS.items():
-        cfg = LearnConfig(**{**SIGNAL_BASE, **variant, **fixed, "members": 1,
-                             "steps": SCREEN_STEPS, "log_every": SCREEN_STEPS,
-                             "checkpoint_every": SCREEN_STEPS})
-        params, config, _ = train_embedder(screening, cfg, pairs, progress=False, log=None,
-                                           embedder=architecture)
-        emb = ensemble.embed(params, held, config)                     # (1, N_h, E)
+        recipe = LearnConfig(**{**SIGNAL_BASE, **variant, **fixed, "members": 1,
+                                "steps": SCREEN_STEPS, "log_every": SCREEN_STEPS,
+                                "checkpoint_every": SCREEN_STEPS})
+        params, trained, _ = train_embedder(screening, recipe, pairs, progress=False, log=None,
+                                            arch=arch)
+        emb = ensemble.embed(params, held, trained)                    # (1, N_h, E)
         out[name] = label_free.partner_recall(emb, validation, ks=(DEPTH,))[f"recall@{DEPTH}"]
         done()
     return out
 
 
-def with_pairs(pool: Dataset, architecture: EmbedderConfig, overrides: dict | None = None,
+def with_pairs(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = None,
                seed: int = 0) -> Choice:
     """The signal path's recipe for pairs the user mined (`--pairs DIR`): the first variant,
     flips where HOG's neighbours keep under them (the flip test; on fewer than MIN_IMAGES
@@ -301,7 +301,7 @@ def with_pairs(pool: Dataset, architecture: EmbedderConfig, overrides: dict | No
     flips = overrides.get("flip")
     if flips is None and len(pool) >= MIN_IMAGES:
         screen_rows, held_rows = split_rows(len(pool), seed)
-        fitted = mining.fit_signal("hog", pool.images[screen_rows], architecture, seed)
+        fitted = mining.fit_signal("hog", pool.images[screen_rows], arch, seed)
         held = pool.images[held_rows]
         scores = _transform_overlaps(fitted, held, seed)
         record["hog"] = {k: round(v, 4) for k, v in scores.items()}

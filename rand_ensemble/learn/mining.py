@@ -1,11 +1,11 @@
 """Label-free signals and the weak pairs mined from them, in process.
 
-    signal = fit_signal("hog", screening_images, architecture, seed=0)   # no labels, ever
+    signal = fit_signal("hog", screening_images, arch, seed=0)   # no labels, ever
     rows = signal_rows(signal, images)                                 # (N, D) unit rows
     pairs, nearest, scores = mine_pairs(rows, top_k=3)                 # (P, 2), (N, k), (N, k)
 
 A signal is a fixed, training-free embedding of images: raw pixels, half-whitened PCA pixels
-and HOG descriptors (`evaluate.baselines`), or a random ensemble of the architecture being
+and HOG descriptors (`evaluate.baselines`), or a random ensemble of the arch being
 trained (`model.ensemble`: the toolkit's namesake; its rows are the concatenated unit member
 embeddings scaled by 1 / sqrt(M), so their dot product is the mean member cosine). Each belongs
 to a VIEW: what evidence it is built on. Raw, PCA and the random conv nets are all functions of
@@ -34,13 +34,13 @@ VIEWS = {"raw": "intensity", "pca": "intensity", "ensemble": "intensity", "hog":
 ENSEMBLE_MEMBERS = 8          # the random ensemble signal: 8 members, as in the weak-label study
 
 
-def fit_signal(kind: str, images, architecture, seed: int = 0) -> dict:
+def fit_signal(kind: str, images, arch, seed: int = 0) -> dict:
     """A label-free signal fitted on unlabelled images.
 
     Args:
       kind: one of SIGNAL_KINDS.
       images: (N, H, W, C) uint8, the images it is fitted on (PCA and HOG fit their PCA here).
-      architecture: the EmbedderConfig of the nets being trained (the random ensemble's).
+      arch: the EmbedderConfig of the nets being trained (the random ensemble's).
       seed: the random ensemble's init.
     Returns:
       {"kind": kind, ...} ready for `signal_rows`: a fitted baseline, or {"params", "config"}.
@@ -49,7 +49,7 @@ def fit_signal(kind: str, images, architecture, seed: int = 0) -> dict:
         raise RandEnsembleError(f"signal must be one of {SIGNAL_KINDS}, got {kind!r}")
     if kind != "ensemble":
         return baselines.fit_baseline(kind, images, "the training images")
-    config = dataclasses.replace(architecture, bias=False)       # random members: no biases
+    config = dataclasses.replace(arch, bias=False)       # random members: no biases
     params = ensemble.init_ensemble(jax.random.PRNGKey(seed), ENSEMBLE_MEMBERS, config)
     return {"kind": "ensemble", "params": params, "config": config}
 

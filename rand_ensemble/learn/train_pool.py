@@ -24,7 +24,7 @@ def state_path(out: str) -> str:
 
 
 def run_train(out: str, data: str | None = None, renders: str | None = None,
-              learn_config: LearnConfig | None = None, overrides: dict | None = None,
+              recipe: LearnConfig | None = None, overrides: dict | None = None,
               pairs: str | None = None, resume: bool = False, json: str | None = None,
               failures: str | None = None, quiet: bool = False,
               embedder: dict | None = None) -> dict:
@@ -35,9 +35,9 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
         goes to `state_path(out)`, written every `checkpoint_every` steps.
       data: a data spec (`data.sources.SPEC_HELP`); or `renders`: a render folder (alias of
         renders:DIR). Labels are dropped as the data is read (only the oracle keeps them).
-      learn_config: a fixed recipe (`--recipe NAME` and its flags); None: the recipe is
-        chosen from the data without labels (`learn.auto`), `overrides` winning over it.
-      overrides: LearnConfig fields the user fixed (with learn_config None).
+      recipe: a fixed recipe (`--recipe NAME` and its flags); None: the recipe is chosen from
+        the data without labels (`learn.auto`), `overrides` winning over it.
+      overrides: LearnConfig fields the user fixed (with recipe None).
       pairs: the weak-label job's output folder (weak signals; then no pairs are mined).
       resume: continue from the state file (the choice is made again, the same way).
       json: write the report. failures: write the data's failure rows (.jsonl).
@@ -56,53 +56,54 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
         raise RandEnsembleError(f"pairs folder not found: {pairs}")
     log = None if quiet else print
     progress = not quiet and sys.stderr.isatty()
-    if learn_config is None:
-        pool, architecture, flags = _auto_input(source, embedder, overrides or {})
-        signal = (overrides or {}).get("signal")
+    overrides = dict(overrides or {})
+    if recipe is None:
+        pool, arch, flags = _auto_input(source, embedder, overrides)
+        signal = overrides.get("signal")
     else:
-        architecture = from_flags(embedder, bias=learn_config.bias)
-        pool, flags, signal = _load(source, architecture), None, learn_config.signal
-    _check_size(learn_config, overrides, architecture)
+        arch = from_flags(embedder, bias=recipe.bias)
+        pool, flags, signal = _load(source, arch), None, recipe.signal
+    _check_size(recipe, overrides, arch)
     if signal != "oracle":                                   # nothing else may see labels
         pool = dataclasses.replace(pool, labels=None, class_names=None)
     choice = None
-    if learn_config is None:
-        choice = _choose(pool, architecture, dict(overrides or {}), pairs, progress, log)
-        learn_config = choice.learn_config
-    pair_rows = (trainer.pairs_for(learn_config, pairs, pool) if pairs is not None
+    if recipe is None:
+        choice = _choose(pool, arch, overrides, pairs, progress, log)
+        recipe = choice.recipe
+    pair_rows = (trainer.pairs_for(recipe, pairs, pool) if pairs is not None
                  else None if choice is None else choice.pairs)
     if log:
         extra = f", {len(pair_rows)} weak pairs" if pair_rows is not None else ""
         failed = f", {len(pool.failures)} failure row(s)" if pool.failures else ""
         log(f"{len(pool)} images from {pool.source}{failed}{extra}; signal "
-            f"{learn_config.signal}, {learn_config.members} member(s), {learn_config.steps} steps")
-    params, embedder_config, report = trainer.train_embedder(
-        pool, learn_config, pair_rows, checkpoint=state_path(out), resume=resume,
-        progress=progress, log=log, embedder=architecture)
+            f"{recipe.signal}, {recipe.members} member(s), {recipe.steps} steps")
+    params, arch, report = trainer.train_embedder(
+        pool, recipe, pair_rows, checkpoint=state_path(out), resume=resume,
+        progress=progress, log=log, arch=arch)
     seconds = report.pop("seconds", None)          # timings stay out of the reproducible files
     report["num_failures"] = len(pool.failures)
-    training = {"learn": learn_config.to_dict(), "num_images": report["num_images"],
+    training = {"learn": recipe.to_dict(), "num_images": report["num_images"],
                 "num_pairs": report["num_pairs"],
                 "final": report["history"][-1] if report["history"] else None}
     if choice is not None:
         report["chosen"] = training["chosen"] = {"input_policy": flags, **choice.record}
-    writers = {out: checkpoint.params_writer(params, embedder_config, training)}
+    writers = {out: checkpoint.params_writer(params, arch, training)}
     if json:
         writers[json] = fileio.json_writer(report)
     if failures:
         writers[failures] = fileio.jsonl_writer(pool.failures)
     fileio.write_outputs(writers)
     if log:
-        chose = "" if choice is None else "; choosing took " + ", ".join(
+        chose = "" if choice is None or not choice.seconds else "; choosing took " + ", ".join(
             f"{k} {v:.1f} s" for k, v in choice.seconds.items())
-        log(f"trained {learn_config.members} member(s) in {seconds or 0.0:.1f} s{chose}; "
+        log(f"trained {recipe.members} member(s) in {seconds or 0.0:.1f} s{chose}; "
             f"checkpoint: {out}")
     return report
 
 
-def _load(source, architecture):
+def _load(source, arch):
     """The dataset fitted to a net's input."""
-    return sources.load_dataset(source, **sources.embedder_input(architecture))
+    return sources.load_dataset(source, **sources.embedder_input(arch))
 
 
 def _auto_input(source, embedder, overrides):
@@ -114,12 +115,12 @@ def _auto_input(source, embedder, overrides):
     except decode.SizesDiffer:                        # several sizes: the blog net's input
         native = sources.load(source, hw=auto.NET_SIDE)
     flags = given if "family" in given else {**auto.input_policy(native.images), **given}
-    architecture = from_flags(flags, bias=overrides.get("bias", LearnConfig.bias))
-    images = decode.to_input(native.images, **sources.embedder_input(architecture))
-    return dataclasses.replace(native, images=images), architecture, flags
+    arch = from_flags(flags, bias=overrides.get("bias", LearnConfig.bias))
+    images = decode.to_input(native.images, **sources.embedder_input(arch))
+    return dataclasses.replace(native, images=images), arch, flags
 
 
-def _choose(pool, architecture, overrides, pairs, progress, log):
+def _choose(pool, arch, overrides, pairs, progress, log):
     """auto.choose, or where the user fixed the signal (no weak pairs to mine) or gave the
     pairs, the recipe those leave: -> auto.Choice."""
     if overrides.get("signal") in ("augment", "remine", "oracle"):
@@ -127,17 +128,17 @@ def _choose(pool, architecture, overrides, pairs, progress, log):
         return auto.Choice(config, None, {"signal": None, "reason": f"--signal "
                                           f"{config.signal} given: the renders recipe"}, {})
     if pairs is not None:
-        return auto.with_pairs(pool, architecture, overrides,
+        return auto.with_pairs(pool, arch, overrides,
                                overrides.get("seed", LearnConfig.seed))
     if log:
         log(f"choosing the recipe without labels on {len(pool)} images (no --recipe given)")
-    return auto.choose(pool, architecture, overrides, overrides.get("seed", LearnConfig.seed),
+    return auto.choose(pool, arch, overrides, overrides.get("seed", LearnConfig.seed),
                        progress, log)
 
 
-def _check_size(learn_config, overrides, architecture):
+def _check_size(recipe, overrides, arch):
     """Refuse a run whose params, gradients and AdamW state would not fit in memory."""
-    members = (learn_config.members if learn_config is not None
-               else (overrides or {}).get("members", auto.SIGNAL_MEMBERS))
-    check_memory(members * architecture.num_params * 4 * 4,          # params, grads, AdamW
-                 f"--members {members} of {architecture.widths}")
+    members = (recipe.members if recipe is not None
+               else overrides.get("members", auto.SIGNAL_MEMBERS))
+    check_memory(members * arch.num_params * 4 * 4,                  # params, grads, AdamW
+                 f"--members {members} of {arch.widths}")

@@ -5,12 +5,12 @@ import os
 
 from rand_ensemble.data.parquet import render_shards
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.integers import parse_int
 
 
 def parse_objects(text):
     """'START:STOP' -> range(START, STOP), with 0 <= START < STOP."""
     try:
-        from rand_ensemble.data.labels import parse_int
         start, stop = (parse_int(part) for part in str(text).split(":"))
     except ValueError:
         raise RandEnsembleError(

@@ -75,9 +75,8 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
       index, nprobe, recall_sample: exact tiles or approximate IVF lists (weak_label_job.run).
     """
     beam_args = list(beam_args or [])
-    data_inputs = []
-    if data is not None:                     # a bad spec or missing data: one line, now
-        data_inputs = sources.input_paths(data)
+    source = None if data is None else sources.parse_spec(data)   # bad spec: one line, now
+    data_inputs = [] if source is None else sources.input_paths(source)
     _plan(out, beam_args, inputs=[renders, images, labels, checkpoint, *data_inputs])
     if renders is not None:
         checks.check_renders_dir(renders)
@@ -94,7 +93,7 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
                            pixels=pixels, min_score=min_score, batch_size=batch_size,
                            beam_args=beam_args,
                            overwrite=overwrite, images=images, labels=labels,
-                           block_size=block_size, checkpoint=checkpoint, data=data, index=index,
+                           block_size=block_size, checkpoint=checkpoint, data=source, index=index,
                            nprobe=nprobe, recall_sample=recall_sample,
                            embedder=config.to_dict() if embedder else None)
     precision = "n/a" if s["precision"] is None else f"{s['precision']:.3f}"

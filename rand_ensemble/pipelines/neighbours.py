@@ -12,10 +12,14 @@ blocks (2 * B * D floats), one (B, B) tile and a (B, k) accumulator, whatever N 
 import functools
 
 import apache_beam as beam
+import jax
 import numpy as np
 
 from rand_ensemble.data import decode
+from rand_ensemble.evaluate import baselines
 from rand_ensemble.evaluate import neighbours as engine
+from rand_ensemble.model import ensemble
+from rand_ensemble.model.embedder import EmbedderConfig
 from rand_ensemble.pipelines import common
 
 ENSEMBLE = "ens"                    # channel of the ensemble top-k; members are channels 0..M-1
@@ -42,15 +46,10 @@ class EmbedBlock(beam.DoFn):
 
     def setup(self):
         # On the worker, once per DoFn instance: the DoFn is pickled without JAX state.
-        from rand_ensemble.model.embedder import EmbedderConfig
         self.config = EmbedderConfig.from_dict(self.config_dict)
         if self.pixels is not None:
-            from rand_ensemble.evaluate import baselines
             self._rows = functools.partial(baselines.pixel_embedding, self.pixels)
             return
-        import jax
-
-        from rand_ensemble.model import ensemble
         self.params = self.trained if self.trained is not None else ensemble.init_ensemble(
             jax.random.PRNGKey(self.seed), self.num_models, self.config)
         self._rows = lambda images: engine.concat_members(np.asarray(ensemble.embed(

@@ -13,10 +13,11 @@ import math
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from rand_ensemble.data.labels import parse_int
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.integers import parse_int
 from rand_ensemble.pipelines import checks, common, schema
 from rand_ensemble.pipelines.checks import parse_objects
+from rand_ensemble.pipelines.render_process import RenderProcess
 
 RENDERS_PREFIX, FAILURES_PREFIX = "renders", "failures"
 ROWS_PER_SHARD = 1000
@@ -64,7 +65,6 @@ class RenderDoFn(beam.DoFn):
 
     def setup(self):
         # On the worker: the render process (pybullet) starts where the DoFn runs.
-        from rand_ensemble.pipelines.render_process import RenderProcess
         self.renderer = RenderProcess(self.hw, self.colour, self.timeout_s)
         self.renderer.start()                             # one pybullet client per worker
 

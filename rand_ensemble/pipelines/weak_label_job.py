@@ -181,15 +181,7 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
                                              seed, recall_sample)
     else:
         parts = exact_parts(blocks, num_blocks, top_k, num_models, evaluate)
-    finished = parts | "FinishBlocks" >> beam.FlatMap(neighbours.finish_block, num_models)
-    block_stats = finished | "BlockStats" >> beam.FlatMap(
-        lambda r: [r[1]] if r[0] == "summary" else [])
-    pair_stats = (finished
-                  | "Edges" >> beam.FlatMap(lambda r: [r[1:]] if r[0] == "edge" else [])
-                  | "GroupPairs" >> beam.GroupByKey()
-                  | "MarkMutual" >> beam.FlatMap(neighbours.mark_mutual)
-                  | "GroupPairShards" >> beam.GroupByKey()
-                  | "WritePairs" >> beam.ParDo(WritePairShard(out, num_blocks, mutual, min_score)))
+    block_stats, pair_stats = write_pairs(parts, out, num_blocks, num_models, mutual, min_score)
     failures = (read_failures, embed_failures) | "AllFailures" >> beam.Flatten()
     failed = common.write_failures(failures, out, max(1, num_blocks // 16))
     settings = {"num_models": num_models, "seed": None if trained else seed, "top_k": top_k,
@@ -199,12 +191,33 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     if pixels is not None:
         settings.update(seed=None, pixels=pixels["kind"])
     stats = [block_stats, pair_stats, failed] + ([recall] if recall is not None else [])
-    summary = ((pipeline | "SummarySeed" >> beam.Create([{}]), *stats)
-               | "AllStats" >> beam.Flatten()
-               | "KeyStats" >> beam.Map(lambda p: (0, p))
-               | "GroupStats" >> beam.GroupByKey()
-               | "WriteSummary" >> beam.ParDo(WriteSummary(out, settings)))
+    summary = write_summary(pipeline, stats, out, settings)
     return common.finish(pipeline, [pair_stats, failed, summary])
+
+
+def write_pairs(parts, out, num_blocks, num_models, mutual, min_score):
+    """(block, merged top-k lists) -> the pair shards written: -> (the blocks' summary
+    partials, the shards' summary partials)."""
+    finished = parts | "FinishBlocks" >> beam.FlatMap(neighbours.finish_block, num_models)
+    block_stats = finished | "BlockStats" >> beam.FlatMap(
+        lambda r: [r[1]] if r[0] == "summary" else [])
+    pair_stats = (finished
+                  | "Edges" >> beam.FlatMap(lambda r: [r[1:]] if r[0] == "edge" else [])
+                  | "GroupPairs" >> beam.GroupByKey()
+                  | "MarkMutual" >> beam.FlatMap(neighbours.mark_mutual)
+                  | "GroupPairShards" >> beam.GroupByKey()
+                  | "WritePairs" >> beam.ParDo(WritePairShard(out, num_blocks, mutual, min_score)))
+    return block_stats, pair_stats
+
+
+def write_summary(pipeline, stats, out, settings):
+    """Every summary partial (and one empty, so an empty job still writes one) ->
+    summary.json: -> the written file's row."""
+    return ((pipeline | "SummarySeed" >> beam.Create([{}]), *stats)
+            | "AllStats" >> beam.Flatten()
+            | "KeyStats" >> beam.Map(lambda p: (0, p))
+            | "GroupStats" >> beam.GroupByKey()
+            | "WriteSummary" >> beam.ParDo(WriteSummary(out, settings)))
 
 
 def members_config(trained, embedder=None):
@@ -245,6 +258,31 @@ def check_arguments(out, renders, images, data, labels, num_models, top_k, batch
         raise RandEnsembleError(f"labels file not found: {labels}")
 
 
+def check_members(checkpoint, embedder, pixels, data):
+    """What embeds: a checkpoint, random members (architecture flags) or a pixel baseline,
+    never two of them; the fitted baselines need the whole pool as --data."""
+    if checkpoint is not None and embedder is not None:
+        raise RandEnsembleError("architecture flags go with --models; the checkpoint's file "
+                                "decides the architecture")
+    if pixels is not None and (checkpoint is not None or
+                               pixels not in baselines.PIXEL_BASELINES):
+        raise RandEnsembleError(f"--pixels is one of {baselines.PIXEL_BASELINES}, and goes "
+                                "without --checkpoint")
+    if pixels not in (None, "raw") and data is None:
+        raise RandEnsembleError(f"--pixels {pixels} fits its components on the whole pool "
+                                "before the job starts: give the pool as --data SPEC (e.g. "
+                                "renders:DIR or images:GLOB)")
+
+
+def fit_pixels(pixels, embedder, hw, dataset, source):
+    """The pixel baseline `pixels`, fitted (`baselines.fit_baseline`) on the --data pool's
+    images at the architecture's channels: raw fits nothing, pca / hog fit the pool."""
+    channels = EmbedderConfig.from_dict(members_config(None, embedder)).in_channels
+    pool = np.zeros((0, hw, hw, 3), np.uint8) if dataset is None else dataset.images
+    return baselines.fit_baseline(pixels, decode.convert_channels(pool, channels),
+                                  None if source is None else source.spec)
+
+
 def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, min_score=None,
         batch_size=DEFAULT_BATCH, beam_args=(), overwrite=False, images=None, labels=None,
         block_size=DEFAULT_BLOCK, checkpoint=None, data=None, index="exact", recall_sample=0,
@@ -261,9 +299,9 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
         read here, so workers need no access to the file.
       top_k, mutual, min_score: the neighbours kept as pairs.
       images: a recursive glob of PNG/JPEG files, or a .parquet of (image_id, image bytes).
-      data: a local data spec (`data.sources.SPEC_HELP`), read here by `load_dataset` at the
-        embedder's input and handed to the job as records (its labels, if any, give the
-        precision); renders / images also read remote (gs://) paths.
+      data: a local data spec parsed by the caller (a `data.spec.Source`), read here by
+        `load_dataset` at the embedder's input and handed to the job as records (its labels,
+        if any, give the precision); renders / images also read remote (gs://) paths.
       labels: optional CSV image_id,label, used only for the precision figures.
       block_size: rows per neighbour-search block (a worker holds two blocks and a tile).
       index: "exact" (the tiled search) or "approx" (IVF lists, needs faiss: the 'approx'
@@ -274,17 +312,7 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     """
     check_arguments(out, renders, images, data, labels, num_models, top_k, batch_size, seed,
                     block_size)
-    if checkpoint is not None and embedder is not None:
-        raise RandEnsembleError("architecture flags go with --models; the checkpoint's file "
-                                "decides the architecture")
-    if pixels is not None and (checkpoint is not None or
-                               pixels not in baselines.PIXEL_BASELINES):
-        raise RandEnsembleError(f"--pixels is one of {baselines.PIXEL_BASELINES}, and goes "
-                                "without --checkpoint")
-    if pixels not in (None, "raw") and data is None:
-        raise RandEnsembleError(f"--pixels {pixels} fits its components on the whole pool "
-                                "before the job starts: give the pool as --data SPEC (e.g. "
-                                "renders:DIR or images:GLOB)")
+    check_members(checkpoint, embedder, pixels, data)
     trained = None
     if checkpoint is not None:
         params, config = checkpoints.load_params(checkpoint)
@@ -296,11 +324,9 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     if data is not None:
         dataset = data_sources.load_dataset(data, hw=hw, channels=3)
     fitted = None
-    if pixels is not None:               # raw fits nothing; pca / hog fit the --data pool
+    if pixels is not None:
         num_models = 1
-        channels = EmbedderConfig.from_dict(members_config(None, embedder)).in_channels
-        pool = np.zeros((0, hw, hw, 3), np.uint8) if dataset is None else dataset.images
-        fitted = baselines.fit_baseline(pixels, decode.convert_channels(pool, channels), data)
+        fitted = fit_pixels(pixels, embedder, hw, dataset, data)
     prefixes = (PAIRS_PREFIX, FAILURES_PREFIX, SUMMARY_NAME)
     common.prepare_output(out, prefixes, overwrite)
     num_inputs = sources.count_inputs(renders, images, dataset)

@@ -18,38 +18,36 @@ CHECKPOINT_FILES = ("params.npz", "vocab.txt", "config.json", "train_report.json
                     "timings.json")
 
 
-def run_train(data: str, out: str, train_config: TrainConfig = TrainConfig(),
-              tower_config: TowerConfig = TowerConfig(), quiet: bool = False) -> dict:
+def run_train(data: str, out: str, recipe: TrainConfig = TrainConfig(),
+              arch: TowerConfig = TowerConfig(), quiet: bool = False) -> dict:
     """Train a tower on the duplicate pairs of a Quora-format file -> the training report.
 
     Args:
       data: Quora-format CSV/TSV. out: the checkpoint folder (params, vocabulary, config,
-        report; timings apart). train_config, tower_config: the recipe and the architecture.
+        report; timings apart). recipe, arch: the training settings and the architecture.
     """
     fileio.check_output_dir(out, "--out checkpoint folder")
     paths = dict(zip(CHECKPOINT_FILES, fileio.plan_outputs(
         [os.path.join(out, n) for n in CHECKPOINT_FILES], inputs=[data])))
     pairs = text.load_quora(data)
-    check_tower_memory(1, pairs, tower_config.d_model, train_config.batch_size,
-                       tower_config.max_len, f"training a tower with --d-model "
-                       f"{tower_config.d_model} on {data}", train=True)
+    check_tower_memory(1, pairs, arch.d_model, recipe.batch_size, arch.max_len,
+                       f"training a tower with --d-model {arch.d_model} on {data}", train=True)
     log = None if quiet else print
     if log:
         log(f"{len(pairs)} pairs from {data} ({int(pairs.labels.sum())} duplicates, "
             f"{pairs.skipped_empty} skipped for an empty question)")
     start = time.perf_counter()
-    params, vocab, cfg, report = trainer.train_tower(
-        pairs, train_config, tower_config, progress=not quiet and sys.stderr.isatty(), log=log)
+    params, vocab, arch, report = trainer.train_tower(
+        pairs, recipe, arch, progress=not quiet and sys.stderr.isatty(), log=log)
     timings = {"train_seconds": round(time.perf_counter() - start, 2)}
-    report["train_config"] = {**dataclasses.asdict(train_config),
-                              **dataclasses.asdict(tower_config)}
+    report["train_config"] = {**dataclasses.asdict(recipe), **dataclasses.asdict(arch)}
     del report["train_config"]["vocab_size"]
-    writers = tower.checkpoint_writers(out, params, vocab, cfg, {"data": os.path.abspath(data)})
+    writers = tower.checkpoint_writers(out, params, vocab, arch, {"data": os.path.abspath(data)})
     writers[paths["train_report.json"]] = fileio.json_writer(report)
     writers[paths["timings.json"]] = fileio.json_writer(timings)
     fileio.write_outputs(writers)
     if log:
-        log(f"model: {tower.siamese(cfg)}")
+        log(f"model: {tower.siamese(arch)}")
         log(f"trained in {timings['train_seconds']:.1f} s; {_summary(report)}; checkpoint: {out}")
     return report
 
@@ -71,17 +69,17 @@ def run_eval(data: str, checkpoint: str | None = None, models: int | None = None
         fileio.plan_outputs([json], inputs=[data, checkpoint])
     pairs = text.load_quora(data)
     if models is None:
-        params, vocab, cfg = tower.load(checkpoint)
-        result = evaluate.evaluate_pairs(params, pairs, vocab, cfg, threshold)
+        params, vocab, arch = tower.load(checkpoint)
+        result = evaluate.evaluate_pairs(params, pairs, vocab, arch, threshold)
         result["checkpoint"] = os.path.abspath(checkpoint)
     else:
         check_tower_memory(models, pairs, d_model, 256, 64,
                            f"--models {models} towers of --d-model {d_model}")
         # Untrained towers never saw labels, so a vocabulary from this file's text is fair.
         vocab = text.Vocab.build(pairs.q1 + pairs.q2)
-        cfg = TowerConfig(len(vocab), d_model)
-        params = tower.init_towers(jax.random.key(seed), models, cfg)
-        result = evaluate.evaluate_members(params, pairs, vocab, cfg, models, threshold)
+        arch = TowerConfig(len(vocab), d_model)
+        params = tower.init_towers(jax.random.key(seed), models, arch)
+        result = evaluate.evaluate_members(params, pairs, vocab, arch, models, threshold)
         result["seed"] = seed
     result["data"] = os.path.abspath(data)
     result["unknown_token_fraction"] = evaluate.unknown_fraction(vocab, pairs)
@@ -111,8 +109,8 @@ def print_eval(result: dict, threshold: float, file=None) -> None:
 def run_predict(checkpoint: str, question1: str, question2: str,
                 threshold: float = 0.7) -> tuple[bool, float]:
     """Are two questions duplicates under a trained tower? -> (is_duplicate, cosine)."""
-    params, vocab, cfg = tower.load(checkpoint)
-    is_dup, score = evaluate.predict(params, vocab, cfg, question1, question2, threshold)
+    params, vocab, arch = tower.load(checkpoint)
+    is_dup, score = evaluate.predict(params, vocab, arch, question1, question2, threshold)
     print(f"{'duplicate' if is_dup else 'not duplicate'} (cosine similarity {score:.4f}, "
           f"threshold {threshold})")
     return is_dup, score
