@@ -37,6 +37,11 @@ def register(sub):
     p.add_argument("--failures", metavar="F.jsonl", default=None,
                    help="write the data's failure rows (unreadable items), one JSON line each")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--keep-signal", action=argparse.BooleanOptionalAction, default=True,
+                   help="with no --recipe: keep the descriptor the weak pairs were mined with "
+                        "(HOG, PCA or raw pixels) in the model as one more voter, weighing as "
+                        "much as the members together (retrieval and eval --checkpoint use "
+                        "it; --no-keep-signal: the members alone)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                    help="a fixed recipe: named defaults of the recipe flags below (measured "
                         "per dataset) and of --family (default: none, the recipe is chosen "

@@ -27,7 +27,7 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
               recipe: LearnConfig | None = None, overrides: dict | None = None,
               pairs: str | None = None, resume: bool = False, json: str | None = None,
               failures: str | None = None, quiet: bool = False,
-              embedder: dict | None = None) -> dict:
+              embedder: dict | None = None, keep_signal: bool = True) -> dict:
     """Train M embedders on a dataset without labels -> the training report.
 
     Args:
@@ -45,6 +45,8 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
       embedder: the architecture flags {"family": NAME, field: value, ...}
         (`model.config.from_flags`); with no recipe they override the input policy that
         `learn.auto.input_policy` takes from the images; biases follow the recipe's `bias`.
+      keep_signal: with no recipe, keep the descriptor the pairs were mined with in the model
+        as one more voter (`model.checkpoint.Model.signal`; `learn.auto.SIGNAL_WEIGHT`).
     Returns:
       the report (history, sizes, and with no recipe what was chosen and why); its bytes
       depend only on the inputs and the settings.
@@ -85,9 +87,13 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
     training = {"learn": recipe.to_dict(), "num_images": report["num_images"],
                 "num_pairs": report["num_pairs"],
                 "final": report["history"][-1] if report["history"] else None}
+    signal = None
     if choice is not None:
         report["chosen"] = training["chosen"] = {"input_policy": flags, **choice.record}
-    writers = {out: checkpoint.params_writer(params, arch, training)}
+        signal = choice.signal if keep_signal else None
+        report["signal_member"] = None if signal is None else {
+            "kind": signal["kind"], "weight": signal["weight"]}
+    writers = {out: checkpoint.params_writer(params, arch, training, signal)}
     if json:
         writers[json] = fileio.json_writer(report)
     if failures:
