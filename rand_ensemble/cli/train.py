@@ -5,6 +5,7 @@
 import argparse
 
 from rand_ensemble.cli.types import (
+    CHECKS,
     config_flags,
     data_flags,
     embedder_flags,
@@ -12,6 +13,8 @@ from rand_ensemble.cli.types import (
     runner,
 )
 from rand_ensemble.learn.config import RECIPE_EMBEDDERS, RECIPES, LearnConfig
+
+SCREEN_STEPS = 300     # learn.auto.SCREEN_STEPS (the CLI starts without JAX; a test keeps them equal)
 
 
 def register(sub):
@@ -37,6 +40,11 @@ def register(sub):
     p.add_argument("--failures", metavar="F.jsonl", default=None,
                    help="write the data's failure rows (unreadable items), one JSON line each")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--select-steps", type=CHECKS["steps"]("--select-steps"),
+                   default=SCREEN_STEPS, metavar="S",
+                   help="with no --recipe: steps of each of the variants screened while "
+                        "choosing (one member each, on at most 10,000 training images; "
+                        "default: %(default)s)")
     p.add_argument("--keep-signal", action=argparse.BooleanOptionalAction, default=True,
                    help="with no --recipe: keep the descriptor the weak pairs were mined with "
                         "(HOG, PCA or raw pixels) in the model as one more voter, weighing as "

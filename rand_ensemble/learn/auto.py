@@ -218,7 +218,8 @@ class Choice:
 
 
 def choose(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = None,
-           seed: int = 0, progress: bool = False, log: Callable | None = None) -> Choice:
+           seed: int = 0, progress: bool = False, log: Callable | None = None,
+           screen_steps: int = SCREEN_STEPS) -> Choice:
     """The label-free recipe for `pool`: signal, pairs, flips, crops and optimiser.
 
     Args:
@@ -228,6 +229,7 @@ def choose(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = None,
       overrides: LearnConfig fields the user fixed (they win over every choice).
       seed: the split, the signals' random members, the crops and the screening runs.
       progress: a progress bar over the stages. log: where lines go (None: silent).
+      screen_steps: steps of each screened variant (the choice's time scales with it).
     Returns:
       a Choice; its record holds the split sizes, every signal's scores, the signal chosen,
       the flip test and the screened variants' partner recall.
@@ -263,7 +265,8 @@ def choose(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = None,
     fitted = mining.fit_signal(signal, images[screen_rows], arch, seed)
     start = time.perf_counter()
     variants = screen_variants(pool, screen_rows, held_rows, fitted, arch,
-                               {**overrides, "flip": flips, "seed": seed}, bar.update)
+                               {**overrides, "flip": flips, "seed": seed}, screen_steps,
+                               bar.update)
     seconds["variants"] = time.perf_counter() - start
     best = max(variants, key=lambda name: variants[name])       # first listed on ties
     record["variants"] = {name: round(v, 4) for name, v in variants.items()}
@@ -281,9 +284,9 @@ def choose(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = None,
 
 
 def screen_variants(pool: Dataset, screen_rows, held_rows, fitted: dict,
-                    arch: EmbedderConfig, fixed: dict,
+                    arch: EmbedderConfig, fixed: dict, steps: int = SCREEN_STEPS,
                     done: Callable = lambda: None) -> dict:
-    """One member per variant, SCREEN_STEPS steps on the screening images' pairs, scored by
+    """One member per variant, `steps` steps on the screening images' pairs, scored by
     held-out partner recall@10 of the signal's pairs: -> {variant name: recall@10}."""
     screening = pool.subset(screen_rows)
     pairs, _, _ = mining.mine_pairs(mining.signal_rows(fitted, screening.images), TOP_K)
@@ -292,8 +295,8 @@ def screen_variants(pool: Dataset, screen_rows, held_rows, fitted: dict,
     out = {}
     for name, variant in VARIANTS.items():
         recipe = LearnConfig(**{**SIGNAL_BASE, **variant, **fixed, "members": 1,
-                                "steps": SCREEN_STEPS, "log_every": SCREEN_STEPS,
-                                "checkpoint_every": SCREEN_STEPS})
+                                "steps": steps, "log_every": steps,
+                                "checkpoint_every": steps})
         params, trained, _ = train_embedder(screening, recipe, pairs, progress=False, log=None,
                                             arch=arch)
         emb = ensemble.embed(params, held, trained)                    # (1, N_h, E)

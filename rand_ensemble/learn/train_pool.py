@@ -27,7 +27,8 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
               recipe: LearnConfig | None = None, overrides: dict | None = None,
               pairs: str | None = None, resume: bool = False, json: str | None = None,
               failures: str | None = None, quiet: bool = False,
-              embedder: dict | None = None, keep_signal: bool = True) -> dict:
+              embedder: dict | None = None, keep_signal: bool = True,
+              select_steps: int = auto.SCREEN_STEPS) -> dict:
     """Train M embedders on a dataset without labels -> the training report.
 
     Args:
@@ -47,6 +48,7 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
         `learn.auto.input_policy` takes from the images; biases follow the recipe's `bias`.
       keep_signal: with no recipe, keep the descriptor the pairs were mined with in the model
         as one more voter (`model.checkpoint.Model.signal`; `learn.auto.SIGNAL_WEIGHT`).
+      select_steps: with no recipe, the steps of each variant screened while choosing.
     Returns:
       the report (history, sizes, and with no recipe what was chosen and why); its bytes
       depend only on the inputs and the settings.
@@ -70,7 +72,7 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
         pool = dataclasses.replace(pool, labels=None, class_names=None)
     choice = None
     if recipe is None:
-        choice = _choose(pool, arch, overrides, pairs, progress, log)
+        choice = _choose(pool, arch, overrides, pairs, progress, log, select_steps)
         recipe = choice.recipe
     pair_rows = (trainer.pairs_for(recipe, pairs, pool) if pairs is not None
                  else None if choice is None else choice.pairs)
@@ -126,7 +128,7 @@ def _auto_input(source, embedder, overrides):
     return dataclasses.replace(native, images=images), arch, flags
 
 
-def _choose(pool, arch, overrides, pairs, progress, log):
+def _choose(pool, arch, overrides, pairs, progress, log, select_steps):
     """auto.choose, or where the user fixed the signal (no weak pairs to mine) or gave the
     pairs, the recipe those leave: -> auto.Choice."""
     if overrides.get("signal") in ("augment", "remine", "oracle"):
@@ -139,7 +141,7 @@ def _choose(pool, arch, overrides, pairs, progress, log):
     if log:
         log(f"choosing the recipe without labels on {len(pool)} images (no --recipe given)")
     return auto.choose(pool, arch, overrides, overrides.get("seed", LearnConfig.seed),
-                       progress, log)
+                       progress, log, select_steps)
 
 
 def _check_size(recipe, overrides, arch):

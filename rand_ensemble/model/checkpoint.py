@@ -56,14 +56,15 @@ def params_writer(params: dict, embedder_config: EmbedderConfig,
     return fileio.tree_writer(tree, meta=meta)
 
 
-def _signal_meta(signal) -> dict:
-    """The signal member's JSON record, its kind and weight checked."""
+def _signal_meta(signal, arrays: bool = True) -> dict:
+    """The signal member's JSON record, its kind and weight checked (and with `arrays`, that
+    it holds its PCA map exactly where its kind has one)."""
     kind, weight = signal.get("kind"), signal.get("weight")
     if kind not in SIGNAL_KINDS or isinstance(weight, bool) or not isinstance(
             weight, (int, float)) or not (math.isfinite(weight) and weight > 0):
         raise RandEnsembleError(f"a signal member needs a kind in {SIGNAL_KINDS} and a finite "
                                 f"weight > 0, got {kind!r} and {weight!r}")
-    if (kind == "raw") != (not any(k in signal for k in SIGNAL_ARRAYS)):
+    if arrays and (kind == "raw") != (not any(k in signal for k in SIGNAL_ARRAYS)):
         raise RandEnsembleError(f"signal member {kind}: {'no' if kind == 'raw' else 'its'} "
                                 f"PCA arrays {SIGNAL_ARRAYS} expected")
     return {"kind": kind, "weight": float(weight)}
@@ -135,7 +136,7 @@ def _load_signal(path, meta, stored) -> dict | None:
         raise RandEnsembleError(f"{path}: the signal record must be {{kind, weight}}, got "
                                 f"{meta!r}")
     try:
-        record = _signal_meta(meta)
+        record = _signal_meta(meta, arrays=False)
     except RandEnsembleError as e:
         raise RandEnsembleError(f"{path}: {e}") from None
     if record["kind"] == "raw":
