@@ -27,15 +27,21 @@ from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
 # Re-exported: fileio is the one place callers import file checks and writers from.
 from rand_ensemble.paths import (check_input_file, check_output_dir,  # noqa: F401
-                                 check_output_path, plan_output_folder, plan_outputs,
-                                 staged_outputs)
+                                 check_output_path, is_writer, plan_output_folder,
+                                 plan_outputs, staged_outputs)
 
 META_KEY = "meta/config_json"   # the JSON metadata record inside a tree .npz (uint8 bytes)
 Writer = Callable[[str], None]  # writes one output's bytes to the (temp) path it is given
 
 
 def write_outputs(outputs: Mapping[Any, Writer]) -> None:
-    """Write the files of one command as a unit, all or none: {target: writer(tmp_path)}."""
+    """Write the files of one command as a unit, all or none: {target: writer(tmp_path)}.
+
+    In a process that does not write (all but the first of a run, `paths.set_writer`) the
+    targets are checked and nothing is written."""
+    if not is_writer():
+        plan_outputs(list(outputs))
+        return
     with staged_outputs(list(outputs)) as temps:
         for tmp, writer in zip(temps, outputs.values()):
             writer(tmp)

@@ -21,6 +21,24 @@ from typing import Iterator, Sequence
 
 from rand_ensemble.errors import RandEnsembleError
 
+# In a run of several processes only the first writes (`model.devices.initialize` sets this):
+# the others stage into a folder of their own that is then removed.
+_WRITER = True
+# A supervising parent (`cli.launch`) names a file here; every temp is listed in it, so that
+# the parent can remove those a killed process left behind.
+TEMPS_LOG_ENV = "RAND_ENSEMBLE_TEMPS_LOG"
+
+
+def set_writer(writes: bool) -> None:
+    """Does this process write outputs? False in every process of a run but the first."""
+    global _WRITER
+    _WRITER = bool(writes)
+
+
+def is_writer() -> bool:
+    """True unless this process is one of a run's non-writing processes (`set_writer`)."""
+    return _WRITER
+
 
 def check_input_file(path, what: str = "input file") -> str:
     """A readable regular file (symlinks to one are fine) -> its path; anything else an error."""
@@ -184,9 +202,14 @@ def staged_outputs(paths: Sequence) -> Iterator[list[str]]:
 
     Targets are checked first (`plan_outputs`); missing folders are made. On an error or an
     interrupt the temps and the folders made here are removed and nothing reaches a target;
-    OSErrors (ENOSPC, EACCES, ...) become one-line RandEnsembleErrors.
+    OSErrors (ENOSPC, EACCES, ...) become one-line RandEnsembleErrors. In a process that does
+    not write (`set_writer`), the temps lie in a private folder and never reach the targets.
     """
     targets = plan_outputs(paths)
+    if not _WRITER:
+        with tempfile.TemporaryDirectory(prefix="rand_ensemble-not-written-") as folder:
+            yield [os.path.join(folder, f"{k}.tmp") for k in range(len(targets))]
+        return
     made, temps, done = [], [], False
     try:
         for target in targets:
@@ -195,6 +218,7 @@ def staged_outputs(paths: Sequence) -> Iterator[list[str]]:
                                        dir=os.path.dirname(target))
             os.close(fd)
             temps.append(tmp)
+            _log_temp(tmp)
         yield list(temps)
         mode = 0o666 & ~_umask()             # mkstemp made them 0600; give open()'s default
         for tmp, target in zip(temps, targets):
@@ -212,6 +236,14 @@ def staged_outputs(paths: Sequence) -> Iterator[list[str]]:
         for folder in ([] if done else reversed(made)):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
+
+
+def _log_temp(tmp: str) -> None:
+    """List a temp in the supervising parent's log (`TEMPS_LOG_ENV`), if there is one."""
+    log = os.environ.get(TEMPS_LOG_ENV)
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(tmp + "\n")
 
 
 def _umask() -> int:

@@ -19,7 +19,8 @@ from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ("forward", "layers", "train", "neighbours", "approx", "scaling", "render", "pipeline")
+BENCHES = ("forward", "layers", "train", "neighbours", "approx", "scaling", "render", "pipeline",
+           "devices")
 
 
 def run_one(name, folder):

@@ -8,6 +8,8 @@
     retrieval.py  retrieval (P@1, R-precision, MAP@R, Recall@K on a pool)
     questions.py  questions train | eval | predict
     beam.py       render, weak-labels (Apache Beam jobs)
+    launch.py     --devices and the multi-process flags; a multi-process command runs in a
+                  supervised child, so that a dead peer ends it in one line
 """
 from rand_ensemble.cli.main import PROG, build_parser, main
 from rand_ensemble.cli.types import (

@@ -6,6 +6,7 @@ only when a job runs, so `rand-ensemble --help` never imports it.
 import argparse
 
 from rand_ensemble.cli.types import (
+    device_flags,
     data_flags,
     embedder_flags,
     embedder_from_args,
@@ -97,6 +98,7 @@ def _add_weak_labels(sub):
     p.add_argument("--overwrite", action="store_true",
                    help="delete an earlier run's outputs in DIR2")
     embedder_flags(p, note="with --models or --pixels only")
+    device_flags(p, processes=True)
     p.set_defaults(handler=runner("rand_ensemble.pipelines.commands", "run_weak_labels",
                                   embedder=lambda args: embedder_from_args(args, "checkpoint")),
                    pass_through=True)

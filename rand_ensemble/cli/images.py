@@ -5,6 +5,7 @@ Each handler is one call of its stage's `run_*`, which plans every output first,
 writes the outputs as one unit and prints its table.
 """
 from rand_ensemble.cli.types import (
+    device_flags,
     embedder_flags,
     embedder_from_args,
     int_in,
@@ -54,6 +55,7 @@ def _add_eval(sub):
                         "depend only on the inputs and the seed)")
     embedder_flags(p, skip=("input_hw",),
                    note="with --models only; the input side is the test set's image side")
+    device_flags(p, processes=True)
     p.set_defaults(handler=runner("rand_ensemble.evaluate.eval_test_set", "run_eval",
                                   embedder=lambda args: embedder_from_args(args, "params")))
 
@@ -111,4 +113,5 @@ def _add_demo(sub):
                    help="rendered test sets are cached here (default ~/.cache/rand_ensemble)")
     p.add_argument("--allow-long", action="store_true",
                    help="run even if the estimated time is over 24 h (see README, Guarantees)")
+    device_flags(p)
     p.set_defaults(handler=runner("rand_ensemble.evaluate.eval_test_set", "run_demo"))

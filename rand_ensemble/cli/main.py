@@ -13,6 +13,7 @@ import signal
 import sys
 
 from rand_ensemble import environment
+from rand_ensemble.cli import launch
 from rand_ensemble.cli.types import Parser, UsageError
 from rand_ensemble.errors import RandEnsembleError, Terminated
 
@@ -63,6 +64,8 @@ def main(argv=None):
         if extra and not getattr(args, "pass_through", False):
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         environment.check_environment()
+        if launch.distributed(args) and not launch.supervised():
+            return launch.supervise(argv, PROG)       # one process of a run, in a child
         status = args.handler(args, extra)
         return 0 if status is None else int(status)
     except RandEnsembleError as e:
@@ -72,7 +75,7 @@ def main(argv=None):
     except MemoryError:
         return _fail("out of memory (a smaller input or option would fit)")
     except RuntimeError as e:
-        message = environment.backend_error(e)
+        message = environment.backend_error(e) or launch.run_error(e)
         if message is None:
             raise
         return _fail(message)

@@ -3,7 +3,7 @@ one call of questions/commands.py."""
 import argparse
 
 from rand_ensemble import cli
-from rand_ensemble.cli.types import runner
+from rand_ensemble.cli.types import device_flags, runner
 from rand_ensemble.questions.config import TowerConfig, TrainConfig
 
 COMMANDS = "rand_ensemble.questions.commands"
@@ -50,6 +50,7 @@ def register(sub):
     e.add_argument("--seed", type=cli.seed_int, default=0, help="with --models")
     e.add_argument("--d-model", type=cli.positive_int, default=TowerConfig.d_model,
                    help="with --models")
+    device_flags(e)
     e.set_defaults(handler=runner(COMMANDS, "run_eval"))
 
     r = qsub.add_parser("predict", help="are two questions duplicates?", formatter_class=fmt)

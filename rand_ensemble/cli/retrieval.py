@@ -2,6 +2,7 @@
 dataset (`--data SPEC`; `--renders` and `--images --labels` are aliases): one call of
 evaluate/eval_pool.run_retrieval."""
 from rand_ensemble.cli.types import (
+    device_flags,
     data_flags,
     embedder_flags,
     embedder_from_args,
@@ -51,5 +52,6 @@ def register(sub):
     p.add_argument("--bootstrap", type=positive_int, default=2000,
                    help="bootstrap resamples for the 95%% intervals (default 2000)")
     embedder_flags(p, note="with --models or --pixels only")
+    device_flags(p, processes=True)
     p.set_defaults(handler=runner("rand_ensemble.evaluate.eval_pool", "run_retrieval",
                                   embedder=lambda args: embedder_from_args(args, "checkpoint")))

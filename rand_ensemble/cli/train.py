@@ -6,6 +6,7 @@ import argparse
 
 from rand_ensemble.cli.types import (
     CHECKS,
+    device_flags,
     config_flags,
     data_flags,
     embedder_flags,
@@ -58,6 +59,7 @@ def register(sub):
                         "of --family; flags given explicitly override them")
     config_flags(p, LearnConfig, unset="(default: {}, or the --recipe's)")
     embedder_flags(p, skip=("bias",), note="--bias (above) sets the biases")
+    device_flags(p, processes=True)
     # run_train's `recipe` is the LearnConfig built from --recipe NAME and the flags above
     # (None without --recipe: then it is chosen from the data, `overrides` winning).
     p.set_defaults(handler=runner("rand_ensemble.learn.train_pool", "run_train",

@@ -8,6 +8,7 @@ import importlib
 import inspect
 import math
 
+from rand_ensemble.cli import launch
 from rand_ensemble.data.spec import SPEC_HELP
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate.baselines import PIXEL_BASELINES
@@ -206,13 +207,17 @@ def runner(module: str, name: str, **configs):
 
     The stage module is imported when the command runs, not when the parser is built: the
     stages import JAX, and `rand-ensemble --help` (or a Ctrl-C during start-up) stays quick.
+    A command with the device flags (`device_flags`) first joins its run of several
+    processes, if any, and picks its devices; it leaves the run together with the others.
     """
     def handler(args: argparse.Namespace, extra: list) -> None:
         run = getattr(importlib.import_module(module), name)
         given = {**vars(args), "beam_args": extra,
                  **{p: config_from_args(c, args) if isinstance(c, type) else c(args)
                     for p, c in configs.items()}}
+        launch.configure(args)
         run(**{p: given[p] for p in inspect.signature(run).parameters if p in given})
+        launch.finish(args)
     return handler
 
 
@@ -227,3 +232,38 @@ def data_flags(parser: argparse.ArgumentParser, data_help: str, renders_help: st
     source.add_argument("--renders", metavar="DIR", help=renders_help)
     if images_help is not None:
         source.add_argument("--images", metavar="GLOB", help=images_help)
+
+
+def device_flags(parser: argparse.ArgumentParser, processes: bool = False) -> None:
+    """Add `--devices N`, and with `processes` the flags of a multi-process run."""
+    group = parser.add_argument_group(
+        "devices", "every local device is used by default: members (and batch rows) are "
+        "split over them, results equal one device's within float tolerance")
+    group.add_argument("--devices", type=positive_int, metavar="N", default=None,
+                       help="use the first N local devices of each process (default: all)")
+    if not processes:
+        return
+    group.add_argument("--coordinator", metavar="HOST:PORT", type=host_port, default=None,
+                       help="join a run of several processes (hosts): process 0's address, "
+                            "where it listens and the others connect")
+    group.add_argument("--num-processes", type=positive_int, metavar="N", default=None,
+                       help="processes in the run (each with the same flags but its own "
+                            "--process-id); members are split over all their devices")
+    group.add_argument("--process-id", type=non_negative_int, metavar="I", default=None,
+                       help="this process, 0 .. N-1; process 0 writes every output")
+    group.add_argument("--distributed", action="store_true",
+                       help="join a run whose coordinator, size and process id JAX reads from "
+                            "the environment (SLURM, Open MPI, TPU VM pods, "
+                            "JAX_COORDINATOR_ADDRESS); implied by the three flags above")
+    group.add_argument("--peer-timeout", type=float_in(1.0, 3600.0, "--peer-timeout"),
+                       metavar="SECONDS", default=60.0,
+                       help="a process silent this long (dead or hung) ends the whole run "
+                            "with a one-line error (default 60)")
+
+
+def host_port(text: str) -> str:
+    """argparse type: HOST:PORT with a port in [1, 65535]."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text

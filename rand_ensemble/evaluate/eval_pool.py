@@ -15,7 +15,7 @@ from rand_ensemble.evaluate import baselines, neighbours, retrieval
 from rand_ensemble.evaluate import report as tables
 from rand_ensemble.limits import check_memory
 from rand_ensemble.model import checkpoint as checkpoints
-from rand_ensemble.model import ensemble
+from rand_ensemble.model import devices, ensemble
 from rand_ensemble.model.config import from_flags
 
 
@@ -73,7 +73,7 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
     if gal is not None:
         report["gallery"] = _knn(embed, rows, signal, ds, emb, gal, bootstrap, seed)
     report.update(data=ds.source, split=ds.split, num_failures=len(failed), seed=seed,
-                  config=config.to_dict(),
+                  config=config.to_dict(), **devices.describe(),
                   source=(f"pixels:{pixels}" if pixels else os.path.abspath(checkpoint)
                           if checkpoint else "random"))
     fileio.write_outputs(_writers(report, emb, ds, failed, json, save_embeddings, plot,

@@ -17,7 +17,7 @@ from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate import baselines, one_of_ten
 from rand_ensemble.evaluate import report as tables
 from rand_ensemble.limits import check_memory
-from rand_ensemble.model import checkpoint, ensemble
+from rand_ensemble.model import checkpoint, devices, ensemble
 from rand_ensemble.model.config import from_flags
 
 PLOTS = ("accuracy_vs_size.png", "collage.png")
@@ -155,7 +155,8 @@ def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_
     if signal is not None:
         report["signal"] = {"kind": signal["kind"], "weight": signal["weight"]}
     report.update(seed=int(seed), config=config.to_dict(),
-                  image_shape=list(images.shape[2:]), image_dtype=str(images.dtype))
+                  image_shape=list(images.shape[2:]), image_dtype=str(images.dtype),
+                  **devices.describe())
     curve = one_of_ten.accuracy_vs_size(one_of_ten.similarities(emb), seed=seed)
     report["accuracy_vs_size"] = {str(k): v[0] for k, v in curve.items()}
     return {"report": report, "timings": {"embed_seconds": seconds}, "embeddings": emb,

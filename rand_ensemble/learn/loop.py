@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.model.devices import to_host
 
 CHECKPOINT_FORMAT = "rand_ensemble.learn.loop/1"
 
@@ -138,7 +139,7 @@ def _start(params, opt_state, checkpoint, batches, log) -> dict:
 
 def _log_row(i, params, recent, eval_loss, valid_batches, score_fn):
     """One history row: mean train loss since the last row, valid loss, score_fn's metrics."""
-    row = {"step": i, "train_loss": float(np.mean(jax.device_get(recent)))}
+    row = {"step": i, "train_loss": float(np.mean(to_host(recent)))}
     if valid_batches:
         row["valid_loss"] = float(np.mean([eval_loss(params, *b) for b in valid_batches]))
     if score_fn is not None:
@@ -157,12 +158,13 @@ def _show_row(bar, row, progress, log):
 
 
 def _save_state(checkpoint, state):
-    """params, optimizer state (as its ordered leaves) and the best snapshot, atomically."""
-    leaves = jax.tree_util.tree_leaves(state["opt_state"])
-    tree = {"params": jax.device_get(state["params"]),
-            "best": jax.device_get(state["best"]),
+    """params, optimizer state (as its ordered leaves) and the best snapshot, atomically, from
+    host memory (arrays spread over devices or processes are gathered first)."""
+    leaves = to_host(jax.tree_util.tree_leaves(state["opt_state"]))
+    tree = {"params": to_host(state["params"]),
+            "best": to_host(state["best"]),
             "opt_state": {f"{k:05d}": np.asarray(v) for k, v in enumerate(leaves)}}
-    recent = [np.asarray(jax.device_get(v)) for v in state["recent"]]
+    recent = [np.asarray(v) for v in to_host(state["recent"])]
     meta = {"format": CHECKPOINT_FORMAT, "step": state["step"], "history": state["history"],
             "best_score": state["best_score"], "run": checkpoint.meta,
             "recent_losses": [v.tolist() for v in recent],

@@ -13,7 +13,7 @@ from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
 from rand_ensemble.learn import auto, trainer
 from rand_ensemble.learn.config import LearnConfig
-from rand_ensemble.model import checkpoint
+from rand_ensemble.model import checkpoint, devices
 from rand_ensemble.model.config import from_flags
 
 
@@ -86,6 +86,7 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
         progress=progress, log=log, arch=arch)
     seconds = report.pop("seconds", None)          # timings stay out of the reproducible files
     report["num_failures"] = len(pool.failures)
+    report.update(devices.describe())
     training = {"learn": recipe.to_dict(), "num_images": report["num_images"],
                 "num_pairs": report["num_pairs"],
                 "final": report["history"][-1] if report["history"] else None}

@@ -27,7 +27,7 @@ from rand_ensemble.evaluate import neighbours
 from rand_ensemble.learn import loop, losses, signals
 from rand_ensemble.learn.config import LOSSES, LearnConfig  # noqa: F401 (re-exported)
 from rand_ensemble.learn.signals import SIGNALS, load_pairs  # noqa: F401 (re-exported)
-from rand_ensemble.model import ensemble, nn
+from rand_ensemble.model import devices, ensemble, nn
 from rand_ensemble.model.embedder import EmbedderConfig, apply_embedder, init_embedder
 
 PROBE_SIZE = 256          # fixed pool images whose embedding spread is logged
@@ -175,16 +175,15 @@ def train_embedder(pool, recipe: LearnConfig = LearnConfig(), pairs: np.ndarray 
     if pairs is not None and pool.labels is not None:                 # evaluation only
         report["pair_precision"] = float(np.mean(pool.labels[pairs[:, 0]]
                                                  == pool.labels[pairs[:, 1]]))
-    return jax.device_get(params), arch, report
+    return devices.to_host(params), arch, report
 
 
 def _step_fn(pool, recipe, arch, remining):
     """fit's step: (params, opt_state, i, keys, anchors, positives) -> the compiled M-member
     step on the pool (on device once), with re-mined positives for `remine`."""
     step = compiled_step(arch, recipe, ensemble.member_conv())
-    images = jnp.asarray(pool.images)
-    groups = jnp.asarray(pool.labels if recipe.signal == "oracle" else np.arange(len(pool)),
-                         jnp.int32)
+    images, groups = devices.replicated((pool.images, np.asarray(
+        pool.labels if recipe.signal == "oracle" else np.arange(len(pool)), np.int32)))
 
     def step_fn(params, opt_state, i, keys, anchors, positives):
         if remining is not None:

@@ -6,5 +6,7 @@
     embedder.py    init_embedder, apply_embedder: the image net, ONE model
     ensemble.py    THE MODEL AXIS: init_members (vmap over keys), the forward lowerings per
                    backend, embed (the one streaming path)
+    devices.py     where M meets the hardware: the mesh over local devices (or several
+                   processes, jax.distributed), placement, gathering to the host
     checkpoint.py  params on disk: one layout, one writer (`save_params`), one loader
 """

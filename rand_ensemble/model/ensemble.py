@@ -4,7 +4,8 @@ Single-model code (`embedder.py`, `questions/tower.py`, `nn.py`) never mentions 
 is the one place that adds it: `init_members` (vmap over keys, used by both towers),
 `FORWARDS` (vmap over params; `im2col` is the same maths lowered for XLA:CPU) and `embed`
 (the one chunked, padded, streaming embedding path). `LOWERINGS` is the one place the
-lowering is chosen per backend (measured in README, "Performance").
+lowering is chosen per backend (measured in README, "Performance"). Several devices: both
+forward lowerings and both step lowerings run on each device's members under `devices.py`.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from jax import lax
 
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.limits import check_memory
-from rand_ensemble.model import nn
+from rand_ensemble.model import devices, nn
 from rand_ensemble.model.embedder import (
     DEFAULT_CONFIG,
     EmbedderConfig,
@@ -116,20 +117,33 @@ def over_members(fn: Callable, num_shared: int = 0, how: str | None = None) -> C
 
     how "vmap": jit(vmap(fn)), the plain formulation (batched GEMMs; the GPU choice); "map":
     lax.map over members inside the one jit, the same maths one member at a time, faster on
-    XLA:CPU where per-member GEMMs stay in cache. Default: `lowering("step")`.
+    XLA:CPU where per-member GEMMs stay in cache. Default: `lowering("step")`. On several
+    devices each runs that program on its own members (`devices.sharded`); on one, the plain
+    jit runs.
     """
     how = how or lowering("step")
-    if how == "vmap":
-        return jax.jit(lambda *a: jax.vmap(
-            fn, in_axes=(0,) * (len(a) - num_shared) + (None,) * num_shared)(*a))
-    if how != "map":
+    if how not in ("vmap", "map"):
         raise RandEnsembleError(f"lowering must be 'vmap' or 'map', got {how!r}")
 
-    def mapped(*args):
+    def batched(*args):
         split = len(args) - num_shared
+        if how == "vmap":
+            return jax.vmap(fn, in_axes=(0,) * split + (None,) * num_shared)(*args)
         shared = args[split:]
         return lax.map(lambda a: fn(*a, *shared), args[:split])
-    return jax.jit(mapped)
+
+    single, programs = jax.jit(batched), {}
+
+    def run(*args):
+        mesh = devices.mesh_for(num_models(args[0]))
+        if mesh is None:
+            return single(*args)
+        key = (mesh, len(args))
+        if key not in programs:
+            axes = (devices.MEMBERS,) * (len(args) - num_shared) + (None,) * num_shared
+            programs[key] = devices.sharded(batched, mesh, axes)
+        return programs[key](*args)
+    return run
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -146,7 +160,9 @@ def embed(params: dict, images, config: EmbedderConfig | None = None, batch_size
     of at most `batch_size` images (the last padded, so one compiled shape serves all; small
     chunks keep patches in cache), reading each chunk back while the next computes. A numpy
     memmap of any size works with flat memory; input of at most one batch is padded to a full
-    batch (one compiled shape for callers that stream batches themselves).
+    batch (one compiled shape for callers that stream batches themselves). Every device in use
+    takes a share of the members and of each chunk (`devices.mesh_for`); on several processes,
+    every process must make the same call, and every process gets the whole result.
 
     Args:
       params: member params with a leading M on every leaf (`init_ensemble`).
@@ -174,13 +190,14 @@ def embed(params: dict, images, config: EmbedderConfig | None = None, batch_size
     # Equal chunks; an input of at most one batch is padded to a full batch, so a stream of
     # small calls (the Beam job's batches) compiles one shape only.
     chunk = int(batch_size) if num_chunks == 1 else -(-total // num_chunks)
+    run, params_placed, chunk = _chunk_program(params, config, forward, m, chunk)
     pending = None
     for start in range(0, total, chunk):
         part = as_float_images(flat[start:start + chunk])
         n = part.shape[0]
         if n < chunk:
             part = np.concatenate([part, np.zeros((chunk - n,) + part.shape[1:], np.float32)])
-        result = embed_batch(params, part, config, forward)     # (M, chunk, E), dispatched async
+        result = run(params_placed, part)                       # (M, chunk, E), dispatched async
         if pending is not None:                                 # read the previous chunk back
             _store(out, *pending)                               # while this one computes
         pending = (result, start, n)
@@ -188,6 +205,26 @@ def embed(params: dict, images, config: EmbedderConfig | None = None, batch_size
         _store(out, *pending)
     check_embeddings(out, flat, params)
     return out.reshape((m,) + lead + (config.embedding_dim,))
+
+
+def _chunk_program(params, config, forward, m, chunk):
+    """-> (run(params, (chunk, H, W, C)) -> (M, chunk, E), params placed for it, chunk): the
+    jitted single-device pass, or with several devices the sharded one (the chunk rounded up to
+    a multiple of the batch parts, the params placed once)."""
+    mesh = devices.mesh_for(m, chunk)
+    if mesh is None:
+        return (lambda p, x: embed_batch(p, x, config, forward)), params, chunk
+    chunk = devices.padded_size(chunk, mesh.shape[devices.BATCH])
+    placed = devices.put(params, devices.sharding_of(mesh, devices.MEMBERS, m))
+    return _sharded_forward(config, forward, mesh), placed, chunk
+
+
+@functools.lru_cache(maxsize=16)
+def _sharded_forward(config, forward, mesh):
+    """The forward lowering on every device's members and rows: (M, ...) params, (B, H, W, C)
+    -> (M, B, E), members and rows split over `mesh`."""
+    return devices.sharded(lambda p, x: FORWARDS[forward](p, x, config), mesh,
+                           (devices.MEMBERS, devices.BATCH), (devices.MEMBERS, devices.BATCH))
 
 
 def check_embeddings(emb, images, params) -> None:
@@ -201,7 +238,7 @@ def check_embeddings(emb, images, params) -> None:
     k = int(bad[0])
     what = "NaN or infinite" if not finite[k] else "zero for every image"
     largest = max(float(np.max(np.abs(np.asarray(leaf[k], np.float64))))
-                  for leaf in jax.tree_util.tree_leaves(params))
+                  for leaf in jax.tree_util.tree_leaves(devices.to_host(params)))
     raise RandEnsembleError(
         f"member {k}'s embeddings are {what} ({len(bad)} of {emb.shape[0]} member(s) so); "
         f"the params are unusable (largest |weight| {largest:.3g}): a corrupt or diverged "
@@ -214,7 +251,7 @@ def _any_image_drawn(images) -> bool:
 
 
 def _store(out, result, start, n):
-    out[:, start:start + n] = np.asarray(result)[:, :n]
+    out[:, start:start + n] = devices.to_host(result)[:, :n]
 
 
 def as_uint8_images(images):

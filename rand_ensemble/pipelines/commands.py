@@ -96,6 +96,8 @@ def run_weak_labels(out: str, data: str | None = None, renders: str | None = Non
                            block_size=block_size, checkpoint=checkpoint, data=source, index=index,
                            nprobe=nprobe, recall_sample=recall_sample,
                            embedder=config.to_dict() if embedder else None)
+    if not fileio.is_writer():                   # one process of several: process 0 mines
+        return s
     precision = "n/a" if s["precision"] is None else f"{s['precision']:.3f}"
     members = s.get("mean_member_precision")
     members = "n/a" if members is None else f"{members:.3f}"

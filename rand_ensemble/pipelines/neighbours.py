@@ -37,30 +37,35 @@ class EmbedBlock(beam.DoFn):
 
     The copy of a repeated image_id with the smallest source (file, row) is kept; each other
     copy is a failure row, so a duplicated shard cannot pair an image with itself.
+    With `table` (`shared_rows`: the rows the processes of a run embedded together), the
+    block's rows are looked up by image id instead.
     """
 
     def __init__(self, seed, num_models, batch_size, config, params=None, pixels=None,
-                 signal=None):
+                 table=None, signal=None):
         self.seed, self.num_models, self.batch_size = seed, num_models, batch_size
         self.config_dict = config           # EmbedderConfig.to_dict() of the members
         self.trained = params               # trained params numpy tree (M, ...), or None:
                                             # M random members from PRNGKey(seed)
         self.pixels = pixels                # a fitted pixel baseline instead of members
+        self.table = table                  # {"ids": sorted (N,), "rows": (N, M*E)} or None
         self.signal = signal                # a trained model's signal member, or None
 
     def setup(self):
         # On the worker, once per DoFn instance: the DoFn is pickled without JAX state.
         self.config = EmbedderConfig.from_dict(self.config_dict)
+        if self.table is not None:
+            table = self.table
+            self._rows = None
+            self._lookup = lambda ids: table["rows"][np.searchsorted(table["ids"], ids)]
+            return
         if self.pixels is not None:
             self._rows = functools.partial(baselines.pixel_embedding, self.pixels)
             return
         self.params = self.trained if self.trained is not None else ensemble.init_ensemble(
             jax.random.PRNGKey(self.seed), self.num_models, self.config)
-        self._rows = lambda images: engine.model_rows(
-            np.asarray(ensemble.embed(self.params, images, self.config,
-                                      batch_size=self.batch_size)),
-            None if self.signal is None else baselines.pixel_embedding(self.signal, images),
-            1.0 if self.signal is None else self.signal["weight"])   # (n, M*E [+ D])
+        self._rows = functools.partial(member_rows, self.params, self.config,
+                                       self.batch_size, self.signal)   # (n, M*E [+ D])
 
     def process(self, keyed):
         block, records = keyed
@@ -81,10 +86,29 @@ class EmbedBlock(beam.DoFn):
             return
         images = np.stack([copies[i][0][2] for i in ids])                   # (n, H, W, 3)
         images = decode.convert_channels(images, self.config.in_channels)   # (n, H, W, C)
-        flat = self._rows(images)                                           # (n, M*E)
+        flat = self._rows(images) if self._rows else self._lookup(ids)     # (n, M*E)
         kept_labels = np.empty(len(ids), object)                         # (n,) any hashable
         kept_labels[:] = [labels.get(i, copies[i][0][1]) for i in ids]
         yield common.ok((block, np.array(ids), kept_labels, flat))
+
+
+def member_rows(params, config, batch_size, signal, images) -> np.ndarray:
+    """The rows the members (and a trained model's signal member, if any) give images:
+    (n, H, W, C) at the members' channels -> (n, M*E [+ D]) float32 (`engine.model_rows`)."""
+    emb = np.asarray(ensemble.embed(params, images, config, batch_size=batch_size))
+    if signal is None:
+        return engine.model_rows(emb)
+    return engine.model_rows(emb, baselines.pixel_embedding(signal, images), signal["weight"])
+
+
+def shared_rows(dataset, params, config, batch_size, signal=None) -> dict:
+    """EmbedBlock's rows of a whole loaded dataset, embedded by every process of a run together
+    (members split over all their devices; every process must call it) -> {"ids": sorted
+    (N,), "rows": (N, M*E [+ D]) float32}, what EmbedBlock's `table` takes."""
+    order = np.argsort(dataset.ids, kind="stable")
+    images = decode.convert_channels(dataset.images[order], config.in_channels)
+    return {"ids": np.asarray(dataset.ids)[order],
+            "rows": member_rows(params, config, batch_size, signal, images)}
 
 
 def fan_out(block, num_blocks):

@@ -13,14 +13,16 @@ import json
 import math
 
 import apache_beam as beam
+import jax
 import numpy as np
 
+from rand_ensemble import paths
 from rand_ensemble.data import decode, parquet
 from rand_ensemble.data import sources as data_sources
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate import baselines
 from rand_ensemble.model import checkpoint as checkpoints
-from rand_ensemble.model import ensemble
+from rand_ensemble.model import devices, ensemble
 from rand_ensemble.model.config import DEFAULT_CONFIG, EmbedderConfig
 from rand_ensemble.pipelines import approx_search, checks, common, neighbours, schema, sources
 
@@ -82,15 +84,18 @@ def ratio(num, den):
 
 
 def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkpoint=None,
-               index="exact", index_params=None, embedder=None, pixels=None, signal=None):
+               index="exact", index_params=None, embedder=None, pixels=None, num_devices=1,
+               num_processes=1, signal=None):
     """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's;
     `embedder`: the members' config dict; `pixels`: the pixel baseline mined with, if any;
-    `signal`: a checkpoint's signal member {kind, weight}, if it keeps one)."""
+    the devices and processes of the launching run, `devices.describe`; `signal`: a
+    checkpoint's signal member {kind, weight}, if it keeps one)."""
     n = t["images"]
     summary = {"num_images": n, "num_pairs": t["pairs"], "num_failures": t["failures"],
                "num_models": num_models, "seed": seed, "top_k": top_k, "precision": None,
                "per_model_precision": None, "block_size": block_size, "checkpoint": checkpoint,
-               "embedder": embedder}
+               "embedder": embedder, "num_devices": num_devices,
+               "num_processes": num_processes}
     if pixels is not None:                  # the members' jobs keep their summary's bytes
         summary["pixels"] = pixels
     if signal is not None:
@@ -156,7 +161,7 @@ def exact_parts(blocks, num_blocks, top_k, num_models, evaluate, member_dim=None
 def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
           top_k=1, mutual=False, min_score=None, batch_size=DEFAULT_BATCH,
           block_size=DEFAULT_BLOCK, evaluate=True, trained=None, dataset=None, index="exact",
-          index_params=None, recall_sample=0, embedder=None, pixels=None):
+          index_params=None, recall_sample=0, embedder=None, pixels=None, table=None):
     """Add the weak-label stages to `pipeline` (the last one joins every writer).
 
     trained: None for M random members from PRNGKey(seed) of the architecture `embedder` (an
@@ -165,7 +170,8 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     `data.dataset.Dataset` instead of renders / images. index: "exact" (tiles) or "approx"
     (IVF lists, `approx_search.py`, with index_params and `recall_sample` queries).
     pixels: a fitted `evaluate.baselines.fit_baseline` embeds instead of members (num_models
-    1; `embedder` then only fits the images: input_hw, in_channels).
+    1; `embedder` then only fits the images: input_hw, in_channels). table: the dataset's
+    rows embedded beforehand by the processes of a run (`neighbours.shared_rows`).
     """
     config = members_config(trained, embedder)
     records = sources.images_pcoll(pipeline, renders, images, labels, config["input_hw"],
@@ -176,7 +182,7 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
                 | "GroupBlocks" >> beam.GroupByKey()
                 | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(
                     seed, num_models, batch_size, config,
-                    None if trained is None else trained[0], pixels,
+                    None if trained is None else trained[0], pixels, table,
                     None if trained is None else trained[3])))
     blocks, embed_failures = common.split(embedded, "Embed")
     recall = None
@@ -194,7 +200,7 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     settings = {"num_models": num_models, "seed": None if trained else seed, "top_k": top_k,
                 "mutual": mutual, "min_score": min_score, "block_size": block_size,
                 "checkpoint": trained[2] if trained else None, "index": index,
-                "index_params": index_params, "embedder": config}
+                "index_params": index_params, "embedder": config, **devices.describe()}
     if pixels is not None:
         settings.update(seed=None, pixels=pixels["kind"])
     if signal is not None:
@@ -228,6 +234,19 @@ def write_summary(pipeline, stats, out, settings):
             | "KeyStats" >> beam.Map(lambda p: (0, p))
             | "GroupStats" >> beam.GroupByKey()
             | "WriteSummary" >> beam.ParDo(WriteSummary(out, settings)))
+
+
+def _shared_table(dataset, pixels, trained, num_models, seed, embedder, batch_size):
+    """The processes of a run embed the --data pool together (`neighbours.shared_rows`)."""
+    if dataset is None or pixels is not None:
+        raise RandEnsembleError("weak-labels over several processes needs --data SPEC (e.g. "
+                                "renders:DIR) and --models or --checkpoint: the processes "
+                                "embed the pool together, then process 0 mines it")
+    config = EmbedderConfig.from_dict(members_config(trained, embedder))
+    params = trained[0] if trained else ensemble.init_ensemble(
+        jax.random.PRNGKey(seed), num_models, config)
+    return neighbours.shared_rows(dataset, params, config, batch_size,
+                                  trained[3] if trained else None)
 
 
 def members_config(trained, embedder=None):
@@ -335,6 +354,12 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     dataset = None
     if data is not None:
         dataset = data_sources.load_dataset(data, hw=hw, channels=3)
+    table = None
+    if devices.describe()["num_processes"] > 1:     # embed together, then process 0 mines
+        table = _shared_table(dataset, pixels, trained, num_models, seed, embedder, batch_size)
+        devices.leave()
+        if not paths.is_writer():
+            return {"num_images": len(dataset), "written_by": 0}
     fitted = None
     if pixels is not None:
         num_models = 1
@@ -351,7 +376,7 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
           evaluate=renders is not None or labels is not None
           or (dataset is not None and dataset.has_labels),
           index=index, index_params=index_params, recall_sample=int(recall_sample),
-          pixels=fitted)
+          pixels=fitted, table=table)
     common.run_pipeline(pipeline, out, prefixes)
     with common.FileSystems.open(common.join(out, SUMMARY_NAME)) as f:
         return json.loads(f.read())

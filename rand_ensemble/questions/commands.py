@@ -11,6 +11,7 @@ import jax
 
 from rand_ensemble import fileio
 from rand_ensemble.limits import check_memory
+from rand_ensemble.model import devices
 from rand_ensemble.questions import evaluate, text, tower, trainer
 from rand_ensemble.questions.config import TowerConfig, TrainConfig
 
@@ -82,6 +83,7 @@ def run_eval(data: str, checkpoint: str | None = None, models: int | None = None
         result = evaluate.evaluate_members(params, pairs, vocab, arch, models, threshold)
         result["seed"] = seed
     result["data"] = os.path.abspath(data)
+    result.update(devices.describe())
     result["unknown_token_fraction"] = evaluate.unknown_fraction(vocab, pairs)
     if json is not None:
         fileio.save_json(json, result)

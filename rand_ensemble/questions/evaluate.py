@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
+from rand_ensemble.model import ensemble
 from rand_ensemble.questions import text, tower
 from rand_ensemble.questions.config import TowerConfig
 
@@ -57,10 +58,12 @@ def pair_similarities(params: dict, pairs: text.QuestionPairs, vocab: text.Vocab
 @functools.lru_cache(maxsize=8)
 def _embedder(cfg, with_model_axis):
     """Jitted (params, (B, T)) -> (M, B, D), M = 1 for a single tower; cached per config so
-    periodic validation does not re-trace."""
-    if with_model_axis:
-        return jax.jit(lambda p, x: tower.embed_members(p, x, cfg))
+    periodic validation does not re-trace. M towers are split over the devices in use
+    (`ensemble.over_members`)."""
     one = tower.question_tower(cfg)
+    if with_model_axis:
+        return ensemble.over_members(lambda p, x: one.apply(p["tower"], x), num_shared=1,
+                                     how="vmap")
     return jax.jit(lambda p, x: one.apply(p["tower"], x)[None])
 
 
