@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import functools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rand_ensemble.data.decode import convert_channels
@@ -119,31 +117,38 @@ def hog_rows(images, cell: int = HOG_CELL, bins: int = HOG_BINS,
         part = len(grey)
         if part < chunk and n > chunk:                     # one compiled shape for every chunk
             grey = np.concatenate([grey, np.zeros((chunk - part, h, w), np.uint8)])
-        out[start:start + part] = np.asarray(_hog_chunk(grey, cell, bins))[:part]
+        out[start:start + part] = np.asarray(_hog_program(cell, bins)(grey))[:part]
     return _unit(out)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _hog_chunk(grey, cell, bins):
-    """(B, H, W) uint8 -> (B, blocks * 4 * bins) float32 block-normalised HOG (not unit)."""
-    grey = grey.astype(jnp.float32) / 255.0
-    b, h, w = grey.shape
-    ch, cw = h // cell, w // cell
-    zero_col, zero_row = jnp.zeros((b, h, 1)), jnp.zeros((b, 1, w))
-    gx = jnp.concatenate([zero_col, grey[:, :, 2:] - grey[:, :, :-2], zero_col], axis=2)
-    gy = jnp.concatenate([zero_row, grey[:, 2:] - grey[:, :-2], zero_row], axis=1)
-    magnitude = jnp.hypot(gx, gy)
-    position = jnp.mod(jnp.arctan2(gy, gx), 2 * np.pi) / (2 * np.pi) * bins
-    low = jnp.floor(position).astype(jnp.int32) % bins
-    upper = position - jnp.floor(position)                   # the next bin's share
-    votes = (magnitude[..., None]
-             * ((low[..., None] == jnp.arange(bins)) * (1 - upper)[..., None]
-                + ((low[..., None] + 1) % bins == jnp.arange(bins)) * upper[..., None]))
-    cells = votes[:, :ch * cell, :cw * cell].reshape(b, ch, cell, cw, cell, bins).sum((2, 4))
-    blocks = jnp.concatenate([cells[:, :-1, :-1], cells[:, :-1, 1:], cells[:, 1:, :-1],
-                              cells[:, 1:, 1:]], axis=-1)    # (B, ch-1, cw-1, 4 * bins)
-    blocks = blocks / jnp.sqrt((blocks ** 2).sum(-1, keepdims=True) + 1e-6)
-    return blocks.reshape(b, -1)
+@functools.cache
+def _hog_program(cell: int, bins: int):
+    """The jitted HOG of one chunk: (B, H, W) uint8 -> (B, blocks * 4 * bins) float32
+    block-normalised (not unit), for `cell` and `bins`."""
+    import jax  # JAX off the CLI's start-up path: cli/types reads PIXEL_BASELINES from here
+    import jax.numpy as jnp
+
+    def hog(grey):
+        grey = grey.astype(jnp.float32) / 255.0
+        b, h, w = grey.shape
+        ch, cw = h // cell, w // cell
+        zero_col, zero_row = jnp.zeros((b, h, 1)), jnp.zeros((b, 1, w))
+        gx = jnp.concatenate([zero_col, grey[:, :, 2:] - grey[:, :, :-2], zero_col], axis=2)
+        gy = jnp.concatenate([zero_row, grey[:, 2:] - grey[:, :-2], zero_row], axis=1)
+        magnitude = jnp.hypot(gx, gy)
+        position = jnp.mod(jnp.arctan2(gy, gx), 2 * np.pi) / (2 * np.pi) * bins
+        low = jnp.floor(position).astype(jnp.int32) % bins
+        upper = position - jnp.floor(position)               # the next bin's share
+        votes = (magnitude[..., None]
+                 * ((low[..., None] == jnp.arange(bins)) * (1 - upper)[..., None]
+                    + ((low[..., None] + 1) % bins == jnp.arange(bins)) * upper[..., None]))
+        cells = votes[:, :ch * cell, :cw * cell].reshape(b, ch, cell, cw, cell, bins).sum(
+            (2, 4))                                          # (B, ch, cw, bins)
+        blocks = jnp.concatenate([cells[:, :-1, :-1], cells[:, :-1, 1:], cells[:, 1:, :-1],
+                                  cells[:, 1:, 1:]], axis=-1)    # (B, ch-1, cw-1, 4 * bins)
+        blocks = blocks / jnp.sqrt((blocks ** 2).sum(-1, keepdims=True) + 1e-6)
+        return blocks.reshape(b, -1)
+    return jax.jit(hog)
 
 
 def fit_baseline(kind: str, images, where: str = "the pool") -> dict:
