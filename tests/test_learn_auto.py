@@ -236,3 +236,32 @@ def test_too_few_images_fall_back_to_augmentation(tmp_path):
 def test_the_cli_default_of_select_steps_is_the_module_constant():
     from rand_ensemble.cli import train
     assert train.SCREEN_STEPS == auto.SCREEN_STEPS
+
+
+def test_agreeing_pairs_keep_pairs_the_other_signal_ranks_near():
+    pairs = np.array([[0, 1], [0, 2], [1, 3], [2, 3]])
+    other = np.array([[1, 2], [0, 2], [3, 0], [1, 0]])           # (N, 2) neighbour rows
+    got = mining.agreeing_pairs(pairs, other, k=1)
+    expected = [p for p in pairs.tolist() if other[p[0], 0] == p[1] or other[p[1], 0] == p[0]]
+    assert got.tolist() == expected == [[0, 1], [1, 3], [2, 3]]
+    expected = [p for p in pairs.tolist() if p[1] in other[p[0]] or p[0] in other[p[1]]]
+    assert mining.agreeing_pairs(pairs, other, k=2).tolist() == expected
+    assert len(expected) == 4
+
+
+def test_far_pairs_follow_the_manifold_definition():
+    x = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    positives, negatives, near = mining.far_pairs(x, graph_k=6, depth=4, alpha=0.9,
+                                                  iterations=8, keep=60)
+    from rand_ensemble.learn import manifold
+    from rand_ensemble.evaluate import neighbours
+    nearest, scores = neighbours.top_k(x, 6)
+    ranked, _ = manifold.manifold_neighbours(
+        manifold.diffusion(manifold.affinity(nearest, scores, k=6), 0.9, 8, 60), 4)
+    expected = {tuple(sorted((i, int(j)))) for i in range(60) for j in ranked[i]
+                if j >= 0 and j not in nearest[i, :4]}
+    assert set(map(tuple, positives.tolist())) == expected and len(expected) > 0
+    assert {tuple(p) for p in negatives.tolist()} == {
+        (i, int(j)) for i in range(60) for j in nearest[i, :4] if j not in ranked[i]}
+    np.testing.assert_array_equal(near, nearest[:, :4])

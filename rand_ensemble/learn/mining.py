@@ -26,6 +26,7 @@ import numpy as np
 
 from rand_ensemble.errors import RandEnsembleError
 from rand_ensemble.evaluate import baselines, neighbours
+from rand_ensemble.learn import manifold
 from rand_ensemble.learn.signals import neighbour_pairs
 from rand_ensemble.model import ensemble
 
@@ -67,3 +68,26 @@ def mine_pairs(rows, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     best first; nearest (N, top_k) int64; scores (N, top_k) float32)."""
     nearest, scores = neighbours.top_k(rows, top_k)
     return neighbour_pairs(nearest, scores, mutual=False), nearest, scores
+
+
+def agreeing_pairs(pairs, nearest_other, k: int = 10) -> np.ndarray:
+    """The pairs another signal agrees with: (P, 2) rows and (N, >= k) neighbour rows under
+    the other signal -> the pairs (i, j) with j among i's k nearest or i among j's, in order."""
+    pairs, other = np.asarray(pairs, np.int64), np.asarray(nearest_other)[:, :k]
+    i, j = pairs[:, 0], pairs[:, 1]
+    keep = (other[i] == j[:, None]).any(axis=1) | (other[j] == i[:, None]).any(axis=1)
+    return pairs[keep]
+
+
+def far_pairs(rows, graph_k: int = 30, depth: int = 10, **diffusion) -> tuple:
+    """Mining on manifolds (`learn.manifold`) on a signal's mutual k-NN graph: (N, D) rows ->
+    (far positives (P, 2) int64 unordered without duplicates, hard negatives (Q, 2) directed,
+    Euclidean neighbours (N, depth)): positives are the manifold's `depth` nearest that are not
+    among the `depth` Euclidean nearest; negatives the Euclidean `depth` nearest far on the
+    manifold (outside its `depth` nearest)."""
+    nearest, scores = neighbours.top_k(rows, max(graph_k, depth))
+    graph = manifold.affinity(nearest, scores, k=graph_k)
+    ranked, _ = manifold.manifold_neighbours(manifold.diffusion(graph, **diffusion), depth)
+    positives = manifold.far_positives(nearest, ranked, depth)
+    positives = np.unique(np.sort(positives, axis=1), axis=0) if len(positives) else positives
+    return positives, manifold.hard_negatives(nearest, ranked, depth), nearest[:, :depth]
