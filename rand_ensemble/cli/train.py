@@ -38,6 +38,9 @@ def register(sub):
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT's .state.npz if it exists")
     p.add_argument("--json", metavar="REPORT", default=None, help="write the training report")
+    p.add_argument("--timings", metavar="T.json", default=None,
+                   help="write the wall seconds (reading, choosing, training), apart from the "
+                        "reproducible report")
     p.add_argument("--failures", metavar="F.jsonl", default=None,
                    help="write the data's failure rows (unreadable items), one JSON line each")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")

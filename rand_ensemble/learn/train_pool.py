@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 
 from rand_ensemble import fileio
 from rand_ensemble.data import decode, sources
@@ -28,7 +29,7 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
               pairs: str | None = None, resume: bool = False, json: str | None = None,
               failures: str | None = None, quiet: bool = False,
               embedder: dict | None = None, keep_signal: bool = True,
-              select_steps: int = auto.SCREEN_STEPS) -> dict:
+              select_steps: int = auto.SCREEN_STEPS, timings: str | None = None) -> dict:
     """Train M embedders on a dataset without labels -> the training report.
 
     Args:
@@ -49,12 +50,15 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
       keep_signal: with no recipe, keep the descriptor the pairs were mined with in the model
         as one more voter (`model.checkpoint.Model.signal`; `learn.auto.SIGNAL_WEIGHT`).
       select_steps: with no recipe, the steps of each variant screened while choosing.
+      timings: write the wall seconds (reading, each stage of the choice, training, total) as
+        JSON, apart from the reproducible report.
     Returns:
       the report (history, sizes, and with no recipe what was chosen and why); its bytes
       depend only on the inputs and the settings.
     """
+    start = time.perf_counter()
     source = sources.source_of(data, renders)
-    outputs = [out, state_path(out)] + [p for p in (json, failures) if p]
+    outputs = [out, state_path(out)] + [p for p in (json, failures, timings) if p]
     fileio.plan_outputs(outputs, inputs=sources.input_paths(source) + ([pairs] if pairs else []))
     if pairs is not None and not os.path.isdir(pairs):
         raise RandEnsembleError(f"pairs folder not found: {pairs}")
@@ -68,6 +72,7 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
         arch = from_flags(embedder, bias=recipe.bias)
         pool, flags, signal = _load(source, arch), None, recipe.signal
     _check_size(recipe, overrides, arch)
+    seconds = {"read_seconds": time.perf_counter() - start}
     if signal != "oracle":                                   # nothing else may see labels
         pool = dataclasses.replace(pool, labels=None, class_names=None)
     choice = None
@@ -84,7 +89,7 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
     params, arch, report = trainer.train_embedder(
         pool, recipe, pair_rows, checkpoint=state_path(out), resume=resume,
         progress=progress, log=log, arch=arch)
-    seconds = report.pop("seconds", None)          # timings stay out of the reproducible files
+    seconds["train_seconds"] = report.pop("seconds")   # timings stay out of the report
     report["num_failures"] = len(pool.failures)
     report.update(devices.describe())
     training = {"learn": recipe.to_dict(), "num_images": report["num_images"],
@@ -101,12 +106,17 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
         writers[json] = fileio.json_writer(report)
     if failures:
         writers[failures] = fileio.jsonl_writer(pool.failures)
+    if choice is not None:
+        seconds["choose_seconds"] = {k: round(v, 3) for k, v in choice.seconds.items()}
+    seconds["total_seconds"] = time.perf_counter() - start
+    if timings:
+        writers[timings] = fileio.json_writer(seconds)
     fileio.write_outputs(writers)
     if log:
         chose = "" if choice is None or not choice.seconds else "; choosing took " + ", ".join(
             f"{k} {v:.1f} s" for k, v in choice.seconds.items())
-        log(f"trained {recipe.members} member(s) in {seconds or 0.0:.1f} s{chose}; "
-            f"checkpoint: {out}")
+        log(f"trained {recipe.members} member(s) in {seconds['train_seconds']:.1f} s{chose}; "
+            f"{seconds['total_seconds']:.1f} s in all; checkpoint: {out}")
     return report
 
 
