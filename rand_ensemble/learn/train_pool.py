@@ -66,7 +66,7 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
     progress = not quiet and sys.stderr.isatty()
     overrides = dict(overrides or {})
     if recipe is None:
-        pool, arch, flags = _auto_input(source, embedder, overrides)
+        pool, arch, flags = auto_input(source, embedder, overrides)
         signal = overrides.get("signal")
     else:
         arch = from_flags(embedder, bias=recipe.bias)
@@ -125,10 +125,11 @@ def _load(source, arch):
     return sources.load_dataset(source, **sources.embedder_input(arch))
 
 
-def _auto_input(source, embedder, overrides):
-    """Read the data and take the net's input from it (`auto.input_policy`), the architecture
-    flags given winning: -> (pool at that input, EmbedderConfig, the flags used)."""
-    given = dict(embedder or {})
+def auto_input(source, embedder: dict | None = None, overrides: dict | None = None):
+    """Read a parsed Source and take the net's input from its images (`auto.input_policy`),
+    the architecture flags `embedder` winning, biases from `overrides` ("bias", default on):
+    -> (the Dataset at that input, labels kept; its EmbedderConfig; the flags used)."""
+    given, overrides = dict(embedder or {}), dict(overrides or {})
     try:
         native = sources.load(source, hw=given.get("input_hw"))
     except decode.SizesDiffer:                        # several sizes: the blog net's input
