@@ -220,8 +220,7 @@ def ablation_pairs(name, sets, arch, default, seed):
     if name in ("hog + far", "ensemble + far"):
         signal = rows(name.split()[0])
         far, _, _ = mining.far_pairs(signal)
-        top = mining.mine_pairs(signal, auto.TOP_K)[0]
-        return np.unique(np.sort(np.concatenate([top, far]), axis=1), axis=0)
+        return mining.unordered(np.concatenate([mining.mine_pairs(signal, auto.TOP_K)[0], far]))
     if name == "round 2":                           # the first round's model as the signal
         from rand_ensemble.model import checkpoint, ensemble
         model = checkpoint.load_model(default)
@@ -279,6 +278,46 @@ def criterion(sets, arch, seed=0):
         table[kind] = {**s.row(), "eligible": s.corroboration >= auto.GATE,
                        "heldout_p1": float(np.mean(p1["precision_at_1"]))}
     return table, auto.choose_signal(scores)
+
+
+MANIFOLD_DEPTHS = (5, 10, 20)
+
+
+def manifold_report(args, sets, arch, kind="hog"):
+    """Mining on manifolds of a signal on the training split, per depth d: far positives (the
+    manifold's d nearest minus the Euclidean d nearest) and hard negatives (the Euclidean d
+    nearest outside the manifold's d nearest), their numbers and (labels: measured, used by
+    nothing) precision; and the Euclidean top-d pairs' for comparison. Cached in OUT/runs."""
+    path = os.path.join(args.out, "runs", f"manifold_{kind}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    from rand_ensemble.learn import manifold
+    images, labels = sets["train"].images, sets["train"].labels
+    rows = mining.signal_rows(mining.fit_signal(kind, images, arch), images)
+    start = time.perf_counter()
+    nearest, ranked = mining.manifold_tables(rows, depth=max(MANIFOLD_DEPTHS))
+    out = {"signal": kind, "seconds": time.perf_counter() - start, "depths": {}}
+    same = lambda p: float(np.mean(labels[p[:, 0]] == labels[p[:, 1]])) if len(p) else None  # noqa: E731
+    for d in MANIFOLD_DEPTHS:
+        top = ranked[:, :d]
+        far = mining.unordered(manifold.far_positives(nearest, top, d))
+        negatives = manifold.hard_negatives(nearest, top, d)
+        euclid = mining.unordered(np.stack([np.repeat(np.arange(len(rows)), d),
+                                            nearest[:, :d].reshape(-1)], axis=1))
+        out["depths"][str(d)] = {
+            "far_positives": int(len(far)), "far_precision": same(far),
+            "hard_negatives": int(len(negatives)),
+            "hard_negatives_same_label": same(negatives),
+            "euclidean_pairs": int(len(euclid)), "euclidean_precision": same(euclid)}
+    fileio.save_json(path, out)
+    return out
+
+
+def manifold_alpha():
+    """The diffusion's alpha (imported on use: the study's other rows never need it)."""
+    from rand_ensemble.learn import manifold
+    return manifold.ALPHA
 
 
 def spearman(a, b):
@@ -340,7 +379,8 @@ def main(argv=None):
             print(f"ablation {name}, seed {seed}", flush=True)
             done[(f"ab:{name}", seed)] = ablation_run(args, size, sets, arch, name, seed)
         table, choice = criterion(sets, arch)
-        write(args, done, table, choice, flags, sets, time.perf_counter() - start)
+        far = manifold_report(args, sets, arch) if args.ablations else None
+        write(args, done, table, choice, flags, sets, time.perf_counter() - start, far)
     print(open(os.path.join(args.out, "study.md")).read())
 
 
@@ -353,7 +393,7 @@ DEFAULT_ROWS = [("default command: the model (members + signal member)", "model"
                 ("default command: the signal member alone", "signal")]
 
 
-def write(args, done, table, choice, flags, sets, seconds):
+def write(args, done, table, choice, flags, sets, seconds, far=None):
     """study.json / study.md / timings.md from the finished runs (`done`: {"px:KIND" |
     "random": run, (variant, seed): run})."""
     seeds = [s for s in args.seeds if ("default", s) in done]
@@ -403,7 +443,7 @@ def write(args, done, table, choice, flags, sets, seconds):
              for k, r in done.items() if "num_pairs" in r}
     info = {"command": "python scripts/auto_study.py " + " ".join(sys.argv[1:]),
             "input_policy": flags, "seeds": seeds, "criterion": table, "choice": choice,
-            "student_p1": student, "spearman": corr, "pairs": pairs,
+            "student_p1": student, "spearman": corr, "pairs": pairs, "manifold": far,
             "chosen": {s: done[("default", s)].get("chosen") for s in seeds},
             "data": {"train": args.data, "heldout": args.heldout,
                      "train_images": len(sets["train"]), "heldout_images": len(sets["heldout"]),
@@ -430,11 +470,25 @@ def write(args, done, table, choice, flags, sets, seconds):
               "Pairs (precision measured with the labels, used by nothing): " + "; ".join(
                   f"{k}: {v['num_pairs']} ({v['pair_precision']:.3f})" for k, v in pairs.items()
                   if v.get("pair_precision") is not None), ""]
+    if far is not None:
+        lines += [f"Mining on manifolds of {far['signal']} (mutual 30-NN graph, similarity "
+                  f"cubed, diffusion alpha {manifold_alpha()}), training split:", "",
+                  "| depth | far positives | their precision | Euclidean top-d pairs | their "
+                  "precision | hard negatives | of the same label |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {d} | {v['far_positives']} | {_fmt(v['far_precision'])} | "
+                  f"{v['euclidean_pairs']} | {_fmt(v['euclidean_precision'])} | "
+                  f"{v['hard_negatives']} | {_fmt(v['hard_negatives_same_label'])} |"
+                  for d, v in far["depths"].items()] + [""]
     fileio.save_text(os.path.join(args.out, "study.md"), "\n".join(lines))
     timing_lines = ["| run | wall seconds |", "|---|---|"] + [
         f"| {k} | {json.dumps(v)} |" for k, v in timings.items() if v]
     fileio.save_text(os.path.join(args.out, "timings.md"),
                      "\n".join(timing_lines + ["", f"study total {seconds:.0f} s", ""]))
+
+
+def _fmt(x):
+    return "-" if x is None else f"{x:.3f}"
 
 
 if __name__ == "__main__":

@@ -268,3 +268,18 @@ def test_quick_auto_study(tmp_path, reference, labelled_npz):
     assert study["spearman"]["instance_recall_vs_signal_p1"] == pytest.approx(spearmanr(
         [table[k]["instance_recall"] for k in kinds],
         [table[k]["heldout_p1"] for k in kinds]).statistic)
+    # the manifold report's Euclidean top-d pairs and their precision: numpy on the HOG rows
+    images = train.reshape(-1, 28, 28, 1).astype(np.uint8)
+    padded = np.zeros((len(images), 32, 32, 1), np.uint8)
+    padded[:, 2:30, 2:30] = images
+    train_labels = np.load(tmp_path / "train.npz")["labels"]
+    hog = mining.signal_rows(mining.fit_signal("hog", padded, None), padded).astype(np.float64)
+    sims = hog @ hog.T
+    np.fill_diagonal(sims, -np.inf)
+    for d, v in study["manifold"]["depths"].items():
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :int(d)]
+        pairs = {tuple(sorted((i, int(j)))) for i in range(len(top)) for j in top[i]}
+        same = np.mean([train_labels[i] == train_labels[j] for i, j in pairs])
+        assert v["euclidean_pairs"] == len(pairs)
+        assert v["euclidean_precision"] == pytest.approx(same)
+        assert 0 <= v["far_positives"] and 0 <= v["hard_negatives"] <= len(top) * int(d)

@@ -79,15 +79,28 @@ def agreeing_pairs(pairs, nearest_other, k: int = 10) -> np.ndarray:
     return pairs[keep]
 
 
+def manifold_tables(rows, graph_k: int = 30, depth: int = 10, **diffusion) -> tuple:
+    """A signal's Euclidean and manifold neighbour tables (`learn.manifold`, its mutual k-NN
+    graph diffused): (N, D) rows -> (nearest (N, max(graph_k, depth)) int64, manifold-ranked
+    (N, depth) int64, -1 where a row reaches fewer nodes)."""
+    nearest, scores = neighbours.top_k(rows, max(graph_k, depth))
+    graph = manifold.affinity(nearest, scores, k=graph_k)
+    ranked, _ = manifold.manifold_neighbours(manifold.diffusion(graph, **diffusion), depth)
+    return nearest, ranked
+
+
 def far_pairs(rows, graph_k: int = 30, depth: int = 10, **diffusion) -> tuple:
     """Mining on manifolds (`learn.manifold`) on a signal's mutual k-NN graph: (N, D) rows ->
     (far positives (P, 2) int64 unordered without duplicates, hard negatives (Q, 2) directed,
     Euclidean neighbours (N, depth)): positives are the manifold's `depth` nearest that are not
     among the `depth` Euclidean nearest; negatives the Euclidean `depth` nearest far on the
     manifold (outside its `depth` nearest)."""
-    nearest, scores = neighbours.top_k(rows, max(graph_k, depth))
-    graph = manifold.affinity(nearest, scores, k=graph_k)
-    ranked, _ = manifold.manifold_neighbours(manifold.diffusion(graph, **diffusion), depth)
-    positives = manifold.far_positives(nearest, ranked, depth)
-    positives = np.unique(np.sort(positives, axis=1), axis=0) if len(positives) else positives
-    return positives, manifold.hard_negatives(nearest, ranked, depth), nearest[:, :depth]
+    nearest, ranked = manifold_tables(rows, graph_k, depth, **diffusion)
+    return (unordered(manifold.far_positives(nearest, ranked, depth)),
+            manifold.hard_negatives(nearest, ranked, depth), nearest[:, :depth])
+
+
+def unordered(pairs) -> np.ndarray:
+    """(P, 2) directed pairs -> unordered, without duplicates, sorted."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    return np.unique(np.sort(pairs, axis=1), axis=0)
