@@ -273,6 +273,14 @@ def load_tree(path, like: Mapping, batch_dims: int = 0) -> tuple[dict, dict | No
       floats (any stored float width is cast), integers where it holds integers.
     """
     flat, meta = read_tree(path)
+    return check_tree(path, flat, like, batch_dims), meta
+
+
+def check_tree(path, flat: dict, like: Mapping, batch_dims: int = 0) -> dict:
+    """Stored leaves {name: array} (`read_tree`) checked against a template, as `load_tree`
+    does: names, shapes (after `batch_dims` equal leading axes), number kinds, finiteness ->
+    the tree, float leaves as float32. `path` names the file in errors."""
+    flat = dict(flat)
     want = flatten_tree(like, leaf=lambda v: tuple(v.shape))
     floats = flatten_tree(like, leaf=lambda v: np.dtype(v.dtype).kind == "f")
     if set(flat) != set(want):
@@ -298,7 +306,7 @@ def load_tree(path, like: Mapping, batch_dims: int = 0) -> tuple[dict, dict | No
             if not np.all(np.isfinite(value)):
                 raise RandEnsembleError(f"{path}: {name} has NaN or infinite values")
             flat[name] = value.astype(np.float32)
-    return unflatten_tree({k: flat[k] for k in want}), meta
+    return unflatten_tree({k: flat[k] for k in want})
 
 
 def first_line(e: BaseException) -> str:

@@ -75,8 +75,9 @@ def test_train_then_eval_checkpoint(renders, tmp_path, capsys, reference):
 
 
 def test_train_on_a_data_spec(tmp_path, capsys):
-    """`train --data npz` (grey 28x28, padded to 32 and repeated to RGB) for a few steps; the
-    checkpoint loads, and the oracle uses the npz's labels."""
+    """`train --data npz` (grey 28x28: with no recipe the input policy keeps one channel and
+    pads to the blog net's 32) for a few steps; the checkpoint loads, and the oracle uses the
+    npz's labels."""
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", images=images, labels=np.repeat(np.arange(6), 2))
@@ -86,9 +87,11 @@ def test_train_on_a_data_spec(tmp_path, capsys):
                        + TINY_RUN, capsys)
     assert code == 0, err
     params, cfg = checkpoint.load_params(out)
-    assert params["conv0"]["kernel"].shape == (2, 3, 3, 3, 32) and cfg.input_hw == 32
+    assert params["conv0"]["kernel"].shape == (2, 3, 3, 1, 32) and cfg.input_hw == 32
+    assert cfg.in_channels == 1
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["num_images"] == 12 and report["num_failures"] == 0
+    assert report["chosen"]["input_policy"] == {"family": "blog", "in_channels": 1}
 
 
 def test_train_a_family_from_the_flags(tmp_path, capsys):
@@ -115,7 +118,7 @@ def test_train_a_family_from_the_flags(tmp_path, capsys):
 def test_recipe_gives_defaults_and_its_family(capsys):
     """--recipe NAME: its values and family under the flags given explicitly."""
     from rand_ensemble.cli.main import build_parser
-    from rand_ensemble.cli.train import architecture_of, recipe_of
+    from rand_ensemble.cli.train import architecture_of, overrides_of, recipe_of
     from rand_ensemble.learn.config import LearnConfig
     parser = build_parser()
     base = ["train", "--data", "x.npz", "--out", "m.npz"]
@@ -127,9 +130,11 @@ def test_recipe_gives_defaults_and_its_family(capsys):
     args = parser.parse_args(base + ["--recipe", "fashion-mnist", "--family", "blog",
                                      "--dense", "0"])
     assert architecture_of(args) == {"family": "blog", "dense": 0}
-    args = parser.parse_args(base + ["--members", "3"])
-    assert recipe_of(args) == LearnConfig(members=3)
-    assert architecture_of(args) == {"family": "blog"}
+    args = parser.parse_args(base + ["--members", "3"])            # no recipe: chosen later,
+    assert recipe_of(args) is None and overrides_of(args) == {"members": 3}   # the flag wins
+    assert architecture_of(args) is None                           # the input policy decides
+    args = parser.parse_args(base + ["--in-channels", "3", "--lr", "0.01"])
+    assert overrides_of(args) == {"lr": 0.01} and architecture_of(args) == {"in_channels": 3}
 
 
 def test_architecture_flags_with_a_params_file_are_one_line(tmp_path, capsys):

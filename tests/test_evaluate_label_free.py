@@ -121,3 +121,38 @@ def test_select_recipe_quick(tmp_path, labelled_npz):
     text = (out / "select.md").read_text()
     assert f"**{best}**" in text and "Spearman" in text and "seconds" not in json.dumps(
         result["variants"])
+
+
+def test_instance_recall_counts_copies_whose_nearest_row_is_their_original():
+    x = _tied_rows(4)
+    rng = np.random.default_rng(0)
+    aug = x + rng.normal(scale=0.4, size=x.shape).astype(np.float32)
+    expected = np.mean([_nearest_of(aug[i], x) == i for i in range(len(x))])
+    assert label_free.instance_recall(x, aug) == pytest.approx(expected)
+    assert 0 < expected < 1                                            # not degenerate
+    assert label_free.instance_recall(x, x) == pytest.approx(
+        np.mean([_nearest_of(x[i], x) == i for i in range(len(x))]))   # duplicates: lower wins
+    members = np.stack([x, x[::-1]])
+    with pytest.raises(RandEnsembleError):
+        label_free.instance_recall(members, aug)
+
+
+def _nearest_of(q, x):
+    """The row of x most similar (cosine) to q, ties to the lower index (a loop)."""
+    x = np.asarray(x, np.float64) / np.linalg.norm(x, axis=1, keepdims=True)
+    q = np.asarray(q, np.float64) / np.linalg.norm(q)
+    return min(range(len(x)), key=lambda j: (-float(x[j] @ q), j))
+
+
+def test_corroboration_and_overlap_match_loops():
+    rng = np.random.default_rng(1)
+    a = np.stack([rng.permutation(30)[:12] for _ in range(30)])
+    b = np.stack([rng.permutation(30)[:12] for _ in range(30)])
+    b[:10, 3] = a[:10, 0]                                             # some corroborated pairs
+    assert label_free.corroboration(a, b, 5) == pytest.approx(
+        np.mean([a[i, 0] in b[i, :5] for i in range(30)]))
+    assert label_free.neighbour_overlap(a, b, 7) == pytest.approx(
+        np.mean([len(set(a[i, :7]) & set(b[i, :7])) / 7 for i in range(30)]))
+    assert label_free.corroboration(a, a, 1) == 1.0
+    with pytest.raises(RandEnsembleError):
+        label_free.corroboration(a, b[:, :3], 5)

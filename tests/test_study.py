@@ -212,3 +212,74 @@ def test_fashion_search_quick_runs_on_idx_files(tmp_path):
         assert r["p1"] * 30 == pytest.approx(round(r["p1"] * 30)) and r["p1"] > 1 / 3
     assert rows[0]["pair_precision"] == 1.0                        # the bars are far apart
     assert rows[3]["pairs"] >= 30 and rows[3]["pair_precision"] == 1.0   # PCA pairs too
+
+
+@pytest.mark.slow
+def test_quick_auto_study(tmp_path, reference, labelled_npz):
+    """scripts/auto_study.py --quick --ablations: the default command's model, its members and
+    signal, the baselines and the one-member ablations, recomputed here by loops."""
+    from scipy.stats import spearmanr
+
+    from rand_ensemble.evaluate import baselines
+    from rand_ensemble.learn import auto, mining
+    from rand_ensemble.model import checkpoint, ensemble
+    train, _ = labelled_npz(tmp_path / "train.npz", 400, 1, weight=0.3)
+    test, labels = labelled_npz(tmp_path / "test.npz", 200, 2, weight=0.3)
+    out = tmp_path / "study"
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "auto_study.py"), "--quick",
+                    "--ablations", "--out", str(out), "--data",
+                    f"npz:{tmp_path / 'train.npz'}", "--heldout",
+                    f"npz:{tmp_path / 'test.npz'}"], check=True, env=env, timeout=1200)
+    study = json.loads((out / "study.json").read_text())
+    rows = {r["row"]: r["metrics"] for r in study["rows"]}
+    assert "seconds" not in json.dumps(study["rows"]) and (out / "timings.md").exists()
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)   # noqa: E731
+    assert rows["raw pixels (cosine)"]["precision_at_1"]["mean"] == pytest.approx(
+        reference.p_at_1(unit(test), labels))
+    # the default command's model: (mean member cosine + w x signal cosine) / (1 + w)
+    model = checkpoint.load_model(out / "runs" / "default_s0.npz")
+    images = test.reshape(-1, 28, 28, 1).astype(np.uint8)
+    padded = np.zeros((len(images), 32, 32, 1), np.uint8)
+    padded[:, 2:30, 2:30] = images                                   # the policy: 28 -> 32
+    emb = ensemble.embed(model.params, padded, model.config).astype(np.float64)
+    if model.signal is not None:
+        sig = baselines.pixel_embedding(model.signal, padded).astype(np.float64)
+        w = model.signal["weight"]
+        sims = (np.einsum("mie,mje->ij", emb, emb) / len(emb) + w * sig @ sig.T) / (1 + w)
+    else:
+        sims = np.einsum("mie,mje->ij", emb, emb)
+    np.fill_diagonal(sims, -np.inf)
+    hits = labels[np.argmax(sims, axis=1)] == labels
+    default = rows["default command: the model (members + signal member)"]
+    assert default["precision_at_1"]["mean"] == pytest.approx(np.mean(hits), abs=1e-9)
+    diff = {d["comparison"]: d["metrics"] for d in study["differences"]}
+    assert diff["default model - HOG"]["precision_at_1"]["mean"] == pytest.approx(
+        default["precision_at_1"]["mean"]
+        - rows["HOG (PCA as above of the descriptors)"]["precision_at_1"]["mean"])
+    for name in ("raw", "hog", "hog + far", "round 2", "augment"):
+        assert f"one member on: {name}" in rows
+    table = study["criterion"]
+    eligible = [k for k in mining.SIGNAL_KINDS if table[k]["corroboration"] >= auto.GATE]
+    assert study["choice"] == (max(eligible, key=lambda k: table[k]["instance_recall"])
+                               if eligible else None)
+    kinds = list(table)
+    assert study["spearman"]["instance_recall_vs_signal_p1"] == pytest.approx(spearmanr(
+        [table[k]["instance_recall"] for k in kinds],
+        [table[k]["heldout_p1"] for k in kinds]).statistic)
+    # the manifold report's Euclidean top-d pairs and their precision: numpy on the HOG rows
+    images = train.reshape(-1, 28, 28, 1).astype(np.uint8)
+    padded = np.zeros((len(images), 32, 32, 1), np.uint8)
+    padded[:, 2:30, 2:30] = images
+    train_labels = np.load(tmp_path / "train.npz")["labels"]
+    hog = mining.signal_rows(mining.fit_signal("hog", padded, None), padded).astype(np.float64)
+    sims = hog @ hog.T
+    np.fill_diagonal(sims, -np.inf)
+    for d, v in study["manifold"]["depths"].items():
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :int(d)]
+        pairs = {tuple(sorted((i, int(j)))) for i in range(len(top)) for j in top[i]}
+        same = np.mean([train_labels[i] == train_labels[j] for i, j in pairs])
+        assert v["euclidean_pairs"] == len(pairs)
+        assert v["euclidean_precision"] == pytest.approx(same)
+        assert 0 <= v["far_positives"] and 0 <= v["hard_negatives"] <= len(top) * int(d)

@@ -5,6 +5,7 @@
 import argparse
 
 from rand_ensemble.cli.types import (
+    CHECKS,
     device_flags,
     config_flags,
     data_flags,
@@ -13,6 +14,8 @@ from rand_ensemble.cli.types import (
     runner,
 )
 from rand_ensemble.learn.config import RECIPE_EMBEDDERS, RECIPES, LearnConfig
+
+SCREEN_STEPS = 300     # learn.auto.SCREEN_STEPS (the CLI starts without JAX; a test keeps them equal)
 
 
 def register(sub):
@@ -35,30 +38,56 @@ def register(sub):
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT's .state.npz if it exists")
     p.add_argument("--json", metavar="REPORT", default=None, help="write the training report")
+    p.add_argument("--timings", metavar="T.json", default=None,
+                   help="write the wall seconds (reading, choosing, training), apart from the "
+                        "reproducible report")
     p.add_argument("--failures", metavar="F.jsonl", default=None,
                    help="write the data's failure rows (unreadable items), one JSON line each")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--select-steps", type=CHECKS["steps"]("--select-steps"),
+                   default=SCREEN_STEPS, metavar="S",
+                   help="with no --recipe: steps of each of the variants screened while "
+                        "choosing (one member each, on at most 10,000 training images; "
+                        "default: %(default)s)")
+    p.add_argument("--keep-signal", action=argparse.BooleanOptionalAction, default=True,
+                   help="with no --recipe: keep the descriptor the weak pairs were mined with "
+                        "(HOG, PCA or raw pixels) in the model as one more voter, weighing as "
+                        "much as the members together (retrieval and eval --checkpoint use "
+                        "it; --no-keep-signal: the members alone)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                   help="named defaults of the recipe flags below (measured per dataset) and "
+                   help="a fixed recipe: named defaults of the recipe flags below (measured "
+                        "per dataset) and of --family (default: none, the recipe is chosen "
+                        "from the data without labels: input policy, signal, pairs, flips, "
+                        "crops and optimiser; flags given still win); "
                         "of --family; flags given explicitly override them")
     config_flags(p, LearnConfig, unset="(default: {}, or the --recipe's)")
     embedder_flags(p, skip=("bias",), note="--bias (above) sets the biases")
     device_flags(p, processes=True)
-    # run_train's `recipe` is the LearnConfig built from --recipe NAME and the flags above.
+    # run_train's `recipe` is the LearnConfig built from --recipe NAME and the flags above
+    # (None without --recipe: then it is chosen from the data, `overrides` winning).
     p.set_defaults(handler=runner("rand_ensemble.learn.train_pool", "run_train",
-                                  recipe=recipe_of, embedder=architecture_of))
+                                  recipe=recipe_of, overrides=overrides_of,
+                                  embedder=architecture_of))
 
 
-def recipe_of(args: argparse.Namespace) -> LearnConfig:
-    """The recipe: `--recipe NAME`'s values (or the defaults) under the flags given."""
-    given = {name: getattr(args, name) for name in LearnConfig.__dataclass_fields__
-             if hasattr(args, name)}
-    return LearnConfig.recipe(args.recipe, **given) if args.recipe else LearnConfig(**given)
+def overrides_of(args: argparse.Namespace) -> dict:
+    """The recipe flags given explicitly: {LearnConfig field: value}."""
+    return {name: getattr(args, name) for name in LearnConfig.__dataclass_fields__
+            if hasattr(args, name)}
 
 
-def architecture_of(args: argparse.Namespace) -> dict:
+def recipe_of(args: argparse.Namespace) -> LearnConfig | None:
+    """`--recipe NAME`'s values under the flags given, or None: no recipe, so it is chosen
+    from the data (`learn.auto`) with the flags given winning."""
+    return LearnConfig.recipe(args.recipe, **overrides_of(args)) if args.recipe else None
+
+
+def architecture_of(args: argparse.Namespace) -> dict | None:
     """The architecture flags given over the recipe's (`RECIPE_EMBEDDERS`); a --family given
-    replaces the recipe's architecture as a whole."""
+    replaces the recipe's architecture as a whole. No recipe: the flags given (over the input
+    policy the data implies), or None."""
     choice = embedder_from_args(args) or {}
-    recipe = RECIPE_EMBEDDERS.get(args.recipe, {"family": "blog"})
+    if not args.recipe:
+        return choice or None
+    recipe = RECIPE_EMBEDDERS[args.recipe]
     return choice if "family" in choice else {**recipe, **choice}

@@ -193,6 +193,11 @@ def to_input(images: np.ndarray, hw: int, channels: int = 3) -> np.ndarray:
     return out
 
 
+class SizesDiffer(RandEnsembleError):
+    """Images of several sizes where one size was needed (no input side was given to fit them
+    to): callers that can choose a side catch it."""
+
+
 def stack(images: list, what: str) -> np.ndarray:
     """Equal-size uint8 (H, W, C) images -> (N, H, W, C); grey promoted to RGB if any is RGB."""
     if not images:
@@ -200,7 +205,7 @@ def stack(images: list, what: str) -> np.ndarray:
     sizes = sorted({im.shape[:2] for im in images})
     if len(sizes) > 1:
         shown = ", ".join(f"{h}x{w}" for h, w in sizes[:4])
-        raise RandEnsembleError(f"{what}: images of several sizes ({shown}"
+        raise SizesDiffer(f"{what}: images of several sizes ({shown}"
                                 f"{', ...' if len(sizes) > 4 else ''}); give the input side "
                                 "(hw) so that the size rule fits them")
     c = max(im.shape[2] for im in images)

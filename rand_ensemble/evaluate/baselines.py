@@ -13,6 +13,8 @@ P@1 0.815, centred PCA-200 0.822, half-whitened PCA-200 0.834, fully whitened lo
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from rand_ensemble.data.decode import convert_channels
@@ -89,7 +91,7 @@ HOG_CELL, HOG_BINS = 4, 12   # 4 x 4-pixel cells, 12 signed orientation bins, 2 
 
 
 def hog_rows(images, cell: int = HOG_CELL, bins: int = HOG_BINS,
-             chunk: int = 4096) -> np.ndarray:
+             chunk: int = 2048) -> np.ndarray:
     """Histograms of oriented gradients (Dalal & Triggs), a hand-made label-free descriptor:
     (N, H, W, C) uint8 -> (N, (H//cell - 1) * (W//cell - 1) * 4 * bins) float32 unit rows.
 
@@ -97,7 +99,8 @@ def hog_rows(images, cell: int = HOG_CELL, bins: int = HOG_BINS,
     centred differences (0 on the border rows / columns); each pixel votes its gradient
     magnitude into the two nearest of `bins` signed orientation bins over [0, 2 pi) (linear
     weights); votes are summed over cell x cell cells; every 2 x 2 block of cells (stride one
-    cell) is L2-normalised (eps 1e-6 under the root) and the blocks are concatenated.
+    cell) is L2-normalised (eps 1e-6 under the root) and the blocks are concatenated. One
+    jitted XLA program per chunk of `chunk` images (about 6x numpy's time on 2 cores).
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
@@ -110,24 +113,42 @@ def hog_rows(images, cell: int = HOG_CELL, bins: int = HOG_BINS,
                                 f"pixels, got {h} x {w}")
     out = np.empty((n, (ch - 1) * (cw - 1) * 4 * bins), np.float32)
     for start in range(0, n, chunk):
-        grey = convert_channels(images[start:start + chunk], 1)[..., 0] / np.float32(255)
-        gx, gy = np.zeros_like(grey), np.zeros_like(grey)
-        gx[:, :, 1:-1] = grey[:, :, 2:] - grey[:, :, :-2]
-        gy[:, 1:-1] = grey[:, 2:] - grey[:, :-2]
-        magnitude = np.hypot(gx, gy)
-        position = np.mod(np.arctan2(gy, gx), 2 * np.pi) / (2 * np.pi) * bins
-        low = np.floor(position).astype(np.int64) % bins
-        upper = position - np.floor(position)                  # the next bin's share
-        cells = np.zeros((len(grey), ch, cw, bins), np.float32)
-        for b in range(bins):
-            vote = magnitude * ((low == b) * (1 - upper) + (low == (b - 1) % bins) * upper)
-            cells[..., b] = vote[:, :ch * cell, :cw * cell].reshape(
-                len(grey), ch, cell, cw, cell).sum(axis=(2, 4))
-        blocks = np.stack([cells[:, i:i + 2, j:j + 2].reshape(len(grey), -1)
-                           for i in range(ch - 1) for j in range(cw - 1)], axis=1)
-        blocks /= np.sqrt((blocks ** 2).sum(axis=2, keepdims=True) + 1e-6)
-        out[start:start + chunk] = blocks.reshape(len(grey), -1)
+        grey = convert_channels(images[start:start + chunk], 1)[..., 0]   # (B, H, W) uint8
+        part = len(grey)
+        if part < chunk and n > chunk:                     # one compiled shape for every chunk
+            grey = np.concatenate([grey, np.zeros((chunk - part, h, w), np.uint8)])
+        out[start:start + part] = np.asarray(_hog_program(cell, bins)(grey))[:part]
     return _unit(out)
+
+
+@functools.cache
+def _hog_program(cell: int, bins: int):
+    """The jitted HOG of one chunk: (B, H, W) uint8 -> (B, blocks * 4 * bins) float32
+    block-normalised (not unit), for `cell` and `bins`."""
+    import jax  # JAX off the CLI's start-up path: cli/types reads PIXEL_BASELINES from here
+    import jax.numpy as jnp
+
+    def hog(grey):
+        grey = grey.astype(jnp.float32) / 255.0
+        b, h, w = grey.shape
+        ch, cw = h // cell, w // cell
+        zero_col, zero_row = jnp.zeros((b, h, 1)), jnp.zeros((b, 1, w))
+        gx = jnp.concatenate([zero_col, grey[:, :, 2:] - grey[:, :, :-2], zero_col], axis=2)
+        gy = jnp.concatenate([zero_row, grey[:, 2:] - grey[:, :-2], zero_row], axis=1)
+        magnitude = jnp.hypot(gx, gy)
+        position = jnp.mod(jnp.arctan2(gy, gx), 2 * np.pi) / (2 * np.pi) * bins
+        low = jnp.floor(position).astype(jnp.int32) % bins
+        upper = position - jnp.floor(position)               # the next bin's share
+        votes = (magnitude[..., None]
+                 * ((low[..., None] == jnp.arange(bins)) * (1 - upper)[..., None]
+                    + ((low[..., None] + 1) % bins == jnp.arange(bins)) * upper[..., None]))
+        cells = votes[:, :ch * cell, :cw * cell].reshape(b, ch, cell, cw, cell, bins).sum(
+            (2, 4))                                          # (B, ch, cw, bins)
+        blocks = jnp.concatenate([cells[:, :-1, :-1], cells[:, :-1, 1:], cells[:, 1:, :-1],
+                                  cells[:, 1:, 1:]], axis=-1)    # (B, ch-1, cw-1, 4 * bins)
+        blocks = blocks / jnp.sqrt((blocks ** 2).sum(-1, keepdims=True) + 1e-6)
+        return blocks.reshape(b, -1)
+    return jax.jit(hog)
 
 
 def fit_baseline(kind: str, images, where: str = "the pool") -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 from rand_ensemble import fileio
 from rand_ensemble.data import sources
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.evaluate import baselines, retrieval
+from rand_ensemble.evaluate import baselines, neighbours, retrieval
 from rand_ensemble.evaluate import report as tables
 from rand_ensemble.limits import check_memory
 from rand_ensemble.model import checkpoint as checkpoints
@@ -53,8 +53,8 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
         inputs += sources.input_paths(gallery_source)
     outputs = _plan(inputs, json=json, plot=plot, save_embeddings=save_embeddings,
                     failures=failures)
-    params, config = ((None, from_flags(embedder)) if pixels
-                      else _members(checkpoint, models, seed, embedder))
+    params, config, signal = ((None, from_flags(embedder), None) if pixels
+                              else _members(checkpoint, models, seed, embedder))
     ds, gal = _load(source, gallery_source, config)
     failed = ds.failures + ([] if gal is None else gal.failures)
     m, n = 1 if pixels else ensemble.num_models(params), len(ds)
@@ -63,9 +63,15 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
                  f"retrieval over {n} images with {m} members and --bootstrap {bootstrap}")
     embed = _embedding(pixels, params, config, ds if gal is None else gal)
     emb = np.asarray(embed(ds.images))
-    report = retrieval.retrieval_metrics(emb, ds.labels, num_resamples=bootstrap, seed=seed)
+    rows = _signal_rows(signal)
+    report = retrieval.retrieval_metrics(emb, ds.labels, num_resamples=bootstrap, seed=seed,
+                                         **({} if signal is None else {
+                                             "signal": rows(ds.images),
+                                             "signal_weight": signal["weight"]}))
+    if signal is not None:
+        report["signal"] = {"kind": signal["kind"], "weight": signal["weight"]}
     if gal is not None:
-        report["gallery"] = _knn(embed, ds, emb, gal, bootstrap, seed)
+        report["gallery"] = _knn(embed, rows, signal, ds, emb, gal, bootstrap, seed)
     report.update(data=ds.source, split=ds.split, num_failures=len(failed), seed=seed,
                   config=config.to_dict(), **devices.describe(),
                   source=(f"pixels:{pixels}" if pixels else os.path.abspath(checkpoint)
@@ -114,7 +120,14 @@ def _print_summary(report, ds, gal, failed, failures, outputs):
         print(f"wrote: {path}")
 
 
-def _knn(embed, ds, emb, gal, bootstrap, seed) -> dict:
+def _signal_rows(signal):
+    """The signal member's rows: uint8 images (N, H, W, C) -> (N, D) (None: no signal)."""
+    if signal is None:
+        return None
+    return lambda images: baselines.pixel_embedding(signal, images)
+
+
+def _knn(embed, rows, signal, ds, emb, gal, bootstrap, seed) -> dict:
     """k-NN classification of the data's rows by the gallery's labels (`retrieval.knn_accuracy`:
     k = 1, and k = 200 weighted, with intervals). Labels are matched by name across the two
     datasets (their codes may differ)."""
@@ -124,11 +137,14 @@ def _knn(embed, ds, emb, gal, bootstrap, seed) -> dict:
                                 "would be misclassified")
     names = sorted(set(ds.label_names()) | set(gal.label_names()))
     code = {name: k for k, name in enumerate(names)}
-    gallery_emb = embed(gal.images)                                        # (M, G, E)
+    gallery_emb, query_emb = np.asarray(embed(gal.images)), np.asarray(emb)   # (M, G|N, E)
+    if signal is not None:                            # the model's rows: members + signal
+        gallery_emb = neighbours.model_rows(gallery_emb, rows(gal.images), signal["weight"])
+        query_emb = neighbours.model_rows(query_emb, rows(ds.images), signal["weight"])
     gallery_labels = np.asarray([code[x] for x in gal.label_names()])
     query_labels = np.asarray([code[x] for x in ds.label_names()])
-    out = retrieval.knn_accuracy(np.asarray(gallery_emb), gallery_labels, np.asarray(emb),
-                                 query_labels, num_resamples=bootstrap, seed=seed)
+    out = retrieval.knn_accuracy(gallery_emb, gallery_labels, query_emb, query_labels,
+                                 num_resamples=bootstrap, seed=seed)
     return {"data": gal.source, "split": gal.split, **out}
 
 
@@ -157,15 +173,16 @@ def _plan(inputs: list, **outputs) -> list[str]:
 
 
 def _members(checkpoint, models, seed, embedder=None):
-    """-> (params (M, ...), EmbedderConfig): a params file, or M fresh nets of `embedder`."""
+    """-> (params (M, ...), EmbedderConfig, signal member or None): a params file
+    (`checkpoints.load_model`), or M fresh nets of `embedder`."""
     if checkpoint:
         if embedder:
             raise RandEnsembleError("architecture flags go with --models; the checkpoint's "
                                     "file decides the architecture")
-        return checkpoints.load_params(checkpoint)
+        return tuple(checkpoints.load_model(checkpoint))
     config = from_flags(embedder)
     check_memory(models * config.num_params * 4 * 2, f"--models {models} of {config.widths}")
-    return ensemble.init_ensemble(jax.random.PRNGKey(seed), models, config), config
+    return ensemble.init_ensemble(jax.random.PRNGKey(seed), models, config), config, None
 
 
 def _writers(report, emb, ds, failed, json, save_embeddings, plot, failures) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 from rand_ensemble import fileio
 from rand_ensemble.data import decode, test_sets
 from rand_ensemble.errors import RandEnsembleError
-from rand_ensemble.evaluate import one_of_ten
+from rand_ensemble.evaluate import baselines, one_of_ten
 from rand_ensemble.evaluate import report as tables
 from rand_ensemble.limits import check_memory
 from rand_ensemble.model import checkpoint, devices, ensemble
@@ -49,10 +49,11 @@ def run_eval(test_set: str, models: int = 10, seed: int = 0, params: str | None 
     if params is not None and embedder:
         raise RandEnsembleError("architecture flags go with --models; the params file decides "
                                 "the architecture")
-    members, config = (None, None) if params is None else checkpoint.load_params(params)
+    members, config, signal = (None, None, None) if params is None else checkpoint.load_model(
+        params)
     result = evaluate_test_set(images, models, seed, params=members, config=config,
                                batch_size=batch_size, num_resamples=bootstrap,
-                               embedder=embedder)
+                               embedder=embedder, signal=signal)
     report = result["report"]
     report["test_set"] = os.path.abspath(test_set)
     writers = eval_writers(result, images, save_params, save_embeddings, plots)
@@ -121,11 +122,12 @@ def eval_writers(result: dict, images, save_params=None, save_embeddings=None,
 
 
 def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_size=None,
-                      num_resamples=2000, embedder=None) -> dict:
+                      num_resamples=2000, embedder=None, signal=None) -> dict:
     """Init (or take) an ensemble and embed the (N, 11, H, W, 3) images; writes nothing.
 
     Fresh members are of `embedder`'s architecture (`fit_config`); a greyscale one
-    (in_channels=1) sees the images' luma.
+    (in_channels=1) sees the images' luma. `signal`: a trained model's signal member
+    (`model.checkpoint.Model.signal`), scored with the members (`one_of_ten.evaluate`).
 
     The sizes involved are checked against available memory before anything is allocated.
     Returns:
@@ -140,10 +142,18 @@ def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_
     start = time.perf_counter()
     total = images.shape[0] * images.shape[1]
     kwargs = {} if batch_size is None else {"batch_size": min(batch_size, total)}
-    emb = ensemble.embed(params, to_channels(images, config.in_channels), config,
-                         **kwargs)                                  # (M, N, 11, E)
+    inputs = to_channels(images, config.in_channels)
+    emb = ensemble.embed(params, inputs, config, **kwargs)           # (M, N, 11, E)
+    extra = {}
+    if signal is not None:
+        flat = ensemble.as_uint8_images(inputs.reshape((-1,) + inputs.shape[2:]))
+        rows = baselines.pixel_embedding(signal, flat)               # (N * 11, D)
+        extra = {"signal": rows.reshape(inputs.shape[:2] + rows.shape[1:]),
+                 "signal_weight": signal["weight"]}
     seconds = time.perf_counter() - start
-    report = one_of_ten.evaluate(emb, num_resamples=num_resamples, seed=seed)
+    report = one_of_ten.evaluate(emb, num_resamples=num_resamples, seed=seed, **extra)
+    if signal is not None:
+        report["signal"] = {"kind": signal["kind"], "weight": signal["weight"]}
     report.update(seed=int(seed), config=config.to_dict(),
                   image_shape=list(images.shape[2:]), image_dtype=str(images.dtype),
                   **devices.describe())

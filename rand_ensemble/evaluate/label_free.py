@@ -14,6 +14,20 @@ how its ranking of recipes compares with the labelled one, when labels exist to 
 
 `rankme` is the effective rank of the embedding matrix, a published label-free criterion for
 self-supervised embeddings; it is reported as a second opinion, not used to select.
+
+Partner recall scores a net against one signal's pairs, so it cannot choose BETWEEN signals.
+Two scores of a signal itself can (`learn/auto.py` selects with them, README "Choosing the
+signal"):
+
+    instance_recall(signal_emb, signal_emb_of_augmented_copies)   # finds itself after a crop?
+    corroboration(nearest_a, nearest_b, k=10)                       # a's pairs in b's top 10?
+
+`instance_recall` is the contrastive pretext task scored on a fixed descriptor: a signal whose
+nearest neighbour of an augmented copy is still the original is invariant to the nuisance and
+discriminative at once. `corroboration` asks how many of one signal's rank-1 pairs an
+independent view (another descriptor family) also ranks near: pairs that views built on
+different evidence agree on are rarely accidents, and a signal whose pairs no other view
+confirms is not mined at all.
 """
 from __future__ import annotations
 
@@ -89,3 +103,50 @@ def rankme(embeddings, eps: float = RANKME_EPS) -> float:
         raise RandEnsembleError("embeddings are all zero")
     p = sigma / sigma.sum() + eps
     return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def instance_recall(embeddings, augmented) -> float:
+    """How often an augmented copy of an image has that image as its nearest neighbour.
+
+    Args:
+      embeddings: (N, D) rows (or (M, N, E) members) of N images under a signal.
+      augmented: the same shape: the signal of one augmented copy of each image, row for row.
+    Returns:
+      the fraction of i whose nearest row of `embeddings` to augmented[i] is i (cosine, the
+      engine's exact order; ties to the lower index), in [0, 1].
+    """
+    emb, aug = np.asarray(embeddings), np.asarray(augmented)
+    if emb.shape != aug.shape or emb.ndim not in (2, 3) or emb.shape[-2] < 2:
+        raise RandEnsembleError(f"embeddings and augmented copies must share one (N, D) or "
+                                f"(M, N, E) shape with N >= 2, got {emb.shape} and {aug.shape}")
+    nearest, _ = neighbours.top_k(aug, 1, gallery=emb)                  # (N, 1)
+    return float(np.mean(nearest[:, 0] == np.arange(emb.shape[-2])))
+
+
+def corroboration(nearest_a, nearest_b, k: int = 10) -> float:
+    """How many of signal a's rank-1 pairs signal b also ranks among the k nearest.
+
+    Args:
+      nearest_a: (N, >= 1) leave-one-out neighbour rows under signal a (`neighbours.top_k`).
+      nearest_b: (N, >= k) the same images' neighbour rows under signal b.
+      k: depth of b's list, >= 1.
+    Returns:
+      the fraction of i with nearest_a[i, 0] among nearest_b[i, :k], in [0, 1].
+    """
+    a, b = np.asarray(nearest_a), np.asarray(nearest_b)
+    if a.ndim != 2 or b.ndim != 2 or len(a) != len(b) or a.shape[1] < 1 or not 1 <= k <= \
+            b.shape[1]:
+        raise RandEnsembleError(f"need (N, >= 1) and (N, >= {k}) neighbour tables, got "
+                                f"{a.shape} and {b.shape}")
+    return float(np.mean((b[:, :k] == a[:, :1]).any(axis=1)))
+
+
+def neighbour_overlap(nearest_a, nearest_b, k: int = 10) -> float:
+    """Mean fraction of shared rows between two k-nearest lists of the same images:
+    (N, >= k), (N, >= k) -> |top_k(a) & top_k(b)| / k averaged over rows, in [0, 1]."""
+    a, b = np.asarray(nearest_a), np.asarray(nearest_b)
+    if a.ndim != 2 or a.shape[0] != b.shape[0] or min(a.shape[1], b.shape[1]) < k or k < 1:
+        raise RandEnsembleError(f"need two (N, >= {k}) neighbour tables, got {a.shape} and "
+                                f"{b.shape}")
+    shared = (a[:, :k, None] == b[:, None, :k]).any(axis=2).sum(axis=1)   # (N,)
+    return float(np.mean(shared) / k)

@@ -36,6 +36,27 @@ GROUP_WIDTH = 32                # columns per group: a row keeps its best k + SP
 SPARE_GROUPS = 2
 
 
+def model_rows(emb, signal=None, weight: float = 1.0):
+    """The rows a model is scored by: (M, N, E) unit member rows [+ (N, D) unit signal rows]
+    -> (N, M*E [+ D]) float32.
+
+    Without a signal these are `concat_members` (a pair scores the summed member cosine). With
+    one (`model.checkpoint.Model.signal`) they are [members / sqrt(M (1 + w)) | signal *
+    sqrt(w / (1 + w))]: a pair scores (mean member cosine + w x the signal's cosine) / (1 + w),
+    a weighted mean of cosines, in [-1, 1] like one member's (what k-NN votes weigh).
+    """
+    rows = concat_members(emb)
+    if signal is None:
+        return rows
+    signal = np.asarray(signal, np.float32)
+    if signal.ndim != 2 or len(signal) != len(rows):
+        raise RandEnsembleError(f"signal rows must be (N, D) with N = {len(rows)}, got "
+                                f"{signal.shape}")
+    m, w = np.asarray(emb).shape[0], float(weight)
+    return np.concatenate([rows / np.float32(np.sqrt(m * (1 + w))),
+                           signal * np.float32(np.sqrt(w / (1 + w)))], axis=1)
+
+
 def concat_members(emb):
     """(M, N, E) member embeddings -> (N, M*E) float32 rows [member 0 | member 1 | ...]."""
     emb = np.asarray(emb, np.float32)

@@ -78,7 +78,7 @@ def accuracy_vs_size(sims, sizes=None, num_subsets=20, seed=0):
 
 
 def evaluate(embeddings, top_k: tuple = (1, 3, 5), num_resamples: int = 2000,
-             seed: int = 0) -> dict:
+             seed: int = 0, signal=None, signal_weight: float = 1.0) -> dict:
     """The full report for (M, N, 11, E) embeddings: per-model and ensemble figures, JSON-ready.
 
     Args:
@@ -86,6 +86,10 @@ def evaluate(embeddings, top_k: tuple = (1, 3, 5), num_resamples: int = 2000,
       top_k: the k of the reported top-k accuracies.
       num_resamples: bootstrap resamples for the 95% intervals.
       seed: bootstrap seed (same seed, same intervals).
+      signal: (N, 11, D) unit rows of a model's signal member (`model.checkpoint.Model`): the
+        "ensemble" figures are then the model's, its similarity (mean member cosine +
+        signal_weight x the signal's) / (1 + signal_weight), and `members_accuracy` and
+        `signal_accuracy` (with intervals) score the members' ensemble and the signal alone.
     Returns:
       dict with num_models, num_examples, chance, per_model_accuracy (M floats),
       mean/std_model_accuracy and its interval, ensemble_accuracy and its interval, top-k and
@@ -93,11 +97,20 @@ def evaluate(embeddings, top_k: tuple = (1, 3, 5), num_resamples: int = 2000,
     """
     sims = similarities(embeddings)                       # (M, N, 10)
     ens = ensemble_similarities(sims)                     # (N, 10)
+    extra = {}
+    if signal is not None:                                # the model: members + signal
+        signal_sims = similarities(np.asarray(signal)[None])[0]                  # (N, 10)
+        for name, s in (("members", ens), ("signal", signal_sims)):
+            hits = correct(s)
+            extra[f"{name}_accuracy"] = float(hits.mean())
+            extra[f"{name}_accuracy_interval"] = list(bootstrap_interval(hits, num_resamples,
+                                                                         seed=seed))
+        ens = (ens / sims.shape[0] + signal_weight * signal_sims) / (1 + signal_weight)
     per_model = accuracy(sims)                            # (M,)
     ens_correct = correct(ens)                            # (N,)
     lo, hi = bootstrap_interval(ens_correct, num_resamples, seed=seed)
     single_lo, single_hi = bootstrap_interval(correct(sims).mean(axis=0), num_resamples, seed=seed)
-    return {
+    return {**extra,
         "num_models": int(sims.shape[0]),
         "num_examples": int(sims.shape[1]),
         "chance": CHANCE,

@@ -31,7 +31,15 @@ def print_eval(report: dict, timings: dict, source: str, params: str | None = No
           f"[{lo:.3f}, {hi:.3f}])", file=file)
     lo, hi = report["ensemble_accuracy_interval"]
     ens_top = report["ensemble_top_k_accuracy"]
-    print(f"ensemble of {m}: {report['ensemble_accuracy']:.3f} (95% CI [{lo:.3f}, {hi:.3f}]), "
+    signal = report.get("signal")
+    if signal is not None:          # a model that keeps its signal: members, signal, both
+        for label, key in ((f"ensemble of {m} (members alone)", "members_accuracy"),
+                           (f"signal member ({signal['kind']}) alone", "signal_accuracy")):
+            print(f"{label}: {report[key]:.3f} (95% CI [{report[key + '_interval'][0]:.3f}, "
+                  f"{report[key + '_interval'][1]:.3f}])", file=file)
+    label = (f"model: {m} members + {signal['kind']} (weight {signal['weight']:g})"
+             if signal is not None else f"ensemble of {m}")
+    print(f"{label}: {report['ensemble_accuracy']:.3f} (95% CI [{lo:.3f}, {hi:.3f}]), "
           f"top-3 {ens_top['3']:.3f}, MRR {report['ensemble_mrr']:.3f}", file=file)
     print(f"chance: {report['chance']:.3f}", file=file)
     for path in report.get("plots", []):
@@ -49,8 +57,13 @@ def print_retrieval(report: dict, source: str, file=None) -> None:
     for i in range(m):
         print(f"{i:>8} " + " ".join(f"{report['per_member'][name][i]:7.3f}"
                                     for name, _ in RETRIEVAL_METRICS), file=file)
-    for label, rep in (("member mean", report["member_mean"]), (f"ensemble of {m}", report),
-                       ("chance", None)):
+    signal = report.get("signal")
+    rows = [("member mean", report["member_mean"]), (f"ensemble of {m}", report)]
+    if signal is not None:          # a model that keeps its signal: members, signal, both
+        rows = [rows[0], (f"ensemble of {m} (members alone)", report["members"]),
+                (f"signal member ({signal['kind']}) alone", report["signal_member"]),
+                (f"model: {m} members + {signal['kind']} (weight {signal['weight']:g})", report)]
+    for label, rep in rows + [("chance", None)]:
         rep = rep or report["chance"]
         cells = [f"{short} {rep[name]:.3f}" + (
             " [{:.3f}, {:.3f}]".format(*rep[name + "_interval"]) if name + "_interval" in rep
@@ -58,5 +71,5 @@ def print_retrieval(report: dict, source: str, file=None) -> None:
         print(f"{label}: " + ", ".join(cells), file=file)
     recall = {k[len("recall_at_"):]: v for k, v in report.items()
               if k.startswith("recall_at_") and not k.endswith("interval")}
-    print("ensemble Recall@K: " + ", ".join(f"@{k} {v:.3f}" for k, v in recall.items()),
-          file=file)
+    print(f"{'model' if signal else 'ensemble'} Recall@K: "
+          + ", ".join(f"@{k} {v:.3f}" for k, v in recall.items()), file=file)

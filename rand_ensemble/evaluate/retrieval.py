@@ -106,7 +106,8 @@ def summarize(scores, num_resamples=2000, seed=0):
 
 
 def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, num_resamples: int = 2000,
-                      seed: int = 0, per_member: bool = True) -> dict:
+                      seed: int = 0, per_member: bool = True, signal=None,
+                      signal_weight: float = 1.0) -> dict:
     """Retrieval report for a single net (N, E) or an ensemble (M, N, E), JSON-ready.
 
     Args:
@@ -116,6 +117,10 @@ def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, num_resamples: int = 20
       num_resamples: bootstrap resamples over queries for the 95% intervals.
       seed: bootstrap seed.
       per_member: for (M, N, E), also score every member alone, and their mean.
+      signal: (N, D) unit rows of a model's signal member (`model.checkpoint.Model`); the
+        model then ranks by the mean member cosine + signal_weight x the signal's cosine
+        (`neighbours.model_rows`), and the report adds "members" (their ensemble alone) and
+        "signal_member" (the signal alone), each {name, name_interval}.
     Returns:
       {"precision_at_1", "r_precision", "map_at_r", "recall_at_K" (+ "_interval" each),
        "num_items", "num_queries", "num_excluded_queries", "chance": {...},
@@ -123,8 +128,13 @@ def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, num_resamples: int = 20
        "member_mean": {name, name_interval}} (the interval of the per-query member mean).
     """
     emb, labels = _check(embeddings, labels)
-    scores, keep = per_query(emb, labels, ks)
+    ranked = emb if signal is None else neighbours.model_rows(emb, signal, signal_weight)
+    scores, keep = per_query(ranked, labels, ks)
     report = summarize(scores, num_resamples, seed)
+    if signal is not None:
+        report["members"] = summarize(per_query(emb, labels, ks)[0], num_resamples, seed)
+        report["signal_member"] = summarize(per_query(signal, labels, ks)[0], num_resamples,
+                                            seed)
     report.update(num_items=int(len(labels)), num_queries=int(keep.sum()),
                   num_excluded_queries=int((~keep).sum()), chance=chance_metrics(labels, ks))
     if np.asarray(embeddings).ndim == 3:

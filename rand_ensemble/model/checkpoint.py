@@ -5,12 +5,21 @@ leading model axis M, plus a JSON metadata record `{"embedder": EmbedderConfig d
 "training": how they were trained, or absent for random members}`. Files of the first release
 (random ensembles written by `eval --save-params`) stored the embedder config itself as the
 record; `load_params` still reads them.
+
+A trained model may keep the training-free signal its members learned from as one more voter
+(`rand-ensemble train` with no recipe; README "Learning that generalises"): the record then has
+`"signal": {"kind": "raw" | "pca" | "hog", "weight": w}` and the file holds its fitted map as
+`signal/mean` (D,), `signal/components` (D, K) and `signal/scale` (K,) (none for raw), no M
+axis. `load_model` returns it (`Model.signal`); `load_params` returns the members alone.
 """
 from __future__ import annotations
 
+import math
 import os
+from typing import NamedTuple
 
 import jax
+import numpy as np
 
 from rand_ensemble import fileio
 from rand_ensemble.errors import RandEnsembleError
@@ -19,13 +28,46 @@ from rand_ensemble.model.embedder import EmbedderConfig, init_embedder
 _MAX_DIM = 1 << 16        # largest side, width or count a stored config may name
 
 
+SIGNAL_KINDS = ("raw", "pca", "hog")     # descriptors a model may keep (evaluate.baselines)
+SIGNAL_ARRAYS = ("mean", "components", "scale")
+
+
+class Model(NamedTuple):
+    """A params file's contents: member params (leaves (M, ...)), their EmbedderConfig, and the
+    signal member ({"kind", "weight", and for pca / hog "mean" (D,), "components" (D, K),
+    "scale" (K,) float32}) or None."""
+    params: dict
+    config: EmbedderConfig
+    signal: dict | None = None
+
+
 def params_writer(params: dict, embedder_config: EmbedderConfig,
-                  training: dict | None = None) -> fileio.Writer:
-    """A `fileio` writer of member params (leaves (M, ...)) with their config and training record."""
+                  training: dict | None = None, signal: dict | None = None) -> fileio.Writer:
+    """A `fileio` writer of member params (leaves (M, ...)) with their config, training record
+    and optional signal member (`Model.signal`; its arrays are stored as float32)."""
     meta = {"embedder": embedder_config.to_dict()}
     if training is not None:
         meta["training"] = training
-    return fileio.tree_writer(params, meta=meta)
+    tree = params
+    if signal is not None:
+        meta["signal"] = _signal_meta(signal)
+        arrays = {k: np.asarray(signal[k], np.float32) for k in SIGNAL_ARRAYS if k in signal}
+        tree = {**params, "signal": arrays} if arrays else params
+    return fileio.tree_writer(tree, meta=meta)
+
+
+def _signal_meta(signal, arrays: bool = True) -> dict:
+    """The signal member's JSON record, its kind and weight checked (and with `arrays`, that
+    it holds its PCA map exactly where its kind has one)."""
+    kind, weight = signal.get("kind"), signal.get("weight")
+    if kind not in SIGNAL_KINDS or isinstance(weight, bool) or not isinstance(
+            weight, (int, float)) or not (math.isfinite(weight) and weight > 0):
+        raise RandEnsembleError(f"a signal member needs a kind in {SIGNAL_KINDS} and a finite "
+                                f"weight > 0, got {kind!r} and {weight!r}")
+    if arrays and (kind == "raw") != (not any(k in signal for k in SIGNAL_ARRAYS)):
+        raise RandEnsembleError(f"signal member {kind}: {'no' if kind == 'raw' else 'its'} "
+                                f"PCA arrays {SIGNAL_ARRAYS} expected")
+    return {"kind": kind, "weight": float(weight)}
 
 
 def save_params(path, params: dict, embedder_config: EmbedderConfig,
@@ -55,23 +97,61 @@ def load_params(path, embedder_config: EmbedderConfig | None = None
 
     The config stored in the file is used unless `embedder_config` is given; names, shapes
     (with a leading M) and finiteness are checked against it. Reads both layouts (see module).
+    A signal member, if the file keeps one, is left out (`load_model` returns it).
     """
+    model = load_model(path, embedder_config)
+    return model.params, model.config
+
+
+def load_model(path, embedder_config: EmbedderConfig | None = None) -> Model:
+    """Load a params file whole: -> Model(params with leading M, EmbedderConfig, signal or
+    None); every array checked (names, shapes, number kinds, finiteness) as `load_params`."""
     path = os.fspath(path)
-    _, meta = fileio.read_tree(path)
+    flat, meta = fileio.read_tree(path)
+    signal_meta = None
     if isinstance(meta, dict) and "embedder" in meta:
-        unknown = sorted(set(meta) - {"embedder", "training"})
+        unknown = sorted(set(meta) - {"embedder", "training", "signal"})
         if unknown:
             raise RandEnsembleError(f"{path}: unknown metadata key(s) {unknown}")
-        meta = meta["embedder"]
+        meta, signal_meta = meta["embedder"], meta.get("signal")
     if embedder_config is None:
         try:
             embedder_config = EmbedderConfig() if meta is None else EmbedderConfig.from_dict(
                 _checked_config(meta))
         except (ValueError, TypeError) as e:
             raise RandEnsembleError(f"{path}: bad stored config: {fileio.first_line(e)}") from None
+    stored = {k: flat.pop(k) for k in [k for k in flat if k.startswith("signal/")]}
     like = jax.eval_shape(lambda k: init_embedder(k, embedder_config), jax.random.PRNGKey(0))
-    params, _ = fileio.load_tree(path, like, batch_dims=1)
-    return params, embedder_config
+    params = fileio.check_tree(path, flat, like, batch_dims=1)
+    return Model(params, embedder_config, _load_signal(path, signal_meta, stored))
+
+
+def _load_signal(path, meta, stored) -> dict | None:
+    """The signal member from its record and arrays (None where the file keeps none)."""
+    if meta is None:
+        if stored:
+            raise RandEnsembleError(f"{path}: signal arrays without a signal record")
+        return None
+    if not isinstance(meta, dict) or set(meta) != {"kind", "weight"}:
+        raise RandEnsembleError(f"{path}: the signal record must be {{kind, weight}}, got "
+                                f"{meta!r}")
+    try:
+        record = _signal_meta(meta, arrays=False)
+    except RandEnsembleError as e:
+        raise RandEnsembleError(f"{path}: {e}") from None
+    if record["kind"] == "raw":
+        like = {}
+    else:
+        scale = stored.get("signal/scale")
+        mean = stored.get("signal/mean")
+        k = scale.shape[0] if scale is not None and scale.ndim == 1 else 0
+        d = mean.shape[0] if mean is not None and mean.ndim == 1 else 0
+        if not 1 <= k <= d:
+            raise RandEnsembleError(f"{path}: the signal member's arrays do not form a PCA map")
+        like = {name: jax.ShapeDtypeStruct(shape, np.float32) for name, shape in
+                (("mean", (d,)), ("components", (d, k)), ("scale", (k,)))}
+    arrays = fileio.check_tree(path, {k[len("signal/"):]: v for k, v in stored.items()}, like)
+    return {**record, **arrays}
 
 
 def _checked_config(meta):

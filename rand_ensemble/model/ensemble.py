@@ -254,6 +254,14 @@ def _store(out, result, start, n):
     out[:, start:start + n] = devices.to_host(result)[:, :n]
 
 
+def as_uint8_images(images):
+    """uint8 -> unchanged; float in [0, 1] -> round(x * 255) as uint8: (..., H, W, C)."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    return np.clip(np.rint(images.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
 def as_float_images(images):
     """uint8 -> float32 / 255; float -> float32 unchanged: (..., H, W, C)."""
     images = np.asarray(images)

@@ -31,7 +31,9 @@ class EmbedBlock(beam.DoFn):
     The records' RGB images go to the members' `in_channels` here (grey: luma, which gives
     a greyscale source's own pixels back, as `data.sources.load_dataset(channels=1)` would).
     With `pixels` (a fitted `evaluate.baselines.fit_baseline`, one "member"), the rows are that
-    training-free pixel embedding (n, D) of the converted images instead of the members'.
+    training-free pixel embedding (n, D) of the converted images instead of the members'; with
+    a trained model's `signal` member, the model's rows (`engine.model_rows`: the members'
+    columns first, then the signal's).
 
     The copy of a repeated image_id with the smallest source (file, row) is kept; each other
     copy is a failure row, so a duplicated shard cannot pair an image with itself.
@@ -40,13 +42,14 @@ class EmbedBlock(beam.DoFn):
     """
 
     def __init__(self, seed, num_models, batch_size, config, params=None, pixels=None,
-                 table=None):
+                 table=None, signal=None):
         self.seed, self.num_models, self.batch_size = seed, num_models, batch_size
         self.config_dict = config           # EmbedderConfig.to_dict() of the members
         self.trained = params               # trained params numpy tree (M, ...), or None:
                                             # M random members from PRNGKey(seed)
         self.pixels = pixels                # a fitted pixel baseline instead of members
         self.table = table                  # {"ids": sorted (N,), "rows": (N, M*E)} or None
+        self.signal = signal                # a trained model's signal member, or None
 
     def setup(self):
         # On the worker, once per DoFn instance: the DoFn is pickled without JAX state.
@@ -61,8 +64,8 @@ class EmbedBlock(beam.DoFn):
             return
         self.params = self.trained if self.trained is not None else ensemble.init_ensemble(
             jax.random.PRNGKey(self.seed), self.num_models, self.config)
-        self._rows = lambda images: engine.concat_members(np.asarray(ensemble.embed(
-            self.params, images, self.config, batch_size=self.batch_size)))   # (n, M*E)
+        self._rows = functools.partial(member_rows, self.params, self.config,
+                                       self.batch_size, self.signal)   # (n, M*E [+ D])
 
     def process(self, keyed):
         block, records = keyed
@@ -89,15 +92,23 @@ class EmbedBlock(beam.DoFn):
         yield common.ok((block, np.array(ids), kept_labels, flat))
 
 
-def shared_rows(dataset, params, config, batch_size) -> dict:
+def member_rows(params, config, batch_size, signal, images) -> np.ndarray:
+    """The rows the members (and a trained model's signal member, if any) give images:
+    (n, H, W, C) at the members' channels -> (n, M*E [+ D]) float32 (`engine.model_rows`)."""
+    emb = np.asarray(ensemble.embed(params, images, config, batch_size=batch_size))
+    if signal is None:
+        return engine.model_rows(emb)
+    return engine.model_rows(emb, baselines.pixel_embedding(signal, images), signal["weight"])
+
+
+def shared_rows(dataset, params, config, batch_size, signal=None) -> dict:
     """EmbedBlock's rows of a whole loaded dataset, embedded by every process of a run together
     (members split over all their devices; every process must call it) -> {"ids": sorted
-    (N,), "rows": (N, M*E) float32}, what EmbedBlock's `table` takes."""
+    (N,), "rows": (N, M*E [+ D]) float32}, what EmbedBlock's `table` takes."""
     order = np.argsort(dataset.ids, kind="stable")
     images = decode.convert_channels(dataset.images[order], config.in_channels)
-    rows = engine.concat_members(np.asarray(ensemble.embed(params, images, config,
-                                                           batch_size=batch_size)))
-    return {"ids": np.asarray(dataset.ids)[order], "rows": rows}
+    return {"ids": np.asarray(dataset.ids)[order],
+            "rows": member_rows(params, config, batch_size, signal, images)}
 
 
 def fan_out(block, num_blocks):
@@ -110,15 +121,17 @@ def fan_out(block, num_blocks):
 class TileTopK(beam.DoFn):
     """(tile, [one or two blocks]) -> (query block, ("part", {channel: (ids, scores, labels)}))."""
 
-    def __init__(self, num_blocks, top_k, num_models, evaluate):
+    def __init__(self, num_blocks, top_k, num_models, evaluate, member_dim=None):
         self.num_blocks, self.top_k = num_blocks, top_k
         self.num_models, self.evaluate = num_models, evaluate
+        self.member_dim = member_dim        # E (None: the rows are the members' alone)
 
     def channels(self, x, y, diagonal):
-        """[(channel, tile_top_k result)]: the ensemble's top-k, each member's top-1."""
+        """[(channel, tile_top_k result)]: the ensemble's top-k, each member's top-1 (the
+        first M * E columns: a signal member's columns follow them)."""
         out = [(ENSEMBLE, engine.tile_top_k(x, y, self.top_k, diagonal))]
         if self.evaluate:
-            e = x.shape[1] // self.num_models
+            e = self.member_dim or x.shape[1] // self.num_models
             out += [(m, engine.tile_top_k(x[:, m * e:(m + 1) * e], y[:, m * e:(m + 1) * e],
                                                1, diagonal)) for m in range(self.num_models)]
         return out
@@ -203,8 +216,10 @@ def agree(a, b):
     return labelled, labelled and a == b
 
 
-def finish_block(keyed, num_models):
-    """(block, merged) -> summary partial + ("edge", pair key, edge) for every neighbour."""
+def finish_block(keyed, num_models, divisor=None):
+    """(block, merged) -> summary partial + ("edge", pair key, edge) for every neighbour; a
+    pair's score is its row similarity / `divisor` (default M: the mean member cosine; 1 for a
+    model with a signal member, whose rows score a weighted mean already)."""
     block, acc = keyed
     ids, labels = acc["block"]
     stats = {"images": len(ids), "labelled": 0, "correct": 0,
@@ -213,7 +228,7 @@ def finish_block(keyed, num_models):
     if ens is None:                              # a pool of one image: no neighbours
         yield ("summary", stats)
         return
-    scores = ens[1] / np.float32(num_models)                                 # (A, k)
+    scores = ens[1] / np.float32(divisor or num_models)                      # (A, k)
     for i, image_id in enumerate(ids):
         labelled, correct = agree(labels[i], ens[2][i, 0])
         stats["labelled"] += labelled

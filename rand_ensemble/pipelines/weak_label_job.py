@@ -85,10 +85,11 @@ def ratio(num, den):
 
 def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkpoint=None,
                index="exact", index_params=None, embedder=None, pixels=None, num_devices=1,
-               num_processes=1):
+               num_processes=1, signal=None):
     """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's;
     `embedder`: the members' config dict; `pixels`: the pixel baseline mined with, if any;
-    the devices and processes of the launching run, `devices.describe`)."""
+    the devices and processes of the launching run, `devices.describe`; `signal`: a
+    checkpoint's signal member {kind, weight}, if it keeps one)."""
     n = t["images"]
     summary = {"num_images": n, "num_pairs": t["pairs"], "num_failures": t["failures"],
                "num_models": num_models, "seed": seed, "top_k": top_k, "precision": None,
@@ -97,6 +98,8 @@ def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkp
                "num_processes": num_processes}
     if pixels is not None:                  # the members' jobs keep their summary's bytes
         summary["pixels"] = pixels
+    if signal is not None:
+        summary["signal"] = signal
     if index != "exact":                    # the exact job's summary keeps its fields
         summary.update(index=index, index_params=index_params, recall=t.get("recall"))
     if n < 2:
@@ -143,13 +146,13 @@ def check_render_sizes(renders, input_hw):
         decode.check_fits(h, w, input_hw, f"the images in {renders}")
 
 
-def exact_parts(blocks, num_blocks, top_k, num_models, evaluate):
+def exact_parts(blocks, num_blocks, top_k, num_models, evaluate, member_dim=None):
     """The exact tiles (neighbours.py): embedded blocks -> (block, merged top-k lists)."""
     parts = (blocks
              | "FanOut" >> beam.FlatMap(neighbours.fan_out, num_blocks)
              | "GroupTiles" >> beam.GroupByKey()
              | "TileTopK" >> beam.ParDo(neighbours.TileTopK(num_blocks, top_k, num_models,
-                                                            evaluate)))
+                                                            evaluate, member_dim)))
     markers = blocks | "BlockIds" >> beam.Map(lambda b: (b[0], ("block", b[1], b[2])))
     return ((parts, markers) | "AllParts" >> beam.Flatten()
             | "MergeBlocks" >> beam.CombinePerKey(neighbours.MergeBlock(top_k)))
@@ -163,7 +166,7 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
 
     trained: None for M random members from PRNGKey(seed) of the architecture `embedder` (an
     `EmbedderConfig.to_dict()`; None: the blog net), else (params (M, ...), config dict,
-    checkpoint path) of a trained ensemble (`rand-ensemble train`). dataset: a loaded
+    checkpoint path, signal member or None) of a trained model (`rand-ensemble train`). dataset: a loaded
     `data.dataset.Dataset` instead of renders / images. index: "exact" (tiles) or "approx"
     (IVF lists, `approx_search.py`, with index_params and `recall_sample` queries).
     pixels: a fitted `evaluate.baselines.fit_baseline` embeds instead of members (num_models
@@ -179,15 +182,19 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
                 | "GroupBlocks" >> beam.GroupByKey()
                 | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(
                     seed, num_models, batch_size, config,
-                    None if trained is None else trained[0], pixels, table)))
+                    None if trained is None else trained[0], pixels, table,
+                    None if trained is None else trained[3])))
     blocks, embed_failures = common.split(embedded, "Embed")
     recall = None
     if index == "approx":
         parts, recall = approx_search.search(pipeline, blocks, num_blocks, top_k, index_params,
                                              seed, recall_sample)
     else:
-        parts = exact_parts(blocks, num_blocks, top_k, num_models, evaluate)
-    block_stats, pair_stats = write_pairs(parts, out, num_blocks, num_models, mutual, min_score)
+        parts = exact_parts(blocks, num_blocks, top_k, num_models, evaluate,
+                            None if pixels is not None else config["embedding_dim"])
+    signal = None if trained is None else trained[3]
+    block_stats, pair_stats = write_pairs(parts, out, num_blocks, num_models, mutual, min_score,
+                                          None if signal is None else 1)
     failures = (read_failures, embed_failures) | "AllFailures" >> beam.Flatten()
     failed = common.write_failures(failures, out, max(1, num_blocks // 16))
     settings = {"num_models": num_models, "seed": None if trained else seed, "top_k": top_k,
@@ -196,15 +203,18 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
                 "index_params": index_params, "embedder": config, **devices.describe()}
     if pixels is not None:
         settings.update(seed=None, pixels=pixels["kind"])
+    if signal is not None:
+        settings["signal"] = {"kind": signal["kind"], "weight": signal["weight"]}
     stats = [block_stats, pair_stats, failed] + ([recall] if recall is not None else [])
     summary = write_summary(pipeline, stats, out, settings)
     return common.finish(pipeline, [pair_stats, failed, summary])
 
 
-def write_pairs(parts, out, num_blocks, num_models, mutual, min_score):
+def write_pairs(parts, out, num_blocks, num_models, mutual, min_score, divisor=None):
     """(block, merged top-k lists) -> the pair shards written: -> (the blocks' summary
-    partials, the shards' summary partials)."""
-    finished = parts | "FinishBlocks" >> beam.FlatMap(neighbours.finish_block, num_models)
+    partials, the shards' summary partials); scores are similarities / `divisor` (default M)."""
+    finished = parts | "FinishBlocks" >> beam.FlatMap(neighbours.finish_block, num_models,
+                                                      divisor)
     block_stats = finished | "BlockStats" >> beam.FlatMap(
         lambda r: [r[1]] if r[0] == "summary" else [])
     pair_stats = (finished
@@ -235,7 +245,8 @@ def _shared_table(dataset, pixels, trained, num_models, seed, embedder, batch_si
     config = EmbedderConfig.from_dict(members_config(trained, embedder))
     params = trained[0] if trained else ensemble.init_ensemble(
         jax.random.PRNGKey(seed), num_models, config)
-    return neighbours.shared_rows(dataset, params, config, batch_size)
+    return neighbours.shared_rows(dataset, params, config, batch_size,
+                                  trained[3] if trained else None)
 
 
 def members_config(trained, embedder=None):
@@ -314,7 +325,8 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
       embedder: the random members' architecture, an `EmbedderConfig.to_dict()` (None: the
         blog net); built by each worker, which embeds at its input_hw and in_channels.
       checkpoint: a trained ensemble's .npz (`rand-ensemble train`) instead of random members;
-        read here, so workers need no access to the file.
+        read here, so workers need no access to the file; a signal member it keeps embeds
+        with the members (the model's rows).
       top_k, mutual, min_score: the neighbours kept as pairs.
       images: a recursive glob of PNG/JPEG files, or a .parquet of (image_id, image bytes).
       data: a local data spec parsed by the caller (a `data.spec.Source`), read here by
@@ -333,8 +345,9 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     check_members(checkpoint, embedder, pixels, data)
     trained = None
     if checkpoint is not None:
-        params, config = checkpoints.load_params(checkpoint)
-        trained, num_models = (params, config.to_dict(), checkpoint), ensemble.num_models(params)
+        params, config, signal = checkpoints.load_model(checkpoint)
+        trained = (params, config.to_dict(), checkpoint, signal)
+        num_models = ensemble.num_models(params)
     hw = members_config(trained, embedder)["input_hw"]
     if (trained or embedder) and renders is not None and not checks.is_remote(renders):
         check_render_sizes(renders, hw)
