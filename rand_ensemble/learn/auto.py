@@ -253,11 +253,16 @@ def choose(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = None,
     signal = choose_signal(scores)
     record["signals"] = {k: s.row() for k, s in scores.items()}
     record["signal"] = signal
+    if log:
+        log("  corroboration: " + ", ".join(f"{k} {s.corroboration:.3f}"
+                                            for k, s in scores.items()) + f" (gate {GATE})")
     if signal is None:                         # no view agrees with another: augmentation
         bar.close()
         record["reason"] = (f"no signal's rank-1 pairs are corroborated by the other view "
                             f"(best {max(s.corroboration for s in scores.values()):.3f} < "
                             f"{GATE}): augmentation alone, the renders recipe")
+        if log:
+            log(f"  {record['reason']}")
         return Choice(LearnConfig.recipe("renders", **{"seed": seed, **overrides}), None,
                       record, seconds)
     flips = overrides.get("flip", flips_keep_neighbours(scores[signal]))
@@ -271,6 +276,10 @@ def choose(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = None,
     best = max(variants, key=lambda name: variants[name])       # first listed on ties
     record["variants"] = {name: round(v, 4) for name, v in variants.items()}
     record["variant"] = best
+    if log:
+        log(f"  chose signal {signal}, flips {'on' if flips else 'off'}, variant {best} "
+            f"(held-out partner recall@10 {variants[best]:.3f}; others "
+            + ", ".join(f"{v:.3f}" for n, v in variants.items() if n != best) + ")")
     start = time.perf_counter()
     pairs, _, _ = mining.mine_pairs(mining.signal_rows(fitted, images), TOP_K)
     seconds["mining"] = time.perf_counter() - start
