@@ -121,9 +121,10 @@ def test_fit_pads_centred_with_zeros():
 
 def test_fit_refuses_padding_into_a_mostly_blank_input():
     """32x32 images for a net made for 64x64: padding would leave 3/4 of its input blank."""
-    with pytest.raises(RandEnsembleError, match="fill at least 75%"):
+    with pytest.raises(RandEnsembleError, match="the image is 32x32: .*fill at least 75%.*"
+                                                "--input-hw 32 with --padding SAME"):
         decode.fit(np.ones((32, 32, 3), np.uint8), 64)
-    with pytest.raises(RandEnsembleError, match="fill at least 75%"):
+    with pytest.raises(RandEnsembleError, match="the images are 20x23: .*fill at least 75%"):
         decode.to_input(np.ones((2, 20, 23, 1), np.uint8), 32, 3)
     assert decode.to_input(np.ones((2, 24, 20, 1), np.uint8), 32, 3).shape == (2, 32, 32, 3)
 

@@ -126,9 +126,10 @@ def check_fits(h: int, w: int, hw: int, what: str = "the images") -> None:
     """Refuse h x w images that the size rule would pad into mostly blank hw x hw inputs."""
     if h <= hw and w <= hw and max(h, w) < MIN_PAD_FILL * hw:
         raise RandEnsembleError(
-            f"the net takes {hw}x{hw} images but {what} are {h}x{w}: padding would leave most "
-            f"of its input blank (images must fill at least {MIN_PAD_FILL:.0%} of its side); "
-            "use params made for this size")
+            f"the net takes {hw}x{hw} images but {what} {'is' if what == 'the image' else 'are'} "
+            f"{h}x{w}: padding would leave most of its input blank (images must fill at least "
+            f"{MIN_PAD_FILL:.0%} of its side); use params made for this size, or --input-hw "
+            f"{max(h, w)} with --padding SAME --pool mean as `train` picks for small images")
 
 
 def fit(image: np.ndarray, hw: int) -> np.ndarray:
