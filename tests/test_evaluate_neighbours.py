@@ -149,22 +149,65 @@ def test_bad_inputs_raise():
 
 
 @pytest.mark.parametrize("name", ["duplicated", "near_tied", "integer", "zeros"])
-def test_exact_rescoring_does_not_depend_on_its_gather_chunks(name, monkeypatch):
+@pytest.mark.parametrize("entries, cost", [(5, 32), (1 << 12, 0), (1 << 20, 1e9)])
+def test_exact_rescoring_does_not_depend_on_its_groups_or_chunks(name, entries, cost, monkeypatch):
+    """One pair per GEMM (5 values), rows never grouped (cost 0), every row in one group."""
     from rand_ensemble.evaluate import exact_scores
     x = INPUTS[name]()
     want = brute(x, 10)
-    monkeypatch.setattr(exact_scores, "GATHER_ENTRIES", 5)            # one candidate at a time
+    monkeypatch.setattr(exact_scores, "RESCORE_ENTRIES", entries)
+    monkeypatch.setattr(exact_scores, "GATHER_COST", cost)
     assert_exact(nb.top_k(x, 10), want)
+
+
+def per_pair(a, ia, b, ib, norms_a=None, norms_b=None):
+    """The engine's old re-scoring: the gathered pairs one by one (`pair_scores`)."""
+    return nb.pair_scores(a[ia], b[ib], None if norms_a is None else norms_a[ia],
+                          None if norms_b is None else norms_b[ib])
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_grouped_gemms_give_what_pair_by_pair_gives(name, monkeypatch):
+    """The GEMM re-scoring and the per-pair one: the same indices and score bits, leave-one-out
+    at k = 1 and N - 1, against a gallery, and over members."""
+    x = INPUTS[name]()
+    searches = [lambda: nb.top_k(x, 1), lambda: nb.top_k(x, len(x) - 1, block_size=64),
+                lambda: nb.top_k(x[:40], 9, gallery=x[20:]),
+                lambda: nb.top_k(np.stack([x, x[::-1]]), 5)]
+    grouped = [search() for search in searches]
+    monkeypatch.setattr(nb, "indexed_pair_scores", per_pair)
+    for got, search in zip(grouped, searches):
+        assert_exact(got, search())
+
+
+@pytest.mark.parametrize("name", ["duplicated", "zeros", "integer"])
+def test_every_other_row_at_k_n_minus_one_equals_brute_force(name):
+    x = INPUTS[name]()
+    assert_exact(nb.top_k(x, len(x) - 1), brute(x, len(x) - 1))
+
+
+@pytest.mark.parametrize("dim", [512, 1000])
+def test_split_depth_gemm_keeps_the_exact_order(dim):
+    """D >= 512 is summed in parts (`_depth_parts`; 1,000 pads to 3 x 334). Odd entries cancel
+    the even ones to 1%, so scores are small against |q| |g| and the float32 GEMM's errors
+    reorder them; duplicated rows tie exactly. The order stays the exact one."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(400, dim)).astype(np.float32)
+    x[:, 1::2] = -x[:, ::2] * (1 + 0.01 * rng.normal(size=(400, dim // 2))).astype(np.float32)
+    x[300:] = x[:100]
+    assert dim >= 2 * nb.MIN_PART_DEPTH                  # at least two parts
+    assert_exact(nb.top_k(x, 30), brute(x, 30))
+    assert_exact(nb.top_k(x[:50], 7, gallery=x), brute(x[:50], 7, x))
 
 
 def test_deep_search_of_wide_rows_keeps_memory_bounded(monkeypatch):
     """k = 250 of 300 rows of D = 1024 (the study's M = 128 ensembles at k = R ~ 1,000 in small):
-    gathering every candidate row at once took ~1.8 GB here (24 GB in the study); in chunks of
-    GATHER_ENTRIES values it stays small, and the result equals the brute force."""
+    gathering every candidate row at once took ~1.8 GB here (24 GB in the study); in GEMM
+    operands of RESCORE_ENTRIES values it stays small, and the result equals the brute force."""
     import tracemalloc
 
     from rand_ensemble.evaluate import exact_scores
-    monkeypatch.setattr(exact_scores, "GATHER_ENTRIES", 1 << 18)
+    monkeypatch.setattr(exact_scores, "RESCORE_ENTRIES", 1 << 18)
     x = np.random.default_rng(3).normal(size=(300, 1024)).astype(np.float32)
     want = brute(x, 250)
     tracemalloc.start()
