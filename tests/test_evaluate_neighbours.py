@@ -186,18 +186,23 @@ def test_every_other_row_at_k_n_minus_one_equals_brute_force(name):
     assert_exact(nb.top_k(x, len(x) - 1), brute(x, len(x) - 1))
 
 
-@pytest.mark.parametrize("dim", [512, 1000])
-def test_split_depth_gemm_keeps_the_exact_order(dim):
-    """D >= 512 is summed in parts (`_depth_parts`; 1,000 pads to 3 x 334). Odd entries cancel
-    the even ones to 1%, so scores are small against |q| |g| and the float32 GEMM's errors
-    reorder them; duplicated rows tie exactly. The order stays the exact one."""
-    rng = np.random.default_rng(11)
-    x = rng.normal(size=(400, dim)).astype(np.float32)
-    x[:, 1::2] = -x[:, ::2] * (1 + 0.01 * rng.normal(size=(400, dim // 2))).astype(np.float32)
-    x[300:] = x[:100]
-    assert dim >= 2 * nb.MIN_PART_DEPTH                  # at least two parts
-    assert_exact(nb.top_k(x, 30), brute(x, 30))
-    assert_exact(nb.top_k(x[:50], 7, gallery=x), brute(x[:50], 7, x))
+def test_rows_the_float32_gemm_scores_worst_keep_the_exact_order():
+    """A query with 1s at both ends and 2^-12 elsewhere: against the row with its 1 first,
+    a float32 sum near 1 drops the small products (2^-24, half a step of 1); against the row
+    with its 1 last, nothing is dropped, though its exact score is a little lower. The float32
+    GEMM ranks them the wrong way round by more than a bound of too small a depth allows (which
+    then leaves the best row out of the candidates); the engine's order is the exact one."""
+    d, t = 4096, 2.0 ** -12
+    q = np.full((1, d), t, np.float32)
+    q[0, [0, d - 1]] = 1
+    g = np.full((40, d), t, np.float32)
+    g[0, 0], g[1, d - 1] = 1, 1
+    g[1, 1:2049] = t * (1 - 2.0 ** -10)
+    g[2:] *= 0.9
+    want = brute(q, 3, g)
+    assert want[0].tolist() == [[0, 1, 2]]
+    for k in (1, 3):
+        assert_exact(nb.top_k(q, k, gallery=g), (want[0][:, :k], want[1][:, :k]))
 
 
 def test_deep_search_of_wide_rows_keeps_memory_bounded(monkeypatch):
@@ -218,3 +223,95 @@ def test_deep_search_of_wide_rows_keeps_memory_bounded(monkeypatch):
         tracemalloc.stop()
     assert_exact(got, want)
     assert peak < 150e6, f"{peak / 1e6:.0f} MB"
+
+
+def integer_clusters(n, d, seed):
+    """Integer rows (|x| < 2^12): four bases, each row one base with two entries nudged by
+    up to 3, every tenth row a copy of row 1, every seventeenth row zero. Their float64 dot
+    products are exact (D 2^24 < 2^53), so `brute` is the exact order; float32 keeps 24 of
+    their ~33 bits, so rows of one base tie or near-tie after rounding."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2047, 2048, size=(4, d))[rng.integers(0, 4, n)]
+    nudge = rng.integers(0, d, size=(n, 2))
+    x[np.arange(n)[:, None], nudge] += rng.integers(-3, 4, size=(n, 2))
+    x[::10], x[3::17] = x[1], 0
+    assert np.abs(x).max() ** 2 * d < 2 ** 53
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("d", [1, 7, 1001])           # 1,001: three parts of 334, one padded
+def test_integer_rows_with_ties_duplicates_and_zeros_keep_the_exact_order(d):
+    x = integer_clusters(160, d, seed=d)
+    for k in (5, 40, len(x) - 1):
+        assert_exact(nb.top_k(x, k), brute(x, k))
+    q, g = x[:50], x[30:]
+    assert_exact(nb.top_k(q, 9, gallery=g), brute(q, 9, g))
+    assert_exact(nb.top_k(q, len(g), gallery=g, block_size=16), brute(q, len(g), g))
+
+
+def test_rescoring_groups_chunks_and_threads_leave_the_bits_alone(monkeypatch):
+    """Re-scoring one pair per GEMM chunk (64 values), rows never grouped (GATHER_COST 0),
+    every row in one group, on one worker or two, and query blocks of 16 or the default:
+    the same index and score bits, equal to the exact brute force."""
+    from rand_ensemble.evaluate import exact_scores
+    x = integer_clusters(240, 600, seed=3)
+    want = brute(x, 20)
+    group_counts, groups = [], exact_scores._groups
+
+    def counted(*args):
+        order, bounds = groups(*args)
+        group_counts.append(len(bounds) - 1)
+        return order, bounds
+
+    monkeypatch.setattr(exact_scores, "_groups", counted)
+    results = []
+    for entries, cost, workers, block in [(64, 32, 1, None), (64, 32, 2, 16), (1 << 14, 0, 2, None),
+                                          (1 << 22, 1e9, 1, 16), (1 << 22, 1e9, 2, None)]:
+        monkeypatch.setattr(exact_scores, "RESCORE_ENTRIES", entries)
+        monkeypatch.setattr(exact_scores, "GATHER_COST", cost)
+        monkeypatch.setattr(exact_scores, "WORKERS", workers)
+        group_counts.clear()
+        got = nb.top_k(x, 20, block_size=block)
+        assert_exact(got, want)
+        results.append((got[0], got[1].view(np.int32), max(group_counts)))
+    for idx, bits, _ in results[1:]:
+        np.testing.assert_array_equal(idx, results[0][0])
+        np.testing.assert_array_equal(bits, results[0][1])
+    assert results[0][2] > 20 and results[-1][2] == 1         # many groups; one group
+
+
+@pytest.mark.parametrize("d", [3, 600])
+def test_sums_on_float32_midpoints_take_the_exact_order(d, reference):
+    """Scores whose float64 sums land on a float32 midpoint (a plain float64 cast ties them to
+    even, the exact value is just above or below), duplicates and a zero row, at D = 3 and
+    spread over both parts of D = 600: the order of the exact fractions, lower index first."""
+    cols = [0, 1, 2] if d == 3 else [0, 299, 599]
+    rows = [[1, 1, 1], [1, 2.0 ** -24, -2.0 ** -60], [1, 2.0 ** -24, 2.0 ** -60],
+            [1 + 2.0 ** -23, 0, 0], [1, 2.0 ** -24, 0], [0, 0, 0], [1, 2.0 ** -24, 2.0 ** -60],
+            [0.5, 0.5, 2.0 ** -40], [1, 2.0 ** -24, -2.0 ** -60], [2, -1, 2.0 ** -30]]
+    x = np.zeros((len(rows), d), np.float32)
+    x[:, cols] = np.array(rows, np.float32)
+    want = reference.fraction_top_k(x[:1], 6, x[1:])
+    assert want[0][0].tolist()[:3] == [1, 2, 5]                   # 1 + 2^-23 before 1
+    assert_exact(nb.top_k(x[:1], 6, gallery=x[1:]), want)
+    assert_exact(nb.top_k(x, len(x) - 1), reference.fraction_top_k(x, len(x) - 1))
+
+
+def test_split_gemm_errors_stay_within_the_bound_given_it():
+    """The XLA GEMM summed in depth parts is within `gemm_error(depth=c + C)` of the exact
+    scores on rows built to lose the most: a 1 then 4,095 entries 2^-12 (each product a
+    float32 half step of 1, lost by a running sum near 1), the 1 at the start, at part edges
+    and at the end. The engine's completeness rests on this bound."""
+    import jax.numpy as jnp
+    d = 4096
+    where = [0, 1, 511, 512, 1000, 2048, 4095]
+    g = np.full((len(where), d), 2.0 ** -12, np.float32)
+    g[np.arange(len(where)), where] = 1
+    exact = g.astype(np.float64) @ g.T.astype(np.float64)         # exact: few bits each
+    count, depth, bound_depth = nb._depth_parts(d)
+    assert (count, bound_depth) == (nb.DEPTH_PARTS, depth + count)
+    s, _ = nb._scores_and_group_max(jnp.asarray(np.pad(g, ((0, 1), (0, 0)))),
+                                    nb._gallery_parts(g, 1), width=1)
+    norms = nb.row_norms(g)
+    err = nb.gemm_error(d, norms, norms.max(), bound_depth)
+    assert (np.abs(np.asarray(s)[:len(g), :len(g)] - exact) <= err[:, None]).all()
