@@ -5,13 +5,15 @@ A pair's score is the exact dot product of its two float32 rows rounded once to 
 so the score is the summed member cosine. Order: score descending, then lower gallery index.
 The answer depends on nothing else: not on the query block, the gallery tile or the BLAS.
 
-How it is fast: a float32 GEMM (a jitted XLA matmul, faster here than numpy's BLAS) scores a
-block of queries against the gallery; each row keeps the column groups holding its largest
-float32 scores; only columns whose float32 score is within a rigorous rounding bound of the
-k-th (`exact_scores.gemm_error`) are re-scored exactly, and the final order uses the exact
-scores. A row whose candidates cannot be proven complete (exact ties, zero vectors) takes the
-dense path: every column of that row is a candidate. Memory: O(block * N + N * k); candidates
-are gathered for re-scoring in bounded chunks (`exact_scores.indexed_pair_scores`).
+How it is fast: a float32 GEMM (a jitted XLA matmul on every core, faster here than numpy's
+BLAS) scores a block of queries against the gallery, its depth summed in parts so its rounding
+bound is that of a GEMM a few hundred deep (`_depth_parts`); each row keeps the column groups
+holding its largest float32 scores; only columns whose float32 score is within that rigorous
+bound of the k-th (`exact_scores.gemm_error`) are re-scored exactly, and the final order uses
+the exact scores. A row whose candidates cannot be proven complete (exact ties, zero vectors)
+takes the dense path: every column of that row is a candidate. The exact re-scoring runs as
+float64 GEMMs of rows against the union of their candidates, on every core, in operands of
+bounded size (`exact_scores.indexed_pair_scores`). Memory: O(block * N + N * k).
 
 Beam tiles: `tile_top_k` scores one (A, B) tile in both directions and `merge_top_k` folds
 partial lists; `tiled_top_k` runs that schedule in one process.
@@ -129,9 +131,12 @@ def _scores_and_group_max(q, g_parts, width):
 def _depth_parts(d):
     """(parts C, depth c) the XLA GEMM splits D into, and the depth its error bound uses.
 
-    Up to DEPTH_PARTS parts of at least MIN_PART_DEPTH: a float32 sum of c products, then of C
-    partial sums, is off by at most gamma(c + C) |q| |g| (gamma(D) unsplit), so at D = 4,096
-    the bound, and the candidates it lets through, shrink 8x for about a tenth more GEMM time.
+    Up to DEPTH_PARTS parts of at least MIN_PART_DEPTH: each product passes through at most c
+    roundings in its part's sum (any order) and C - 1 more as the parts are added one by one,
+    so a score is off by at most gamma(c + C) |q| |g| (gamma(D) unsplit): at D = 4,096 the
+    bound, and the margin of candidates it lets through, shrink 8x. This needs each part's
+    GEMM finished before it is added, as the compiled loop does (jax 0.10: a dot, then a
+    separate float32 add, per iteration); a GEMM accumulating into the running sum would not.
     """
     count = min(DEPTH_PARTS, max(1, d // MIN_PART_DEPTH))
     depth = -(-d // count)
