@@ -33,7 +33,8 @@ from rand_ensemble.evaluate.exact_scores import (  # noqa: F401 (pair_scores, si
     similarities,
 )
 
-BLOCK_ENTRIES = 1 << 22         # default query block: about 16 MB of float32 scores
+BLOCK_ENTRIES = 1 << 24         # default query block: about 64 MB of float32 scores (a larger
+                                # block shares more candidate columns in the re-scoring GEMMs)
 DEPTH_PARTS, MIN_PART_DEPTH = 8, 256     # the XLA GEMM's depth split (`_depth_parts`)
 GROUP_WIDTH = 32                # columns per group: a row keeps its best k + SPARE_GROUPS groups
 SPARE_GROUPS = 2
@@ -224,7 +225,7 @@ def top_k(queries, k, gallery=None, block_size=None):
       k: neighbours per query, 1..N - 1 (leave-one-out) or 1..G.
       gallery: (G, D) or (M, G, E); None: the queries themselves, each query's own row excluded.
       block_size: query rows scored at a time (memory O(block_size * G + N * k)); None: about
-        4M scores per block. Results do not depend on it.
+        16M scores per block. Results do not depend on it.
     Returns:
       (indices (N, k) int64 into the gallery, scores (N, k) float32), best first.
     """
