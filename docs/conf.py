@@ -37,7 +37,7 @@ templates_path = ["_templates"]
 # appear in signatures are not link targets; they are the only references let through.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(numpy|np|jax|jnp|jaxlib|optax|apache_beam|beam|pyarrow|pa|matplotlib|PIL|faiss"
+    (r"py:.*", r"(numpy|np|jax|jnp|jaxlib|optax|apache_beam|beam|pyarrow|pa|matplotlib|PIL|faiss|scipy|sp"
                r"|collections|typing|types|pathlib|os|io|argparse|dataclasses|enum|abc|concurrent"
                r"|subprocess|threading|multiprocessing|contextlib|json|csv|gzip)(\..*)?"),
     (r"py:.*", r"(str|int|float|bool|bytes|dict|list|tuple|set|frozenset|object|type|None|"

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from label_free_study import run_cached  # noqa: E402
-from study_report import plan_study  # noqa: E402
+from study_report import plan_study, spearman  # noqa: E402
 
 from rand_ensemble import fileio  # noqa: E402
 from rand_ensemble.errors import RandEnsembleError  # noqa: E402
@@ -116,22 +116,6 @@ def screen_variant(name, variant, recipe, steps, seed, sets, pairs, val_pairs, c
         m = retrieval.retrieval_metrics(test, sets["test"].labels, per_member=False)
         result["heldout_p_at_1"] = [m["precision_at_1"], *m["precision_at_1_interval"]]
     return result, held
-
-
-def spearman(a, b):
-    """Spearman rank correlation of two equal-length sequences (average ranks for ties)."""
-    def ranks(x):
-        x = np.asarray(x, np.float64)
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x))
-        for v in np.unique(x):                       # ties share their mean rank
-            r[x == v] = r[x == v].mean()
-        return r
-    ra, rb = ranks(a), ranks(b)
-    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def select(results, names):

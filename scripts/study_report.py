@@ -193,3 +193,19 @@ def dataset_notes(info):
                      f"precision {w['pair_precision']:.3f} (measured with the labels, used by "
                      "nothing).")
     return above, below
+
+
+def spearman(a, b):
+    """Spearman rank correlation of two equal-length sequences (average ranks for ties)."""
+    def ranks(x):
+        x = np.asarray(x, np.float64)
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):                       # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
