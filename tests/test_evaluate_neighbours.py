@@ -251,8 +251,9 @@ def test_integer_rows_with_ties_duplicates_and_zeros_keep_the_exact_order(d):
 
 def test_rescoring_groups_chunks_and_threads_leave_the_bits_alone(monkeypatch):
     """Re-scoring one pair per GEMM chunk (64 values), rows never grouped (GATHER_COST 0),
-    every row in one group, on one worker or two, and query blocks of 16 or the default:
-    the same index and score bits, equal to the exact brute force."""
+    every row in one group, on one worker or two (BLAS held to one thread a call, or not,
+    as without threadpoolctl), and query blocks of 16 or the default: the same index and
+    score bits, equal to the exact brute force."""
     from rand_ensemble.evaluate import exact_scores
     x = integer_clusters(240, 600, seed=3)
     want = brute(x, 20)
@@ -265,8 +266,11 @@ def test_rescoring_groups_chunks_and_threads_leave_the_bits_alone(monkeypatch):
 
     monkeypatch.setattr(exact_scores, "_groups", counted)
     results = []
-    for entries, cost, workers, block in [(64, 32, 1, None), (64, 32, 2, 16), (1 << 14, 0, 2, None),
-                                          (1 << 22, 1e9, 1, 16), (1 << 22, 1e9, 2, None)]:
+    limits = exact_scores.threadpool_limits                   # None without threadpoolctl
+    for entries, cost, workers, block, held in [
+            (64, 32, 1, None, True), (64, 32, 2, 16, True), (1 << 14, 0, 2, None, True),
+            (1 << 22, 1e9, 2, None, True), (1 << 22, 1e9, 1, 16, True), (64, 32, 2, None, False)]:
+        monkeypatch.setattr(exact_scores, "threadpool_limits", limits if held else None)
         monkeypatch.setattr(exact_scores, "RESCORE_ENTRIES", entries)
         monkeypatch.setattr(exact_scores, "GATHER_COST", cost)
         monkeypatch.setattr(exact_scores, "WORKERS", workers)
@@ -277,7 +281,7 @@ def test_rescoring_groups_chunks_and_threads_leave_the_bits_alone(monkeypatch):
     for idx, bits, _ in results[1:]:
         np.testing.assert_array_equal(idx, results[0][0])
         np.testing.assert_array_equal(bits, results[0][1])
-    assert results[0][2] > 20 and results[-1][2] == 1         # many groups; one group
+    assert results[0][2] > 20 and results[3][2] == 1          # many groups; one group
 
 
 @pytest.mark.parametrize("d", [3, 600])
