@@ -90,9 +90,11 @@ def test_flip_test_compares_mirrors_with_the_crop():
 
 
 def test_final_steps_scale_with_the_data():
-    assert auto.final_steps(5000, 128) == 1000                 # 6 epochs = 235 steps: the floor
-    assert auto.final_steps(60000, 128) == 3000                # 2,813 rounded up to 3,000
-    assert auto.final_steps(40000, 128) == 2000                # 1,875 -> 2,000
+    assert auto.EPOCHS == 4 and auto.STEPS_RANGE == (1000, 3000)
+    assert auto.final_steps(5000, 128) == 1000                 # 4 epochs = 156 steps: the floor
+    assert auto.final_steps(60000, 128) == 2000                # 1,875 rounded up to 2,000
+    assert auto.final_steps(40000, 128) == 1250                # 1,250 exactly
+    assert auto.final_steps(40001, 128) == 1500                # just over: the next 250
     assert auto.final_steps(10 ** 7, 128) == 3000
 
 
