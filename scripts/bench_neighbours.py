@@ -8,7 +8,16 @@ it also checks that our neighbours equal a float64 brute force on sampled rows. 
 per-candidate runs (tiled, blocked, faiss, each in a fresh process for its peak RSS) remain
 behind `--kinds`. faiss (faiss-cpu, the `bench` extra) is optional.
 
+`--deep` is the study's case on every core: a leave-one-out search at R-precision depth
+(default N = 10,000, D = 4,096, k = 999, clustered rows: `--clusters` Gaussian centres on the
+sphere, noise `--spread` / sqrt(D) a coordinate; or `--rows FILE.npy`, e.g. real embeddings),
+ours against faiss IndexFlatIP with all its OpenMP threads and with one (the faster of the two
+is the reference: OpenMP threads stall on a shared machine), alternating rounds, wall seconds;
+our answer is checked against a float64 brute force rounded to float32, lower index first.
+
     python scripts/bench_neighbours.py --quick
+    python scripts/bench_neighbours.py --deep --rounds 3 --json deep.json
+    python scripts/bench_neighbours.py --deep --quick
     python scripts/bench_neighbours.py --sizes 10000 50000 --top-k 1 10 --rounds 5 --json nb.json
     python scripts/bench_neighbours.py --kinds tiled blocked faiss --sizes 10000 50000
 """
@@ -19,10 +28,11 @@ import subprocess
 import sys
 import tempfile
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
-                                   "intra_op_parallelism_threads=1")
+if "--deep" not in sys.argv:           # the CPU-second comparisons run single-threaded
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                                       "intra_op_parallelism_threads=1")
 from rand_ensemble import fileio  # noqa: E402
 
 CHILD = r"""
@@ -168,6 +178,91 @@ def run_versus_faiss(args):
     return records
 
 
+def clustered_rows(n, d, clusters, spread, seed=0):
+    """(n, d) float32 unit rows around `clusters` random unit centres, noise spread / sqrt(d)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, clusters, n)] + spread / np.sqrt(d) * \
+        rng.standard_normal((n, d), dtype=np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_force_check(x, idx, scores, block=500):
+    """Our (idx, scores) against a float64 brute force rounded to float32 (self excluded, score
+    descending, then lower index), every row -> {"exact", "rows_off_plain_float64"}.
+
+    The reference is the float64 GEMM cast to float32; where a row differs from it, the row is
+    checked again against `similarities` (the float64 sums within a float64 rounding of a
+    float32 midpoint settled exactly: a plain cast double-rounds those few), so such rows are
+    counted apart, not as errors.
+    """
+    import numpy as np
+
+    from rand_ensemble.evaluate.exact_scores import similarities
+    x64, exact, plain_off = x.astype(np.float64), True, 0
+
+    def same(sims, rows):
+        sims[np.arange(len(rows)), rows] = -np.inf
+        want = np.argsort(-sims, axis=1, kind="stable")[:, :idx.shape[1]]
+        return (want == idx[rows]).all(1) & \
+            (np.take_along_axis(sims, want, 1) == scores[rows]).all(1)
+
+    for s in range(0, len(x), block):
+        rows = np.arange(s, min(s + block, len(x)))
+        off = rows[~same((x64[rows] @ x64.T).astype(np.float32), rows)]
+        plain_off += len(off)
+        exact = exact and bool(same(similarities(x[off], x), off).all())
+    return {"exact": exact, "rows_off_plain_float64": plain_off}
+
+
+def deep(args):
+    """The deep leave-one-out case, ours vs faiss on every core, alternating rounds -> record."""
+    import time
+
+    import faiss
+    import numpy as np
+
+    from rand_ensemble.evaluate import neighbours
+    if args.rows:
+        x = neighbours.as_rows(np.load(args.rows), "--rows")
+        data = f"rows of {args.rows}"
+    else:
+        x = clustered_rows(args.n, args.dim, args.clusters, args.spread)
+        data = f"{args.clusters} clusters, spread {args.spread}"
+    threads = faiss.omp_get_max_threads()
+
+    def run_faiss(count):
+        faiss.omp_set_num_threads(count)
+        return faiss_top_k(x, args.k)
+
+    candidates = {"ours": lambda: neighbours.top_k(x, args.k),
+                  f"faiss {threads} threads": lambda: run_faiss(threads),
+                  "faiss 1 thread": lambda: run_faiss(1)}
+    if threads == 1:
+        del candidates["faiss 1 thread"]
+    neighbours.top_k(x[:64], min(args.k, 63))                    # compile outside the rounds
+    wall = {name: [] for name in candidates}
+    for _ in range(args.rounds):
+        for name, search in candidates.items():
+            start = time.perf_counter()
+            found = search()
+            wall[name].append(round(time.perf_counter() - start, 3))
+            if name == "ours":
+                ours = found
+    best_faiss = min((name for name in wall if name != "ours"), key=lambda n: min(wall[n]))
+    rec = {"case": "deep", "n": len(x), "dim": x.shape[1], "top_k": args.k, "data": data,
+           "rounds": args.rounds, "wall_s": wall, "faiss_reference": best_faiss,
+           "ratio_min": min(wall["ours"]) / min(wall[best_faiss]),
+           **brute_force_check(x, *ours), "load_after": os.getloadavg()}
+    print(f"N = {rec['n']}, D = {rec['dim']}, k = {args.k}, {data}: ours / {best_faiss} "
+          f"(min wall over {args.rounds} rounds) = {rec['ratio_min']:.2f}; {wall}; "
+          f"equal to the brute force: {rec['exact']} (rows off a plain float64 cast: "
+          f"{rec['rows_off_plain_float64']})", flush=True)
+    return [rec]
+
+
 def run_kinds(args):
     """The per-candidate fresh-process runs (tiled, blocked, faiss) -> records."""
     records = []
@@ -213,12 +308,25 @@ def main(argv=None):
     p.add_argument("--max-full-n", type=int, default=50000,
                    help="--kinds above this N: skip the all-in-memory candidates and run one "
                         "worker's row of tiles, extrapolating the total time")
-    p.add_argument("--quick", action="store_true", help="N = 2000, 6000; 3 rounds; block 1024")
+    p.add_argument("--deep", action="store_true", help="the leave-one-out R-precision case on "
+                   "every core (N = --n, D = --dim, k = --k); see above")
+    p.add_argument("--n", type=int, default=10000, help="--deep rows")
+    p.add_argument("--k", type=int, default=999, help="--deep neighbours a row")
+    p.add_argument("--clusters", type=int, default=10, help="--deep centres")
+    p.add_argument("--spread", type=float, default=1.0, help="--deep noise (x 1 / sqrt(D))")
+    p.add_argument("--rows", help="--deep: an (N, D) or (M, N, E) .npy of rows instead")
+    p.add_argument("--quick", action="store_true", help="N = 2000, 6000; 3 rounds; block 1024 "
+                   "(with --deep: N = 2,000, D = 1,024, k = 199, 2 rounds)")
     p.add_argument("--json", help="write the records here")
     args = p.parse_args(argv)
-    if args.quick:
+    if args.deep:
+        args.dim = 4096 if args.dim == 320 else args.dim
+    if args.quick and args.deep:
+        args.n, args.dim, args.k, args.rounds = 2000, 1024, 199, 2
+    elif args.quick:
         args.sizes, args.rounds, args.block_size, args.max_full_n = [2000, 6000], 3, 1024, 4000
-    records = run_kinds(args) if args.kinds else run_versus_faiss(args)
+    records = deep(args) if args.deep else run_kinds(args) if args.kinds else \
+        run_versus_faiss(args)
     if args.json:
         fileio.save_json(args.json, records)                        # atomic
 

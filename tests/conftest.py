@@ -2,8 +2,8 @@
 
     reference       independent float64 numpy implementations of the blog net (with and
                     without biases), of any EmbedderConfig (SAME, pools, GroupNorm), the 1-of-10
-                    accuracy and precision@1 (explicit loops), and
-                    a plain pyarrow reader of render folders
+                    accuracy and precision@1 (explicit loops), exact dot products and k-NN by
+                    fractions, and a plain pyarrow reader of render folders
     question_pairs  scripts/make_question_pairs.py: templated Quora-format pairs
     notebook        execute colab/<name> headless with small sizes -> the printed text
     random_images   seeded uniform float32 images (N, H, W, 3)
@@ -12,6 +12,7 @@
 import importlib.util
 import os
 import types
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -158,14 +159,35 @@ def p_at_1(emb, labels):
     return float(np.mean(hits))
 
 
+def fraction_dot(a, b):
+    """The float32 nearest the exact rational dot product of two rows (ties to even): (D,), (D,)."""
+    exact = sum(Fraction(float(u)) * Fraction(float(v)) for u, v in zip(a, b))
+    near = np.float32(float(exact))
+    steps = [np.nextafter(near, np.float32(-np.inf)), near, np.nextafter(near, np.float32(np.inf))]
+    return min(steps, key=lambda f: (abs(Fraction(float(f)) - exact), int(f.view(np.int32)) & 1))
+
+
+def fraction_top_k(q, k, g=None):
+    """Exact k-NN by pair loops over `fraction_dot` (score descending, then lower index; self
+    excluded when g is None): (Q, D) [, (G, D)] -> idx (Q, k) int64, scores (Q, k) float32."""
+    loo, g = g is None, q if g is None else g
+    idx, scores = [], []
+    for i, row in enumerate(q):
+        found = sorted((-fraction_dot(row, col), j) for j, col in enumerate(g) if not loo or j != i)
+        idx.append([j for _, j in found[:k]])
+        scores.append([-s for s, _ in found[:k]])
+    return np.array(idx, np.int64), np.array(scores, np.float32)
+
+
 @pytest.fixture(scope="session")
 def reference():
     """The independent implementations: conv_valid, conv_padded, blog_embed, biased_embed,
-    config_embed, nn_accuracy, p_at_1, read_renders."""
+    config_embed, nn_accuracy, p_at_1, read_renders, fraction_dot, fraction_top_k."""
     return types.SimpleNamespace(conv_valid=conv_valid, conv_padded=conv_padded,
                                  blog_embed=blog_embed, biased_embed=biased_embed,
                                  config_embed=config_embed, nn_accuracy=nn_accuracy,
-                                 p_at_1=p_at_1, read_renders=read_renders)
+                                 p_at_1=p_at_1, read_renders=read_renders,
+                                 fraction_dot=fraction_dot, fraction_top_k=fraction_top_k)
 
 
 @pytest.fixture(scope="session")

@@ -149,22 +149,70 @@ def test_bad_inputs_raise():
 
 
 @pytest.mark.parametrize("name", ["duplicated", "near_tied", "integer", "zeros"])
-def test_exact_rescoring_does_not_depend_on_its_gather_chunks(name, monkeypatch):
+@pytest.mark.parametrize("entries, cost", [(5, 32), (1 << 12, 0), (1 << 20, 1e9)])
+def test_exact_rescoring_does_not_depend_on_its_groups_or_chunks(name, entries, cost, monkeypatch):
+    """One pair per GEMM (5 values), rows never grouped (cost 0), every row in one group."""
     from rand_ensemble.evaluate import exact_scores
     x = INPUTS[name]()
     want = brute(x, 10)
-    monkeypatch.setattr(exact_scores, "GATHER_ENTRIES", 5)            # one candidate at a time
+    monkeypatch.setattr(exact_scores, "RESCORE_ENTRIES", entries)
+    monkeypatch.setattr(exact_scores, "GATHER_COST", cost)
     assert_exact(nb.top_k(x, 10), want)
+
+
+def per_pair(a, ia, b, ib, norms_a=None, norms_b=None):
+    """The engine's old re-scoring: the gathered pairs one by one (`pair_scores`)."""
+    return nb.pair_scores(a[ia], b[ib], None if norms_a is None else norms_a[ia],
+                          None if norms_b is None else norms_b[ib])
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_grouped_gemms_give_what_pair_by_pair_gives(name, monkeypatch):
+    """The GEMM re-scoring and the per-pair one: the same indices and score bits, leave-one-out
+    at k = 1 and N - 1, against a gallery, and over members."""
+    x = INPUTS[name]()
+    searches = [lambda: nb.top_k(x, 1), lambda: nb.top_k(x, len(x) - 1, block_size=64),
+                lambda: nb.top_k(x[:40], 9, gallery=x[20:]),
+                lambda: nb.top_k(np.stack([x, x[::-1]]), 5)]
+    grouped = [search() for search in searches]
+    monkeypatch.setattr(nb, "indexed_pair_scores", per_pair)
+    for got, search in zip(grouped, searches):
+        assert_exact(got, search())
+
+
+@pytest.mark.parametrize("name", ["duplicated", "zeros", "integer"])
+def test_every_other_row_at_k_n_minus_one_equals_brute_force(name):
+    x = INPUTS[name]()
+    assert_exact(nb.top_k(x, len(x) - 1), brute(x, len(x) - 1))
+
+
+def test_rows_the_float32_gemm_scores_worst_keep_the_exact_order():
+    """A query with 1s at both ends and 2^-12 elsewhere: against the row with its 1 first,
+    a float32 sum near 1 drops the small products (2^-24, half a step of 1); against the row
+    with its 1 last, nothing is dropped, though its exact score is a little lower. The float32
+    GEMM ranks them the wrong way round by more than a bound of too small a depth allows (which
+    then leaves the best row out of the candidates); the engine's order is the exact one."""
+    d, t = 4096, 2.0 ** -12
+    q = np.full((1, d), t, np.float32)
+    q[0, [0, d - 1]] = 1
+    g = np.full((40, d), t, np.float32)
+    g[0, 0], g[1, d - 1] = 1, 1
+    g[1, 1:2049] = t * (1 - 2.0 ** -10)
+    g[2:] *= 0.9
+    want = brute(q, 3, g)
+    assert want[0].tolist() == [[0, 1, 2]]
+    for k in (1, 3):
+        assert_exact(nb.top_k(q, k, gallery=g), (want[0][:, :k], want[1][:, :k]))
 
 
 def test_deep_search_of_wide_rows_keeps_memory_bounded(monkeypatch):
     """k = 250 of 300 rows of D = 1024 (the study's M = 128 ensembles at k = R ~ 1,000 in small):
-    gathering every candidate row at once took ~1.8 GB here (24 GB in the study); in chunks of
-    GATHER_ENTRIES values it stays small, and the result equals the brute force."""
+    gathering every candidate row at once took ~1.8 GB here (24 GB in the study); in GEMM
+    operands of RESCORE_ENTRIES values it stays small, and the result equals the brute force."""
     import tracemalloc
 
     from rand_ensemble.evaluate import exact_scores
-    monkeypatch.setattr(exact_scores, "GATHER_ENTRIES", 1 << 18)
+    monkeypatch.setattr(exact_scores, "RESCORE_ENTRIES", 1 << 18)
     x = np.random.default_rng(3).normal(size=(300, 1024)).astype(np.float32)
     want = brute(x, 250)
     tracemalloc.start()
@@ -175,3 +223,99 @@ def test_deep_search_of_wide_rows_keeps_memory_bounded(monkeypatch):
         tracemalloc.stop()
     assert_exact(got, want)
     assert peak < 150e6, f"{peak / 1e6:.0f} MB"
+
+
+def integer_clusters(n, d, seed):
+    """Integer rows (|x| < 2^12): four bases, each row one base with two entries nudged by
+    up to 3, every tenth row a copy of row 1, every seventeenth row zero. Their float64 dot
+    products are exact (D 2^24 < 2^53), so `brute` is the exact order; float32 keeps 24 of
+    their ~33 bits, so rows of one base tie or near-tie after rounding."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2047, 2048, size=(4, d))[rng.integers(0, 4, n)]
+    nudge = rng.integers(0, d, size=(n, 2))
+    x[np.arange(n)[:, None], nudge] += rng.integers(-3, 4, size=(n, 2))
+    x[::10], x[3::17] = x[1], 0
+    assert np.abs(x).max() ** 2 * d < 2 ** 53
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("d", [1, 7, 1001])           # 1,001: three parts of 334, one padded
+def test_integer_rows_with_ties_duplicates_and_zeros_keep_the_exact_order(d):
+    x = integer_clusters(160, d, seed=d)
+    for k in (5, 40, len(x) - 1):
+        assert_exact(nb.top_k(x, k), brute(x, k))
+    q, g = x[:50], x[30:]
+    assert_exact(nb.top_k(q, 9, gallery=g), brute(q, 9, g))
+    assert_exact(nb.top_k(q, len(g), gallery=g, block_size=16), brute(q, len(g), g))
+
+
+def test_rescoring_groups_chunks_and_threads_leave_the_bits_alone(monkeypatch):
+    """Re-scoring one pair per GEMM chunk (64 values), rows never grouped (GATHER_COST 0),
+    every row in one group, on one worker or two (BLAS held to one thread a call, or not,
+    as without threadpoolctl), and query blocks of 16 or the default: the same index and
+    score bits, equal to the exact brute force."""
+    from rand_ensemble.evaluate import exact_scores
+    x = integer_clusters(240, 600, seed=3)
+    want = brute(x, 20)
+    group_counts, groups = [], exact_scores._groups
+
+    def counted(*args):
+        order, bounds = groups(*args)
+        group_counts.append(len(bounds) - 1)
+        return order, bounds
+
+    monkeypatch.setattr(exact_scores, "_groups", counted)
+    results = []
+    limits = exact_scores.threadpool_limits                   # None without threadpoolctl
+    for entries, cost, workers, block, held in [
+            (64, 32, 1, None, True), (64, 32, 2, 16, True), (1 << 14, 0, 2, None, True),
+            (1 << 22, 1e9, 2, None, True), (1 << 22, 1e9, 1, 16, True), (64, 32, 2, None, False)]:
+        monkeypatch.setattr(exact_scores, "threadpool_limits", limits if held else None)
+        monkeypatch.setattr(exact_scores, "RESCORE_ENTRIES", entries)
+        monkeypatch.setattr(exact_scores, "GATHER_COST", cost)
+        monkeypatch.setattr(exact_scores, "WORKERS", workers)
+        group_counts.clear()
+        got = nb.top_k(x, 20, block_size=block)
+        assert_exact(got, want)
+        results.append((got[0], got[1].view(np.int32), max(group_counts)))
+    for idx, bits, _ in results[1:]:
+        np.testing.assert_array_equal(idx, results[0][0])
+        np.testing.assert_array_equal(bits, results[0][1])
+    assert results[0][2] > 20 and results[3][2] == 1          # many groups; one group
+
+
+@pytest.mark.parametrize("d", [3, 600])
+def test_sums_on_float32_midpoints_take_the_exact_order(d, reference):
+    """Scores whose float64 sums land on a float32 midpoint (a plain float64 cast ties them to
+    even, the exact value is just above or below), duplicates and a zero row, at D = 3 and
+    spread over both parts of D = 600: the order of the exact fractions, lower index first."""
+    cols = [0, 1, 2] if d == 3 else [0, 299, 599]
+    rows = [[1, 1, 1], [1, 2.0 ** -24, -2.0 ** -60], [1, 2.0 ** -24, 2.0 ** -60],
+            [1 + 2.0 ** -23, 0, 0], [1, 2.0 ** -24, 0], [0, 0, 0], [1, 2.0 ** -24, 2.0 ** -60],
+            [0.5, 0.5, 2.0 ** -40], [1, 2.0 ** -24, -2.0 ** -60], [2, -1, 2.0 ** -30]]
+    x = np.zeros((len(rows), d), np.float32)
+    x[:, cols] = np.array(rows, np.float32)
+    want = reference.fraction_top_k(x[:1], 6, x[1:])
+    assert want[0][0].tolist()[:3] == [1, 2, 5]                   # 1 + 2^-23 before 1
+    assert_exact(nb.top_k(x[:1], 6, gallery=x[1:]), want)
+    assert_exact(nb.top_k(x, len(x) - 1), reference.fraction_top_k(x, len(x) - 1))
+
+
+def test_split_gemm_errors_stay_within_the_bound_given_it():
+    """The XLA GEMM summed in depth parts is within `gemm_error(depth=c + C)` of the exact
+    scores on rows built to lose the most: a 1 then 4,095 entries 2^-12 (each product a
+    float32 half step of 1, lost by a running sum near 1), the 1 at the start, at part edges
+    and at the end. The engine's completeness rests on this bound."""
+    import jax.numpy as jnp
+    d = 4096
+    where = [0, 1, 511, 512, 1000, 2048, 4095]
+    g = np.full((len(where), d), 2.0 ** -12, np.float32)
+    g[np.arange(len(where)), where] = 1
+    exact = g.astype(np.float64) @ g.T.astype(np.float64)         # exact: few bits each
+    count, depth, bound_depth = nb._depth_parts(d)
+    assert (count, bound_depth) == (nb.DEPTH_PARTS, depth + count)
+    s, _ = nb._scores_and_group_max(jnp.asarray(np.pad(g, ((0, 1), (0, 0)))),
+                                    nb._gallery_parts(g, 1), width=1)
+    norms = nb.row_norms(g)
+    err = nb.gemm_error(d, norms, norms.max(), bound_depth)
+    assert (np.abs(np.asarray(s)[:len(g), :len(g)] - exact) <= err[:, None]).all()

@@ -5,13 +5,15 @@ A pair's score is the exact dot product of its two float32 rows rounded once to 
 so the score is the summed member cosine. Order: score descending, then lower gallery index.
 The answer depends on nothing else: not on the query block, the gallery tile or the BLAS.
 
-How it is fast: a float32 GEMM (a jitted XLA matmul, faster here than numpy's BLAS) scores a
-block of queries against the gallery; each row keeps the column groups holding its largest
-float32 scores; only columns whose float32 score is within a rigorous rounding bound of the
-k-th (`exact_scores.gemm_error`) are re-scored exactly, and the final order uses the exact
-scores. A row whose candidates cannot be proven complete (exact ties, zero vectors) takes the
-dense path: every column of that row is a candidate. Memory: O(block * N + N * k); candidates
-are gathered for re-scoring in bounded chunks (`exact_scores.indexed_pair_scores`).
+How it is fast: a float32 GEMM (a jitted XLA matmul on every core, faster here than numpy's
+BLAS) scores a block of queries against the gallery, its depth summed in parts so its rounding
+bound is that of a GEMM a few hundred deep (`_depth_parts`); each row keeps the column groups
+holding its largest float32 scores; only columns whose float32 score is within that rigorous
+bound of the k-th (`exact_scores.gemm_error`) are re-scored exactly, and the final order uses
+the exact scores. A row whose candidates cannot be proven complete (exact ties, zero vectors)
+takes the dense path: every column of that row is a candidate. The exact re-scoring runs as
+float64 GEMMs of rows against the union of their candidates, on every core, in operands of
+bounded size (`exact_scores.indexed_pair_scores`). Memory: O(block * N + N * k).
 
 Beam tiles: `tile_top_k` scores one (A, B) tile in both directions and `merge_top_k` folds
 partial lists; `tiled_top_k` runs that schedule in one process.
@@ -31,7 +33,9 @@ from rand_ensemble.evaluate.exact_scores import (  # noqa: F401 (pair_scores, si
     similarities,
 )
 
-BLOCK_ENTRIES = 1 << 22         # default query block: about 16 MB of float32 scores
+BLOCK_ENTRIES = 1 << 24         # default query block: about 64 MB of float32 scores (a larger
+                                # block shares more candidate columns in the re-scoring GEMMs)
+DEPTH_PARTS, MIN_PART_DEPTH = 8, 256     # the XLA GEMM's depth split (`_depth_parts`)
 GROUP_WIDTH = 32                # columns per group: a row keeps its best k + SPARE_GROUPS groups
 SPARE_GROUPS = 2
 
@@ -106,14 +110,47 @@ def _dense(q, g, nq, ng, k, err, self_cols):
 
 
 @partial(jax.jit, static_argnames=("width",))
-def _scores_and_group_max(q, g, width):
-    """q (B, D), g (width * G, D) -> float32 scores (B, width * G), group maxima (B, G).
+def _scores_and_group_max(q, g_parts, width):
+    """q (B, D), g_parts (C, Np, c) -> float32 scores (B, Np), group maxima (B, G).
 
-    Group j is the strided column set j, j + G, j + 2G, ... (a fast reduction); self-pairs and
-    padding are not masked here (masking the whole matrix costs a third of the GEMM).
+    The depth D is summed as C float32 GEMMs of depth c (D zero-padded to C * c) added in
+    float32, so a score's error grows with c + C, not D (`_depth_parts`). Group j is the strided
+    column set j, j + G, j + 2G, ... (a fast reduction); self-pairs and padding are not masked
+    here (masking the whole matrix costs a third of the GEMM).
     """
-    s = jnp.matmul(q, g.T, precision=jax.lax.Precision.HIGHEST)             # (B, Np)
-    return s, s.reshape(q.shape[0], width, -1).max(axis=1)                    # (B, G)
+    count, _, depth = g_parts.shape
+    q_parts = jnp.pad(q, ((0, 0), (0, count * depth - q.shape[1])))
+    q_parts = q_parts.reshape(len(q), count, depth).transpose(1, 0, 2)         # (C, B, c)
+
+    def add(j, s):
+        return s + jnp.matmul(q_parts[j], g_parts[j].T, precision=jax.lax.Precision.HIGHEST)
+
+    s = jax.lax.fori_loop(0, count, add, jnp.zeros((len(q), g_parts.shape[1]), q.dtype))
+    return s, s.reshape(q.shape[0], width, -1).max(axis=1)                    # (B, Np), (B, G)
+
+
+def _depth_parts(d):
+    """(parts C, depth c) the XLA GEMM splits D into, and the depth its error bound uses.
+
+    Up to DEPTH_PARTS parts of at least MIN_PART_DEPTH: each product passes through at most c
+    roundings in its part's sum (any order) and C - 1 more as the parts are added one by one,
+    so a score is off by at most gamma(c + C) |q| |g| (gamma(D) unsplit): at D = 4,096 the
+    bound, and the margin of candidates it lets through, shrink 8x. This needs each part's
+    GEMM finished before it is added, as the compiled loop does (jax 0.10: a dot, then a
+    separate float32 add, per iteration); a GEMM accumulating into the running sum would not.
+    """
+    count = min(DEPTH_PARTS, max(1, d // MIN_PART_DEPTH))
+    depth = -(-d // count)
+    return count, depth, (d if count == 1 else depth + count)
+
+
+def _gallery_parts(g, width):
+    """(N, D) gallery -> (C, Np, c) on the device: rows padded to a multiple of `width`."""
+    count, depth, _ = _depth_parts(g.shape[1])
+    parts = np.zeros((count, len(g) + -len(g) % width, depth), np.float32)
+    for j in range(count):
+        parts[j, :len(g), :g.shape[1] - j * depth] = g[:, j * depth:(j + 1) * depth]
+    return jnp.asarray(parts)
 
 
 def _plan(n, k):
@@ -188,7 +225,7 @@ def top_k(queries, k, gallery=None, block_size=None):
       k: neighbours per query, 1..N - 1 (leave-one-out) or 1..G.
       gallery: (G, D) or (M, G, E); None: the queries themselves, each query's own row excluded.
       block_size: query rows scored at a time (memory O(block_size * G + N * k)); None: about
-        4M scores per block. Results do not depend on it.
+        16M scores per block. Results do not depend on it.
     Returns:
       (indices (N, k) int64 into the gallery, scores (N, k) float32), best first.
     """
@@ -205,9 +242,10 @@ def top_k(queries, k, gallery=None, block_size=None):
         raise RandEnsembleError(f"block_size must be >= 1, got {block_size}")
     k, block_size = int(k), int(block_size)
     nq, ng = row_norms(q), row_norms(g)
-    err = gemm_error(q.shape[1], nq, ng.max())                                 # (N,)
     width = _plan(len(g), k)
-    g_dev = None if width is None else jnp.asarray(np.pad(g, ((0, -len(g) % width), (0, 0))))
+    depth = None if width is None else _depth_parts(q.shape[1])[2]
+    err = gemm_error(q.shape[1], nq, ng.max(), depth)                          # (N,)
+    g_dev = None if width is None else _gallery_parts(g, width)
     idx, scores = np.empty((len(q), k), np.int64), np.empty((len(q), k), np.float32)
     for start in range(0, len(q), block_size):
         rows = slice(start, min(start + block_size, len(q)))
