@@ -468,7 +468,7 @@ def write(args, done, table, choice, flags, sets, seconds, far=None):
         lines += [f"| {d} | {v['far_positives']} | {_fmt(v['far_precision'])} | "
                   f"{v['euclidean_pairs']} | {_fmt(v['euclidean_precision'])} | "
                   f"{v['hard_negatives']} | {_fmt(v['hard_negatives_same_label'])} |"
-                  for d, v in far["depths"].items()] + [""]
+                  for d, v in sorted(far["depths"].items(), key=lambda kv: int(kv[0]))] + [""]
     fileio.save_text(os.path.join(args.out, "study.md"), "\n".join(lines))
     timing_lines = ["| run | wall seconds |", "|---|---|"] + [
         f"| {k} | {json.dumps(v)} |" for k, v in timings.items() if v]
