@@ -240,9 +240,11 @@ def test_quick_auto_study(tmp_path, reference, labelled_npz):
         reference.p_at_1(unit(test), labels))
     # the default command's model: (mean member cosine + w x signal cosine) / (1 + w)
     model = checkpoint.load_model(out / "runs" / "default_s0.npz")
-    images = test.reshape(-1, 28, 28, 1).astype(np.uint8)
-    padded = np.zeros((len(images), 32, 32, 1), np.uint8)
-    padded[:, 2:30, 2:30] = images                                   # the policy: 28 -> 32
+    def at_32(flat):                                                 # the policy: 28 -> 32
+        out = np.zeros((len(flat), 32, 32, 1), np.uint8)
+        out[:, 2:30, 2:30] = flat.reshape(-1, 28, 28, 1)
+        return out
+    padded = at_32(test)
     emb = ensemble.embed(model.params, padded, model.config).astype(np.float64)
     if model.signal is not None:
         sig = baselines.pixel_embedding(model.signal, padded).astype(np.float64)
@@ -269,9 +271,7 @@ def test_quick_auto_study(tmp_path, reference, labelled_npz):
         [table[k]["instance_recall"] for k in kinds],
         [table[k]["heldout_p1"] for k in kinds]).statistic)
     # the manifold report's Euclidean top-d pairs and their precision: numpy on the HOG rows
-    images = train.reshape(-1, 28, 28, 1).astype(np.uint8)
-    padded = np.zeros((len(images), 32, 32, 1), np.uint8)
-    padded[:, 2:30, 2:30] = images
+    padded = at_32(train)
     train_labels = np.load(tmp_path / "train.npz")["labels"]
     hog = mining.signal_rows(mining.fit_signal("hog", padded, None), padded).astype(np.float64)
     sims = hog @ hog.T
