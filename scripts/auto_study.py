@@ -126,22 +126,33 @@ def random_run(out, sets, arch, m=10):
 
 
 def model_scores(model, sets):
-    """{model, members, member_mean, signal: columns} of a params file's Model (no signal:
-    model = members), and the held-out member embeddings (M, N, E)."""
-    from rand_ensemble.model import ensemble
-    emb = {k: ensemble.embed(model.params, sets[k].images, model.config)
-           for k in ("heldout", "train")}
+    """{model, members, member_mean, signal[, model_unmirrored]: columns} of a params file's
+    Model scored as the commands score it (`baselines.model_embedders`: mirror-averaged where
+    the model is; no signal: model = members), and the held-out member embeddings (M, N, E).
+    A mirror-averaged model is also scored without the averaging (model_unmirrored)."""
+    members_of, signal_of = baselines.model_embedders(model)
+    emb = {k: members_of(sets[k].images) for k in ("heldout", "train")}
     out = {"members": column_scores(emb["heldout"], emb["train"], sets)}
     members = [column_scores(t[None], g[None], sets) for t, g in zip(emb["heldout"],
                                                                       emb["train"])]
     out["member_mean"] = {c: np.mean([m[c] for m in members], axis=0) for c in COLUMNS}
     out["model"] = out["members"]
     if model.signal is not None:
-        sig = {k: baselines.pixel_embedding(model.signal, sets[k].images) for k in emb}
-        rows = {k: neighbours.model_rows(emb[k], sig[k], model.signal["weight"]) for k in emb}
-        out["model"] = column_scores(rows["heldout"], rows["train"], sets)
+        sig = {k: signal_of(sets[k].images) for k in emb}
+        out["model"] = _model_columns(emb, sig, model.signal["weight"], sets)
         out["signal"] = column_scores(sig["heldout"], sig["train"], sets)
+        if model.mirror:
+            plain_members, plain_signal = baselines.model_embedders(model._replace(mirror=False))
+            out["model_unmirrored"] = _model_columns(
+                {k: plain_members(sets[k].images) for k in emb},
+                {k: plain_signal(sets[k].images) for k in emb}, model.signal["weight"], sets)
     return out, emb["heldout"]
+
+
+def _model_columns(emb, sig, weight, sets):
+    """Columns of the model's rows (members + signal member, `neighbours.model_rows`)."""
+    rows = {k: neighbours.model_rows(emb[k], sig[k], weight) for k in emb}
+    return column_scores(rows["heldout"], rows["train"], sets)
 
 
 def default_run(args, size, sets, seed):
@@ -379,7 +390,8 @@ BASELINES = [("raw pixels (cosine)", "px:raw"), ("PCA pixels (half-whitened, 200
 DEFAULT_ROWS = [("default command: the model (members + signal member)", "model"),
                 ("default command: its members alone (ensemble)", "members"),
                 ("default command: mean member", "member_mean"),
-                ("default command: the signal member alone", "signal")]
+                ("default command: the signal member alone", "signal"),
+                ("default command: the model without mirror averaging", "model_unmirrored")]
 
 
 def write(args, done, table, choice, flags, sets, seconds, far=None):
@@ -411,6 +423,8 @@ def write(args, done, table, choice, flags, sets, seconds, far=None):
              for name, key in (("HOG", "px:hog"), ("raw pixels", "px:raw"),
                                ("PCA pixels", "px:pca"), ("random ensemble M=10", "random"))]
     specs += [("default model - its members alone", model, members),
+              ("default model - the model without mirror averaging", model,
+               ("default", 1, "model_unmirrored")),
               ("default members alone - HOG", members, ("px:hog", 1, "ensemble"))]
     if args.recipe:
         specs.append((f"default model - recipe {args.recipe}", model, ("recipe", 1, "members")))

@@ -78,7 +78,8 @@ def paired_differences(done, seeds, specs, num_resamples=2000, columns=COLUMNS):
     bootstrap intervals over queries; comparisons lacking a finished run are left out."""
     out = []
     for label, a, b in specs:
-        sides = [[done[(v, m, s)]["scores"][kind] for s in seeds if (v, m, s) in done]
+        sides = [[done[(v, m, s)]["scores"][kind] for s in seeds
+                  if kind in done.get((v, m, s), {}).get("scores", {})]
                  for v, m, kind in (a, b)]
         if not all(sides):
             continue

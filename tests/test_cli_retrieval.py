@@ -288,3 +288,34 @@ def test_pixel_baselines_match_numpy(tmp_path, capsys):
     code, _, err = run(["retrieval", "--data", f"npz:{tmp_path / 'test.npz'}", "--pixels",
                         "raw", "--models", "2"], capsys)
     assert code == 2 and "not allowed with" in err and err.count("\n") == 1
+
+
+def test_a_mirror_averaged_checkpoint_scores_each_image_with_its_mirror(tmp_path, capsys):
+    """retrieval --checkpoint of a mirror-averaged model (`Model.mirror`): its members' rows
+    are normalise(embed(x) + embed(x mirrored)), recomputed here member by member, and a
+    mirrored copy of the data gets the same rows."""
+    from rand_ensemble import fileio
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (10, 32, 32, 3)).astype(np.uint8)   # ids 0..9: one order
+    labels = np.repeat(np.arange(5), 2)
+    np.savez(tmp_path / "d.npz", images=images, labels=labels)
+    np.savez(tmp_path / "f.npz", images=images[:, :, ::-1].copy(), labels=labels)
+    params = jax.device_get(ensemble.init_ensemble(jax.random.PRNGKey(3), 2))
+    ckpt = str(tmp_path / "m.npz")
+    fileio.write_outputs({ckpt: checkpoint.params_writer(params, ensemble.DEFAULT_CONFIG,
+                                                         mirror=True)})
+    for name in ("d", "f"):
+        code, _, err = run(["retrieval", "--data", f"npz:{tmp_path / name}.npz",
+                            "--checkpoint", ckpt, "--save-embeddings",
+                            str(tmp_path / f"{name}.npy"), "--json",
+                            str(tmp_path / f"{name}.json"), "--bootstrap", "20"], capsys)
+        assert code == 0, err
+    got = np.load(tmp_path / "d.npy")
+    plain = ensemble.embed(params, images).astype(np.float64)               # (M, N, E)
+    flipped = ensemble.embed(params, images[:, :, ::-1]).astype(np.float64)
+    for m in range(2):
+        for i in range(10):
+            total = plain[m, i] + flipped[m, i]
+            np.testing.assert_allclose(got[m, i], total / np.linalg.norm(total), atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), got, atol=1e-5)
+    assert json.loads((tmp_path / "d.json").read_text())["mirror"] is True

@@ -189,8 +189,13 @@ def test_train_with_no_recipe_chooses_without_labels_and_learns(tmp_path, capsys
     # start from (same init) on leave-one-out P@1; the model scores (mean member cosine +
     # w x signal cosine) / (1 + w), checked here by a loop.
     model = checkpoint.load_model(out)
+    assert model.mirror == chosen["flip"] == report["mirror"]   # mirror-averaged iff flips
     emb = ensemble.embed(model.params, images, model.config).astype(np.float64)   # (M, N, E)
     sig = baselines.pixel_embedding(model.signal, images).astype(np.float64)
+    if model.mirror:                  # each row the normalised sum of the image's and mirror's
+        emb, sig = (_unit(a + b) for a, b in (
+            (emb, ensemble.embed(model.params, images[:, :, ::-1], model.config)),
+            (sig, baselines.pixel_embedding(model.signal, images[:, :, ::-1]))))
     w = model.signal["weight"]
     members = np.einsum("mie,mje->ij", emb, emb) / len(emb)
     both = (members + w * sig @ sig.T) / (1 + w)
@@ -213,6 +218,25 @@ def test_train_with_no_recipe_chooses_without_labels_and_learns(tmp_path, capsys
     assert ret["precision_at_1"] == pytest.approx(p_at_1(both), abs=1e-9)
     assert ret["members"]["precision_at_1"] == pytest.approx(p_at_1(members), abs=1e-9)
     assert ret["signal"] == {"kind": chosen["signal"], "weight": w}
+
+
+def _unit(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_mirror_follows_the_choice_and_the_flag(tmp_path):
+    """A named recipe is not mirror-averaged unless --mirror says so; --no-mirror wins."""
+    images, labels = bars(40, seed=1)
+    _write_npz(tmp_path / "d.npz", images, labels)
+    tiny = ["--recipe", "renders", "--steps", "2", "--members", "1", "--batch-size", "8",
+            "--warmup", "1", "--quiet", "--input-hw", "16", "--padding", "SAME", "--pool",
+            "mean"]
+    for flag, want in ((None, False), ("--mirror", True), ("--no-mirror", False)):
+        out = tmp_path / f"{flag}.npz"
+        assert cli.main(["train", "--data", f"npz:{tmp_path / 'd.npz'}", "--out", str(out)]
+                        + tiny + ([flag] if flag else [])) == 0
+        assert checkpoint.load_model(out).mirror is want
 
 
 def test_views_that_disagree_give_augmentation_alone():

@@ -87,3 +87,21 @@ def test_every_family_round_trips(tmp_path):
         loaded, got = checkpoint.load_params(tmp_path / f"{name}.npz")
         assert got == config
         assert loaded["conv0"]["kernel"].shape == (2, 3, 3, 1, 8)
+
+
+def test_the_mirror_flag_round_trips_and_is_checked(tmp_path):
+    """`mirror` is recorded only when set (other files keep their bytes) and read back; a
+    record whose mirror is not a boolean is refused in one line."""
+    cfg = ensemble.EmbedderConfig(widths=(4, 4), dense=4, embedding_dim=4, pool="mean")
+    params = jax.device_get(ensemble.init_ensemble(jax.random.PRNGKey(4), 2, cfg))
+    fileio.write_outputs({str(tmp_path / "m.npz"): checkpoint.params_writer(
+        params, cfg, {"learn": {}}, mirror=True)})
+    checkpoint.save_params(tmp_path / "p.npz", params, cfg, {"learn": {}})
+    assert _meta(tmp_path / "m.npz")["mirror"] is True
+    assert "mirror" not in _meta(tmp_path / "p.npz")
+    assert checkpoint.load_model(tmp_path / "m.npz").mirror is True
+    assert checkpoint.load_model(tmp_path / "p.npz").mirror is False
+    fileio.save_tree(tmp_path / "bad.npz", params, meta={"embedder": cfg.to_dict(),
+                                                          "mirror": 1})
+    with pytest.raises(RandEnsembleError, match="mirror must be true or false"):
+        checkpoint.load_model(tmp_path / "bad.npz")

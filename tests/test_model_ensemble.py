@@ -170,3 +170,29 @@ def test_shape_contract_with_eval_shape(forward):
     out = jax.eval_shape(lambda p, x: ensemble.embed_batch(p, x, ensemble.DEFAULT_CONFIG, forward),
                          params, spec)
     assert out.shape == (4, 6, 32) and out.dtype == jnp.float32
+
+
+def test_mirror_mean_averages_each_image_with_its_mirror():
+    """ensemble.mirror_mean against a loop: normalise(f(x) + f(x mirrored on W)) per image, for
+    rows of any leading shape; blank images stay zero rows; a mirrored input gives the same."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 6, 7, 2)).astype(np.uint8)
+    images[3] = 0                                              # blank: f gives a zero row
+    proj = rng.normal(size=(3, 6 * 7 * 2, 4))                  # 3 "members", E = 4
+
+    def rows(x):                                               # (N, H, W, C) -> (3, N, 4) unit
+        out = np.einsum("nd,mde->mne", x.reshape(len(x), -1).astype(np.float64), proj)
+        norm = np.linalg.norm(out, axis=-1, keepdims=True)
+        return np.where(norm > 0, out / np.where(norm > 0, norm, 1), 0)
+
+    got = ensemble.mirror_mean(rows, images)
+    assert got.shape == (3, 5, 4) and got.dtype == np.float32
+    for i in range(5):
+        mirrored = images[i][:, ::-1, :]                       # W reversed, by hand
+        for m in range(3):
+            total = rows(images[i:i + 1])[m, 0] + rows(mirrored[None])[m, 0]
+            norm = np.linalg.norm(total)
+            want = total / norm if norm > 0 else np.zeros(4)
+            np.testing.assert_allclose(got[m, i], want, atol=1e-6)
+    assert not np.any(got[:, 3]) and np.all(np.isfinite(got))
+    np.testing.assert_allclose(ensemble.mirror_mean(rows, images[:, :, ::-1]), got, atol=1e-6)

@@ -385,3 +385,31 @@ def test_weak_labels_raw_pixels_read_an_image_glob(tmp_path):
         want.add((f"{i}.png", f"{j}.png"))
     got = {(p["image_id_a"], p["image_id_b"]) for p in read_table(out, "pairs")}
     assert got == want and not read_failures(out)
+
+
+def test_member_rows_of_a_mirror_averaged_model():
+    """The weak-label job's rows of a mirror-averaged model with a signal member: members and
+    signal each normalise(f(x) + f(x mirrored)), then weighted as `model_rows` documents;
+    recomputed here from the plain rows."""
+    from rand_ensemble.evaluate import baselines
+    from rand_ensemble.pipelines.neighbours import member_rows
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (6, 32, 32, 3)).astype(np.uint8)
+    params = jax.device_get(ensemble.init_ensemble(jax.random.PRNGKey(1), 2))
+    signal = {"kind": "raw", "weight": 0.5}
+    got = member_rows(params, ensemble.DEFAULT_CONFIG, 4, signal, images, mirror=True)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+    emb = unit(ensemble.embed(params, images).astype(np.float64)
+               + ensemble.embed(params, images[:, :, ::-1]).astype(np.float64))   # (2, 6, E)
+    pix = unit(images.reshape(6, -1).astype(np.float64)
+               + images[:, :, ::-1].reshape(6, -1).astype(np.float64))          # raw, by hand
+    w = 0.5
+    want = np.concatenate([emb.transpose(1, 0, 2).reshape(6, -1) / np.sqrt(2 * (1 + w)),
+                           pix * np.sqrt(w / (1 + w))], axis=1)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    plain = member_rows(params, ensemble.DEFAULT_CONFIG, 4, signal, images)
+    np.testing.assert_allclose(plain[:, -pix.shape[1]:],
+                               baselines.pixel_rows(images) * np.sqrt(w / (1 + w)), atol=1e-6)

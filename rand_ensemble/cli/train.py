@@ -54,6 +54,11 @@ def register(sub):
                         "(HOG, PCA or raw pixels) in the model as one more voter, weighing as "
                         "much as the members together (retrieval and eval --checkpoint use "
                         "it; --no-keep-signal: the members alone)")
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror-average the model: every command embeds an image as the mean "
+                        "of its and its left-right mirror image's rows (default: on where the "
+                        "recipe is chosen from the data and the mirror test turns flips on; "
+                        "off with --recipe)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                    help="a fixed recipe: named defaults of the recipe flags below (measured "
                         "per dataset) and of --family (default: none, the recipe is chosen "

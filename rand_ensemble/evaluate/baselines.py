@@ -181,6 +181,26 @@ def pixel_embedding(baseline: dict, images) -> np.ndarray:
     return rows if baseline["kind"] == "raw" else apply_pca(baseline, rows)
 
 
+def model_embedders(model, batch_size: int | None = None):
+    """A params file's model (`checkpoint.Model`) as the functions every command scores it by:
+    -> (members: images (..., H, W, C) -> (M, ..., E) float32 unit rows, signal: uint8
+    (N, H, W, C) -> (N, D) float32 unit rows, or None where the model keeps no signal member),
+    both averaged over each image and its mirror where `model.mirror` (`ensemble.mirror_mean`).
+    """
+    from rand_ensemble.model import ensemble  # JAX off the CLI's start-up path, as in _hog_program
+
+    kwargs = {} if batch_size is None else {"batch_size": batch_size}
+
+    def members(images):
+        return ensemble.embed(model.params, images, model.config, **kwargs)
+
+    signal = None if model.signal is None else functools.partial(pixel_embedding, model.signal)
+    if not model.mirror:
+        return members, signal
+    return (functools.partial(ensemble.mirror_mean, members),
+            None if signal is None else functools.partial(ensemble.mirror_mean, signal))
+
+
 def _descriptor_rows(kind, images):
     """The unit rows a baseline starts from: HOG descriptors for hog, pixels otherwise."""
     return hog_rows(images) if kind == "hog" else pixel_rows(images)

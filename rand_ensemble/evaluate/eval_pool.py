@@ -53,23 +53,25 @@ def run_retrieval(data: str | None = None, renders: str | None = None,
         inputs += sources.input_paths(gallery_source)
     outputs = _plan(inputs, json=json, plot=plot, save_embeddings=save_embeddings,
                     failures=failures)
-    params, config, signal = ((None, from_flags(embedder), None) if pixels
-                              else _members(checkpoint, models, seed, embedder))
+    model = (checkpoints.Model(None, from_flags(embedder)) if pixels
+             else _members(checkpoint, models, seed, embedder))
+    params, config, signal = model.params, model.config, model.signal
     ds, gal = _load(source, gallery_source, config)
     failed = ds.failures + ([] if gal is None else gal.failures)
     m, n = 1 if pixels else ensemble.num_models(params), len(ds)
     width = int(np.prod(ds.images.shape[1:])) if pixels else config.embedding_dim
     check_memory(m * n * (width * 4 + n * 8) + bootstrap * n * 16,
                  f"retrieval over {n} images with {m} members and --bootstrap {bootstrap}")
-    embed = _embedding(pixels, params, config, ds if gal is None else gal)
+    embed, rows = _embedding(pixels, model, ds if gal is None else gal)
     emb = np.asarray(embed(ds.images))
-    rows = _signal_rows(signal)
     report = retrieval.retrieval_metrics(emb, ds.labels, num_resamples=bootstrap, seed=seed,
                                          **({} if signal is None else {
                                              "signal": rows(ds.images),
                                              "signal_weight": signal["weight"]}))
     if signal is not None:
         report["signal"] = {"kind": signal["kind"], "weight": signal["weight"]}
+    if model.mirror:
+        report["mirror"] = True
     if gal is not None:
         report["gallery"] = _knn(embed, rows, signal, ds, emb, gal, bootstrap, seed)
     report.update(data=ds.source, split=ds.split, num_failures=len(failed), seed=seed,
@@ -93,18 +95,17 @@ def _load(source, gallery_source, config):
     return ds, gal
 
 
-def _embedding(pixels, params, config, fit_on):
-    """The embedding function: uint8 images (N, H, W, C) -> (M, N, E) of the members, or
-    (1, N, D) of the pixel baseline `pixels` fitted on the dataset `fit_on`'s images."""
+def _embedding(pixels, model, fit_on):
+    """The embedding functions: uint8 images (N, H, W, C) -> (M, N, E) of the members, or
+    (1, N, D) of the pixel baseline `pixels` fitted on the dataset `fit_on`'s images; and the
+    signal member's (N, D) rows, or None (`baselines.model_embedders`)."""
     if pixels:
         fitted = baselines.fit_baseline(pixels, fit_on.images, fit_on.source)
 
         def embed(images):                                                 # -> (1, N, D)
             return baselines.pixel_embedding(fitted, images)[None]
-    else:
-        def embed(images):                                                 # -> (M, N, E)
-            return ensemble.embed(params, images, config)
-    return embed
+        return embed, None
+    return baselines.model_embedders(model)
 
 
 def _print_summary(report, ds, gal, failed, failures, outputs):
@@ -118,13 +119,6 @@ def _print_summary(report, ds, gal, failed, failures, outputs):
               f"e.g. {failed[0]['error']}" + (f" (all in {failures})" if failures else ""))
     for path in outputs:
         print(f"wrote: {path}")
-
-
-def _signal_rows(signal):
-    """The signal member's rows: uint8 images (N, H, W, C) -> (N, D) (None: no signal)."""
-    if signal is None:
-        return None
-    return lambda images: baselines.pixel_embedding(signal, images)
 
 
 def _knn(embed, rows, signal, ds, emb, gal, bootstrap, seed) -> dict:
@@ -173,16 +167,17 @@ def _plan(inputs: list, **outputs) -> list[str]:
 
 
 def _members(checkpoint, models, seed, embedder=None):
-    """-> (params (M, ...), EmbedderConfig, signal member or None): a params file
-    (`checkpoints.load_model`), or M fresh nets of `embedder`."""
+    """-> a `checkpoints.Model`: a params file's (`checkpoints.load_model`), or M fresh nets
+    of `embedder` (no signal member, not mirror-averaged)."""
     if checkpoint:
         if embedder:
             raise RandEnsembleError("architecture flags go with --models; the checkpoint's "
                                     "file decides the architecture")
-        return tuple(checkpoints.load_model(checkpoint))
+        return checkpoints.load_model(checkpoint)
     config = from_flags(embedder)
     check_memory(models * config.num_params * 4 * 2, f"--models {models} of {config.widths}")
-    return ensemble.init_ensemble(jax.random.PRNGKey(seed), models, config), config, None
+    return checkpoints.Model(ensemble.init_ensemble(jax.random.PRNGKey(seed), models, config),
+                             config)
 
 
 def _writers(report, emb, ds, failed, json, save_embeddings, plot, failures) -> dict:

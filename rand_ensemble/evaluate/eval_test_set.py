@@ -49,11 +49,11 @@ def run_eval(test_set: str, models: int = 10, seed: int = 0, params: str | None 
     if params is not None and embedder:
         raise RandEnsembleError("architecture flags go with --models; the params file decides "
                                 "the architecture")
-    members, config, signal = (None, None, None) if params is None else checkpoint.load_model(
-        params)
-    result = evaluate_test_set(images, models, seed, params=members, config=config,
+    model = (checkpoint.Model(None, None) if params is None
+             else checkpoint.load_model(params))
+    result = evaluate_test_set(images, models, seed, params=model.params, config=model.config,
                                batch_size=batch_size, num_resamples=bootstrap,
-                               embedder=embedder, signal=signal)
+                               embedder=embedder, signal=model.signal, mirror=model.mirror)
     report = result["report"]
     report["test_set"] = os.path.abspath(test_set)
     writers = eval_writers(result, images, save_params, save_embeddings, plots)
@@ -122,12 +122,14 @@ def eval_writers(result: dict, images, save_params=None, save_embeddings=None,
 
 
 def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_size=None,
-                      num_resamples=2000, embedder=None, signal=None) -> dict:
+                      num_resamples=2000, embedder=None, signal=None,
+                      mirror: bool = False) -> dict:
     """Init (or take) an ensemble and embed the (N, 11, H, W, 3) images; writes nothing.
 
     Fresh members are of `embedder`'s architecture (`fit_config`); a greyscale one
     (in_channels=1) sees the images' luma. `signal`: a trained model's signal member
     (`model.checkpoint.Model.signal`), scored with the members (`one_of_ten.evaluate`).
+    `mirror`: the model's rows are mirror-averaged (`model.checkpoint.Model.mirror`).
 
     The sizes involved are checked against available memory before anything is allocated.
     Returns:
@@ -141,19 +143,23 @@ def evaluate_test_set(images, num_models, seed, params=None, config=None, batch_
         params = ensemble.init_ensemble(jax.random.PRNGKey(seed), num_models, config)
     start = time.perf_counter()
     total = images.shape[0] * images.shape[1]
-    kwargs = {} if batch_size is None else {"batch_size": min(batch_size, total)}
+    members, signal_rows = baselines.model_embedders(
+        checkpoint.Model(params, config, signal, mirror),
+        None if batch_size is None else min(batch_size, total))
     inputs = to_channels(images, config.in_channels)
-    emb = ensemble.embed(params, inputs, config, **kwargs)           # (M, N, 11, E)
+    emb = members(inputs)                                            # (M, N, 11, E)
     extra = {}
     if signal is not None:
         flat = ensemble.as_uint8_images(inputs.reshape((-1,) + inputs.shape[2:]))
-        rows = baselines.pixel_embedding(signal, flat)               # (N * 11, D)
+        rows = signal_rows(flat)                                     # (N * 11, D)
         extra = {"signal": rows.reshape(inputs.shape[:2] + rows.shape[1:]),
                  "signal_weight": signal["weight"]}
     seconds = time.perf_counter() - start
     report = one_of_ten.evaluate(emb, num_resamples=num_resamples, seed=seed, **extra)
     if signal is not None:
         report["signal"] = {"kind": signal["kind"], "weight": signal["weight"]}
+    if mirror:
+        report["mirror"] = True
     report.update(seed=int(seed), config=config.to_dict(),
                   image_shape=list(images.shape[2:]), image_dtype=str(images.dtype),
                   **devices.describe())

@@ -24,6 +24,9 @@ labels (`evaluate.label_free`):
 2. Flips are used where they keep neighbours: the signal's 10 nearest of a mirrored image
    overlap those of the image at least FLIP_KEEP times as much as those of the 70-100% crop do
    (clothes: yes; digits and letters: no).
+   Where they are used, the model is also mirror-averaged (`checkpoint.Model.mirror`): it
+   embeds an image as the mean of its rows and its mirror image's, the invariance the test
+   found, made exact at no training cost.
 3. Crops and optimiser (signal path): one member per variant of `VARIANTS` is trained briefly
    on the screening images' pairs and scored by held-out partner recall@10 of the signal's
    pairs (`label_free.partner_recall`); the best variant is the recipe.
@@ -214,7 +217,7 @@ class Choice:
     record: dict                      # JSON-ready, reproducible: the criteria's tables
     seconds: dict                     # wall time per stage (kept apart from the record)
     signal: dict | None = None        # `model.checkpoint.Model.signal` form, weight SIGNAL_WEIGHT
-
+    mirror: bool = False              # mirror-average the model (flips chosen by the test)
 
 
 def choose(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = None,
@@ -289,7 +292,8 @@ def choose(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = None,
     fields = {**SIGNAL_BASE, **VARIANTS[best], "flip": flips, "seed": seed,
               "members": SIGNAL_MEMBERS, "steps": final_steps(len(pool), 128)}
     kept = None if signal not in KEEPABLE else {**fitted, "weight": SIGNAL_WEIGHT}
-    return Choice(LearnConfig(**{**fields, **overrides}), pairs, record, seconds, kept)
+    recipe = LearnConfig(**{**fields, **overrides})
+    return Choice(recipe, pairs, record, seconds, kept, mirror=recipe.flip)
 
 
 def screen_variants(pool: Dataset, screen_rows, held_rows, fitted: dict,
@@ -332,4 +336,5 @@ def with_pairs(pool: Dataset, arch: EmbedderConfig, overrides: dict | None = Non
     record["flip"] = bool(True if flips is None else flips)
     fields = {**SIGNAL_BASE, **VARIANTS[record["variant"]], "flip": record["flip"],
               "seed": seed, "members": SIGNAL_MEMBERS, "steps": final_steps(len(pool), 128)}
-    return Choice(LearnConfig(**{**fields, **overrides}), None, record, {})
+    recipe = LearnConfig(**{**fields, **overrides})
+    return Choice(recipe, None, record, {}, mirror=recipe.flip)

@@ -29,7 +29,8 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
               pairs: str | None = None, resume: bool = False, json: str | None = None,
               failures: str | None = None, quiet: bool = False,
               embedder: dict | None = None, keep_signal: bool = True,
-              select_steps: int = auto.SCREEN_STEPS, timings: str | None = None) -> dict:
+              select_steps: int = auto.SCREEN_STEPS, timings: str | None = None,
+              mirror: bool | None = None) -> dict:
     """Train M embedders on a dataset without labels -> the training report.
 
     Args:
@@ -52,6 +53,8 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
       select_steps: with no recipe, the steps of each variant screened while choosing.
       timings: write the wall seconds (reading, each stage of the choice, training, total) as
         JSON, apart from the reproducible report.
+      mirror: mirror-average the model (`model.checkpoint.Model.mirror`); None: where the
+        recipe was chosen from the data (no recipe) with flips, off with a named recipe.
     Returns:
       the report (history, sizes, and with no recipe what was chosen and why); its bytes
       depend only on the inputs and the settings.
@@ -96,12 +99,15 @@ def run_train(out: str, data: str | None = None, renders: str | None = None,
                 "num_pairs": report["num_pairs"],
                 "final": report["history"][-1] if report["history"] else None}
     signal = None
+    if mirror is None:
+        mirror = choice is not None and choice.mirror
+    report["mirror"] = bool(mirror)
     if choice is not None:
         report["chosen"] = training["chosen"] = {"input_policy": flags, **choice.record}
         signal = choice.signal if keep_signal else None
         report["signal_member"] = None if signal is None else {
             "kind": signal["kind"], "weight": signal["weight"]}
-    writers = {out: checkpoint.params_writer(params, arch, training, signal)}
+    writers = {out: checkpoint.params_writer(params, arch, training, signal, bool(mirror))}
     if json:
         writers[json] = fileio.json_writer(report)
     if failures:

@@ -11,6 +11,11 @@ A trained model may keep the training-free signal its members learned from as on
 `"signal": {"kind": "raw" | "pca" | "hog", "weight": w}` and the file holds its fitted map as
 `signal/mean` (D,), `signal/components` (D, K) and `signal/scale` (K,) (none for raw), no M
 axis. `load_model` returns it (`Model.signal`); `load_params` returns the members alone.
+
+A model whose training mirrored images and whose recipe was chosen with the mirror test
+(`learn.auto`: mirroring keeps neighbours) is mirror-averaged: the record has `"mirror": true`
+and every command embeds an image as the mean of its rows and its left-right mirror's
+(members and signal member each, re-normalised: `Model.mirror`, `ensemble.mirror_mean`).
 """
 from __future__ import annotations
 
@@ -35,19 +40,24 @@ SIGNAL_ARRAYS = ("mean", "components", "scale")
 class Model(NamedTuple):
     """A params file's contents: member params (leaves (M, ...)), their EmbedderConfig, and the
     signal member ({"kind", "weight", and for pca / hog "mean" (D,), "components" (D, K),
-    "scale" (K,) float32}) or None."""
+    "scale" (K,) float32}) or None, and whether its rows are mirror-averaged."""
     params: dict
     config: EmbedderConfig
     signal: dict | None = None
+    mirror: bool = False
 
 
 def params_writer(params: dict, embedder_config: EmbedderConfig,
-                  training: dict | None = None, signal: dict | None = None) -> fileio.Writer:
-    """A `fileio` writer of member params (leaves (M, ...)) with their config, training record
-    and optional signal member (`Model.signal`; its arrays are stored as float32)."""
+                  training: dict | None = None, signal: dict | None = None,
+                  mirror: bool = False) -> fileio.Writer:
+    """A `fileio` writer of member params (leaves (M, ...)) with their config, training record,
+    optional signal member (`Model.signal`; its arrays are stored as float32) and mirror flag
+    (`Model.mirror`; recorded only when set, so other files keep their bytes)."""
     meta = {"embedder": embedder_config.to_dict()}
     if training is not None:
         meta["training"] = training
+    if mirror:
+        meta["mirror"] = True
     tree = params
     if signal is not None:
         meta["signal"] = _signal_meta(signal)
@@ -105,14 +115,18 @@ def load_params(path, embedder_config: EmbedderConfig | None = None
 
 def load_model(path, embedder_config: EmbedderConfig | None = None) -> Model:
     """Load a params file whole: -> Model(params with leading M, EmbedderConfig, signal or
-    None); every array checked (names, shapes, number kinds, finiteness) as `load_params`."""
+    None, mirror); every array checked (names, shapes, number kinds, finiteness) as
+    `load_params`."""
     path = os.fspath(path)
     flat, meta = fileio.read_tree(path)
-    signal_meta = None
+    signal_meta, mirror = None, False
     if isinstance(meta, dict) and "embedder" in meta:
-        unknown = sorted(set(meta) - {"embedder", "training", "signal"})
+        unknown = sorted(set(meta) - {"embedder", "training", "signal", "mirror"})
         if unknown:
             raise RandEnsembleError(f"{path}: unknown metadata key(s) {unknown}")
+        mirror = meta.get("mirror", False)
+        if not isinstance(mirror, bool):
+            raise RandEnsembleError(f"{path}: mirror must be true or false, got {mirror!r}")
         meta, signal_meta = meta["embedder"], meta.get("signal")
     if embedder_config is None:
         try:
@@ -123,7 +137,7 @@ def load_model(path, embedder_config: EmbedderConfig | None = None) -> Model:
     stored = {k: flat.pop(k) for k in [k for k in flat if k.startswith("signal/")]}
     like = jax.eval_shape(lambda k: init_embedder(k, embedder_config), jax.random.PRNGKey(0))
     params = fileio.check_tree(path, flat, like, batch_dims=1)
-    return Model(params, embedder_config, _load_signal(path, signal_meta, stored))
+    return Model(params, embedder_config, _load_signal(path, signal_meta, stored), mirror)
 
 
 def _load_signal(path, meta, stored) -> dict | None:

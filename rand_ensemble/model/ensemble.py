@@ -207,6 +207,19 @@ def embed(params: dict, images, config: EmbedderConfig | None = None, batch_size
     return out.reshape((m,) + lead + (config.embedding_dim,))
 
 
+def mirror_mean(rows_fn: Callable, images) -> np.ndarray:
+    """Rows averaged over an image and its left-right mirror: `rows_fn` maps images
+    (..., H, W, C) to unit rows (..., D) (any leading axes, e.g. (M, N, E)); -> the same shape,
+    rows_fn(x) + rows_fn(x mirrored on W) scaled back to unit length (zero rows stay zero).
+    What a mirror-averaged model (`checkpoint.Model.mirror`) embeds with."""
+    images = np.asarray(images) if not isinstance(images, np.ndarray) else images
+    total = np.asarray(rows_fn(images), np.float32) + np.asarray(
+        rows_fn(images[..., ::-1, :]), np.float32)
+    norm = np.linalg.norm(total, axis=-1, keepdims=True)
+    return np.where(norm > 0, total / np.maximum(norm, np.float32(1e-30)),
+                    np.float32(0)).astype(np.float32)
+
+
 def _chunk_program(params, config, forward, m, chunk):
     """-> (run(params, (chunk, H, W, C)) -> (M, chunk, E), params placed for it, chunk): the
     jitted single-device pass, or with several devices the sharded one (the chunk rounded up to

@@ -18,7 +18,7 @@ import numpy as np
 from rand_ensemble.data import decode
 from rand_ensemble.evaluate import baselines
 from rand_ensemble.evaluate import neighbours as engine
-from rand_ensemble.model import ensemble
+from rand_ensemble.model import checkpoint, ensemble
 from rand_ensemble.model.embedder import EmbedderConfig
 from rand_ensemble.pipelines import common
 
@@ -42,7 +42,7 @@ class EmbedBlock(beam.DoFn):
     """
 
     def __init__(self, seed, num_models, batch_size, config, params=None, pixels=None,
-                 table=None, signal=None):
+                 table=None, signal=None, mirror=False):
         self.seed, self.num_models, self.batch_size = seed, num_models, batch_size
         self.config_dict = config           # EmbedderConfig.to_dict() of the members
         self.trained = params               # trained params numpy tree (M, ...), or None:
@@ -50,6 +50,7 @@ class EmbedBlock(beam.DoFn):
         self.pixels = pixels                # a fitted pixel baseline instead of members
         self.table = table                  # {"ids": sorted (N,), "rows": (N, M*E)} or None
         self.signal = signal                # a trained model's signal member, or None
+        self.mirror = mirror                # its rows are mirror-averaged (Model.mirror)
 
     def setup(self):
         # On the worker, once per DoFn instance: the DoFn is pickled without JAX state.
@@ -65,7 +66,8 @@ class EmbedBlock(beam.DoFn):
         self.params = self.trained if self.trained is not None else ensemble.init_ensemble(
             jax.random.PRNGKey(self.seed), self.num_models, self.config)
         self._rows = functools.partial(member_rows, self.params, self.config,
-                                       self.batch_size, self.signal)   # (n, M*E [+ D])
+                                       self.batch_size, self.signal,   # (n, M*E [+ D])
+                                       mirror=self.mirror)
 
     def process(self, keyed):
         block, records = keyed
@@ -92,23 +94,26 @@ class EmbedBlock(beam.DoFn):
         yield common.ok((block, np.array(ids), kept_labels, flat))
 
 
-def member_rows(params, config, batch_size, signal, images) -> np.ndarray:
+def member_rows(params, config, batch_size, signal, images, mirror=False) -> np.ndarray:
     """The rows the members (and a trained model's signal member, if any) give images:
-    (n, H, W, C) at the members' channels -> (n, M*E [+ D]) float32 (`engine.model_rows`)."""
-    emb = np.asarray(ensemble.embed(params, images, config, batch_size=batch_size))
+    (n, H, W, C) at the members' channels -> (n, M*E [+ D]) float32 (`engine.model_rows`),
+    mirror-averaged where the model is (`checkpoint.Model.mirror`)."""
+    members, signal_rows = baselines.model_embedders(
+        checkpoint.Model(params, config, signal, mirror), batch_size)
+    emb = np.asarray(members(images))
     if signal is None:
         return engine.model_rows(emb)
-    return engine.model_rows(emb, baselines.pixel_embedding(signal, images), signal["weight"])
+    return engine.model_rows(emb, signal_rows(images), signal["weight"])
 
 
-def shared_rows(dataset, params, config, batch_size, signal=None) -> dict:
+def shared_rows(dataset, params, config, batch_size, signal=None, mirror=False) -> dict:
     """EmbedBlock's rows of a whole loaded dataset, embedded by every process of a run together
     (members split over all their devices; every process must call it) -> {"ids": sorted
     (N,), "rows": (N, M*E [+ D]) float32}, what EmbedBlock's `table` takes."""
     order = np.argsort(dataset.ids, kind="stable")
     images = decode.convert_channels(dataset.images[order], config.in_channels)
     return {"ids": np.asarray(dataset.ids)[order],
-            "rows": member_rows(params, config, batch_size, signal, images)}
+            "rows": member_rows(params, config, batch_size, signal, images, mirror)}
 
 
 def fan_out(block, num_blocks):

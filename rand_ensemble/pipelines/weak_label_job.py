@@ -166,7 +166,8 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
 
     trained: None for M random members from PRNGKey(seed) of the architecture `embedder` (an
     `EmbedderConfig.to_dict()`; None: the blog net), else (params (M, ...), config dict,
-    checkpoint path, signal member or None) of a trained model (`rand-ensemble train`). dataset: a loaded
+    checkpoint path, signal member or None, mirror flag) of a trained model (`rand-ensemble
+    train`; `model.checkpoint.Model`). dataset: a loaded
     `data.dataset.Dataset` instead of renders / images. index: "exact" (tiles) or "approx"
     (IVF lists, `approx_search.py`, with index_params and `recall_sample` queries).
     pixels: a fitted `evaluate.baselines.fit_baseline` embeds instead of members (num_models
@@ -183,7 +184,8 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
                 | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(
                     seed, num_models, batch_size, config,
                     None if trained is None else trained[0], pixels, table,
-                    None if trained is None else trained[3])))
+                    None if trained is None else trained[3],
+                    trained is not None and trained[4])))
     blocks, embed_failures = common.split(embedded, "Embed")
     recall = None
     if index == "approx":
@@ -205,6 +207,8 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
         settings.update(seed=None, pixels=pixels["kind"])
     if signal is not None:
         settings["signal"] = {"kind": signal["kind"], "weight": signal["weight"]}
+    if trained is not None and trained[4]:
+        settings["mirror"] = True
     stats = [block_stats, pair_stats, failed] + ([recall] if recall is not None else [])
     summary = write_summary(pipeline, stats, out, settings)
     return common.finish(pipeline, [pair_stats, failed, summary])
@@ -246,7 +250,7 @@ def _shared_table(dataset, pixels, trained, num_models, seed, embedder, batch_si
     params = trained[0] if trained else ensemble.init_ensemble(
         jax.random.PRNGKey(seed), num_models, config)
     return neighbours.shared_rows(dataset, params, config, batch_size,
-                                  trained[3] if trained else None)
+                                  *(trained[3:5] if trained else (None, False)))
 
 
 def members_config(trained, embedder=None):
@@ -345,9 +349,9 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     check_members(checkpoint, embedder, pixels, data)
     trained = None
     if checkpoint is not None:
-        params, config, signal = checkpoints.load_model(checkpoint)
-        trained = (params, config.to_dict(), checkpoint, signal)
-        num_models = ensemble.num_models(params)
+        model = checkpoints.load_model(checkpoint)
+        trained = (model.params, model.config.to_dict(), checkpoint, model.signal, model.mirror)
+        num_models = ensemble.num_models(model.params)
     hw = members_config(trained, embedder)["input_hw"]
     if (trained or embedder) and renders is not None and not checks.is_remote(renders):
         check_render_sizes(renders, hw)
