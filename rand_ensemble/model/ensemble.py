@@ -212,7 +212,7 @@ def mirror_mean(rows_fn: Callable, images) -> np.ndarray:
     (..., H, W, C) to unit rows (..., D) (any leading axes, e.g. (M, N, E)); -> the same shape,
     rows_fn(x) + rows_fn(x mirrored on W) scaled back to unit length (zero rows stay zero).
     What a mirror-averaged model (`checkpoint.Model.mirror`) embeds with."""
-    images = np.asarray(images) if not isinstance(images, np.ndarray) else images
+    images = np.asarray(images)                     # a memmap stays a view
     total = np.asarray(rows_fn(images), np.float32) + np.asarray(
         rows_fn(images[..., ::-1, :]), np.float32)
     norm = np.linalg.norm(total, axis=-1, keepdims=True)
