@@ -11,6 +11,7 @@ per member, so one step is 2 * B * M. Rounds alternate candidates, so load noise
     python scripts/bench_train.py --quick
 """
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -52,6 +53,12 @@ def family_config(family):
     return from_flags({"family": family, **FAMILY_INPUTS[family]}, bias=True)
 
 
+# The bf16 step (`LearnConfig.precision`, bfloat16 conv operands, float32 sums) in the
+# backend's step lowering, the one `train --precision bf16` runs.
+BF16_ROW = {"map": "jax_lax_map_bf16", "vmap": "jax_vmapped_bf16"}
+F32_ROW = {"map": "jax_lax_map", "vmap": "jax_vmapped"}
+
+
 def jax_candidates(m, b, steps, images, config):
     """{"jax_vmapped": one jit(vmap) step of M members, "jax_lax_map": one jit of lax.map over
     members, "jax_separate": M single-member jitted steps, and on CPU, for a family with wide
@@ -65,6 +72,10 @@ def jax_candidates(m, b, steps, images, config):
     member_step = trainer.make_member_step(config, cfg, opt, conv)
     vmapped, single = ensemble.over_members(member_step, 2, "vmap"), jax.jit(member_step)
     mapped = ensemble.over_members(member_step, 2, "map")
+    how = ensemble.lowering("step")                                   # what `train` runs
+    bf16 = ensemble.over_members(trainer.make_member_step(
+        config, dataclasses.replace(cfg, precision="bf16"), opt, ensemble.member_conv("bf16")),
+        2, how)
     with_s1 = not on_accelerator() and any(stride1_vjp_applies(shape, stride)
                                            for _, shape, stride, _ in config.layers())
     if with_s1:
@@ -75,7 +86,7 @@ def jax_candidates(m, b, steps, images, config):
     groups = jax.device_put(np.arange(len(images), dtype=np.int32))
     params = ensemble.init_members(init_embedder, jax.random.PRNGKey(0), m, config)
     state = {"v": (params, jax.vmap(opt.init)(params)), "m": (params, jax.vmap(opt.init)(params)),
-             "s1": (params, jax.vmap(opt.init)(params)),
+             "s1": (params, jax.vmap(opt.init)(params)), "b": (params, jax.vmap(opt.init)(params)),
              "s": [(p, opt.init(p)) for p in (jax.tree.map(lambda a, i=i: a[i], params)
                                                 for i in range(m))]}
 
@@ -100,7 +111,7 @@ def jax_candidates(m, b, steps, images, config):
         state["s"] = out
 
     runs = {"jax_vmapped": together(vmapped, "v"), "jax_lax_map": together(mapped, "m"),
-            "jax_separate": run_separate}
+            "jax_separate": run_separate, BF16_ROW[how]: together(bf16, "b")}
     if with_s1:
         runs["jax_lax_map_s1_vjp"] = together(mapped_s1, "s1")
     for run in runs.values():                                         # compile + warm
@@ -191,10 +202,18 @@ def main(argv=None):
               f"min {row['min_s']:.3f} s   {row['speedup_vs_separate']:.2f}x M separate steps")
     print(f"peak {peak_gflops:.0f} GFLOP/s ({peak_source}); step ~ {step_flops / 1e6:.1f} MFLOP "
           f"per image x member (3 x forward, an estimate)")
+    how = ensemble.lowering("step")
+    ratios = {}
+    if "torch_loop" in rows:
+        for precision, name in (("float32", F32_ROW[how]), ("bf16", BF16_ROW[how])):
+            ratios[precision] = rows["torch_loop"]["min_s"] / rows[name]["min_s"]
+        print(f"train's step ({how}) against the PyTorch loop: {ratios['float32']:.2f}x in "
+              f"float32, {ratios['bf16']:.2f}x with --precision bf16")
     record = {"family": a.family, "embedder": config.to_dict(),
               "peak_gflops": peak_gflops, "peak_source": peak_source, "members": a.members,
               "batch_size": a.batch_size, "steps_per_round": a.steps,
-              "repeats": a.repeats, "machine": machine(), "results": rows}
+              "repeats": a.repeats, "machine": machine(), "results": rows,
+              "step_lowering": how, "vs_torch": ratios}
     if a.json:
         fileio.save_json(a.json, record)                            # atomic
     return record

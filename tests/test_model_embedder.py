@@ -13,6 +13,36 @@ from rand_ensemble.errors import RandEnsembleError
 LAYERS = ["conv0", "conv1", "conv2", "conv3", "dense", "embedding"]
 
 
+def to_bfloat16(a):
+    """float32 -> the nearest bfloat16 (ties to even), as float32, by bit arithmetic."""
+    bits = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("conv", [nn.conv, nn.conv_im2col, nn.conv_forward_cpu])
+@pytest.mark.parametrize("stride,padding", [(2, "VALID"), (1, "SAME")])
+def test_bf16_conv_sums_bfloat16_operands_in_float32(conv, stride, padding, reference):
+    """compute_dtype=bfloat16: a float64 loop over the bf16-rounded image and kernel (+ bias)
+    within float32 summation error, and measurably not the float32 conv."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 9, 5)).astype(np.float32)
+    params = {"kernel": rng.normal(size=(3, 3, 5, 6)).astype(np.float32),
+              "bias": rng.normal(size=6).astype(np.float32)}
+    got = conv(params, x, stride=stride, padding=padding, compute_dtype=jax.numpy.bfloat16)
+    assert got.dtype == np.float32
+    rounded = reference.conv_padded(to_bfloat16(x).astype(np.float64),
+                                    to_bfloat16(params["kernel"]).astype(np.float64),
+                                    stride, padding) + params["bias"]
+    np.testing.assert_allclose(np.asarray(got), rounded, rtol=1e-5, atol=1e-5)
+    exact = reference.conv_padded(x.astype(np.float64), params["kernel"].astype(np.float64),
+                                  stride, padding) + params["bias"]
+    assert np.abs(exact - rounded).max() > 1e-2             # the rounding is there to see
+    with pytest.raises(RandEnsembleError, match="precision must be one of"):
+        ensemble.member_conv("float16")
+    assert ensemble.member_conv("bf16") is ensemble.member_conv("bf16")
+
+
 def test_bias_free_config_keeps_its_old_form():
     old = EmbedderConfig().to_dict()
     assert "bias" not in old

@@ -17,6 +17,10 @@ from rand_ensemble.learn.signals import SIGNALS
 from rand_ensemble.options import option
 
 LOSSES = ("ntxent", "batch_hard")
+PRECISIONS = ("float32", "bf16")        # the keys of model.nn.COMPUTE_DTYPES (no JAX here)
+# Fields added after checkpoints recorded recipes: left out of `to_dict` at their defaults, so
+# a recipe that does not use them writes the same bytes as before.
+_OMITTED_AT_DEFAULT = ("precision",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +65,10 @@ class LearnConfig:
                                      "a fixed probe batch) falls below this: collapse",
                                "non_negative_float")
     bias: bool = option(True, "zero-initialised biases on every layer")
+    precision: str = option("float32", "operands of the training step's convolutions: float32, "
+                                       "or bf16 (bfloat16 operands with float32 sums; "
+                                       "parameters, optimizer state and evaluation stay "
+                                       "float32)", choices=PRECISIONS)
 
     def __post_init__(self):
         if self.signal not in SIGNALS:
@@ -68,6 +76,9 @@ class LearnConfig:
                                     f"{self.signal!r}")
         if self.loss not in LOSSES:
             raise RandEnsembleError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.precision not in PRECISIONS:
+            raise RandEnsembleError(f"precision must be one of {PRECISIONS}, got "
+                                    f"{self.precision!r}")
         for name in ("members", "steps", "batch_size", "remine_every", "checkpoint_every",
                      "log_every"):
             if isinstance(getattr(self, name), bool) or int(getattr(self, name)) < 1:
@@ -76,8 +87,10 @@ class LearnConfig:
             raise RandEnsembleError("batch_size must be >= 2 (the other pairs are negatives)")
 
     def to_dict(self) -> dict:
-        """JSON-ready form (stored in checkpoints)."""
-        return dataclasses.asdict(self)
+        """JSON-ready form (stored in checkpoints); fields of `_OMITTED_AT_DEFAULT` only when
+        set."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in _OMITTED_AT_DEFAULT or v != getattr(LearnConfig, k)}
 
     @classmethod
     def recipe(cls, name: str, **overrides) -> "LearnConfig":

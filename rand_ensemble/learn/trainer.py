@@ -181,7 +181,7 @@ def train_embedder(pool, recipe: LearnConfig = LearnConfig(), pairs: np.ndarray 
 def _step_fn(pool, recipe, arch, remining):
     """fit's step: (params, opt_state, i, keys, anchors, positives) -> the compiled M-member
     step on the pool (on device once), with re-mined positives for `remine`."""
-    step = compiled_step(arch, recipe, ensemble.member_conv())
+    step = compiled_step(arch, recipe, ensemble.member_conv(recipe.precision))
     images, groups = devices.replicated((pool.images, np.asarray(
         pool.labels if recipe.signal == "oracle" else np.arange(len(pool)), np.int32)))
 

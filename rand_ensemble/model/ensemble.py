@@ -104,11 +104,26 @@ def default_forward() -> str:
     return lowering("forward")
 
 
-def member_conv():
+def member_conv(precision: str = "float32"):
     """The conv that single-member code that is differentiated (the training step) should use
     on this backend: im2col's matmuls on CPU, where the gradient of lax.conv is ~30x slower
-    (forward-only code goes through `embed`, whose CPU lowering picks per layer)."""
-    return nn.conv_im2col if default_forward() == "im2col" else nn.conv
+    (forward-only code goes through `embed`, whose CPU lowering picks per layer).
+
+    precision: a key of `nn.COMPUTE_DTYPES`; "bf16" casts every conv's operands to bfloat16
+    (float32 sums, parameters and outputs). The same object is returned for the same
+    arguments, so compiled steps cached on the conv are reused.
+    """
+    if precision not in nn.COMPUTE_DTYPES:
+        raise RandEnsembleError(f"precision must be one of {sorted(nn.COMPUTE_DTYPES)}, "
+                                f"got {precision!r}")
+    conv = nn.conv_im2col if default_forward() == "im2col" else nn.conv
+    return _PRECISION_CONVS[(conv, precision)]
+
+
+# (conv, precision) -> that conv computing in the precision's dtype; built once (see member_conv)
+_PRECISION_CONVS = {
+    (conv, name): conv if dtype is None else functools.partial(conv, compute_dtype=dtype)
+    for conv in (nn.conv, nn.conv_im2col) for name, dtype in nn.COMPUTE_DTYPES.items()}
 
 
 def over_members(fn: Callable, num_shared: int = 0, how: str | None = None) -> Callable:

@@ -9,6 +9,9 @@ from jax import lax
 
 # NHWC images, HWIO kernels, NHWC outputs: the layout of every conv in the project.
 CONV_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+# The operand dtype of every conv and matmul, by name: "float32" (None: as given) or "bf16"
+# (bfloat16 operands, float32 products and sums). Parameters and outputs stay float32.
+COMPUTE_DTYPES = {"float32": None, "bf16": jnp.bfloat16}
 
 
 def orthogonal(key, shape, dtype=jnp.float32):
@@ -35,11 +38,23 @@ def add_bias(params, x):
     return x + params["bias"] if "bias" in params else x
 
 
-def conv(params, x, stride=1, padding="VALID"):
-    """2-D convolution (+ bias if present): (B, H, W, Cin) -> (B, H', W', Cout)."""
+def operands(x, kernel, compute_dtype=None):
+    """(x, kernel, preferred_element_type) for a conv or matmul computed in `compute_dtype`:
+    both cast to it and float32 products and sums; None: unchanged, the op's own defaults."""
+    if compute_dtype is None:
+        return x, kernel, None
+    return x.astype(compute_dtype), kernel.astype(compute_dtype), jnp.float32
+
+
+def conv(params, x, stride=1, padding="VALID", compute_dtype=None):
+    """2-D convolution (+ bias if present): (B, H, W, Cin) -> (B, H', W', Cout) float32.
+
+    compute_dtype (e.g. jnp.bfloat16): input and kernel cast to it, products summed in float32.
+    """
+    x, kernel, accumulate = operands(x, params["kernel"], compute_dtype)
     return add_bias(params, lax.conv_general_dilated(
-        x, params["kernel"], window_strides=(stride, stride), padding=padding,
-        dimension_numbers=CONV_DIMENSION_NUMBERS))
+        x, kernel, window_strides=(stride, stride), padding=padding,
+        dimension_numbers=CONV_DIMENSION_NUMBERS, preferred_element_type=accumulate))
 
 
 def same_padding(size, kernel_size, stride):
@@ -64,20 +79,23 @@ def im2col(x, kernel_size, stride, padding="VALID"):
     return jnp.concatenate(taps, axis=-1)                         # (..., H', W', k*k*C)
 
 
-def conv_im2col(params, x, stride=1, padding="VALID"):
+def conv_im2col(params, x, stride=1, padding="VALID", compute_dtype=None):
     """The conv of `conv`, lowered to patches @ kernel: (B, H, W, Cin) -> (B, H', W', Cout).
 
     On XLA:CPU one plain 2-D matmul per layer beats the conv emitter for these small-channel,
-    strided layers (see README, "Performance").
+    strided layers (see README, "Performance"). compute_dtype as in `conv` (the patches are
+    built in it, so a bfloat16 step moves half the bytes).
     """
     kh, kw, cin, cout = params["kernel"].shape
+    x, kernel, accumulate = operands(x, params["kernel"], compute_dtype)
     patches = im2col(x, kh, stride, padding)                      # (B, H', W', K)
     b, h, w, k = patches.shape
-    out = patches.reshape(b * h * w, k) @ params["kernel"].reshape(k, cout)  # (B*H'*W', Cout)
+    out = jnp.matmul(patches.reshape(b * h * w, k), kernel.reshape(k, cout),
+                     preferred_element_type=accumulate)           # (B*H'*W', Cout)
     return add_bias(params, out.reshape(b, h, w, cout))
 
 
-def conv_forward_cpu(params, x, stride=1, padding="VALID"):
+def conv_forward_cpu(params, x, stride=1, padding="VALID", compute_dtype=None):
     """The conv of `conv`, lowered per layer as XLA:CPU's forward pass runs it fastest:
     (B, H, W, Cin) -> (B, H', W', Cout). Stride-1 convs wider than 1x1 (the `vgg` family's SAME
     convs) go to lax.conv, 2.1-2.7x faster than their patches there; strided and 1x1 convs to
@@ -85,8 +103,8 @@ def conv_forward_cpu(params, x, stride=1, padding="VALID"):
     lax.conv is ~30x slower than im2col's, so training uses `conv_im2col` (README, "Performance").
     """
     if stride == 1 and params["kernel"].shape[0] > 1:
-        return conv(params, x, stride, padding)
-    return conv_im2col(params, x, stride, padding)
+        return conv(params, x, stride, padding, compute_dtype)
+    return conv_im2col(params, x, stride, padding, compute_dtype)
 
 
 def init_group_norm(channels):
