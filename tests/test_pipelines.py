@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rand_ensemble import cli
+from rand_ensemble import cli, fileio
 from rand_ensemble.model import checkpoint, ensemble
 from rand_ensemble.evaluate import weak_labels
 from rand_ensemble.data.render import Renderer
@@ -245,8 +245,11 @@ def test_ctrl_c_exits_130_without_traceback_or_temp_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_weak_labels_with_a_trained_checkpoint(pool, tmp_path, capsys):
-    """--checkpoint mines with saved (here: biased, 2-member) params, equal to the library."""
+@pytest.mark.parametrize("mirror", [False, True])
+def test_weak_labels_with_a_trained_checkpoint(pool, tmp_path, capsys, mirror):
+    """--checkpoint mines with saved (here: biased, 2-member) params, equal to the library;
+    a mirror-averaged model's rows are each member's re-normalised sum of its rows for the
+    image and for its mirror image (computed here by hand), and the summary says so."""
     from rand_ensemble.model.embedder import EmbedderConfig
 
     config = EmbedderConfig(bias=True)
@@ -255,21 +258,26 @@ def test_weak_labels_with_a_trained_checkpoint(pool, tmp_path, capsys):
     params = jax.tree_util.tree_map(                       # non-zero biases, so they matter
         lambda a: a + rng.normal(0, 0.05, a.shape).astype(np.float32), params)
     ckpt = str(tmp_path / "trained.npz")
-    checkpoint.save_params(ckpt, params, config, {"signal": "test"})
+    fileio.write_outputs({ckpt: checkpoint.params_writer(params, config, {"signal": "test"},
+                                                         mirror=mirror)})
     out = str(tmp_path / "labels")
     assert cli.main(["weak-labels", "--renders", pool, "--checkpoint", ckpt, "--out", out,
                      "--top-k", "1", "--direct_num_workers", "1"]) == 0
     renders = sorted(read_table(pool, "renders"), key=lambda r: r["image_id"])
     ids = np.array([r["image_id"] for r in renders])
     images = np.stack([np.frombuffer(r["image"], np.uint8).reshape(32, 32, 3) for r in renders])
-    want = weak_labels.weak_label_pairs(ensemble.embed(params, images, config), ids, top_k=1)
+    rows = ensemble.embed(params, images, config)                       # (M, N, E)
+    if mirror:
+        rows = rows + ensemble.embed(params, images[:, :, ::-1], config)
+        rows = rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+    want = weak_labels.weak_label_pairs(rows, ids, top_k=1)
     pairs = sorted(read_table(out, "pairs"), key=lambda r: r["image_id_a"])
     assert [(p["image_id_a"], p["image_id_b"]) for p in pairs] == \
         list(zip(want["image_id_a"], want["image_id_b"]))
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
     assert summary["num_models"] == 2 and summary["checkpoint"] == ckpt
-    assert summary["seed"] is None
+    assert summary["seed"] is None and summary.get("mirror", False) is mirror
 
 
 @pytest.mark.slow

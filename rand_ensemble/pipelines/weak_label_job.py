@@ -85,11 +85,12 @@ def ratio(num, den):
 
 def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkpoint=None,
                index="exact", index_params=None, embedder=None, pixels=None, num_devices=1,
-               num_processes=1, signal=None):
+               num_processes=1, signal=None, mirror=False):
     """Totals -> the summary.json dict (the fields of weak_labels.summarize, plus the job's;
     `embedder`: the members' config dict; `pixels`: the pixel baseline mined with, if any;
     the devices and processes of the launching run, `devices.describe`; `signal`: a
-    checkpoint's signal member {kind, weight}, if it keeps one)."""
+    checkpoint's signal member {kind, weight}, if it keeps one; `mirror`: its rows are
+    mirror-averaged, recorded only when true)."""
     n = t["images"]
     summary = {"num_images": n, "num_pairs": t["pairs"], "num_failures": t["failures"],
                "num_models": num_models, "seed": seed, "top_k": top_k, "precision": None,
@@ -100,6 +101,8 @@ def summary_of(t, num_models, seed, top_k, mutual, min_score, block_size, checkp
         summary["pixels"] = pixels
     if signal is not None:
         summary["signal"] = signal
+    if mirror:
+        summary["mirror"] = True
     if index != "exact":                    # the exact job's summary keeps its fields
         summary.update(index=index, index_params=index_params, recall=t.get("recall"))
     if n < 2:
@@ -160,21 +163,22 @@ def exact_parts(blocks, num_blocks, top_k, num_models, evaluate, member_dim=None
 
 def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None, labels=None,
           top_k=1, mutual=False, min_score=None, batch_size=DEFAULT_BATCH,
-          block_size=DEFAULT_BLOCK, evaluate=True, trained=None, dataset=None, index="exact",
-          index_params=None, recall_sample=0, embedder=None, pixels=None, table=None):
+          block_size=DEFAULT_BLOCK, evaluate=True, model=None, checkpoint=None, dataset=None,
+          index="exact", index_params=None, recall_sample=0, embedder=None, pixels=None,
+          table=None):
     """Add the weak-label stages to `pipeline` (the last one joins every writer).
 
-    trained: None for M random members from PRNGKey(seed) of the architecture `embedder` (an
-    `EmbedderConfig.to_dict()`; None: the blog net), else (params (M, ...), config dict,
-    checkpoint path, signal member or None, mirror flag) of a trained model (`rand-ensemble
-    train`; `model.checkpoint.Model`). dataset: a loaded
+    model: None for M random members from PRNGKey(seed) of the architecture `embedder` (an
+    `EmbedderConfig.to_dict()`; None: the blog net), else a trained model
+    (`model.checkpoint.Model`: params (M, ...), config, signal member, mirror flag) read from
+    the params file `checkpoint` (`rand-ensemble train`). dataset: a loaded
     `data.dataset.Dataset` instead of renders / images. index: "exact" (tiles) or "approx"
     (IVF lists, `approx_search.py`, with index_params and `recall_sample` queries).
     pixels: a fitted `evaluate.baselines.fit_baseline` embeds instead of members (num_models
     1; `embedder` then only fits the images: input_hw, in_channels). table: the dataset's
     rows embedded beforehand by the processes of a run (`neighbours.shared_rows`).
     """
-    config = members_config(trained, embedder)
+    config = members_config(model, embedder)
     records = sources.images_pcoll(pipeline, renders, images, labels, config["input_hw"],
                                    dataset)
     inputs, read_failures = common.split(records, "Read")
@@ -183,9 +187,9 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
                 | "GroupBlocks" >> beam.GroupByKey()
                 | "EmbedBlocks" >> beam.ParDo(neighbours.EmbedBlock(
                     seed, num_models, batch_size, config,
-                    None if trained is None else trained[0], pixels, table,
-                    None if trained is None else trained[3],
-                    trained is not None and trained[4])))
+                    params=None if model is None else model.params, pixels=pixels, table=table,
+                    signal=None if model is None else model.signal,
+                    mirror=model is not None and model.mirror)))
     blocks, embed_failures = common.split(embedded, "Embed")
     recall = None
     if index == "approx":
@@ -194,20 +198,20 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     else:
         parts = exact_parts(blocks, num_blocks, top_k, num_models, evaluate,
                             None if pixels is not None else config["embedding_dim"])
-    signal = None if trained is None else trained[3]
+    signal = None if model is None else model.signal
     block_stats, pair_stats = write_pairs(parts, out, num_blocks, num_models, mutual, min_score,
                                           None if signal is None else 1)
     failures = (read_failures, embed_failures) | "AllFailures" >> beam.Flatten()
     failed = common.write_failures(failures, out, max(1, num_blocks // 16))
-    settings = {"num_models": num_models, "seed": None if trained else seed, "top_k": top_k,
+    settings = {"num_models": num_models, "seed": None if model else seed, "top_k": top_k,
                 "mutual": mutual, "min_score": min_score, "block_size": block_size,
-                "checkpoint": trained[2] if trained else None, "index": index,
+                "checkpoint": checkpoint if model else None, "index": index,
                 "index_params": index_params, "embedder": config, **devices.describe()}
     if pixels is not None:
         settings.update(seed=None, pixels=pixels["kind"])
     if signal is not None:
         settings["signal"] = {"kind": signal["kind"], "weight": signal["weight"]}
-    if trained is not None and trained[4]:
+    if model is not None and model.mirror:
         settings["mirror"] = True
     stats = [block_stats, pair_stats, failed] + ([recall] if recall is not None else [])
     summary = write_summary(pipeline, stats, out, settings)
@@ -240,24 +244,25 @@ def write_summary(pipeline, stats, out, settings):
             | "WriteSummary" >> beam.ParDo(WriteSummary(out, settings)))
 
 
-def _shared_table(dataset, pixels, trained, num_models, seed, embedder, batch_size):
+def _shared_table(dataset, pixels, model, num_models, seed, embedder, batch_size):
     """The processes of a run embed the --data pool together (`neighbours.shared_rows`)."""
     if dataset is None or pixels is not None:
         raise RandEnsembleError("weak-labels over several processes needs --data SPEC (e.g. "
                                 "renders:DIR) and --models or --checkpoint: the processes "
                                 "embed the pool together, then process 0 mines it")
-    config = EmbedderConfig.from_dict(members_config(trained, embedder))
-    params = trained[0] if trained else ensemble.init_ensemble(
-        jax.random.PRNGKey(seed), num_models, config)
-    return neighbours.shared_rows(dataset, params, config, batch_size,
-                                  *(trained[3:5] if trained else (None, False)))
+    if model is None:
+        config = EmbedderConfig.from_dict(members_config(None, embedder))
+        params = ensemble.init_ensemble(jax.random.PRNGKey(seed), num_models, config)
+        model = checkpoints.Model(params, config)
+    return neighbours.shared_rows(dataset, model.params, model.config, batch_size,
+                                  model.signal, model.mirror)
 
 
-def members_config(trained, embedder=None):
+def members_config(model, embedder=None):
     """The members' config dict (the job's records are fitted to its input_hw): the trained
-    checkpoint's, or the random members' (`embedder`; None: the blog net)."""
-    if trained is not None:
-        return trained[1]
+    model's (`Model` or None), or the random members' (`embedder`; None: the blog net)."""
+    if model is not None:
+        return model.config.to_dict()
     return EmbedderConfig.from_dict(embedder).to_dict() if embedder else DEFAULT_CONFIG.to_dict()
 
 
@@ -347,20 +352,19 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     check_arguments(out, renders, images, data, labels, num_models, top_k, batch_size, seed,
                     block_size)
     check_members(checkpoint, embedder, pixels, data)
-    trained = None
+    model = None
     if checkpoint is not None:
         model = checkpoints.load_model(checkpoint)
-        trained = (model.params, model.config.to_dict(), checkpoint, model.signal, model.mirror)
         num_models = ensemble.num_models(model.params)
-    hw = members_config(trained, embedder)["input_hw"]
-    if (trained or embedder) and renders is not None and not checks.is_remote(renders):
+    hw = members_config(model, embedder)["input_hw"]
+    if (model or embedder) and renders is not None and not checks.is_remote(renders):
         check_render_sizes(renders, hw)
     dataset = None
     if data is not None:
         dataset = data_sources.load_dataset(data, hw=hw, channels=3)
     table = None
     if devices.describe()["num_processes"] > 1:     # embed together, then process 0 mines
-        table = _shared_table(dataset, pixels, trained, num_models, seed, embedder, batch_size)
+        table = _shared_table(dataset, pixels, model, num_models, seed, embedder, batch_size)
         devices.leave()
         if not paths.is_writer():
             return {"num_images": len(dataset), "written_by": 0}
@@ -376,7 +380,8 @@ def run(renders=None, out=None, num_models=10, seed=0, top_k=1, mutual=False, mi
     pipeline = beam.Pipeline(options=common.pipeline_options(beam_args))
     build(pipeline, out, int(num_models), int(seed), num_blocks, renders, images, labels,
           int(top_k), bool(mutual), None if min_score is None else float(min_score),
-          int(batch_size), int(block_size), trained=trained, dataset=dataset, embedder=embedder,
+          int(batch_size), int(block_size), model=model, checkpoint=checkpoint, dataset=dataset,
+          embedder=embedder,
           evaluate=renders is not None or labels is not None
           or (dataset is not None and dataset.has_labels),
           index=index, index_params=index_params, recall_sample=int(recall_sample),
