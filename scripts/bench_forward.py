@@ -65,6 +65,34 @@ def forward_im2col_batched(params, images, config):
     return nn.l2_normalize(jnp.mean(x, axis=(2, 3)), axis=-1)     # (M, B, E)
 
 
+def forward_first_layer_shared(params, images, config):
+    """Losing lowering kept for the record (blog net): the first layer's input is the same
+    images for every member, so its patches are built once and multiplied by all M kernels in
+    one GEMM, (B*H'*W', K) x (K, M*C); each member then takes its slice inside the lax.map and
+    runs the rest as embed does. Slower on XLA:CPU: the (B, H', W', M, C) activation of a chunk
+    falls out of cache (1.6x embed's time on the Intel Xeon host)."""
+    layers = config.layers()
+    name, (kh, _, cin, cout), stride, relu = layers[0]
+    kernel = params[name]["kernel"]                                  # (M, kh, kw, cin, C)
+    m, k = kernel.shape[0], kh * kh * cin
+    patches = nn.im2col(images, kh, stride)                          # (B, H', W', K), shared
+    b, h, w, _ = patches.shape
+    first = patches.reshape(-1, k) @ jnp.moveaxis(kernel.reshape(m, k, cout), 0, 1).reshape(
+        k, m * cout)                                                 # (B*H'*W', M*C)
+    first = first.reshape(b, h, w, m, cout)
+    first = jax.nn.relu(first) if relu else first
+
+    def rest(args):
+        p, member = args
+        x = jnp.take(first, member, axis=3)                          # (B, H', W', C)
+        for lname, _, lstride, lrelu in layers[1:]:
+            x = nn.conv_forward_cpu(p[lname], x, stride=lstride)
+            x = jax.nn.relu(x) if lrelu else x
+        return nn.l2_normalize(jnp.mean(x, axis=(1, 2)), axis=-1)    # (B, E)
+    others = {n: v for n, v in params.items() if n != name}
+    return jax.lax.map(rest, (others, jnp.arange(m)))                # (M, B, E)
+
+
 def forward_all_im2col(params, images, config):
     """embed's lowering before stride-1 k x k convs went to lax.conv: every layer patches @
     kernel, lax.map over members -> (M, B, E) (the same as embed for the blog net)."""
@@ -91,6 +119,7 @@ def jax_candidates(params, images, config):
         out["blog_vmap"] = lambda: np.asarray(blog(params, x, config))
     if blog_net:
         out["im2col_batched"] = chunked(forward_im2col_batched)
+        out["shared_layer0"] = chunked(forward_first_layer_shared)
     else:
         out["embed_all_im2col"] = chunked(forward_all_im2col)
     return out
