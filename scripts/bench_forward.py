@@ -70,7 +70,7 @@ def forward_first_layer_shared(params, images, config):
     images for every member, so its patches are built once and multiplied by all M kernels in
     one GEMM, (B*H'*W', K) x (K, M*C); each member then takes its slice inside the lax.map and
     runs the rest as embed does. Slower on XLA:CPU: the (B, H', W', M, C) activation of a chunk
-    falls out of cache (1.6x embed's time on the Intel Xeon host)."""
+    falls out of cache (1.5-1.6x embed's time on the Intel Xeon host)."""
     layers = config.layers()
     name, (kh, _, cin, cout), stride, relu = layers[0]
     kernel = params[name]["kernel"]                                  # (M, kh, kw, cin, C)
