@@ -1,7 +1,8 @@
 """Training throughput, side by side in ONE warm process: M members in one jitted step
 (`model.ensemble.over_members`, lowered as vmap and as lax.map) against M separate
 single-member jitted steps, and against a PyTorch equivalent (M nets stepped in a loop) when
-torch is importable.
+torch is importable; `train`'s step is also timed with `--precision bf16` (bfloat16 conv
+operands), and its ratio to the PyTorch loop is printed with and without it.
 
 Throughput counts images x members per second: each step embeds 2 augmented views of B images
 per member, so one step is 2 * B * M. Rounds alternate candidates, so load noise hits all alike.

@@ -205,7 +205,7 @@ def build(pipeline, out, num_models, seed, num_blocks, renders=None, images=None
     failed = common.write_failures(failures, out, max(1, num_blocks // 16))
     settings = {"num_models": num_models, "seed": None if model else seed, "top_k": top_k,
                 "mutual": mutual, "min_score": min_score, "block_size": block_size,
-                "checkpoint": checkpoint if model else None, "index": index,
+                "checkpoint": checkpoint, "index": index,
                 "index_params": index_params, "embedder": config, **devices.describe()}
     if pixels is not None:
         settings.update(seed=None, pixels=pixels["kind"])
