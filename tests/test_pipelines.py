@@ -406,7 +406,7 @@ def test_member_rows_of_a_mirror_averaged_model():
     images = rng.integers(0, 256, (6, 32, 32, 3)).astype(np.uint8)
     params = jax.device_get(ensemble.init_ensemble(jax.random.PRNGKey(1), 2))
     signal = {"kind": "raw", "weight": 0.5}
-    got = member_rows(params, ensemble.DEFAULT_CONFIG, 4, signal, images, mirror=True)
+    got = member_rows(checkpoint.Model(params, ensemble.DEFAULT_CONFIG, signal, True), 4, images)
 
     def unit(x):
         return x / np.linalg.norm(x, axis=-1, keepdims=True)
@@ -418,6 +418,6 @@ def test_member_rows_of_a_mirror_averaged_model():
     want = np.concatenate([emb.transpose(1, 0, 2).reshape(6, -1) / np.sqrt(2 * (1 + w)),
                            pix * np.sqrt(w / (1 + w))], axis=1)
     np.testing.assert_allclose(got, want, atol=1e-5)
-    plain = member_rows(params, ensemble.DEFAULT_CONFIG, 4, signal, images)
+    plain = member_rows(checkpoint.Model(params, ensemble.DEFAULT_CONFIG, signal), 4, images)
     np.testing.assert_allclose(plain[:, -pix.shape[1]:],
                                baselines.pixel_rows(images) * np.sqrt(w / (1 + w)), atol=1e-6)

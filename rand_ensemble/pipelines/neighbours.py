@@ -63,11 +63,10 @@ class EmbedBlock(beam.DoFn):
         if self.pixels is not None:
             self._rows = functools.partial(baselines.pixel_embedding, self.pixels)
             return
-        self.params = self.trained if self.trained is not None else ensemble.init_ensemble(
+        params = self.trained if self.trained is not None else ensemble.init_ensemble(
             jax.random.PRNGKey(self.seed), self.num_models, self.config)
-        self._rows = functools.partial(member_rows, self.params, self.config,
-                                       self.batch_size, self.signal,   # (n, M*E [+ D])
-                                       mirror=self.mirror)
+        model = checkpoint.Model(params, self.config, self.signal, self.mirror)
+        self._rows = functools.partial(member_rows, model, self.batch_size)  # (n, M*E [+ D])
 
     def process(self, keyed):
         block, records = keyed
@@ -94,26 +93,26 @@ class EmbedBlock(beam.DoFn):
         yield common.ok((block, np.array(ids), kept_labels, flat))
 
 
-def member_rows(params, config, batch_size, signal, images, mirror=False) -> np.ndarray:
-    """The rows the members (and a trained model's signal member, if any) give images:
+def member_rows(model, batch_size, images) -> np.ndarray:
+    """The rows a `checkpoint.Model`'s members (and its signal member, if any) give images:
     (n, H, W, C) at the members' channels -> (n, M*E [+ D]) float32 (`engine.model_rows`),
-    mirror-averaged where the model is (`checkpoint.Model.mirror`)."""
-    members, signal_rows = baselines.model_embedders(
-        checkpoint.Model(params, config, signal, mirror), batch_size)
+    mirror-averaged where the model is (`baselines.model_embedders`)."""
+    members, signal_rows = baselines.model_embedders(model, batch_size)
     emb = np.asarray(members(images))
-    if signal is None:
+    if model.signal is None:
         return engine.model_rows(emb)
-    return engine.model_rows(emb, signal_rows(images), signal["weight"])
+    return engine.model_rows(emb, signal_rows(images), model.signal["weight"])
 
 
-def shared_rows(dataset, params, config, batch_size, signal=None, mirror=False) -> dict:
-    """EmbedBlock's rows of a whole loaded dataset, embedded by every process of a run together
-    (members split over all their devices; every process must call it) -> {"ids": sorted
-    (N,), "rows": (N, M*E [+ D]) float32}, what EmbedBlock's `table` takes."""
+def shared_rows(dataset, model, batch_size) -> dict:
+    """EmbedBlock's rows of a whole loaded dataset under a `checkpoint.Model` (`member_rows`),
+    embedded by every process of a run together (members split over all their devices; every
+    process must call it) -> {"ids": sorted (N,), "rows": (N, M*E [+ D]) float32}, what
+    EmbedBlock's `table` takes."""
     order = np.argsort(dataset.ids, kind="stable")
-    images = decode.convert_channels(dataset.images[order], config.in_channels)
+    images = decode.convert_channels(dataset.images[order], model.config.in_channels)
     return {"ids": np.asarray(dataset.ids)[order],
-            "rows": member_rows(params, config, batch_size, signal, images, mirror)}
+            "rows": member_rows(model, batch_size, images)}
 
 
 def fan_out(block, num_blocks):

@@ -254,8 +254,7 @@ def _shared_table(dataset, pixels, model, num_models, seed, embedder, batch_size
         config = EmbedderConfig.from_dict(members_config(None, embedder))
         params = ensemble.init_ensemble(jax.random.PRNGKey(seed), num_models, config)
         model = checkpoints.Model(params, config)
-    return neighbours.shared_rows(dataset, model.params, model.config, batch_size,
-                                  model.signal, model.mirror)
+    return neighbours.shared_rows(dataset, model, batch_size)
 
 
 def members_config(model, embedder=None):
